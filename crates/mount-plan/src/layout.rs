@@ -1,0 +1,320 @@
+//! The site's layout: where the workspace root goes in the container, which directories are
+//! shared read-only, how the root tmpfs behaves, and site-configured extra mounts.
+
+use crate::path::{ContainerPath, HostPath, PathError};
+use crate::{JobName, NameError};
+
+/// The default container root R.
+pub const DEFAULT_CONTAINER_ROOT: &str = "/workspace";
+/// The default shared read-only directories.
+pub const DEFAULT_SHARED: [&str; 2] = ["startup", "local"];
+/// The default size cap of a read-only root tmpfs, in bytes: it only holds mount points.
+pub const DEFAULT_READ_ONLY_ROOT_SIZE: u64 = 1 << 20;
+/// Mode of a read-only root tmpfs.
+pub const READ_ONLY_ROOT_MODE: u32 = 0o555;
+/// Mode of a scratch root tmpfs (sticky, world-writable, like `/tmp`).
+pub const SCRATCH_ROOT_MODE: u32 = 0o1777;
+
+/// How the tmpfs at the container root R behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RootPolicy {
+    /// Mounted read-only, mode 0555: nothing, not even root, can create entries at R.
+    ReadOnly {
+        /// Size cap in bytes.
+        size_bytes: u64,
+    },
+    /// Mounted read-write, mode 1777, for jobs that must create directories at R.
+    Scratch {
+        /// Size cap in bytes (required: an unbounded tmpfs lets a job fill RAM).
+        size_bytes: u64,
+    },
+}
+
+impl RootPolicy {
+    /// The size cap in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        match *self {
+            RootPolicy::ReadOnly { size_bytes } | RootPolicy::Scratch { size_bytes } => size_bytes,
+        }
+    }
+    /// Whether the root tmpfs is mounted read-only.
+    pub fn read_only(&self) -> bool {
+        matches!(self, RootPolicy::ReadOnly { .. })
+    }
+    /// The root tmpfs mode.
+    pub fn mode(&self) -> u32 {
+        match self {
+            RootPolicy::ReadOnly { .. } => READ_ONLY_ROOT_MODE,
+            RootPolicy::Scratch { .. } => SCRATCH_ROOT_MODE,
+        }
+    }
+}
+
+/// The root policy's name in a layout file and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum RootKind {
+    /// See [`RootPolicy::ReadOnly`].
+    #[default]
+    ReadOnly,
+    /// See [`RootPolicy::Scratch`].
+    Scratch,
+}
+
+/// A site-configured extra bind (a dataset, say), as validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraMount {
+    source: HostPath,
+    target: ContainerPath,
+    read_only: bool,
+}
+
+impl ExtraMount {
+    /// The host source.
+    pub fn source(&self) -> &HostPath {
+        &self.source
+    }
+    /// The container target.
+    pub fn target(&self) -> &ContainerPath {
+        &self.target
+    }
+    /// Whether it is mounted read-only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+/// Unvalidated input for an extra mount, as a layout file or a caller gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct ExtraMountSpec {
+    /// Host source path.
+    pub source: String,
+    /// Container target path.
+    pub target: String,
+    /// Read-only (the default) or read-write.
+    #[cfg_attr(feature = "serde", serde(default = "default_true"))]
+    pub read_only: bool,
+}
+
+#[cfg(feature = "serde")]
+fn default_true() -> bool {
+    true
+}
+
+/// Unvalidated layout input: every field optional, defaults applied by [`LayoutSpec::build`].
+/// This is what a layout file (TOML, JSON...) deserialises into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
+pub struct LayoutSpec {
+    /// The container root R (default [`DEFAULT_CONTAINER_ROOT`]).
+    pub container_root: Option<String>,
+    /// Shared read-only directory names (default [`DEFAULT_SHARED`]; may be empty).
+    pub shared: Option<Vec<String>>,
+    /// The root policy (default read-only).
+    pub root: Option<RootKind>,
+    /// The root tmpfs size cap in bytes (default [`DEFAULT_READ_ONLY_ROOT_SIZE`] for
+    /// read-only; required for scratch).
+    pub root_size_bytes: Option<u64>,
+    /// Site-configured extra mounts.
+    pub extra_mounts: Vec<ExtraMountSpec>,
+}
+
+/// Why a layout was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// The container root is not an acceptable container path.
+    #[error("layout rule `container-root`: {0}")]
+    ContainerRoot(#[source] PathError),
+    /// A shared directory name breaks the name grammar.
+    #[error("layout rule `shared-name`: shared directory {value:?}: {source}")]
+    SharedName {
+        /// The refused value.
+        value: String,
+        /// Why.
+        #[source]
+        source: NameError,
+    },
+    /// Two shared names are equal ignoring ASCII case.
+    #[error("layout rule `shared-duplicate`: shared directory {value:?} is listed twice (ignoring ASCII case)")]
+    SharedDuplicate {
+        /// The repeated name.
+        value: String,
+    },
+    /// The scratch policy needs an explicit size.
+    #[error("layout rule `scratch-size`: a scratch root needs a size cap (root_size_bytes / --scratch-size)")]
+    ScratchNeedsSize,
+    /// A zero-byte tmpfs.
+    #[error("layout rule `root-size`: the root size cap must be at least 4096 bytes, got {value}")]
+    RootSizeTooSmall {
+        /// The refused size.
+        value: u64,
+    },
+    /// An extra mount's source or target is not an acceptable path.
+    #[error("layout rule `extra-path`: extra mount {index}: {source}")]
+    ExtraPath {
+        /// Position in the list.
+        index: usize,
+        /// Why.
+        #[source]
+        source: PathError,
+    },
+    /// An extra mount's target overlaps the container root.
+    #[error(
+        "layout rule `extra-overlaps-root`: extra mount target {target:?} overlaps the container root {root:?}; it may neither contain it nor lie inside it"
+    )]
+    ExtraOverlapsRoot {
+        /// The refused target.
+        target: String,
+        /// The container root.
+        root: String,
+    },
+    /// Two extra mounts share a target.
+    #[error("layout rule `extra-duplicate-target`: two extra mounts have the target {target:?}")]
+    ExtraDuplicateTarget {
+        /// The repeated target.
+        target: String,
+    },
+}
+
+impl LayoutError {
+    /// The stable short id of the rule.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            LayoutError::ContainerRoot(_) => "container-root",
+            LayoutError::SharedName { .. } => "shared-name",
+            LayoutError::SharedDuplicate { .. } => "shared-duplicate",
+            LayoutError::ScratchNeedsSize => "scratch-size",
+            LayoutError::RootSizeTooSmall { .. } => "root-size",
+            LayoutError::ExtraPath { .. } => "extra-path",
+            LayoutError::ExtraOverlapsRoot { .. } => "extra-overlaps-root",
+            LayoutError::ExtraDuplicateTarget { .. } => "extra-duplicate-target",
+        }
+    }
+}
+
+/// A validated layout. Build one with [`Layout::default`] or [`LayoutSpec::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub(crate) container_root: ContainerPath,
+    pub(crate) shared: Vec<JobName>,
+    pub(crate) root: RootPolicy,
+    pub(crate) extra_mounts: Vec<ExtraMount>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        LayoutSpec::default()
+            .build()
+            .expect("the default layout is valid")
+    }
+}
+
+impl LayoutSpec {
+    /// Validate and apply defaults.
+    pub fn build(&self) -> Result<Layout, LayoutError> {
+        let container_root = ContainerPath::parse_as(
+            self.container_root
+                .as_deref()
+                .unwrap_or(DEFAULT_CONTAINER_ROOT),
+            "container root",
+        )
+        .map_err(LayoutError::ContainerRoot)?;
+
+        let mut shared: Vec<JobName> = Vec::new();
+        let raw_shared: Vec<&str> = match &self.shared {
+            Some(v) => v.iter().map(String::as_str).collect(),
+            None => DEFAULT_SHARED.to_vec(),
+        };
+        for value in raw_shared {
+            let name = JobName::parse(value).map_err(|source| LayoutError::SharedName {
+                value: value.to_owned(),
+                source,
+            })?;
+            if name.check_not_reserved(&shared).is_err() {
+                return Err(LayoutError::SharedDuplicate {
+                    value: value.to_owned(),
+                });
+            }
+            shared.push(name);
+        }
+
+        let root = match (self.root.unwrap_or_default(), self.root_size_bytes) {
+            (RootKind::ReadOnly, size) => RootPolicy::ReadOnly {
+                size_bytes: size.unwrap_or(DEFAULT_READ_ONLY_ROOT_SIZE),
+            },
+            (RootKind::Scratch, Some(size_bytes)) => RootPolicy::Scratch { size_bytes },
+            (RootKind::Scratch, None) => return Err(LayoutError::ScratchNeedsSize),
+        };
+        if root.size_bytes() < 4096 {
+            return Err(LayoutError::RootSizeTooSmall {
+                value: root.size_bytes(),
+            });
+        }
+
+        let mut extra_mounts: Vec<ExtraMount> = Vec::new();
+        for (index, spec) in self.extra_mounts.iter().enumerate() {
+            let path_err = |source| LayoutError::ExtraPath { index, source };
+            let source = HostPath::parse_as(&spec.source, "extra mount source").map_err(path_err)?;
+            let target =
+                ContainerPath::parse_as(&spec.target, "extra mount target").map_err(path_err)?;
+            if target.is_within(&container_root) || container_root.is_within(&target) {
+                return Err(LayoutError::ExtraOverlapsRoot {
+                    target: target.as_str().to_owned(),
+                    root: container_root.as_str().to_owned(),
+                });
+            }
+            if extra_mounts.iter().any(|m| m.target == target) {
+                return Err(LayoutError::ExtraDuplicateTarget {
+                    target: target.as_str().to_owned(),
+                });
+            }
+            extra_mounts.push(ExtraMount {
+                source,
+                target,
+                read_only: spec.read_only,
+            });
+        }
+        // Parents before children: a prefix sorts before every path below it.
+        extra_mounts.sort_by(|a, b| a.target.cmp(&b.target));
+
+        Ok(Layout {
+            container_root,
+            shared,
+            root,
+            extra_mounts,
+        })
+    }
+}
+
+impl Layout {
+    /// The container root R.
+    pub fn container_root(&self) -> &ContainerPath {
+        &self.container_root
+    }
+    /// The shared read-only directory names, in order.
+    pub fn shared(&self) -> &[JobName] {
+        &self.shared
+    }
+    /// The root tmpfs policy.
+    pub fn root(&self) -> RootPolicy {
+        self.root
+    }
+    /// The site-configured extra mounts, parents before children.
+    pub fn extra_mounts(&self) -> &[ExtraMount] {
+        &self.extra_mounts
+    }
+
+    /// Parse a job name and refuse it when it is reserved in this layout (equal to a shared
+    /// directory name, ignoring ASCII case).
+    pub fn job(&self, value: &str) -> Result<JobName, NameError> {
+        let name = JobName::parse(value)?;
+        name.check_not_reserved(&self.shared)?;
+        Ok(name)
+    }
+}
