@@ -1,1 +1,227 @@
-fn main() {}
+//! `mount-plan`: plan (and check) the isolated workspace view of a job container.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use mount_plan::{Mount, MountPlan};
+
+mod plan_args;
+
+use plan_args::{LayoutArgs, PlanArgs};
+
+/// Give every job container an isolated view of a shared workspace.
+///
+/// A container planned by mount-plan sees exactly: an empty tmpfs at the workspace root R
+/// (read-only by default), the shared directories of the workspace W read-only at R/<name>,
+/// the job directory W/J read-write at R/J (its working directory), and nothing else of W.
+#[derive(Debug, Parser)]
+#[command(name = "mount-plan", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the mount plan of one job container (no engine, no filesystem access)
+    ///
+    /// Exit status: 0 with the plan on stdout; 2 when an input breaks a rule (nothing on
+    /// stdout, `error: ...` on stderr naming the rule and the value).
+    Plan(PlanCmd),
+    /// Check job names against the name rules: one line per name
+    ///
+    /// Prints `ok NAME` or `invalid NAME: <reason>`; exit 0 when all are valid, 1 otherwise.
+    /// With --json, reads one JSON string per line from stdin (so NUL, newlines and any
+    /// character can be tried) and prints one JSON object per line.
+    Check(CheckCmd),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The plan as a JSON object (version, job, workspace, container_root, workdir, mounts)
+    Json,
+    /// A human-readable table
+    Table,
+    /// A JSON array of `docker run` arguments (every --mount field CSV-quoted)
+    DockerArgs,
+    /// A JSON array of `podman run` arguments (every --mount field CSV-quoted)
+    PodmanArgs,
+    /// A JSON array of OCI runtime-spec mounts (destination, type, source, options)
+    Oci,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanCmd {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckCmd {
+    /// Names to check
+    #[arg(value_name = "NAME", required_unless_present = "json")]
+    names: Vec<String>,
+    /// Read JSON strings from stdin, one per line; print one JSON object per line
+    #[arg(long, conflicts_with = "names")]
+    json: bool,
+    #[command(flatten)]
+    layout: LayoutArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(cmd) => run_plan(&cmd),
+        Command::Check(cmd) => run_check(&cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
+    let plan = cmd.plan.plan()?;
+    let out = match cmd.format {
+        Format::Json => serde_json::to_string_pretty(&plan)?,
+        Format::Table => table(&plan),
+        Format::DockerArgs => {
+            eprintln!(
+                "note: docker cannot set nosuid/nodev/noexec on bind mounts; these arguments add \
+                 no-new-privileges for setuid and rely on the device cgroup for devices, and leave \
+                 read-only binds executable"
+            );
+            serde_json::to_string_pretty(&plan.docker_args())?
+        }
+        Format::PodmanArgs => serde_json::to_string_pretty(&plan.podman_args())?,
+        Format::Oci => serde_json::to_string_pretty(&plan.oci_mounts())?,
+    };
+    write_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").context("cannot write to stdout")?;
+    Ok(())
+}
+
+fn table(plan: &MountPlan) -> String {
+    let mut rows = vec![[
+        "KIND".to_owned(),
+        "TARGET".to_owned(),
+        "SOURCE".to_owned(),
+        "ACCESS".to_owned(),
+        "OPTIONS".to_owned(),
+    ]];
+    for m in plan.mounts() {
+        let access = if m.read_only() { "ro" } else { "rw" }.to_owned();
+        let flags: Vec<&str> = m.flags().words().collect();
+        let row = match m {
+            Mount::Tmpfs(t) => [
+                "tmpfs".to_owned(),
+                t.target().to_string(),
+                "-".to_owned(),
+                access,
+                format!(
+                    "mode={:04o},size={},{}",
+                    t.mode(),
+                    t.size_bytes(),
+                    flags.join(",")
+                ),
+            ],
+            Mount::Bind(b) => [
+                format!("bind ({})", role_name(b.role())),
+                b.target().to_string(),
+                b.source().to_string(),
+                access,
+                format!("non-recursive,private,{}", flags.join(",")),
+            ],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "job {}  workspace {}  workdir {}\n",
+        plan.job(),
+        plan.workspace(),
+        plan.workdir()
+    );
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
+}
+
+fn role_name(role: mount_plan::BindRole) -> &'static str {
+    match role {
+        mount_plan::BindRole::Shared => "shared",
+        mount_plan::BindRole::Job => "job",
+        mount_plan::BindRole::Extra => "extra",
+    }
+}
+
+fn run_check(cmd: &CheckCmd) -> Result<ExitCode> {
+    let layout = cmd.layout.layout()?;
+    let mut all_ok = true;
+    let mut out = String::new();
+    if cmd.json {
+        for (lineno, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("cannot read stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let name: String = serde_json::from_str(&line).with_context(|| {
+                format!(
+                    "stdin line {}: expected a JSON string, got {line:?}",
+                    lineno + 1
+                )
+            })?;
+            let result = layout.job(&name);
+            all_ok &= result.is_ok();
+            let obj = serde_json::json!({
+                "name": name,
+                "ok": result.is_ok(),
+                "rule": result.as_ref().err().map(|e| e.rule()),
+                "error": result.as_ref().err().map(|e| e.to_string()),
+            });
+            out.push_str(&obj.to_string());
+            out.push('\n');
+        }
+    } else {
+        for name in &cmd.names {
+            match layout.job(name) {
+                Ok(_) => out.push_str(&format!("ok {}\n", name.escape_debug())),
+                Err(e) => {
+                    all_ok = false;
+                    out.push_str(&format!("invalid {}: {e}\n", name.escape_debug()));
+                }
+            }
+        }
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
