@@ -1,0 +1,219 @@
+//! Why a plan could not be verified, and what each refusal concerned.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What a check concerned: the path the engine will mount and the path the check ran on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Subject {
+    /// What it is: "workspace", "shared directory", "job directory", "extra mount source" or
+    /// "job directory entry".
+    pub what: &'static str,
+    /// The path as the engine sees it (from the plan).
+    pub host_path: String,
+    /// The path this process opened (the launcher's view). Equal to `host_path` unless a
+    /// [`HostView::at`](crate::HostView::at) maps the workspace elsewhere.
+    pub launcher_path: PathBuf,
+}
+
+impl Subject {
+    pub(crate) fn new(what: &'static str, host_path: String, launcher_path: PathBuf) -> Self {
+        Subject {
+            what,
+            host_path,
+            launcher_path,
+        }
+    }
+
+    /// The same subject one level down: `name` below both paths.
+    pub(crate) fn child(&self, what: &'static str, name: &str) -> Subject {
+        Subject {
+            what,
+            host_path: format!("{}/{}", self.host_path, name),
+            launcher_path: self.launcher_path.join(name),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.what, self.host_path)?;
+        if self.launcher_path.as_os_str() != self.host_path.as_str() {
+            write!(f, " (checked at {:?})", self.launcher_path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a plan was not verified. Every variant names a stable rule id ([`HostError::rule`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The launcher's view of the workspace is a relative path.
+    #[error("host rule `launcher-path`: the launcher's view of the workspace {path:?} is not an absolute path")]
+    LauncherPath {
+        /// The refused path.
+        path: PathBuf,
+    },
+    /// A job directory mode with bits outside 0o7777.
+    #[error("host rule `mode`: the job directory mode {mode:#o} has bits outside 0o7777")]
+    InvalidMode {
+        /// The refused mode.
+        mode: u32,
+    },
+    /// The object is a symbolic link.
+    #[error("host rule `symlink`: {at} is a symlink")]
+    Symlink {
+        /// What was checked.
+        at: Subject,
+    },
+    /// A component of the path before the object is a symbolic link (strict paths only).
+    #[error("host rule `symlink-in-path`: {at} has a symlink among its parent components and strict paths were asked for")]
+    SymlinkInPath {
+        /// What was checked.
+        at: Subject,
+    },
+    /// The object exists but is not a directory.
+    #[error("host rule `not-a-directory`: {at} is a {found}, not a directory")]
+    NotADirectory {
+        /// What was checked.
+        at: Subject,
+        /// What it is instead ("regular file", "socket"...).
+        found: &'static str,
+    },
+    /// The object does not exist.
+    #[error("host rule `missing`: {at} does not exist")]
+    Missing {
+        /// What was checked.
+        at: Subject,
+    },
+    /// The object is not on the workspace's own mount: another filesystem or a mount point.
+    #[error(
+        "host rule `other-filesystem`: {at} is a mount point or on another filesystem (device {}, the workspace's device {workspace_dev}{}); a bind source must be a plain directory of the workspace's own mount",
+        fmt_dev(*.dev),
+        fmt_mount_ids(*.mount_ids)
+    )]
+    OtherFilesystem {
+        /// What was checked.
+        at: Subject,
+        /// Its device number (`st_dev`), when it could be read.
+        dev: Option<u64>,
+        /// The workspace's device number.
+        workspace_dev: u64,
+        /// (its mount id, the workspace's mount id) when the device numbers agree but the
+        /// mounts differ (a bind mount from the same filesystem).
+        mount_ids: Option<(u64, u64)>,
+    },
+    /// A fresh job directory was asked for, and the name is taken.
+    #[error("host rule `exists`: {at} already exists and a fresh job directory was asked for")]
+    Exists {
+        /// What was checked.
+        at: Subject,
+    },
+    /// The workspace or a shared directory is writable by group or others.
+    #[error(
+        "host rule `permissions`: {at} is writable by {} (mode {mode:04o}); whoever can write there can swap the directories it holds",
+        writers(*.mode)
+    )]
+    Permissions {
+        /// What was checked.
+        at: Subject,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The workspace or a shared directory is owned by another user than expected.
+    #[error("host rule `owner`: {at} is owned by uid {uid}, expected uid {expected}")]
+    Owner {
+        /// What was checked.
+        at: Subject,
+        /// Its owner.
+        uid: u32,
+        /// The expected owner.
+        expected: u32,
+    },
+    /// A regular file in the job directory has more than one link.
+    #[error("host rule `hard-link`: {at} is a regular file with {links} links; a hard link can expose a file from outside the job directory")]
+    HardLink {
+        /// The file.
+        at: Subject,
+        /// Its link count.
+        links: u64,
+    },
+    /// The hard-link scan met a directory nested too deep.
+    #[error("host rule `too-deep`: {at} is nested more than {limit} directories below the job directory; the hard-link scan refuses to go further")]
+    TooDeep {
+        /// The directory.
+        at: Subject,
+        /// The depth limit.
+        limit: usize,
+    },
+    /// A system call failed for another reason.
+    #[error("host rule `io`: could not {op} {at}: {source}")]
+    Io {
+        /// What was being checked.
+        at: Subject,
+        /// The operation ("open", "stat", "create", "read"...).
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn fmt_dev(dev: Option<u64>) -> String {
+    dev.map_or_else(|| "unknown".to_owned(), |d| d.to_string())
+}
+
+fn fmt_mount_ids(ids: Option<(u64, u64)>) -> String {
+    ids.map_or_else(String::new, |(found, ws)| {
+        format!("; mount id {found}, the workspace's mount id {ws}")
+    })
+}
+
+fn writers(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "group and others",
+        (true, false) => "its group",
+        _ => "others",
+    }
+}
+
+impl HostError {
+    /// The stable short id of the rule that refused the plan.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            HostError::LauncherPath { .. } => "launcher-path",
+            HostError::InvalidMode { .. } => "mode",
+            HostError::Symlink { .. } => "symlink",
+            HostError::SymlinkInPath { .. } => "symlink-in-path",
+            HostError::NotADirectory { .. } => "not-a-directory",
+            HostError::Missing { .. } => "missing",
+            HostError::OtherFilesystem { .. } => "other-filesystem",
+            HostError::Exists { .. } => "exists",
+            HostError::Permissions { .. } => "permissions",
+            HostError::Owner { .. } => "owner",
+            HostError::HardLink { .. } => "hard-link",
+            HostError::TooDeep { .. } => "too-deep",
+            HostError::Io { .. } => "io",
+        }
+    }
+
+    /// What the refusal concerned, when it concerned a path.
+    pub fn subject(&self) -> Option<&Subject> {
+        match self {
+            HostError::LauncherPath { .. } | HostError::InvalidMode { .. } => None,
+            HostError::Symlink { at }
+            | HostError::SymlinkInPath { at }
+            | HostError::NotADirectory { at, .. }
+            | HostError::Missing { at }
+            | HostError::OtherFilesystem { at, .. }
+            | HostError::Exists { at }
+            | HostError::Permissions { at, .. }
+            | HostError::Owner { at, .. }
+            | HostError::HardLink { at, .. }
+            | HostError::TooDeep { at, .. }
+            | HostError::Io { at, .. } => Some(at),
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! # mount-plan-host: a plan checked against the real workspace
+//!
+//! **Guarantee.** [`verify`] turns a [`MountPlan`] into a [`VerifiedPlan`], the only type
+//! backends accept, when and only when, at the time of the check:
+//!
+//! - the workspace W, as the launcher sees it, is a real directory (its last component is not a
+//!   symlink), owned by the expected user and not writable by group or others
+//!   ([`PermissionPolicy`]);
+//! - every shared directory W/&lt;name&gt; and the job directory W/J is a real directory reached
+//!   from W's handle **without following any symlink or magic link and without crossing a
+//!   mount point**: `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`, or, where `openat2` is unavailable, an
+//!   `O_PATH | O_NOFOLLOW` open of the single component from W's handle followed by a device
+//!   and mount-id comparison ([`Resolver`]). A bind source on another filesystem, or that is
+//!   itself a mount point, is refused with both device numbers in the error;
+//! - the shared directories pass the same owner and permission rules as W;
+//! - every extra mount's source is a directory whose last component is not a symlink.
+//!
+//! The decision is always taken on the descriptor that was opened (`fstat` on it), never on a
+//! second lookup by name, so a directory swapped for a symlink mid-check yields either the real
+//! directory or an error, never the link's target. The verified plan records the identity
+//! ([`Pin`]: `st_dev`, `st_ino`) of W and of every bind source, so that a backend can compare
+//! it with what the container really got.
+//!
+//! **Two views of one workspace.** The plan holds host paths, as the engine sees them. The
+//! launcher may see W elsewhere (W mounted at `/var/tmp/ws` in its own container):
+//! [`HostView::at`] names that path. Every check runs through the launcher's path, on the same
+//! inodes; the verified plan keeps the host paths.
+//!
+//! **Job directory creation.** [`JobDir::CreateFresh`] and [`JobDir::CreateIfMissing`] create
+//! W/J with `mkdirat` from W's handle, then reopen it without following links and set the exact
+//! mode with `fchmod` (the umask does not apply). If anything fails after the directory was
+//! created, it is removed again: a failed verification leaves nothing behind.
+//!
+//! ```
+//! use mount_plan::{HostPath, Layout};
+//! use mount_plan_host::{verify, HostView, JobDir, VerifyOptions};
+//! # use std::os::unix::fs::PermissionsExt;
+//! # let tmp = tempfile::tempdir()?;
+//! # let launcher_view = tmp.path().join("ws");
+//! # for dir in ["", "startup", "local"] {
+//! #     std::fs::create_dir_all(launcher_view.join(dir))?;
+//! #     std::fs::set_permissions(launcher_view.join(dir), std::fs::Permissions::from_mode(0o755))?;
+//! # }
+//!
+//! // The engine mounts /srv/site/...; this process sees the same directory at `launcher_view`.
+//! let layout = Layout::default();
+//! let plan = layout.plan(&HostPath::parse("/srv/site")?, &layout.job("job-1")?)?;
+//! let options = VerifyOptions {
+//!     view: Some(HostView::at(&launcher_view)),
+//!     job_dir: JobDir::create_fresh(),
+//!     ..VerifyOptions::default()
+//! };
+//! let verified = verify(plan, &options)?;
+//! assert!(verified.job_dir_created());
+//! assert_eq!(verified.plan().job_bind().source().as_str(), "/srv/site/job-1");
+//! println!("job directory pinned at {:?}", verified.job_pin());
+//!
+//! // A second fresh directory of the same name is refused.
+//! let again = layout.plan(&HostPath::parse("/srv/site")?, &layout.job("job-1")?)?;
+//! assert_eq!(verify(again, &options).unwrap_err().rule(), "exists");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Limits
+//!
+//! - **A check, not a lock.** Nothing stops the host from changing after [`verify`] returns:
+//!   the engine resolves the host paths again when it mounts them. The pins exist so that a
+//!   backend can compare them with the container's view afterwards; refusing writable W and
+//!   shared directories keeps other users from swapping entries in between.
+//! - **W's parent components are trusted.** Only W's last component is opened with
+//!   `O_NOFOLLOW`; the directories above it are site configuration. With
+//!   [`VerifyOptions::strict_paths`] no component of W's path (nor of an extra mount's source)
+//!   may be a symlink; it is off by default because sites commonly reach their storage through a
+//!   symlinked mount (`/data -> /mnt/disk1`), and whoever can change `/` or `/srv` already owns
+//!   the host.
+//! - **Extra mounts** (role `Extra`, outside W) are opened by their full path with `O_PATH |
+//!   O_NOFOLLOW` (the last component only, unless strict) and pinned; they may live on any
+//!   filesystem, and no owner or permission rule applies to them: they are site-configured
+//!   datasets. Their launcher path is the host path unless [`HostView::map_extra`] says
+//!   otherwise.
+//! - **The job directory itself** need not be private: the job writes there, and a site may
+//!   share it with a group on purpose. What an attacker needs to swap W/J is write access to
+//!   W, which is refused. Entries *inside* W/J belong to the job; see the hard-link option.
+//! - **Permissions** are read from the mode bits. POSIX ACL entries that grant write show up
+//!   in the group bits (the ACL mask), so they are refused too; other access control (SELinux,
+//!   capabilities of other processes, root) is out of scope.
+//! - **Hard links.** [`VerifyOptions::refuse_hard_links`] scans W/J recursively (same mount
+//!   only, at most [`MAX_SCAN_DEPTH`] levels, no link followed) and refuses a regular file with
+//!   more than one link. It is off by default: legitimate job directories can hold hard links
+//!   (`cp -al` snapshots, package caches), the scan costs time proportional to the directory,
+//!   and a fresh job directory ([`JobDir::CreateFresh`]) is the stronger defence. Like every
+//!   check, it is a snapshot.
+//! - Linux only. `openat2` needs Linux 5.6; the mount-id comparison of the fallback walk needs
+//!   `statx` with `STATX_MNT_ID` (5.8) and is skipped where the kernel does not report it (the
+//!   device comparison still applies).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod open;
+mod scan;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use mount_plan::{BindRole, ContainerPath, HostPath, MountPlan};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{fchmod, fstat, mkdirat, unlinkat, AtFlags, Mode};
+use rustix::io::Errno;
+
+pub use error::{HostError, Subject};
+pub use scan::MAX_SCAN_DEPTH;
+
+use open::{Base, Method};
+
+/// The default mode of a job directory that [`verify`] creates.
+pub const DEFAULT_JOB_DIR_MODE: u32 = 0o750;
+
+/// (device, inode) identity of a directory, as `stat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Pin {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl Pin {
+    fn of(st: &rustix::fs::Stat) -> Pin {
+        #[allow(clippy::useless_conversion)] // `st_ino`'s type differs between architectures
+        let ino = u64::from(st.st_ino);
+        Pin {
+            dev: open::dev_of(st),
+            ino,
+        }
+    }
+}
+
+/// Where this process sees the plan's host workspace W (and, optionally, extra mount sources).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostView {
+    launcher_workspace: Option<PathBuf>,
+    extra: Vec<(HostPath, PathBuf)>,
+}
+
+impl HostView {
+    /// The launcher sees W at the same path the engine does.
+    pub fn same_path() -> Self {
+        HostView::default()
+    }
+
+    /// The launcher sees W at `path` (for example W mounted into the launcher's container).
+    /// It must be absolute.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        HostView {
+            launcher_workspace: Some(path.into()),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The launcher sees the extra mount source `host` at `path`. Unmapped extra sources are
+    /// opened at their host path.
+    pub fn map_extra(mut self, host: HostPath, path: impl Into<PathBuf>) -> Self {
+        self.extra.retain(|(h, _)| *h != host);
+        self.extra.push((host, path.into()));
+        self
+    }
+
+    /// The path this process opens for the plan's workspace `workspace`.
+    pub fn workspace_path(&self, workspace: &HostPath) -> PathBuf {
+        match &self.launcher_workspace {
+            // `components()` drops a trailing `/`, which would make the kernel follow a
+            // symlink in the last component.
+            Some(path) => path.components().collect(),
+            None => PathBuf::from(workspace.as_str()),
+        }
+    }
+
+    /// The path this process opens for the extra mount source `source`.
+    pub fn extra_path(&self, source: &HostPath) -> PathBuf {
+        self.extra.iter().find(|(h, _)| h == source).map_or_else(
+            || PathBuf::from(source.as_str()),
+            |(_, p)| p.components().collect(),
+        )
+    }
+
+    fn check(&self) -> Result<(), HostError> {
+        for path in self
+            .launcher_workspace
+            .iter()
+            .chain(self.extra.iter().map(|(_, p)| p))
+        {
+            if !path.is_absolute() {
+                return Err(HostError::LauncherPath { path: path.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to do about the job directory W/J.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobDir {
+    /// W/J must already exist.
+    #[default]
+    MustExist,
+    /// Create W/J when missing (with exactly this mode), use it when present.
+    CreateIfMissing {
+        /// Permission bits (at most 0o7777), applied with `fchmod` regardless of the umask.
+        mode: u32,
+    },
+    /// Create W/J; fail with rule `exists` if the name is taken (by anything, even a link).
+    CreateFresh {
+        /// Permission bits (at most 0o7777), applied with `fchmod` regardless of the umask.
+        mode: u32,
+    },
+}
+
+impl JobDir {
+    /// [`JobDir::CreateFresh`] with [`DEFAULT_JOB_DIR_MODE`].
+    pub fn create_fresh() -> Self {
+        JobDir::CreateFresh {
+            mode: DEFAULT_JOB_DIR_MODE,
+        }
+    }
+    /// [`JobDir::CreateIfMissing`] with [`DEFAULT_JOB_DIR_MODE`].
+    pub fn create_if_missing() -> Self {
+        JobDir::CreateIfMissing {
+            mode: DEFAULT_JOB_DIR_MODE,
+        }
+    }
+}
+
+/// What a permission or owner finding on W or a shared directory does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PermissionPolicy {
+    /// Fail with rule `permissions` or `owner`.
+    #[default]
+    Refuse,
+    /// Verify anyway and report the finding in [`VerifiedPlan::warnings`].
+    Warn,
+}
+
+/// How paths below W are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resolver {
+    /// `openat2` when the kernel (and any seccomp filter) allows it, otherwise the walk.
+    #[default]
+    Auto,
+    /// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+    /// RESOLVE_NO_XDEV`; fail when it is unavailable.
+    Openat2,
+    /// The fallback: each component opened with `O_PATH | O_NOFOLLOW` from its parent's
+    /// handle, then compared with W's device and mount id.
+    Walk,
+}
+
+/// Options of [`verify`]. Build with `..VerifyOptions::default()`: fields may be added.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Where this process sees W (default: at the plan's host path).
+    pub view: Option<HostView>,
+    /// Whether W/J must exist or is created.
+    pub job_dir: JobDir,
+    /// What an owner or permission finding on W or a shared directory does.
+    pub permissions: PermissionPolicy,
+    /// Expected owner uid of W and shared dirs (default: this process's effective uid).
+    pub expected_owner: Option<u32>,
+    /// Refuse a regular file with more than one link anywhere in W/J (default off: see the
+    /// crate docs' limits).
+    pub refuse_hard_links: bool,
+    /// Refuse a symlink in any component of W's launcher path and of extra sources' paths,
+    /// not only the last (default off: see the crate docs' limits).
+    pub strict_paths: bool,
+    /// How paths below W are resolved (default [`Resolver::Auto`]).
+    pub resolver: Resolver,
+}
+
+/// The pin of one bind source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BindPin {
+    /// The bind's container target.
+    pub target: ContainerPath,
+    /// The bind's host source (as the engine sees it).
+    pub source: HostPath,
+    /// Why the bind is in the plan.
+    pub role: BindRole,
+    /// The source directory's identity.
+    #[serde(flatten)]
+    pub pin: Pin,
+}
+
+/// The identities recorded by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pins {
+    /// The workspace W.
+    pub workspace: Pin,
+    /// Every bind source, in the plan's mount order.
+    pub binds: Vec<BindPin>,
+}
+
+/// A plan whose bind sources were checked on the real filesystem; the only type backends accept.
+///
+/// Serialises as `{"plan": {...}, "pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
+/// "source", "role", "dev", "ino"}]}, "launcher_workspace", "resolver", "job_dir_created",
+/// "warnings"}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifiedPlan {
+    plan: MountPlan,
+    pins: Pins,
+    #[serde(serialize_with = "ser_lossy_path")]
+    launcher_workspace: PathBuf,
+    resolver: Resolver,
+    job_dir_created: bool,
+    warnings: Vec<String>,
+}
+
+fn ser_lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+impl VerifiedPlan {
+    /// The plan, unchanged (host paths).
+    pub fn plan(&self) -> &MountPlan {
+        &self.plan
+    }
+    /// The identity of W.
+    pub fn workspace_pin(&self) -> Pin {
+        self.pins.workspace
+    }
+    /// The identity of the source of the bind at `target`, if the plan has such a bind.
+    pub fn bind_pin(&self, target: &ContainerPath) -> Option<Pin> {
+        self.pins
+            .binds
+            .iter()
+            .find(|b| &b.target == target)
+            .map(|b| b.pin)
+    }
+    /// The identity of the job directory W/J.
+    pub fn job_pin(&self) -> Pin {
+        self.pins
+            .binds
+            .iter()
+            .find(|b| b.role == BindRole::Job)
+            .map(|b| b.pin)
+            .expect("a verified plan always pins its job bind")
+    }
+    /// All recorded identities.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+    /// Findings that [`PermissionPolicy::Warn`] let through.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+    /// The path through which W was checked.
+    pub fn launcher_workspace(&self) -> &Path {
+        &self.launcher_workspace
+    }
+    /// The resolution actually used ([`Resolver::Openat2`] or [`Resolver::Walk`]).
+    pub fn resolver(&self) -> Resolver {
+        self.resolver
+    }
+    /// Whether this verification created W/J.
+    pub fn job_dir_created(&self) -> bool {
+        self.job_dir_created
+    }
+}
+
+/// Check `plan` against the real filesystem, through the launcher's view of W.
+pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, HostError> {
+    let view = options.view.clone().unwrap_or_default();
+    view.check()?;
+    if let JobDir::CreateIfMissing { mode } | JobDir::CreateFresh { mode } = options.job_dir {
+        if mode & !0o7777 != 0 {
+            return Err(HostError::InvalidMode { mode });
+        }
+    }
+    let expected_owner = options
+        .expected_owner
+        .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    let mut warnings = Vec::new();
+    let mut police = |st: &rustix::fs::Stat, at: &Subject| -> Result<(), HostError> {
+        for finding in permission_findings(st, at, expected_owner) {
+            match options.permissions {
+                PermissionPolicy::Refuse => return Err(finding),
+                PermissionPolicy::Warn => warnings.push(finding.to_string()),
+            }
+        }
+        Ok(())
+    };
+
+    // W: one handle, its last component not followed.
+    let launcher_workspace = view.workspace_path(plan.workspace());
+    let ws_at = Subject::new(
+        "workspace",
+        plan.workspace().as_str().to_owned(),
+        launcher_workspace.clone(),
+    );
+    let method = {
+        // Probe openat2 (for `Resolver::Auto`) on a handle of `/`: W's own open needs the
+        // method already in strict mode.
+        let root = rustix::fs::openat(
+            rustix::fs::CWD,
+            "/",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| open::io_err(&ws_at, "open \"/\" before", e))?;
+        open::choose(options.resolver, root.as_fd(), &ws_at)?
+    };
+    let (ws, ws_st) =
+        open::open_absolute(&launcher_workspace, options.strict_paths, method, &ws_at)?;
+    police(&ws_st, &ws_at)?;
+    let base = Base {
+        dev: open::dev_of(&ws_st),
+        mount_id: open::mount_id(ws.as_fd()),
+    };
+    let mut pins: Vec<Option<Pin>> = vec![None; plan.binds().count()];
+
+    // Shared directories.
+    for (i, bind) in plan.binds().enumerate() {
+        if bind.role() != BindRole::Shared {
+            continue;
+        }
+        let name = leaf_name(plan.workspace(), bind.source());
+        let at = ws_at.child("shared directory", name);
+        let st = open_below(&ws, OsStr::new(name), &at, &base, method)?.1;
+        police(&st, &at)?;
+        pins[i] = Some(Pin::of(&st));
+    }
+
+    // The job directory: from here on, a directory created here is removed on failure.
+    let job_bind = plan.job_bind();
+    let job_name = leaf_name(plan.workspace(), job_bind.source());
+    let job_at = ws_at.child("job directory", job_name);
+    let (job_fd, job_st, created) = job_directory(
+        &ws,
+        OsStr::new(job_name),
+        &job_at,
+        &base,
+        method,
+        options.job_dir,
+    )?;
+    let mut cleanup = CreatedDir {
+        parent: ws.as_fd(),
+        name: OsStr::new(job_name),
+        ino: Some(Pin::of(&job_st).ino),
+        armed: created,
+    };
+
+    let mut rest = || -> Result<(), HostError> {
+        if options.refuse_hard_links {
+            scan::refuse_hard_links(&job_fd, &job_at, &base, method, 0)?;
+        }
+        // Extra mounts: outside W, any filesystem; last component not followed.
+        for (i, bind) in plan.binds().enumerate() {
+            match bind.role() {
+                BindRole::Job => pins[i] = Some(Pin::of(&job_st)),
+                BindRole::Extra => {
+                    let path = view.extra_path(bind.source());
+                    let at = Subject::new(
+                        "extra mount source",
+                        bind.source().as_str().to_owned(),
+                        path.clone(),
+                    );
+                    let (_, st) = open::open_absolute(&path, options.strict_paths, method, &at)?;
+                    pins[i] = Some(Pin::of(&st));
+                }
+                BindRole::Shared => {}
+            }
+        }
+        Ok(())
+    };
+    let outcome = rest();
+    if outcome.is_ok() {
+        cleanup.disarm();
+    }
+    drop(cleanup);
+    outcome?;
+
+    let binds = plan
+        .binds()
+        .zip(pins)
+        .map(|(bind, pin)| BindPin {
+            target: bind.target().clone(),
+            source: bind.source().clone(),
+            role: bind.role(),
+            pin: pin.expect("every bind was pinned above"),
+        })
+        .collect();
+    Ok(VerifiedPlan {
+        pins: Pins {
+            workspace: Pin::of(&ws_st),
+            binds,
+        },
+        plan,
+        launcher_workspace,
+        resolver: method.public(),
+        job_dir_created: created,
+        warnings,
+    })
+}
+
+/// The last component of a bind source below W (a validated name: the plan built it as
+/// `W/<name>`).
+fn leaf_name<'a>(workspace: &HostPath, source: &'a HostPath) -> &'a str {
+    let name = source
+        .as_str()
+        .rsplit_once('/')
+        .map_or(source.as_str(), |(_, name)| name);
+    debug_assert_eq!(
+        source.as_str(),
+        format!("{}/{name}", workspace.as_str()),
+        "the core plans shared and job binds as W/<name>"
+    );
+    name
+}
+
+fn permission_findings(st: &rustix::fs::Stat, at: &Subject, expected: u32) -> Vec<HostError> {
+    let mut found = Vec::new();
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        found.push(HostError::Permissions {
+            at: at.clone(),
+            mode,
+        });
+    }
+    if st.st_uid != expected {
+        found.push(HostError::Owner {
+            at: at.clone(),
+            uid: st.st_uid,
+            expected,
+        });
+    }
+    found
+}
+
+/// Open `name` below W and check it is a real directory on W's mount.
+fn open_below(
+    ws: &OwnedFd,
+    name: &OsStr,
+    at: &Subject,
+    base: &Base,
+    method: Method,
+) -> Result<(OwnedFd, rustix::fs::Stat), HostError> {
+    let fd = open::open_child(ws.as_fd(), name, method)
+        .map_err(|e| open::child_open_error(e, at, ws.as_fd(), name, base))?;
+    let st = open::inspect(&fd, at, Some(base))?;
+    Ok((fd, st))
+}
+
+/// Open (or create) W/J as `how` says. Returns its handle, its stat, and whether it was
+/// created here. On failure after creating it, it is removed again.
+fn job_directory(
+    ws: &OwnedFd,
+    name: &OsStr,
+    at: &Subject,
+    base: &Base,
+    method: Method,
+    how: JobDir,
+) -> Result<(OwnedFd, rustix::fs::Stat, bool), HostError> {
+    let mode = match how {
+        JobDir::MustExist => {
+            let (fd, st) = open_below(ws, name, at, base, method)?;
+            return Ok((fd, st, false));
+        }
+        JobDir::CreateIfMissing { mode } => match open_below(ws, name, at, base, method) {
+            Ok((fd, st)) => return Ok((fd, st, false)),
+            Err(HostError::Missing { .. }) => mode,
+            Err(e) => return Err(e),
+        },
+        JobDir::CreateFresh { mode } => mode,
+    };
+    match mkdirat(ws, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => {
+            return match how {
+                JobDir::CreateFresh { .. } => Err(HostError::Exists { at: at.clone() }),
+                // Created by someone else since our open: use it if it passes the checks.
+                _ => open_below(ws, name, at, base, method).map(|(fd, st)| (fd, st, false)),
+            };
+        }
+        Err(e) => return Err(open::io_err(at, "create", e)),
+    }
+    let mut cleanup = CreatedDir {
+        parent: ws.as_fd(),
+        name,
+        ino: None,
+        armed: true,
+    };
+    let (fd, st) = open_below(ws, name, at, base, method)?;
+    cleanup.ino = Some(Pin::of(&st).ino);
+    // mkdirat applied the umask: set the exact mode on the directory we hold.
+    let reader = open::reopen_dir(fd.as_fd()).map_err(|e| open::io_err(at, "open", e))?;
+    fchmod(&reader, Mode::from_raw_mode(mode)).map_err(|e| open::io_err(at, "chmod", e))?;
+    let st = fstat(&reader).map_err(|e| open::io_err(at, "stat", e))?;
+    cleanup.disarm();
+    Ok((fd, st, true))
+}
+
+/// Removes a directory this verification created when dropped armed.
+struct CreatedDir<'a> {
+    parent: BorrowedFd<'a>,
+    name: &'a OsStr,
+    /// The inode we created, when known. Unknown still removes: only an empty directory can
+    /// be removed, and `AT_REMOVEDIR` never follows a link.
+    ino: Option<u64>,
+    armed: bool,
+}
+
+impl CreatedDir<'_> {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CreatedDir<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Only remove what is still the directory we made.
+        if let Some(ino) = self.ino {
+            match rustix::fs::statat(self.parent, self.name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if Pin::of(&st).ino == ino => {}
+                _ => return,
+            }
+        }
+        let _ = unlinkat(self.parent, self.name, AtFlags::REMOVEDIR);
+    }
+}
