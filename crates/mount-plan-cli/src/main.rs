@@ -9,7 +9,7 @@ use mount_plan::{Mount, MountPlan};
 
 mod plan_args;
 
-use plan_args::{LayoutArgs, PlanArgs};
+use plan_args::{LayoutArgs, PlanArgs, VerifyArgs};
 
 /// Give every job container an isolated view of a shared workspace.
 ///
@@ -25,10 +25,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the mount plan of one job container (no engine, no filesystem access)
+    /// Print the mount plan of one job container (no engine needed)
     ///
-    /// Exit status: 0 with the plan on stdout; 2 when an input breaks a rule (nothing on
-    /// stdout, `error: ...` on stderr naming the rule and the value).
+    /// Without --verify it touches no filesystem. With --verify (or --create-job-dir,
+    /// --launcher-workspace) it opens W and each bind source from a directory handle without
+    /// following any link or crossing filesystems, and adds their (device, inode) pins.
+    ///
+    /// Exit status: 0 with the plan on stdout; 2 when an input breaks a rule or a host check
+    /// fails (nothing on stdout, `error: ...` on stderr naming the rule, the path and what was
+    /// found).
     Plan(PlanCmd),
     /// Check job names against the name rules: one line per name
     ///
@@ -56,6 +61,8 @@ enum Format {
 struct PlanCmd {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    verify: VerifyArgs,
     /// Output format
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -90,9 +97,43 @@ fn main() -> ExitCode {
 
 fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
+    let verified = if cmd.verify.wanted() {
+        Some(cmd.verify.verify(plan.clone())?)
+    } else {
+        None
+    };
     let out = match cmd.format {
-        Format::Json => serde_json::to_string_pretty(&plan)?,
-        Format::Table => table(&plan),
+        Format::Json => {
+            let mut value = serde_json::to_value(&plan)?;
+            if let Some(v) = &verified {
+                let obj = value.as_object_mut().expect("a plan is a JSON object");
+                obj.insert("pins".into(), serde_json::to_value(v.pins())?);
+                obj.insert(
+                    "launcher_workspace".into(),
+                    serde_json::to_value(v.launcher_workspace())?,
+                );
+                obj.insert("job_dir_created".into(), v.job_dir_created().into());
+                obj.insert("warnings".into(), serde_json::to_value(v.warnings())?);
+            }
+            serde_json::to_string_pretty(&value)?
+        }
+        Format::Table => {
+            let mut t = table(&plan);
+            if let Some(v) = &verified {
+                let p = v.pins();
+                t.push_str(&format!(
+                    "\npins: workspace dev={} ino={}",
+                    p.workspace.dev, p.workspace.ino
+                ));
+                for b in &p.binds {
+                    t.push_str(&format!(
+                        "\n      {} dev={} ino={}",
+                        b.target, b.pin.dev, b.pin.ino
+                    ));
+                }
+            }
+            t
+        }
         Format::DockerArgs => {
             eprintln!(
                 "note: docker cannot set nosuid/nodev/noexec on bind mounts; these arguments add \

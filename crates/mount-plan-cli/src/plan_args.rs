@@ -94,3 +94,100 @@ impl PlanArgs {
         Ok(layout.plan(&workspace, &job)?)
     }
 }
+
+/// When to create the job directory W/J.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CreateJobDir {
+    /// Create W/J when it is missing, use it when it is a real directory
+    IfMissing,
+    /// Create W/J; refuse when the name is already taken (by anything, even a link)
+    Fresh,
+}
+
+/// Permission findings on W or a shared directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermissionsArg {
+    /// Refuse the plan (default)
+    Refuse,
+    /// Verify anyway and print a warning
+    Warn,
+}
+
+/// Host checks: open W and every bind source without following links, pin their identities.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Check the plan against the real workspace and print the (device, inode) pins
+    #[arg(long)]
+    pub verify: bool,
+    /// Create the job directory W/J from a handle on W (implies --verify)
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, default_missing_value = "if-missing")]
+    pub create_job_dir: Option<CreateJobDir>,
+    /// Mode of a created job directory, in octal
+    #[arg(long, value_name = "OCTAL", default_value = "0750", value_parser = parse_octal)]
+    pub job_dir_mode: u32,
+    /// The path at which THIS process sees W, when it differs from the engine's host path
+    /// (for example a launcher running in a container with W mounted at /var/tmp/ws);
+    /// implies --verify
+    #[arg(long, value_name = "PATH")]
+    pub launcher_workspace: Option<PathBuf>,
+    /// Owner uid expected of W and the shared directories [default: this process's uid]
+    #[arg(long, value_name = "UID")]
+    pub expected_owner: Option<u32>,
+    /// What a group/other-writable or foreign-owned W or shared directory does
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub permissions: PermissionsArg,
+    /// Refuse a job directory holding a file with more than one hard link
+    #[arg(long)]
+    pub refuse_hard_links: bool,
+    /// Also refuse a symlink in W's own parent directories (trusted by default)
+    #[arg(long)]
+    pub strict_paths: bool,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode between 0 and 7777"))
+}
+
+impl VerifyArgs {
+    /// Whether host checks were asked for.
+    pub fn wanted(&self) -> bool {
+        self.verify || self.create_job_dir.is_some() || self.launcher_workspace.is_some()
+    }
+
+    /// The host-check options these flags describe.
+    pub fn options(&self) -> mount_plan_host::VerifyOptions {
+        use mount_plan_host::{HostView, JobDir, PermissionPolicy, VerifyOptions};
+        VerifyOptions {
+            view: self.launcher_workspace.as_ref().map(HostView::at),
+            job_dir: match self.create_job_dir {
+                None => JobDir::MustExist,
+                Some(CreateJobDir::IfMissing) => JobDir::CreateIfMissing {
+                    mode: self.job_dir_mode,
+                },
+                Some(CreateJobDir::Fresh) => JobDir::CreateFresh {
+                    mode: self.job_dir_mode,
+                },
+            },
+            permissions: match self.permissions {
+                PermissionsArg::Refuse => PermissionPolicy::Refuse,
+                PermissionsArg::Warn => PermissionPolicy::Warn,
+            },
+            expected_owner: self.expected_owner,
+            refuse_hard_links: self.refuse_hard_links,
+            strict_paths: self.strict_paths,
+            ..VerifyOptions::default()
+        }
+    }
+
+    /// Run the host checks on `plan`; print any warnings to stderr.
+    pub fn verify(&self, plan: MountPlan) -> Result<mount_plan_host::VerifiedPlan> {
+        let verified = mount_plan_host::verify(plan, &self.options())?;
+        for w in verified.warnings() {
+            eprintln!("warning: {w}");
+        }
+        Ok(verified)
+    }
+}

@@ -198,7 +198,7 @@ fn invalid_input_exits_2_with_nothing_on_stdout() {
             "not-normal",
             "\"/srv/../etc\"",
         ),
-        (&["--workspace", "/", "--job", "j"], "is-root", "'/'"),
+        (&["--workspace", "/", "--job", "j"], "is-root", "\"/\""),
         (
             &[
                 "--workspace",
@@ -312,4 +312,119 @@ fn rendered_formats_are_json_arrays() {
         "table",
     ]);
     assert!(stdout(&o).contains("/workspace/j"));
+}
+
+fn temp_workspace(tag: &str) -> std::path::PathBuf {
+    let ws = std::env::temp_dir().join(format!("mp-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ws);
+    for d in ["startup", "local", "job1"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    ws
+}
+
+#[test]
+fn verify_prints_pins_that_match_the_real_inodes() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = temp_workspace("pins");
+    let w = ws.to_str().unwrap();
+    let o = mount_plan(&["plan", "--workspace", w, "--job", "job1", "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The plan's own fields are unchanged; pins are added.
+    assert_eq!(v["workdir"], "/workspace/job1");
+    let meta = std::fs::metadata(&ws).unwrap();
+    assert_eq!(v["pins"]["workspace"]["dev"], meta.dev());
+    assert_eq!(v["pins"]["workspace"]["ino"], meta.ino());
+    let binds = v["pins"]["binds"].as_array().unwrap();
+    assert_eq!(binds.len(), 3);
+    for b in binds {
+        let m = std::fs::metadata(b["source"].as_str().unwrap()).unwrap();
+        assert_eq!(b["ino"], m.ino(), "{b}");
+        assert_eq!(b["dev"], m.dev(), "{b}");
+    }
+    std::fs::remove_dir_all(&ws).unwrap();
+}
+
+#[test]
+fn verify_refuses_a_symlinked_job_directory_and_names_it() {
+    let ws = temp_workspace("symlink");
+    let outside = ws.with_extension("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("job2")).unwrap();
+    let w = ws.to_str().unwrap();
+    let o = mount_plan(&["plan", "--workspace", w, "--job", "job2", "--verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let err = stderr(&o);
+    assert!(err.contains("`symlink`"), "{err}");
+    assert!(
+        err.contains(&format!("{:?}", ws.join("job2").to_str().unwrap())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&ws).unwrap();
+    std::fs::remove_dir_all(&outside).unwrap();
+}
+
+#[test]
+fn create_job_dir_creates_once_and_fresh_refuses_an_existing_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = temp_workspace("create");
+    let w = ws.to_str().unwrap();
+    let args = [
+        "plan",
+        "--workspace",
+        w,
+        "--job",
+        "job9",
+        "--create-job-dir=fresh",
+    ];
+    let o = mount_plan(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["job_dir_created"], true);
+    let mode = std::fs::metadata(ws.join("job9"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o750);
+    let o = mount_plan(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`exists`"), "{}", stderr(&o));
+    // if-missing reuses it.
+    let o = mount_plan(&[
+        "plan",
+        "--workspace",
+        w,
+        "--job",
+        "job9",
+        "--create-job-dir",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A missing job directory without creation is an error, and nothing is created.
+    let o = mount_plan(&["plan", "--workspace", w, "--job", "job10", "--verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`missing`"), "{}", stderr(&o));
+    assert!(!ws.join("job10").exists());
+    std::fs::remove_dir_all(&ws).unwrap();
+}
+
+#[test]
+fn launcher_workspace_checks_the_launcher_view_and_keeps_host_paths() {
+    let ws = temp_workspace("view");
+    let o = mount_plan(&[
+        "plan",
+        "--workspace",
+        "/host/site/ws",
+        "--job",
+        "job1",
+        "--launcher-workspace",
+        ws.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["workspace"], "/host/site/ws");
+    assert_eq!(v["mounts"][3]["source"], "/host/site/ws/job1");
+    assert_eq!(v["launcher_workspace"], ws.to_str().unwrap());
+    std::fs::remove_dir_all(&ws).unwrap();
 }
