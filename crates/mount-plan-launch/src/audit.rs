@@ -1,0 +1,736 @@
+//! What an engine reports about a container, in engine-neutral form, and the pure audit that
+//! compares it with the plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use mount_plan::{Mount, MountFlags, MountPlan};
+
+use crate::protection::Protection;
+
+/// A bind mount as the engine reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedBind {
+    /// Host source.
+    pub source: String,
+    /// Target in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// Propagation (`private`, `rprivate`, `shared`...); `None`: not reported.
+    pub propagation: Option<String>,
+    /// Whether the bind is non-recursive; `None`: not reported.
+    pub non_recursive: Option<bool>,
+    /// nosuid/nodev/noexec as set on this mount; `None`: the engine cannot set or report
+    /// them per mount (Docker).
+    pub flags: Option<MountFlags>,
+}
+
+/// A tmpfs mount as the engine reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedTmpfs {
+    /// Target in the container.
+    pub target: String,
+    /// Mounted read-only; `None`: not reported.
+    pub read_only: Option<bool>,
+    /// Permission bits; `None`: not reported.
+    pub mode: Option<u32>,
+    /// Size cap in bytes; `None`: not reported (or unlimited).
+    pub size_bytes: Option<u64>,
+    /// nosuid/nodev/noexec; `None`: not reported.
+    pub flags: Option<MountFlags>,
+}
+
+/// A mount that is neither a bind nor a tmpfs (a volume, say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedOtherMount {
+    /// The engine's kind (`volume`, `npipe`...).
+    pub kind: String,
+    /// The source or volume name, when reported.
+    pub source: Option<String>,
+    /// Target in the container.
+    pub target: String,
+}
+
+/// The namespace settings of a container, as the engine reports them (empty: default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedNamespaces {
+    /// Network mode.
+    pub network: String,
+    /// PID namespace mode.
+    pub pid: String,
+    /// IPC namespace mode.
+    pub ipc: String,
+    /// UTS namespace mode.
+    pub uts: String,
+    /// User namespace mode.
+    pub userns: String,
+}
+
+/// What an engine reports about one container, engine-neutral. Build it with struct syntax
+/// and `..Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedContainer {
+    /// Container id.
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// Image as configured.
+    pub image: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Run state (`created`, `running`, `exited`...), when reported.
+    pub state: Option<String>,
+    /// The working directory; `None`: not reported.
+    pub working_dir: Option<String>,
+    /// The configured user.
+    pub user: Option<String>,
+    /// Bind mounts.
+    pub binds: Vec<ObservedBind>,
+    /// Tmpfs mounts; `None`: this engine does not list tmpfs mounts (Podman's inspect).
+    pub tmpfs: Option<Vec<ObservedTmpfs>>,
+    /// Volumes and other mounts.
+    pub other_mounts: Vec<ObservedOtherMount>,
+    /// Containers whose volumes this one takes.
+    pub volumes_from: Vec<String>,
+    /// Privileged mode.
+    pub privileged: bool,
+    /// `no-new-privileges` is set.
+    pub no_new_privileges: bool,
+    /// Added capabilities.
+    pub cap_add: Vec<String>,
+    /// Device mappings and device cgroup rules.
+    pub devices: Vec<String>,
+    /// Security options as given to the engine.
+    pub security_opt: Vec<String>,
+    /// Namespace modes.
+    pub namespaces: ObservedNamespaces,
+}
+
+/// One way a container differs from its plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Difference {
+    /// A planned mount is absent.
+    MissingMount {
+        /// Planned target.
+        target: String,
+        /// `bind` or `tmpfs`.
+        kind: &'static str,
+    },
+    /// A mount that is not in the plan.
+    UnplannedMount {
+        /// Its target.
+        target: String,
+        /// Its kind as reported.
+        kind: String,
+        /// Its source, when reported.
+        source: Option<String>,
+    },
+    /// A bind has a different source.
+    Source {
+        /// Target.
+        target: String,
+        /// Planned source.
+        planned: String,
+        /// Observed source.
+        observed: String,
+    },
+    /// Read-only or read-write differs.
+    ReadOnly {
+        /// Target.
+        target: String,
+        /// Planned.
+        planned: bool,
+        /// Observed.
+        observed: bool,
+    },
+    /// A bind's propagation is not private.
+    Propagation {
+        /// Target.
+        target: String,
+        /// Observed propagation (`None`: not reported).
+        observed: Option<String>,
+    },
+    /// A bind is (or may be) recursive.
+    Recursive {
+        /// Target.
+        target: String,
+    },
+    /// A tmpfs has another mode.
+    TmpfsMode {
+        /// Target.
+        target: String,
+        /// Planned mode.
+        planned: u32,
+        /// Observed mode (`None`: not reported).
+        observed: Option<u32>,
+    },
+    /// A tmpfs has another size cap.
+    TmpfsSize {
+        /// Target.
+        target: String,
+        /// Planned size.
+        planned: u64,
+        /// Observed size (`None`: none, or not reported).
+        observed: Option<u64>,
+    },
+    /// A mount flag the plan asks for is missing, and no accepted substitute applies.
+    MissingFlag {
+        /// Target.
+        target: String,
+        /// The missing flag (`nosuid`, `nodev`, `noexec`).
+        flag: &'static str,
+    },
+    /// The working directory differs.
+    WorkingDir {
+        /// Planned.
+        planned: String,
+        /// Observed (`None`: not reported).
+        observed: Option<String>,
+    },
+    /// The container is privileged.
+    Privileged,
+    /// The plan's nosuid relies on `no-new-privileges`, which is not set.
+    NoNewPrivileges,
+    /// Capabilities were added.
+    CapAdd(Vec<String>),
+    /// Devices were added or device cgroup rules widened.
+    Devices(Vec<String>),
+    /// The container shares a host or container namespace.
+    HostNamespace {
+        /// Which namespace.
+        kind: &'static str,
+        /// Its mode.
+        value: String,
+    },
+    /// The container takes volumes from other containers.
+    VolumesFrom(Vec<String>),
+    /// A security option disables confinement.
+    SecurityOpt(String),
+}
+
+impl Difference {
+    /// The stable short id of the audit rule.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Difference::MissingMount { .. } => "missing-mount",
+            Difference::UnplannedMount { .. } => "unplanned-mount",
+            Difference::Source { .. } => "source",
+            Difference::ReadOnly { .. } => "read-only",
+            Difference::Propagation { .. } => "propagation",
+            Difference::Recursive { .. } => "recursive",
+            Difference::TmpfsMode { .. } => "tmpfs-mode",
+            Difference::TmpfsSize { .. } => "tmpfs-size",
+            Difference::MissingFlag { .. } => "missing-flag",
+            Difference::WorkingDir { .. } => "working-dir",
+            Difference::Privileged => "privileged",
+            Difference::NoNewPrivileges => "no-new-privileges",
+            Difference::CapAdd(_) => "cap-add",
+            Difference::Devices(_) => "devices",
+            Difference::HostNamespace { .. } => "host-namespace",
+            Difference::VolumesFrom(_) => "volumes-from",
+            Difference::SecurityOpt(_) => "security-opt",
+        }
+    }
+}
+
+fn rw(read_only: bool) -> &'static str {
+    if read_only {
+        "read-only"
+    } else {
+        "read-write"
+    }
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audit rule `{}`: ", self.rule())?;
+        match self {
+            Difference::MissingMount { target, kind } => {
+                write!(f, "planned {kind} mount at {target:?} is missing")
+            }
+            Difference::UnplannedMount {
+                target,
+                kind,
+                source,
+            } => match source {
+                Some(s) => write!(f, "unplanned {kind} mount of {s:?} at {target:?}"),
+                None => write!(f, "unplanned {kind} mount at {target:?}"),
+            },
+            Difference::Source {
+                target,
+                planned,
+                observed,
+            } => write!(
+                f,
+                "mount at {target:?} has source {observed:?}, planned {planned:?}"
+            ),
+            Difference::ReadOnly {
+                target,
+                planned,
+                observed,
+            } => write!(
+                f,
+                "mount at {target:?} is {}, planned {}",
+                rw(*observed),
+                rw(*planned)
+            ),
+            Difference::Propagation { target, observed } => write!(
+                f,
+                "bind at {target:?} has propagation {observed:?}, planned \"private\""
+            ),
+            Difference::Recursive { target } => write!(
+                f,
+                "bind at {target:?} is not known to be non-recursive: host mounts below its source would show"
+            ),
+            Difference::TmpfsMode {
+                target,
+                planned,
+                observed,
+            } => write!(
+                f,
+                "tmpfs at {target:?} has mode {}, planned {planned:04o}",
+                observed.map_or_else(|| "unknown".to_owned(), |m| format!("{m:04o}"))
+            ),
+            Difference::TmpfsSize {
+                target,
+                planned,
+                observed,
+            } => write!(
+                f,
+                "tmpfs at {target:?} has size cap {observed:?}, planned {planned}"
+            ),
+            Difference::MissingFlag { target, flag } => {
+                write!(f, "mount at {target:?} lacks {flag:?}")
+            }
+            Difference::WorkingDir { planned, observed } => write!(
+                f,
+                "working directory is {observed:?}, planned {planned:?}"
+            ),
+            Difference::Privileged => f.write_str("the container is privileged"),
+            Difference::NoNewPrivileges => f.write_str(
+                "\"no-new-privileges\" is not set, and the engine cannot mount binds nosuid",
+            ),
+            Difference::CapAdd(caps) => write!(f, "capabilities added: {caps:?}"),
+            Difference::Devices(devs) => write!(f, "devices added: {devs:?}"),
+            Difference::HostNamespace { kind, value } => {
+                write!(f, "{kind} namespace is {value:?}: shared with the host or another container")
+            }
+            Difference::VolumesFrom(v) => write!(f, "volumes taken from containers {v:?}"),
+            Difference::SecurityOpt(o) => write!(f, "security option {o:?} disables confinement"),
+        }
+    }
+}
+
+fn shares_namespace(mode: &str) -> bool {
+    mode == "host" || mode.starts_with("container:") || mode.starts_with("ns:")
+}
+
+/// Compare what an engine reports about a container with the plan.
+///
+/// `accepted` lists protections the caller accepted as missing on this engine (a planned
+/// flag that the engine cannot report and has no substitute for is otherwise a
+/// difference). Pure: unit-tested without an engine.
+pub fn audit(
+    plan: &MountPlan,
+    observed: &ObservedContainer,
+    accepted: &BTreeSet<Protection>,
+) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut seen_binds = vec![false; observed.binds.len()];
+    let mut seen_tmpfs = vec![false; observed.tmpfs.as_ref().map_or(0, Vec::len)];
+
+    for mount in plan.mounts() {
+        let target = mount.target().as_str();
+        match mount {
+            Mount::Tmpfs(t) => {
+                let Some(list) = &observed.tmpfs else {
+                    continue;
+                };
+                let Some(i) = list
+                    .iter()
+                    .enumerate()
+                    .position(|(i, o)| !seen_tmpfs[i] && o.target == target)
+                else {
+                    out.push(Difference::MissingMount {
+                        target: target.into(),
+                        kind: "tmpfs",
+                    });
+                    continue;
+                };
+                seen_tmpfs[i] = true;
+                let o = &list[i];
+                if let Some(ro) = o.read_only {
+                    if ro != t.read_only() {
+                        out.push(Difference::ReadOnly {
+                            target: target.into(),
+                            planned: t.read_only(),
+                            observed: ro,
+                        });
+                    }
+                } else if t.read_only() {
+                    out.push(Difference::ReadOnly {
+                        target: target.into(),
+                        planned: true,
+                        observed: false,
+                    });
+                }
+                if o.mode != Some(t.mode()) {
+                    out.push(Difference::TmpfsMode {
+                        target: target.into(),
+                        planned: t.mode(),
+                        observed: o.mode,
+                    });
+                }
+                if o.size_bytes != Some(t.size_bytes()) {
+                    out.push(Difference::TmpfsSize {
+                        target: target.into(),
+                        planned: t.size_bytes(),
+                        observed: o.size_bytes,
+                    });
+                }
+                check_flags(&mut out, target, t.flags(), o.flags, accepted);
+            }
+            Mount::Bind(b) => {
+                let Some(i) = observed
+                    .binds
+                    .iter()
+                    .enumerate()
+                    .position(|(i, o)| !seen_binds[i] && o.target == target)
+                else {
+                    out.push(Difference::MissingMount {
+                        target: target.into(),
+                        kind: "bind",
+                    });
+                    continue;
+                };
+                seen_binds[i] = true;
+                let o = &observed.binds[i];
+                if o.source != b.source().as_str() {
+                    out.push(Difference::Source {
+                        target: target.into(),
+                        planned: b.source().as_str().into(),
+                        observed: o.source.clone(),
+                    });
+                }
+                if o.read_only != b.read_only() {
+                    out.push(Difference::ReadOnly {
+                        target: target.into(),
+                        planned: b.read_only(),
+                        observed: o.read_only,
+                    });
+                }
+                if o.propagation.as_deref() != Some("private") {
+                    out.push(Difference::Propagation {
+                        target: target.into(),
+                        observed: o.propagation.clone(),
+                    });
+                }
+                if !b.recursive() && o.non_recursive != Some(true) {
+                    out.push(Difference::Recursive {
+                        target: target.into(),
+                    });
+                }
+                check_flags(&mut out, target, b.flags(), o.flags, accepted);
+            }
+        }
+    }
+
+    for (i, o) in observed.binds.iter().enumerate() {
+        if !seen_binds[i] {
+            out.push(Difference::UnplannedMount {
+                target: o.target.clone(),
+                kind: "bind".into(),
+                source: Some(o.source.clone()),
+            });
+        }
+    }
+    if let Some(list) = &observed.tmpfs {
+        for (i, o) in list.iter().enumerate() {
+            if !seen_tmpfs[i] {
+                out.push(Difference::UnplannedMount {
+                    target: o.target.clone(),
+                    kind: "tmpfs".into(),
+                    source: None,
+                });
+            }
+        }
+    }
+    for o in &observed.other_mounts {
+        out.push(Difference::UnplannedMount {
+            target: o.target.clone(),
+            kind: o.kind.clone(),
+            source: o.source.clone(),
+        });
+    }
+
+    if observed.working_dir.as_deref() != Some(plan.workdir().as_str()) {
+        out.push(Difference::WorkingDir {
+            planned: plan.workdir().as_str().into(),
+            observed: observed.working_dir.clone(),
+        });
+    }
+    if observed.privileged {
+        out.push(Difference::Privileged);
+    }
+    // An engine that cannot set nosuid per bind (none of the binds reports flags) must set
+    // no-new-privileges instead.
+    let needs_nnp =
+        plan.binds().any(|b| b.flags().nosuid) && observed.binds.iter().all(|b| b.flags.is_none());
+    if needs_nnp && !observed.no_new_privileges {
+        out.push(Difference::NoNewPrivileges);
+    }
+    if !observed.cap_add.is_empty() {
+        out.push(Difference::CapAdd(observed.cap_add.clone()));
+    }
+    if !observed.devices.is_empty() {
+        out.push(Difference::Devices(observed.devices.clone()));
+    }
+    let ns = &observed.namespaces;
+    for (kind, value) in [
+        ("network", &ns.network),
+        ("pid", &ns.pid),
+        ("ipc", &ns.ipc),
+        ("uts", &ns.uts),
+        ("user", &ns.userns),
+    ] {
+        if shares_namespace(value) {
+            out.push(Difference::HostNamespace {
+                kind,
+                value: value.clone(),
+            });
+        }
+    }
+    if !observed.volumes_from.is_empty() {
+        out.push(Difference::VolumesFrom(observed.volumes_from.clone()));
+    }
+    for opt in &observed.security_opt {
+        let o = opt.replace(':', "=");
+        if o.ends_with("=unconfined") || o == "label=disable" || o == "label=disabled" {
+            out.push(Difference::SecurityOpt(opt.clone()));
+        }
+    }
+    out
+}
+
+/// Check planned flags against reported ones. When the engine does not report per-mount
+/// flags: nosuid is honoured by `no-new-privileges` (checked once, container-wide), nodev by
+/// the device cgroup (checked through `privileged` and `devices`), noexec only if accepted.
+fn check_flags(
+    out: &mut Vec<Difference>,
+    target: &str,
+    planned: MountFlags,
+    observed: Option<MountFlags>,
+    accepted: &BTreeSet<Protection>,
+) {
+    match observed {
+        Some(o) => {
+            for (want, have, flag) in [
+                (planned.nosuid, o.nosuid, "nosuid"),
+                (planned.nodev, o.nodev, "nodev"),
+                (planned.noexec, o.noexec, "noexec"),
+            ] {
+                if want && !have {
+                    out.push(Difference::MissingFlag {
+                        target: target.into(),
+                        flag,
+                    });
+                }
+            }
+        }
+        None => {
+            if planned.noexec && !accepted.contains(&Protection::NoExecOnBinds) {
+                out.push(Difference::MissingFlag {
+                    target: target.into(),
+                    flag: "noexec",
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout};
+
+    fn plan() -> MountPlan {
+        let layout = Layout::default();
+        layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap()
+    }
+
+    /// What a faithful Docker container of `plan()` reports.
+    fn conforming() -> ObservedContainer {
+        let p = plan();
+        ObservedContainer {
+            working_dir: Some("/workspace/j1".into()),
+            tmpfs: Some(vec![ObservedTmpfs {
+                target: "/workspace".into(),
+                read_only: Some(true),
+                mode: Some(0o555),
+                size_bytes: Some(1 << 20),
+                flags: Some(MountFlags::HARDENED),
+            }]),
+            binds: p
+                .binds()
+                .map(|b| ObservedBind {
+                    source: b.source().as_str().into(),
+                    target: b.target().as_str().into(),
+                    read_only: b.read_only(),
+                    propagation: Some("private".into()),
+                    non_recursive: Some(true),
+                    flags: None,
+                })
+                .collect(),
+            no_new_privileges: true,
+            ..ObservedContainer::default()
+        }
+    }
+
+    fn accept_noexec() -> BTreeSet<Protection> {
+        BTreeSet::from([Protection::NoExecOnBinds])
+    }
+
+    fn rules(d: &[Difference]) -> Vec<&'static str> {
+        d.iter().map(Difference::rule).collect()
+    }
+
+    #[test]
+    fn conforming_container_passes() {
+        assert_eq!(audit(&plan(), &conforming(), &accept_noexec()), vec![]);
+    }
+
+    #[test]
+    fn noexec_without_acceptance_is_a_difference_per_read_only_bind() {
+        let d = audit(&plan(), &conforming(), &BTreeSet::new());
+        assert_eq!(rules(&d), vec!["missing-flag", "missing-flag"]);
+        assert!(
+            d[0].to_string().contains("\"/workspace/startup\""),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn reported_flags_are_compared() {
+        let mut o = conforming();
+        for b in &mut o.binds {
+            b.flags = Some(MountFlags::NO_SUID_DEV);
+        }
+        o.no_new_privileges = false;
+        let d = audit(&plan(), &o, &BTreeSet::new());
+        assert_eq!(rules(&d), vec!["missing-flag", "missing-flag"]);
+    }
+
+    #[test]
+    fn each_mutation_is_reported() {
+        type Mutation = (&'static str, fn(&mut ObservedContainer));
+        let cases: Vec<Mutation> = vec![
+            ("read-only", |o| {
+                o.tmpfs.as_mut().unwrap()[0].read_only = Some(false)
+            }),
+            ("tmpfs-mode", |o| {
+                o.tmpfs.as_mut().unwrap()[0].mode = Some(0o1777)
+            }),
+            ("tmpfs-size", |o| {
+                o.tmpfs.as_mut().unwrap()[0].size_bytes = None
+            }),
+            ("missing-mount", |o| o.tmpfs.as_mut().unwrap().clear()),
+            ("read-only", |o| o.binds[0].read_only = false),
+            ("propagation", |o| {
+                o.binds[1].propagation = Some("rprivate".into())
+            }),
+            ("propagation", |o| o.binds[1].propagation = None),
+            ("recursive", |o| o.binds[0].non_recursive = Some(false)),
+            ("recursive", |o| o.binds[0].non_recursive = None),
+            ("source", |o| o.binds[2].source = "/srv/w/other".into()),
+            ("missing-mount", |o| {
+                o.binds.remove(2);
+            }),
+            ("unplanned-mount", |o| {
+                o.binds.push(ObservedBind {
+                    source: "/srv/w".into(),
+                    target: "/data".into(),
+                    ..ObservedBind::default()
+                })
+            }),
+            ("unplanned-mount", |o| {
+                o.other_mounts.push(ObservedOtherMount {
+                    kind: "volume".into(),
+                    source: Some("v1".into()),
+                    target: "/v".into(),
+                })
+            }),
+            ("working-dir", |o| o.working_dir = Some("/workspace".into())),
+            ("working-dir", |o| o.working_dir = None),
+            ("privileged", |o| o.privileged = true),
+            ("no-new-privileges", |o| o.no_new_privileges = false),
+            ("cap-add", |o| o.cap_add = vec!["SYS_ADMIN".into()]),
+            ("devices", |o| {
+                o.devices = vec!["/dev/mem:/dev/mem:rwm".into()]
+            }),
+            ("host-namespace", |o| o.namespaces.network = "host".into()),
+            ("host-namespace", |o| {
+                o.namespaces.pid = "container:abc".into()
+            }),
+            ("host-namespace", |o| o.namespaces.ipc = "host".into()),
+            ("host-namespace", |o| o.namespaces.uts = "host".into()),
+            ("host-namespace", |o| o.namespaces.userns = "host".into()),
+            ("volumes-from", |o| o.volumes_from = vec!["other".into()]),
+            ("security-opt", |o| {
+                o.security_opt = vec!["seccomp=unconfined".into()]
+            }),
+            ("security-opt", |o| {
+                o.security_opt = vec!["apparmor:unconfined".into()]
+            }),
+        ];
+        for (rule, mutate) in cases {
+            let mut o = conforming();
+            mutate(&mut o);
+            let d = audit(&plan(), &o, &accept_noexec());
+            assert_eq!(rules(&d), vec![rule], "{d:?}");
+            assert!(d[0]
+                .to_string()
+                .starts_with(&format!("audit rule `{rule}`")));
+        }
+    }
+
+    #[test]
+    fn unreported_tmpfs_is_not_a_difference() {
+        let mut o = conforming();
+        o.tmpfs = None;
+        assert_eq!(audit(&plan(), &o, &accept_noexec()), vec![]);
+    }
+
+    #[test]
+    fn a_wider_bind_is_reported() {
+        // `docker run -v /srv/w:/workspace ...`: the whole workspace instead of the plan.
+        let o = ObservedContainer {
+            working_dir: Some("/workspace/j1".into()),
+            tmpfs: Some(vec![]),
+            binds: vec![ObservedBind {
+                source: "/srv/w".into(),
+                target: "/workspace".into(),
+                read_only: false,
+                propagation: Some("rprivate".into()),
+                non_recursive: Some(false),
+                flags: None,
+            }],
+            ..ObservedContainer::default()
+        };
+        let d = audit(&plan(), &o, &BTreeSet::new());
+        let r = rules(&d);
+        assert!(r.contains(&"unplanned-mount"), "{r:?}");
+        assert_eq!(
+            r.iter().filter(|x| **x == "missing-mount").count(),
+            4,
+            "{r:?}"
+        );
+    }
+}

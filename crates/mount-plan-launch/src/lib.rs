@@ -1,0 +1,52 @@
+//! # mount-plan-launch: the engine-neutral launch API
+//!
+//! **Guarantee.** A [`LaunchSpec`] holds everything a caller may choose about a job container
+//! (image, command, environment, user, network, labels, name, GPUs, resource limits) and has
+//! no field that can set mounts, volumes, the working directory, privileged mode,
+//! capabilities, devices or host namespaces: the verified plan alone owns those. Values are
+//! validated newtypes (`"host"` as a network, `io.mount-plan.*` labels, non-numeric users are
+//! refused with a rule-named [`SpecError`]).
+//!
+//! A backend implements [`JobRuntime`]; a launcher holds it as `Box<dyn JobRuntime>` and can
+//! swap engines. A backend's `launch` creates, starts and audits the container, and removes
+//! it on any failure after create. [`audit`] is the pure comparison between what an engine
+//! reports ([`ObservedContainer`]) and the plan; it is unit-tested without an engine.
+//!
+//! **Limits.** This crate talks to no engine and runs no async runtime. An engine that cannot
+//! report something (Podman does not list tmpfs mounts; Docker cannot set or report nosuid on
+//! binds) says so with `None`, and the audit checks the substitute instead (for example
+//! `no-new-privileges` for nosuid).
+//!
+//! ```
+//! use mount_plan_launch::{LaunchSpec, Network};
+//!
+//! let mut spec = LaunchSpec::new("busybox:local".parse()?).with_command(["sh", "-c", "echo hi"]);
+//! spec.user = Some("1000:1000".parse()?);
+//! spec.env.push("MODE=train".parse()?);
+//! spec.network = "none".parse()?;
+//! assert!("host".parse::<Network>().is_err());
+//! assert!(spec.labels.insert("io.mount-plan.job", "x").is_err());
+//! spec.check()?;
+//! # Ok::<(), mount_plan_launch::SpecError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod audit;
+mod protection;
+mod runtime;
+mod spec;
+
+pub use audit::{
+    audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
+    ObservedTmpfs,
+};
+pub use protection::{Availability, EngineInfo, EngineReport, Protection};
+pub use runtime::{
+    container_labels, plan_digest, run, EngineError, ExitStatus, JobHandle, JobRuntime, Keep,
+    LaunchError, LogChunk, LogStream, OutputStream,
+};
+pub use spec::{
+    ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network, NetworkName,
+    Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX,
+};

@@ -1,0 +1,267 @@
+//! The protections a plan asks of an engine, and how an engine can honour each.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use mount_plan::MountPlan;
+
+use crate::spec::SpecError;
+
+/// One protection a plan can ask of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Protection {
+    /// The root tmpfs is mounted read-only (writes at R fail, even as root).
+    ReadOnlyRoot,
+    /// The root tmpfs gets the planned mode and size cap.
+    RootModeAndSize,
+    /// Shared binds are mounted read-only.
+    ReadOnlyBinds,
+    /// Binds are non-recursive: mounts below a source on the host are not carried in.
+    NonRecursiveBinds,
+    /// Binds have private propagation.
+    PrivatePropagation,
+    /// Set-user-ID bits on bound files give no privileges.
+    NoSuidOnBinds,
+    /// Device nodes on bound directories cannot be opened.
+    NoDevOnBinds,
+    /// Nothing on a read-only bind can be executed.
+    NoExecOnBinds,
+}
+
+impl Protection {
+    /// Every protection, in a fixed order.
+    pub const ALL: [Protection; 8] = [
+        Protection::ReadOnlyRoot,
+        Protection::RootModeAndSize,
+        Protection::ReadOnlyBinds,
+        Protection::NonRecursiveBinds,
+        Protection::PrivatePropagation,
+        Protection::NoSuidOnBinds,
+        Protection::NoDevOnBinds,
+        Protection::NoExecOnBinds,
+    ];
+
+    /// The stable id (used by `--accept-missing` and in reports).
+    pub fn id(self) -> &'static str {
+        match self {
+            Protection::ReadOnlyRoot => "read-only-root",
+            Protection::RootModeAndSize => "root-mode-size",
+            Protection::ReadOnlyBinds => "read-only-binds",
+            Protection::NonRecursiveBinds => "non-recursive",
+            Protection::PrivatePropagation => "private-propagation",
+            Protection::NoSuidOnBinds => "nosuid",
+            Protection::NoDevOnBinds => "nodev",
+            Protection::NoExecOnBinds => "noexec",
+        }
+    }
+
+    /// The protections `plan` asks for.
+    pub fn required_by(plan: &MountPlan) -> BTreeSet<Protection> {
+        let mut out = BTreeSet::from([Protection::RootModeAndSize]);
+        if plan.root_tmpfs().read_only() {
+            out.insert(Protection::ReadOnlyRoot);
+        }
+        for b in plan.binds() {
+            if b.read_only() {
+                out.insert(Protection::ReadOnlyBinds);
+            }
+            if !b.recursive() {
+                out.insert(Protection::NonRecursiveBinds);
+            }
+            out.insert(Protection::PrivatePropagation);
+            let f = b.flags();
+            if f.nosuid {
+                out.insert(Protection::NoSuidOnBinds);
+            }
+            if f.nodev {
+                out.insert(Protection::NoDevOnBinds);
+            }
+            if f.noexec {
+                out.insert(Protection::NoExecOnBinds);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for Protection {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        Protection::ALL
+            .into_iter()
+            .find(|p| p.id() == value)
+            .ok_or_else(|| SpecError::Protection {
+                value: value.to_owned(),
+                known: Protection::ALL.map(Protection::id).join(", "),
+            })
+    }
+}
+
+/// How an engine honours one protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// The engine applies exactly what the plan says.
+    Native,
+    /// The engine cannot express it, but an equivalent setting is applied (described).
+    Substitute(String),
+    /// The engine applies it with a known difference that does not weaken it (described).
+    Partial(String),
+    /// The engine cannot honour it (why).
+    Missing(String),
+}
+
+impl Availability {
+    /// Whether the protection holds (natively or through a substitute).
+    pub fn is_available(&self) -> bool {
+        !matches!(self, Availability::Missing(_))
+    }
+}
+
+impl fmt::Display for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Availability::Native => f.write_str("available"),
+            Availability::Substitute(how) => write!(f, "available through {how}"),
+            Availability::Partial(note) => write!(f, "available, with a difference: {note}"),
+            Availability::Missing(why) => write!(f, "not available: {why}"),
+        }
+    }
+}
+
+/// Facts about the engine a runtime talks to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EngineInfo {
+    /// The engine kind (`docker`, `podman`).
+    pub engine: String,
+    /// Where it was reached (socket path or URL).
+    pub endpoint: String,
+    /// The engine's version.
+    pub version: String,
+    /// The API version in use (after negotiation).
+    pub api_version: String,
+    /// The OCI runtime and its version, when the engine reports it (`runc 1.1.5`).
+    pub runtime: Option<String>,
+    /// Whether the engine runs rootless.
+    pub rootless: bool,
+}
+
+/// What `doctor` reports: versions and each protection's availability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineReport {
+    /// The engine.
+    pub engine: EngineInfo,
+    /// Each protection of [`Protection::ALL`] and how this engine honours it.
+    pub protections: Vec<(Protection, Availability)>,
+    /// Anything else worth a look (an old runtime, say).
+    pub warnings: Vec<String>,
+}
+
+impl EngineReport {
+    /// How this engine honours `p` (missing when the backend did not say).
+    pub fn availability(&self, p: Protection) -> Availability {
+        self.protections
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| Availability::Missing("the backend does not report it".into()))
+    }
+
+    /// The protections `plan` needs that this engine cannot honour and that are not in
+    /// `accepted`.
+    pub fn unmet(&self, plan: &MountPlan, accepted: &BTreeSet<Protection>) -> Vec<Protection> {
+        Protection::required_by(plan)
+            .into_iter()
+            .filter(|p| !accepted.contains(p) && !self.availability(*p).is_available())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout, LayoutSpec, RootKind};
+
+    #[test]
+    fn ids_round_trip() {
+        for p in Protection::ALL {
+            assert_eq!(p.id().parse::<Protection>().unwrap(), p);
+        }
+        let err = "no-exec".parse::<Protection>().unwrap_err();
+        assert_eq!(err.rule(), "protection");
+        assert!(err.to_string().contains("noexec"), "{err}");
+    }
+
+    #[test]
+    fn required_follows_the_plan() {
+        let layout = Layout::default();
+        let ws = HostPath::parse("/srv/w").unwrap();
+        let plan = layout.plan(&ws, &layout.job("j").unwrap()).unwrap();
+        assert_eq!(
+            Protection::required_by(&plan),
+            BTreeSet::from(Protection::ALL)
+        );
+
+        let scratch = LayoutSpec {
+            shared: Some(vec![]),
+            root: Some(RootKind::Scratch),
+            root_size_bytes: Some(1 << 20),
+            ..LayoutSpec::default()
+        }
+        .build()
+        .unwrap();
+        let plan = scratch.plan(&ws, &scratch.job("j").unwrap()).unwrap();
+        let req = Protection::required_by(&plan);
+        assert!(!req.contains(&Protection::ReadOnlyRoot));
+        assert!(!req.contains(&Protection::ReadOnlyBinds));
+        assert!(!req.contains(&Protection::NoExecOnBinds));
+        assert!(req.contains(&Protection::NoSuidOnBinds));
+    }
+
+    #[test]
+    fn unmet_honours_acceptance() {
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j").unwrap(),
+            )
+            .unwrap();
+        let report = EngineReport {
+            engine: EngineInfo {
+                engine: "test".into(),
+                endpoint: "x".into(),
+                version: "1".into(),
+                api_version: "1".into(),
+                runtime: None,
+                rootless: false,
+            },
+            protections: Protection::ALL
+                .into_iter()
+                .map(|p| {
+                    let a = if p == Protection::NoExecOnBinds {
+                        Availability::Missing("no field".into())
+                    } else {
+                        Availability::Native
+                    };
+                    (p, a)
+                })
+                .collect(),
+            warnings: vec![],
+        };
+        assert_eq!(
+            report.unmet(&plan, &BTreeSet::new()),
+            vec![Protection::NoExecOnBinds]
+        );
+        assert!(report
+            .unmet(&plan, &BTreeSet::from([Protection::NoExecOnBinds]))
+            .is_empty());
+    }
+}

@@ -1,0 +1,371 @@
+//! The `JobRuntime` trait that every engine backend implements, and the launch errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use mount_plan::MountPlan;
+use mount_plan_host::VerifiedPlan;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{Difference, ObservedContainer};
+use crate::protection::{EngineInfo, EngineReport, Protection};
+use crate::spec::{LaunchSpec, SpecError, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST};
+
+/// An error from an engine client, boxed so that the trait stays engine-neutral.
+pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a launch (or another runtime call) failed.
+///
+/// Each message already ends with the engine's answer (`: {source}`), so print it with `{}`;
+/// the cause is also available through `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The engine could not be reached.
+    #[error("engine rule `reachable`: cannot reach the {engine} engine at {endpoint:?}: {source}")]
+    Connect {
+        /// Engine kind.
+        engine: &'static str,
+        /// Socket path or URL.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: EngineError,
+    },
+    /// The engine's API is older than a feature the plan needs.
+    #[error("engine rule `api-version`: {engine} {engine_version} (API {api_version}) lacks {feature:?}, which needs API {needed} or later")]
+    ApiTooOld {
+        /// Engine kind.
+        engine: &'static str,
+        /// Engine version.
+        engine_version: String,
+        /// Negotiated API version.
+        api_version: String,
+        /// The missing feature.
+        feature: &'static str,
+        /// The API version that has it.
+        needed: &'static str,
+    },
+    /// The plan needs a protection this engine cannot honour and the spec does not accept
+    /// it as missing.
+    #[error("engine rule `protection`: {engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id())]
+    ProtectionUnavailable {
+        /// Engine kind.
+        engine: &'static str,
+        /// Engine version.
+        engine_version: String,
+        /// Negotiated API version.
+        api_version: String,
+        /// The protection (its id).
+        protection: Protection,
+        /// Why it is missing.
+        why: String,
+    },
+    /// The spec is malformed.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The spec asks for something this engine cannot do (GPUs on an engine without them...).
+    #[error("engine rule `spec-unsupported`: {engine} cannot apply {what:?}")]
+    SpecUnsupported {
+        /// Engine kind.
+        engine: &'static str,
+        /// What it cannot do.
+        what: String,
+    },
+    /// The image does not exist locally (nothing is pulled).
+    #[error("engine rule `image`: image {image:?} is not present on the engine (nothing is pulled): {source}")]
+    ImageNotFound {
+        /// The image.
+        image: String,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
+    /// Creating the container failed.
+    #[error("engine rule `create`: creating the container for job {job:?} failed: {source}")]
+    Create {
+        /// The job.
+        job: String,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
+    /// Starting the container failed (a missing command, say). The container was removed.
+    #[error(
+        "engine rule `start`: starting container {container:?} failed (it was removed): {source}"
+    )]
+    Start {
+        /// The container id.
+        container: String,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
+    /// The engine reports a container that differs from the plan. It was stopped and removed.
+    #[error("engine rule `audit`: container {container:?} differs from the plan (it was removed): {}", join_differences(.differences))]
+    Audit {
+        /// The container id.
+        container: String,
+        /// What differs.
+        differences: Vec<Difference>,
+    },
+    /// A launch failed, and removing the container failed too: it may be left behind.
+    #[error("engine rule `cleanup`: {first}; then removing container {container:?} failed too: {source}")]
+    Cleanup {
+        /// The container id.
+        container: String,
+        /// The failure that triggered the cleanup.
+        first: Box<LaunchError>,
+        /// Why the removal failed.
+        #[source]
+        source: EngineError,
+    },
+    /// No such container.
+    #[error("engine rule `container`: no container {container:?}")]
+    NotFound {
+        /// The id or name asked for.
+        container: String,
+    },
+    /// Another engine call failed.
+    #[error("engine rule `call`: {op} of container {container:?} failed: {source}")]
+    Engine {
+        /// The call (`wait`, `inspect`...).
+        op: &'static str,
+        /// The container id or name.
+        container: String,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
+    /// The runtime cannot serve this request at all (an engine that is not built in).
+    #[error("engine rule `unsupported`: {0}")]
+    Unsupported(String),
+}
+
+fn join_differences(d: &[Difference]) -> String {
+    d.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl LaunchError {
+    /// The stable short id of the rule.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            LaunchError::Connect { .. } => "reachable",
+            LaunchError::ApiTooOld { .. } => "api-version",
+            LaunchError::ProtectionUnavailable { .. } => "protection",
+            LaunchError::Spec(e) => e.rule(),
+            LaunchError::SpecUnsupported { .. } => "spec-unsupported",
+            LaunchError::ImageNotFound { .. } => "image",
+            LaunchError::Create { .. } => "create",
+            LaunchError::Start { .. } => "start",
+            LaunchError::Audit { .. } => "audit",
+            LaunchError::Cleanup { .. } => "cleanup",
+            LaunchError::NotFound { .. } => "container",
+            LaunchError::Engine { .. } => "call",
+            LaunchError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// A launched container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobHandle {
+    /// The engine's container id.
+    pub id: String,
+    /// The job name J.
+    pub job: String,
+    /// The plan digest it was labelled with.
+    pub plan_digest: String,
+}
+
+/// How a container's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code as the engine reports it (128 + signal when killed).
+    pub code: i64,
+}
+
+impl ExitStatus {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Which output a log chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+/// A piece of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// stdout or stderr.
+    pub stream: OutputStream,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The output of a container, from its start, followed until it stops.
+pub type LogStream = BoxStream<'static, Result<LogChunk, LaunchError>>;
+
+/// One container engine, as a launcher sees it. Hold it as `Box<dyn JobRuntime>` to swap
+/// engines at run time.
+#[async_trait::async_trait]
+pub trait JobRuntime: Send + Sync + fmt::Debug {
+    /// The engine this runtime talks to.
+    fn engine(&self) -> &EngineInfo;
+
+    /// Versions and which protections this engine honours.
+    async fn doctor(&self) -> Result<EngineReport, LaunchError>;
+
+    /// Create, start and audit the container of `plan` running `spec`. On any failure after
+    /// the create call the container is force-removed before the error is returned.
+    async fn launch(
+        &self,
+        plan: &VerifiedPlan,
+        spec: &LaunchSpec,
+    ) -> Result<JobHandle, LaunchError>;
+
+    /// Wait until the container stops, and return its exit status.
+    async fn wait(&self, job: &JobHandle) -> Result<ExitStatus, LaunchError>;
+
+    /// The container's output from its start, followed until it stops.
+    fn logs(&self, job: &JobHandle) -> LogStream;
+
+    /// Ask the command to stop (SIGTERM), then kill it after `grace`.
+    async fn stop(&self, job: &JobHandle, grace: Duration) -> Result<(), LaunchError>;
+
+    /// Remove the container (killing it if it still runs).
+    async fn remove(&self, job: &JobHandle) -> Result<(), LaunchError>;
+
+    /// What the engine reports about a container (by id or name).
+    async fn inspect(&self, container: &str) -> Result<ObservedContainer, LaunchError>;
+
+    /// Ids of every container carrying the label `key=value` (any state).
+    async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, LaunchError>;
+}
+
+/// `sha256:<hex>` of the plan's JSON form: the `io.mount-plan.plan-digest` label.
+pub fn plan_digest(plan: &MountPlan) -> String {
+    let json = serde_json::to_vec(plan).expect("a plan always serialises");
+    let hash = Sha256::digest(&json);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in hash.iter() {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Every label a backend puts on the container of `plan`: the caller's, then ours
+/// (`io.mount-plan.managed=1`, `.job`, `.plan-digest`).
+pub fn container_labels(plan: &MountPlan, spec: &LaunchSpec) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    labels.insert(LABEL_MANAGED.into(), "1".into());
+    labels.insert(LABEL_JOB.into(), plan.job().as_str().into());
+    labels.insert(LABEL_PLAN_DIGEST.into(), plan_digest(plan));
+    labels
+}
+
+/// Whether to keep the container after [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// Remove it once it has stopped (the default).
+    #[default]
+    Remove,
+    /// Leave it for inspection.
+    Keep,
+}
+
+/// Launch, forward the output to `sink` while waiting, then remove the container (unless
+/// `keep`). Returns the exit status, or the first error (after removing the container).
+pub async fn run(
+    runtime: &dyn JobRuntime,
+    plan: &VerifiedPlan,
+    spec: &LaunchSpec,
+    keep: Keep,
+    sink: &mut (dyn FnMut(&LogChunk) + Send),
+) -> Result<ExitStatus, LaunchError> {
+    let job = runtime.launch(plan, spec).await?;
+    let forward = async {
+        let mut logs = runtime.logs(&job);
+        while let Some(chunk) = logs.next().await {
+            sink(&chunk?);
+        }
+        Ok::<(), LaunchError>(())
+    };
+    let (logged, status) = futures_util::future::join(forward, runtime.wait(&job)).await;
+    let result = match (logged, status) {
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(()), Ok(status)) => Ok(status),
+    };
+    if keep == Keep::Remove || result.is_err() {
+        if let Err(removal) = runtime.remove(&job).await {
+            return Err(match result {
+                Err(first) => LaunchError::Cleanup {
+                    container: job.id.clone(),
+                    first: Box::new(first),
+                    source: Box::new(removal),
+                },
+                Ok(_) => removal,
+            });
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout};
+
+    #[test]
+    fn digest_is_stable_and_plan_specific() {
+        let layout = Layout::default();
+        let ws = HostPath::parse("/srv/w").unwrap();
+        let a = layout.plan(&ws, &layout.job("a").unwrap()).unwrap();
+        let b = layout.plan(&ws, &layout.job("b").unwrap()).unwrap();
+        let da = plan_digest(&a);
+        assert_eq!(da, plan_digest(&a.clone()));
+        assert_ne!(da, plan_digest(&b));
+        assert_eq!(da.len(), 7 + 64);
+        assert!(da.starts_with("sha256:"));
+        assert!(da[7..]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn our_labels_win() {
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j").unwrap(),
+            )
+            .unwrap();
+        let mut spec = LaunchSpec::new("img".parse().unwrap());
+        spec.labels.insert("team", "x").unwrap();
+        let labels = container_labels(&plan, &spec);
+        assert_eq!(labels[LABEL_MANAGED], "1");
+        assert_eq!(labels[LABEL_JOB], "j");
+        assert_eq!(labels[LABEL_PLAN_DIGEST], plan_digest(&plan));
+        assert_eq!(labels["team"], "x");
+        assert_eq!(labels.len(), 4);
+    }
+}

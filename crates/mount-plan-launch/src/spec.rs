@@ -1,0 +1,740 @@
+//! The launch spec: everything a caller may choose about a job container, and nothing that
+//! touches mounts, volumes, the working directory, privileges or host namespaces.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::protection::Protection;
+
+/// Prefix of the labels this crate sets on every container; callers cannot set them.
+pub const LABEL_PREFIX: &str = "io.mount-plan.";
+/// Label marking a container as launched by mount-plan (value `1`).
+pub const LABEL_MANAGED: &str = "io.mount-plan.managed";
+/// Label carrying the job name J.
+pub const LABEL_JOB: &str = "io.mount-plan.job";
+/// Label carrying the plan digest (see [`crate::plan_digest`]).
+pub const LABEL_PLAN_DIGEST: &str = "io.mount-plan.plan-digest";
+
+const MAX_VALUE_LEN: usize = 4096;
+
+/// Why a launch spec value was refused. Every message names the rule and quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The image reference is empty, too long, starts with `-` or holds whitespace/control
+    /// characters.
+    #[error("spec rule `image`: image {value:?} is not a plain image reference (non-empty, at most 512 bytes, no whitespace or control characters, not starting with '-')")]
+    Image {
+        /// The refused value.
+        value: String,
+    },
+    /// An environment entry is not `KEY=VALUE`, or its key breaks `[A-Za-z_][A-Za-z0-9_]*`.
+    #[error("spec rule `env-key`: environment entry {value:?} needs the form KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*")]
+    EnvKey {
+        /// The refused entry.
+        value: String,
+    },
+    /// A value holds a NUL byte or is too long.
+    #[error("spec rule `value`: {what} {value:?} holds a NUL byte or is longer than 4096 bytes")]
+    Value {
+        /// What the value is (`environment value`, `command argument`, `label value`).
+        what: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// The same environment key is given twice.
+    #[error("spec rule `env-duplicate`: environment key {key:?} is given twice")]
+    EnvDuplicate {
+        /// The repeated key.
+        key: String,
+    },
+    /// The user is not `UID[:GID]` with numeric ids.
+    #[error("spec rule `user`: user {value:?} is not UID or UID:GID with numeric ids")]
+    User {
+        /// The refused value.
+        value: String,
+    },
+    /// The network would join a host or another container's namespace.
+    #[error("spec rule `network-namespace`: network {value:?} would share a host or container network namespace; use none, default or a named network")]
+    NetworkNamespace {
+        /// The refused value.
+        value: String,
+    },
+    /// The network name breaks `[A-Za-z0-9][A-Za-z0-9_.-]*` (at most 128 bytes).
+    #[error("spec rule `network-name`: network {value:?} is not a plain network name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 bytes)")]
+    NetworkName {
+        /// The refused value.
+        value: String,
+    },
+    /// The container name breaks `[A-Za-z0-9][A-Za-z0-9_.-]*` (at most 128 bytes).
+    #[error("spec rule `container-name`: container name {value:?} does not match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 bytes)")]
+    ContainerName {
+        /// The refused value.
+        value: String,
+    },
+    /// A label key is empty, too long or holds characters outside `[A-Za-z0-9._/-]`.
+    #[error("spec rule `label-key`: label key {value:?} does not match [A-Za-z0-9][A-Za-z0-9._/-]* (at most 256 bytes)")]
+    LabelKey {
+        /// The refused key.
+        value: String,
+    },
+    /// A label key uses the reserved `io.mount-plan.` prefix.
+    #[error("spec rule `label-reserved`: label key {value:?} uses the reserved prefix \"io.mount-plan.\"")]
+    LabelReserved {
+        /// The refused key.
+        value: String,
+    },
+    /// A GPU request is malformed.
+    #[error(
+        "spec rule `gpus`: gpu request {value:?} is not \"all\", a count above 0, or device ids"
+    )]
+    Gpus {
+        /// The refused value.
+        value: String,
+    },
+    /// A resource limit is out of range.
+    #[error("spec rule `resource`: {what} {value:?} is out of range ({range})")]
+    Resource {
+        /// Which limit.
+        what: &'static str,
+        /// The refused value.
+        value: String,
+        /// The accepted range.
+        range: &'static str,
+    },
+    /// The protection id is unknown.
+    #[error("spec rule `protection`: {value:?} is not a protection id (one of {known})")]
+    Protection {
+        /// The refused value.
+        value: String,
+        /// The known ids, comma-separated.
+        known: String,
+    },
+}
+
+impl SpecError {
+    /// The stable short id of the rule.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            SpecError::Image { .. } => "image",
+            SpecError::EnvKey { .. } => "env-key",
+            SpecError::Value { .. } => "value",
+            SpecError::EnvDuplicate { .. } => "env-duplicate",
+            SpecError::User { .. } => "user",
+            SpecError::NetworkNamespace { .. } => "network-namespace",
+            SpecError::NetworkName { .. } => "network-name",
+            SpecError::ContainerName { .. } => "container-name",
+            SpecError::LabelKey { .. } => "label-key",
+            SpecError::LabelReserved { .. } => "label-reserved",
+            SpecError::Gpus { .. } => "gpus",
+            SpecError::Resource { .. } => "resource",
+            SpecError::Protection { .. } => "protection",
+        }
+    }
+}
+
+fn plain_name(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn check_value(what: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.contains('\0') || value.len() > MAX_VALUE_LEN {
+        return Err(SpecError::Value {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! string_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+        impl $name {
+            /// The validated value.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl TryFrom<&str> for $name {
+            type Error = SpecError;
+            fn try_from(value: &str) -> Result<Self, SpecError> {
+                value.parse()
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// An image reference (name, tag or digest, or an image id), checked for shape only:
+    /// the engine resolves it.
+    ImageRef
+);
+
+impl FromStr for ImageRef {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        if value.is_empty()
+            || value.len() > 512
+            || value.starts_with('-')
+            || value.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(SpecError::Image {
+                value: value.to_owned(),
+            });
+        }
+        Ok(ImageRef(value.to_owned()))
+    }
+}
+
+string_newtype!(
+    /// A container name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes.
+    ContainerName
+);
+
+impl FromStr for ContainerName {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        if !plain_name(value) {
+            return Err(SpecError::ContainerName {
+                value: value.to_owned(),
+            });
+        }
+        Ok(ContainerName(value.to_owned()))
+    }
+}
+
+/// One environment variable, `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvVar {
+    key: String,
+    value: String,
+}
+
+impl EnvVar {
+    /// Build from a key and a value.
+    pub fn new(key: &str, value: &str) -> Result<Self, SpecError> {
+        let k = key.as_bytes();
+        let key_ok = !k.is_empty()
+            && k.len() <= 256
+            && (k[0].is_ascii_alphabetic() || k[0] == b'_')
+            && k.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if !key_ok {
+            return Err(SpecError::EnvKey {
+                value: format!("{key}={value}"),
+            });
+        }
+        check_value("environment value", value)?;
+        Ok(EnvVar {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The value.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl FromStr for EnvVar {
+    type Err = SpecError;
+    /// Parse `KEY=VALUE` (the value may be empty and may hold `=`).
+    fn from_str(entry: &str) -> Result<Self, SpecError> {
+        match entry.split_once('=') {
+            Some((k, v)) => EnvVar::new(k, v).map_err(|e| match e {
+                SpecError::EnvKey { .. } => SpecError::EnvKey {
+                    value: entry.to_owned(),
+                },
+                other => other,
+            }),
+            None => Err(SpecError::EnvKey {
+                value: entry.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// The numeric user (and optionally group) the command runs as: `UID[:GID]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct User {
+    uid: u32,
+    gid: Option<u32>,
+}
+
+impl User {
+    /// A user id with an optional group id.
+    pub fn new(uid: u32, gid: Option<u32>) -> Self {
+        User { uid, gid }
+    }
+    /// The user id.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    /// The group id, when given.
+    pub fn gid(&self) -> Option<u32> {
+        self.gid
+    }
+}
+
+impl FromStr for User {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        let err = || SpecError::User {
+            value: value.to_owned(),
+        };
+        let num = |s: &str| -> Result<u32, SpecError> {
+            if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(err());
+            }
+            s.parse().map_err(|_| err())
+        };
+        match value.split_once(':') {
+            Some((u, g)) => Ok(User::new(num(u)?, Some(num(g)?))),
+            None => Ok(User::new(num(value)?, None)),
+        }
+    }
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.gid {
+            Some(g) => write!(f, "{}:{}", self.uid, g),
+            None => write!(f, "{}", self.uid),
+        }
+    }
+}
+
+/// The container's network. Host and other containers' namespaces cannot be expressed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// No network at all (loopback only). The default.
+    #[default]
+    None,
+    /// The engine's default network (Docker's `bridge`, Podman's default).
+    Default,
+    /// A named user-defined network.
+    Named(NetworkName),
+}
+
+string_newtype!(
+    /// A user-defined network name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, not `host`.
+    NetworkName
+);
+
+impl FromStr for NetworkName {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        match value.parse::<Network>()? {
+            Network::Named(n) => Ok(n),
+            _ => Err(SpecError::NetworkName {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+impl FromStr for Network {
+    type Err = SpecError;
+    /// `none`, `default`, or a network name; `host`, `container:...`, `ns:...` and anything
+    /// else naming a namespace are refused.
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        let lower = value.to_ascii_lowercase();
+        if lower == "host" || value.contains(':') || value.contains('/') {
+            return Err(SpecError::NetworkNamespace {
+                value: value.to_owned(),
+            });
+        }
+        match lower.as_str() {
+            "none" => Ok(Network::None),
+            "default" => Ok(Network::Default),
+            _ if plain_name(value) => Ok(Network::Named(NetworkName(value.to_owned()))),
+            _ => Err(SpecError::NetworkName {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Caller labels. Keys under `io.mount-plan.` are reserved for the launcher's own labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(BTreeMap<String, String>);
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Labels::default()
+    }
+    /// Add or replace a label.
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), SpecError> {
+        let k = key.as_bytes();
+        let ok = !k.is_empty()
+            && k.len() <= 256
+            && k[0].is_ascii_alphanumeric()
+            && k.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/'));
+        if !ok {
+            return Err(SpecError::LabelKey {
+                value: key.to_owned(),
+            });
+        }
+        if key.to_ascii_lowercase().starts_with(LABEL_PREFIX) {
+            return Err(SpecError::LabelReserved {
+                value: key.to_owned(),
+            });
+        }
+        check_value("label value", value)?;
+        self.0.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    /// The labels, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// GPUs to expose to the container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GpuRequest {
+    /// Every GPU.
+    All,
+    /// This many GPUs (at least one).
+    Count(u32),
+    /// These device ids (indexes or UUIDs), each `[A-Za-z0-9_.-]+`.
+    Devices(Vec<String>),
+}
+
+impl FromStr for GpuRequest {
+    type Err = SpecError;
+    /// `all`, a count, or `device=ID[,ID...]`.
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        let err = || SpecError::Gpus {
+            value: value.to_owned(),
+        };
+        if value == "all" {
+            return Ok(GpuRequest::All);
+        }
+        if let Some(ids) = value.strip_prefix("device=") {
+            let ids: Vec<String> = ids.split(',').map(str::to_owned).collect();
+            if ids.iter().any(|id| !plain_name(id)) {
+                return Err(err());
+            }
+            return Ok(GpuRequest::Devices(ids));
+        }
+        match value.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(GpuRequest::Count(n)),
+            _ => Err(err()),
+        }
+    }
+}
+
+/// Resource limits. `None` leaves the engine's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    memory_bytes: Option<u64>,
+    nano_cpus: Option<u64>,
+    pids_limit: Option<u64>,
+}
+
+impl Resources {
+    /// No limits.
+    pub fn new() -> Self {
+        Resources::default()
+    }
+    /// Limit memory (at least 6 MiB, Docker's floor).
+    pub fn with_memory_bytes(mut self, bytes: u64) -> Result<Self, SpecError> {
+        if !(6 << 20..=i64::MAX as u64).contains(&bytes) {
+            return Err(SpecError::Resource {
+                what: "memory",
+                value: bytes.to_string(),
+                range: "6 MiB or more",
+            });
+        }
+        self.memory_bytes = Some(bytes);
+        Ok(self)
+    }
+    /// Limit CPU time, in billionths of a CPU (1_000_000_000 = one CPU).
+    pub fn with_nano_cpus(mut self, nano: u64) -> Result<Self, SpecError> {
+        if !(1_000_000..=i64::MAX as u64).contains(&nano) {
+            return Err(SpecError::Resource {
+                what: "cpus",
+                value: nano.to_string(),
+                range: "0.001 CPU or more",
+            });
+        }
+        self.nano_cpus = Some(nano);
+        Ok(self)
+    }
+    /// Limit the number of processes.
+    pub fn with_pids_limit(mut self, pids: u64) -> Result<Self, SpecError> {
+        if !(1..=i64::MAX as u64).contains(&pids) {
+            return Err(SpecError::Resource {
+                what: "pids",
+                value: pids.to_string(),
+                range: "1 or more",
+            });
+        }
+        self.pids_limit = Some(pids);
+        Ok(self)
+    }
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory_bytes
+    }
+    /// The CPU limit in billionths of a CPU.
+    pub fn nano_cpus(&self) -> Option<u64> {
+        self.nano_cpus
+    }
+    /// The process limit.
+    pub fn pids_limit(&self) -> Option<u64> {
+        self.pids_limit
+    }
+}
+
+/// What a caller may choose about a job container.
+///
+/// There is deliberately no field for mounts, volumes, the working directory, privileged
+/// mode, capabilities, devices or host namespaces: the verified plan alone decides those,
+/// and the backend refuses to start a container whose inspected state differs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LaunchSpec {
+    /// The image.
+    pub image: ImageRef,
+    /// The command and its arguments; empty runs the image's default command.
+    pub command: Vec<String>,
+    /// Environment variables, keys unique.
+    pub env: Vec<EnvVar>,
+    /// The user, `UID[:GID]`; `None` keeps the image's user.
+    pub user: Option<User>,
+    /// The network (default: none).
+    pub network: Network,
+    /// Caller labels (the `io.mount-plan.*` labels are added by the backend).
+    pub labels: Labels,
+    /// The container name; `None` lets the engine choose.
+    pub name: Option<ContainerName>,
+    /// GPUs to expose.
+    pub gpus: Option<GpuRequest>,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Protections of the plan that the caller accepts an engine cannot honour. A backend
+    /// refuses a plan needing a protection it lacks unless it is listed here.
+    pub accept_missing: BTreeSet<Protection>,
+}
+
+impl LaunchSpec {
+    /// A spec running `image`'s default command with every other field at its default.
+    pub fn new(image: ImageRef) -> Self {
+        LaunchSpec {
+            image,
+            command: Vec::new(),
+            env: Vec::new(),
+            user: None,
+            network: Network::None,
+            labels: Labels::new(),
+            name: None,
+            gpus: None,
+            resources: Resources::new(),
+            accept_missing: BTreeSet::new(),
+        }
+    }
+
+    /// Set the command.
+    pub fn with_command<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Check what the field types cannot: command arguments hold no NUL, env keys are unique.
+    /// Backends call this before talking to the engine.
+    pub fn check(&self) -> Result<(), SpecError> {
+        for arg in &self.command {
+            check_value("command argument", arg)?;
+        }
+        let mut seen = BTreeSet::new();
+        for var in &self.env {
+            if !seen.insert(var.key()) {
+                return Err(SpecError::EnvDuplicate {
+                    key: var.key().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys() {
+        assert_eq!("A_1=x=y".parse::<EnvVar>().unwrap().value(), "x=y");
+        assert_eq!("_=".parse::<EnvVar>().unwrap().value(), "");
+        for bad in ["1A=x", "A-B=x", "=x", "AB", "A B=x"] {
+            assert_eq!(
+                bad.parse::<EnvVar>().unwrap_err().rule(),
+                "env-key",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            "A=x\0y".parse::<EnvVar>().unwrap_err().rule(),
+            "value",
+            "NUL"
+        );
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(
+            "1000:1000".parse::<User>().unwrap(),
+            User::new(1000, Some(1000))
+        );
+        assert_eq!("0".parse::<User>().unwrap(), User::new(0, None));
+        for bad in [
+            "",
+            "root",
+            "1000:",
+            ":1",
+            "1:2:3",
+            "-1",
+            "+1",
+            "99999999999",
+        ] {
+            assert_eq!(bad.parse::<User>().unwrap_err().rule(), "user", "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        assert_eq!("none".parse::<Network>().unwrap(), Network::None);
+        assert_eq!("default".parse::<Network>().unwrap(), Network::Default);
+        assert!(
+            matches!("fl-net".parse::<Network>().unwrap(), Network::Named(n) if n.as_str() == "fl-net")
+        );
+        for bad in [
+            "host",
+            "HOST",
+            "container:abc",
+            "ns:/proc/1/ns/net",
+            "slirp4netns:x",
+        ] {
+            assert_eq!(
+                bad.parse::<Network>().unwrap_err().rule(),
+                "network-namespace",
+                "{bad}"
+            );
+        }
+        for bad in ["", "-x", "a b", "a,b"] {
+            assert_eq!(
+                bad.parse::<Network>().unwrap_err().rule(),
+                "network-name",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_cannot_override_ours() {
+        let mut l = Labels::new();
+        l.insert("team", "a").unwrap();
+        for key in [
+            LABEL_MANAGED,
+            LABEL_JOB,
+            "IO.Mount-Plan.plan-digest",
+            "io.mount-plan.x",
+        ] {
+            assert_eq!(
+                l.insert(key, "0").unwrap_err().rule(),
+                "label-reserved",
+                "{key}"
+            );
+        }
+        for key in ["", "a b", "a=b", "-a"] {
+            assert_eq!(l.insert(key, "0").unwrap_err().rule(), "label-key", "{key}");
+        }
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("team", "a")]);
+    }
+
+    #[test]
+    fn images_and_names() {
+        assert!("mount-plan-probe:test".parse::<ImageRef>().is_ok());
+        assert!("sha256:0123abc".parse::<ImageRef>().is_ok());
+        for bad in ["", "-v", "a b", "a\nb"] {
+            assert_eq!(
+                bad.parse::<ImageRef>().unwrap_err().rule(),
+                "image",
+                "{bad:?}"
+            );
+        }
+        assert!("job-1.x_y".parse::<ContainerName>().is_ok());
+        for bad in ["", "/x", "a/b", ".a", "a b"] {
+            assert_eq!(
+                bad.parse::<ContainerName>().unwrap_err().rule(),
+                "container-name",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn gpus_and_resources() {
+        assert_eq!("all".parse::<GpuRequest>().unwrap(), GpuRequest::All);
+        assert_eq!("2".parse::<GpuRequest>().unwrap(), GpuRequest::Count(2));
+        assert_eq!(
+            "device=0,GPU-1".parse::<GpuRequest>().unwrap(),
+            GpuRequest::Devices(vec!["0".into(), "GPU-1".into()])
+        );
+        for bad in ["0", "", "device=", "device=a b"] {
+            assert_eq!(
+                bad.parse::<GpuRequest>().unwrap_err().rule(),
+                "gpus",
+                "{bad}"
+            );
+        }
+        assert!(Resources::new().with_memory_bytes(1 << 20).is_err());
+        assert!(Resources::new().with_pids_limit(0).is_err());
+        assert_eq!(
+            Resources::new().with_pids_limit(64).unwrap().pids_limit(),
+            Some(64)
+        );
+    }
+
+    #[test]
+    fn spec_check() {
+        let mut spec = LaunchSpec::new("img".parse().unwrap()).with_command(["sh", "-c", "x"]);
+        assert!(spec.check().is_ok());
+        spec.env = vec!["A=1".parse().unwrap(), "A=2".parse().unwrap()];
+        assert_eq!(spec.check().unwrap_err().rule(), "env-duplicate");
+        spec.env.clear();
+        spec.command.push("a\0b".into());
+        assert_eq!(spec.check().unwrap_err().rule(), "value");
+    }
+}
