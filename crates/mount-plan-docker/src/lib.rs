@@ -1,0 +1,439 @@
+//! # mount-plan-docker: the Docker backend
+//!
+//! **Guarantee.** [`DockerRuntime`] launches a verified plan's container through the Docker
+//! Engine API with typed mounts only (never `--mount` strings): the root tmpfs read-only with
+//! the planned mode and size, every bind non-recursive with private propagation and read-only
+//! where planned, `no-new-privileges` in place of `nosuid` on binds, never privileged and no
+//! devices added (Docker's device cgroup in place of `nodev`). It negotiates the API version,
+//! reads the engine version, and refuses, naming both and the missing feature, a plan whose
+//! protections this engine cannot honour. Every container is labelled
+//! (`io.mount-plan.managed`, `.job`, `.plan-digest`); after create and again after start it
+//! is inspected and audited against the plan; on any failure after create it is removed.
+//!
+//! **Limits.** The Engine API has no per-bind `noexec` at any version: a plan asking for it
+//! is refused unless the launch spec accepts [`mount_plan_launch::Protection::NoExecOnBinds`] as missing.
+//! `nodev` through the device cgroup still lets a job open the few default devices Docker
+//! allows (null, zero, full, random, urandom, tty, console, ptmx, pts, net/tun) if such a
+//! node is planted in a bound directory. R's tmpfs gets the planned size and `mode=` option,
+//! but its root inode ends up 0755: Docker creates the working directory R/J in the
+//! container's own filesystem before runc mounts anything, and runc gives a tmpfs the mode of
+//! the directory it covers (measured on Docker 20.10 / runc 1.1.5; [`ROOT_MODE_NOTE`]). A
+//! read-only root still refuses every write; a scratch root (1777) refuses non-root writers.
+//! Images are never pulled.
+//!
+//! The translation ([`translate`]) and the inspect mapping ([`observe`]) are pure and
+//! unit-tested without a daemon; the rest is thin async glue.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod observe;
+mod translate;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use mount_plan_host::VerifiedPlan;
+use mount_plan_launch::{
+    audit, EngineInfo, EngineReport, ExitStatus, JobHandle, JobRuntime, LaunchError, LaunchSpec,
+    LogChunk, LogStream, ObservedContainer, OutputStream, LABEL_JOB, LABEL_PLAN_DIGEST,
+};
+
+pub use observe::observe;
+pub use translate::{
+    availability, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
+    NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
+};
+
+/// The socket used when neither an explicit host nor `DOCKER_HOST` is given.
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+/// The oldest runc without the CVE-2024-21626 working-directory escape.
+pub const RUNC_FIXED: (u32, u32, u32) = (1, 1, 12);
+
+/// How to reach the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// `unix:///path`, a bare socket path, or `tcp://host:port`; `None`: `DOCKER_HOST`, then
+    /// [`DEFAULT_SOCKET`].
+    pub host: Option<String>,
+    /// How long connecting and the version handshake may take.
+    pub connect_timeout: Duration,
+    /// How long any later request may take to answer (streams are not cut).
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            host: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A connected Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    info: EngineInfo,
+    api: ApiVersion,
+}
+
+fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn parse_semver(v: &str) -> Option<(u32, u32, u32)> {
+    let core: String = v
+        .trim_start_matches('v')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+impl DockerRuntime {
+    /// Connect, negotiate the API version, and read the engine's version.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, LaunchError> {
+        let host = options
+            .host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+        let endpoint = if host.starts_with('/') {
+            format!("unix://{host}")
+        } else {
+            host
+        };
+        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| LaunchError::Connect {
+            engine: "docker",
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let secs = options.request_timeout.as_secs().max(1);
+        let docker = if endpoint.starts_with("unix://") {
+            Docker::connect_with_unix(&endpoint, secs, bollard::API_DEFAULT_VERSION)
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(&endpoint, secs, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(connect_err(
+                format!("docker rule `endpoint`: {endpoint:?} is neither unix://, tcp:// nor a socket path").into(),
+            ));
+        }
+        .map_err(|e| connect_err(boxed(e)))?;
+
+        let handshake = async {
+            let docker = docker.negotiate_version().await?;
+            let version = docker.version().await?;
+            let info = docker.info().await?;
+            Ok::<_, DockerError>((docker, version, info))
+        };
+        let (docker, version, sysinfo) = tokio::time::timeout(options.connect_timeout, handshake)
+            .await
+            .map_err(|_| {
+                connect_err(
+                    format!(
+                        "no answer within {:?} (is the engine running?)",
+                        options.connect_timeout
+                    )
+                    .into(),
+                )
+            })?
+            .map_err(|e| connect_err(boxed(e)))?;
+
+        let client = docker.client_version();
+        let negotiated = ApiVersion::new(client.major_version as u32, client.minor_version as u32);
+        let server_api: Option<ApiVersion> =
+            version.api_version.as_deref().and_then(|v| v.parse().ok());
+        let api = server_api.map_or(negotiated, |s| s.min(negotiated));
+        let runtime = version
+            .components
+            .as_ref()
+            .and_then(|cs| cs.iter().find(|c| c.name.eq_ignore_ascii_case("runc")))
+            .map(|c| format!("runc {}", c.version))
+            .or_else(|| sysinfo.default_runtime.clone());
+        let rootless = sysinfo
+            .security_options
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|s| s.contains("name=rootless")));
+        let info = EngineInfo {
+            engine: "docker".into(),
+            endpoint,
+            version: version.version.clone().unwrap_or_else(|| "unknown".into()),
+            api_version: api.to_string(),
+            runtime,
+            rootless,
+        };
+        Ok(DockerRuntime { docker, info, api })
+    }
+
+    /// The negotiated API version.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api
+    }
+
+    /// The bollard client, for callers that need an engine call this crate does not wrap.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn call_err(op: &'static str, container: &str, e: DockerError) -> LaunchError {
+        if status_of(&e) == Some(404) {
+            return LaunchError::NotFound {
+                container: container.to_owned(),
+            };
+        }
+        LaunchError::Engine {
+            op,
+            container: container.to_owned(),
+            source: boxed(e),
+        }
+    }
+
+    async fn force_remove(&self, id: &str) -> Result<(), DockerError> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(opts)).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Remove `id` after `first`; report both if the removal fails too.
+    async fn fail_after_create(&self, id: &str, first: LaunchError) -> LaunchError {
+        match self.force_remove(id).await {
+            Ok(()) => first,
+            Err(e) => LaunchError::Cleanup {
+                container: id.to_owned(),
+                first: Box::new(first),
+                source: boxed(e),
+            },
+        }
+    }
+
+    async fn audited(
+        &self,
+        id: &str,
+        plan: &VerifiedPlan,
+        spec: &LaunchSpec,
+    ) -> Result<(), LaunchError> {
+        let observed = self.inspect(id).await?;
+        let differences = audit(plan.plan(), &observed, &spec.accept_missing);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(LaunchError::Audit {
+                container: id.to_owned(),
+                differences,
+            })
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobRuntime for DockerRuntime {
+    fn engine(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    async fn doctor(&self) -> Result<EngineReport, LaunchError> {
+        let mut warnings = Vec::new();
+        match self.info.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
+            Some(v) => match parse_semver(v) {
+                Some(found) if found < RUNC_FIXED => warnings.push(format!(
+                    "runc {v} predates 1.1.12: it is exposed to CVE-2024-21626 (working directory escape); the plan's working directory is fixed, but upgrade runc"
+                )),
+                Some(_) => {}
+                None => warnings.push(format!("runc version {v:?} could not be parsed")),
+            },
+            None => warnings.push("the engine does not report its runc version".into()),
+        }
+        if self.info.rootless {
+            warnings
+                .push("rootless Docker: uid 0 in the container maps to the daemon's user".into());
+        }
+        Ok(EngineReport {
+            engine: self.info.clone(),
+            protections: availability(self.api),
+            warnings,
+        })
+    }
+
+    async fn launch(
+        &self,
+        plan: &VerifiedPlan,
+        spec: &LaunchSpec,
+    ) -> Result<JobHandle, LaunchError> {
+        let call = translate(plan.plan(), spec, &self.info)?;
+        let labels = call.body.labels.clone().unwrap_or_default();
+        let created = self
+            .docker
+            .create_container(Some(call.options), call.body)
+            .await
+            .map_err(|e| {
+                let no_image = status_of(&e) == Some(404)
+                    || matches!(&e, DockerError::DockerResponseServerError { message, .. } if message.contains("No such image"));
+                if no_image {
+                    LaunchError::ImageNotFound {
+                        image: spec.image.to_string(),
+                        source: boxed(e),
+                    }
+                } else {
+                    LaunchError::Create {
+                        job: plan.plan().job().to_string(),
+                        source: boxed(e),
+                    }
+                }
+            })?;
+        let id = created.id;
+
+        // Audit what the engine made of the request before anything runs...
+        if let Err(e) = self.audited(&id, plan, spec).await {
+            return Err(self.fail_after_create(&id, e).await);
+        }
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let err = LaunchError::Start {
+                container: id.clone(),
+                source: boxed(e),
+            };
+            return Err(self.fail_after_create(&id, err).await);
+        }
+        // ...and again once it runs.
+        if let Err(e) = self.audited(&id, plan, spec).await {
+            return Err(self.fail_after_create(&id, e).await);
+        }
+        Ok(JobHandle {
+            id,
+            job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
+            plan_digest: labels.get(LABEL_PLAN_DIGEST).cloned().unwrap_or_default(),
+        })
+    }
+
+    async fn wait(&self, job: &JobHandle) -> Result<ExitStatus, LaunchError> {
+        let opts = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let mut stream = self.docker.wait_container(&job.id, Some(opts));
+        match stream.next().await {
+            Some(Ok(r)) => Ok(ExitStatus {
+                code: r.status_code,
+            }),
+            // bollard turns a non-zero exit code into this error.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                Ok(ExitStatus { code })
+            }
+            Some(Err(e)) => Err(Self::call_err("wait", &job.id, e)),
+            None => Err(LaunchError::Engine {
+                op: "wait",
+                container: job.id.clone(),
+                source: "docker rule `wait`: the engine closed the wait stream without a status"
+                    .into(),
+            }),
+        }
+    }
+
+    fn logs(&self, job: &JobHandle) -> LogStream {
+        let opts = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..LogsOptions::default()
+        };
+        let id = job.id.clone();
+        self.docker
+            .logs(&job.id, Some(opts))
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(bollard::container::LogOutput::StdOut { message })
+                    | Ok(bollard::container::LogOutput::Console { message }) => {
+                        Some(Ok(LogChunk {
+                            stream: OutputStream::Stdout,
+                            bytes: message.to_vec(),
+                        }))
+                    }
+                    Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                        stream: OutputStream::Stderr,
+                        bytes: message.to_vec(),
+                    })),
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(Self::call_err("logs", &id, e))),
+                };
+                std::future::ready(out)
+            })
+            .boxed()
+    }
+
+    async fn stop(&self, job: &JobHandle, grace: Duration) -> Result<(), LaunchError> {
+        let opts = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        match self.docker.stop_container(&job.id, Some(opts)).await {
+            // 304: already stopped.
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            other => other.map_err(|e| Self::call_err("stop", &job.id, e)),
+        }
+    }
+
+    async fn remove(&self, job: &JobHandle) -> Result<(), LaunchError> {
+        self.force_remove(&job.id)
+            .await
+            .map_err(|e| Self::call_err("remove", &job.id, e))
+    }
+
+    async fn inspect(&self, container: &str) -> Result<ObservedContainer, LaunchError> {
+        let c = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| Self::call_err("inspect", container, e))?;
+        Ok(observe(&c))
+    }
+
+    async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, LaunchError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])]);
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..ListContainersOptions::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| Self::call_err("list", &format!("{key}={value}"), e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver() {
+        assert_eq!(parse_semver("1.1.5+ds1"), Some((1, 1, 5)));
+        assert_eq!(parse_semver("v1.1.12"), Some((1, 1, 12)));
+        assert_eq!(parse_semver("1.2"), Some((1, 2, 0)));
+        assert_eq!(parse_semver("x"), None);
+        assert!(parse_semver("1.1.5+ds1").unwrap() < RUNC_FIXED);
+    }
+}

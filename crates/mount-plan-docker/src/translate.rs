@@ -1,0 +1,425 @@
+//! Pure translation of a plan and a launch spec into a Docker Engine API create call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, Mount as DockerMount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
+};
+use bollard::query_parameters::CreateContainerOptions;
+use mount_plan::{Mount, MountPlan};
+use mount_plan_launch::{
+    container_labels, Availability, EngineInfo, GpuRequest, LaunchError, LaunchSpec, Network,
+    Protection,
+};
+
+/// An Engine API version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    /// Major (always 1 so far).
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl ApiVersion {
+    /// `BindOptions.NonRecursive`.
+    pub const NON_RECURSIVE: ApiVersion = ApiVersion::new(1, 40);
+    /// `BindOptions.CreateMountpoint`.
+    pub const CREATE_MOUNTPOINT: ApiVersion = ApiVersion::new(1, 42);
+    /// `BindOptions.ReadOnlyNonRecursive` / `ReadOnlyForceRecursive`.
+    pub const READ_ONLY_RECURSIVE: ApiVersion = ApiVersion::new(1, 44);
+    /// `TmpfsOptions.Options`.
+    pub const TMPFS_OPTIONS: ApiVersion = ApiVersion::new(1, 46);
+
+    /// A version.
+    pub const fn new(major: u32, minor: u32) -> Self {
+        ApiVersion { major, minor }
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// An API version string that is not `major.minor`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("docker rule `api-version-format`: API version {0:?} is not MAJOR.MINOR")]
+pub struct ApiVersionError(pub String);
+
+impl FromStr for ApiVersion {
+    type Err = ApiVersionError;
+    fn from_str(s: &str) -> Result<Self, ApiVersionError> {
+        let err = || ApiVersionError(s.to_owned());
+        let (a, b) = s.split_once('.').ok_or_else(err)?;
+        Ok(ApiVersion::new(
+            a.parse().map_err(|_| err())?,
+            b.parse().map_err(|_| err())?,
+        ))
+    }
+}
+
+/// How Docker's root tmpfs differs from the plan.
+pub const ROOT_MODE_NOTE: &str = "the size is as planned, but R's mode becomes 0755: Docker creates the working directory R/J in the container's own filesystem first, and runc gives a tmpfs the mode of the directory it covers (a read-only root still refuses every write; a scratch root refuses non-root writers)";
+/// How Docker honours `nosuid` on binds, which the Engine API cannot set per mount.
+pub const NOSUID_SUBSTITUTE: &str =
+    "\"no-new-privileges\" on the container (setuid bits give no privileges)";
+/// How Docker honours `nodev` on binds, which the Engine API cannot set per mount.
+pub const NODEV_SUBSTITUTE: &str = "Docker's device cgroup (never privileged, no devices or device rules added): only the default devices null, zero, full, random, urandom, tty, console, ptmx, pts and net/tun can be opened";
+
+/// How this engine (at API `api`) honours each protection.
+pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
+    Protection::ALL
+        .into_iter()
+        .map(|p| {
+            let a = match p {
+                Protection::NonRecursiveBinds if api < ApiVersion::NON_RECURSIVE => {
+                    Availability::Missing(format!(
+                        "BindOptions.NonRecursive needs API {}, the engine speaks {api}",
+                        ApiVersion::NON_RECURSIVE
+                    ))
+                }
+                Protection::RootModeAndSize => Availability::Partial(ROOT_MODE_NOTE.into()),
+                Protection::NoSuidOnBinds => Availability::Substitute(NOSUID_SUBSTITUTE.into()),
+                Protection::NoDevOnBinds => Availability::Substitute(NODEV_SUBSTITUTE.into()),
+                Protection::NoExecOnBinds => Availability::Missing(
+                    "the Engine API has no noexec option for bind mounts, at any version".into(),
+                ),
+                _ => Availability::Native,
+            };
+            (p, a)
+        })
+        .collect()
+}
+
+/// A create call: its query options and its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateCall {
+    /// Query options (the container name).
+    pub options: CreateContainerOptions,
+    /// The body.
+    pub body: ContainerCreateBody,
+}
+
+/// Translate `plan` and `spec` for the engine `engine`, or refuse: a protection the plan
+/// needs that this engine lacks and `spec.accept_missing` does not accept is refused with an
+/// error naming the engine version, the API version and what is missing.
+///
+/// Mounts are typed `Mount` structs (never `--mount` strings): the tmpfs root with its
+/// read-only flag, mode and size; every bind non-recursive with private propagation,
+/// read-only where planned. `no-new-privileges` stands in for nosuid on binds.
+pub fn translate(
+    plan: &MountPlan,
+    spec: &LaunchSpec,
+    engine: &EngineInfo,
+) -> Result<CreateCall, LaunchError> {
+    spec.check()?;
+    let api: ApiVersion = engine
+        .api_version
+        .parse()
+        .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
+    let available = availability(api);
+    let accepted = &spec.accept_missing;
+    for p in Protection::required_by(plan) {
+        let Some((_, Availability::Missing(why))) = available.iter().find(|(q, _)| *q == p) else {
+            continue;
+        };
+        if accepted.contains(&p) {
+            continue;
+        }
+        if p == Protection::NonRecursiveBinds {
+            return Err(LaunchError::ApiTooOld {
+                engine: "docker",
+                engine_version: engine.version.clone(),
+                api_version: api.to_string(),
+                feature: "BindOptions.NonRecursive",
+                needed: "1.40",
+            });
+        }
+        return Err(LaunchError::ProtectionUnavailable {
+            engine: "docker",
+            engine_version: engine.version.clone(),
+            api_version: api.to_string(),
+            protection: p,
+            why: why.clone(),
+        });
+    }
+    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
+
+    let mounts = plan
+        .mounts()
+        .iter()
+        .map(|m| match m {
+            Mount::Tmpfs(t) => DockerMount {
+                target: Some(t.target().to_string()),
+                typ: Some(MountType::TMPFS),
+                read_only: Some(t.read_only()),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(i64::try_from(t.size_bytes()).unwrap_or(i64::MAX)),
+                    mode: Some(i64::from(t.mode())),
+                    options: None,
+                }),
+                ..DockerMount::default()
+            },
+            Mount::Bind(b) => DockerMount {
+                target: Some(b.target().to_string()),
+                source: Some(b.source().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(b.read_only()),
+                bind_options: Some(MountBindOptions {
+                    propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
+                    non_recursive,
+                    ..MountBindOptions::default()
+                }),
+                ..DockerMount::default()
+            },
+        })
+        .collect();
+
+    let network_mode = match &spec.network {
+        Network::None => "none".to_owned(),
+        Network::Default => "default".to_owned(),
+        Network::Named(n) => n.as_str().to_owned(),
+    };
+    let device_requests = spec.gpus.as_ref().map(|g| {
+        let (count, device_ids) = match g {
+            GpuRequest::All => (Some(-1), None),
+            GpuRequest::Count(n) => (Some(i64::from(*n)), None),
+            GpuRequest::Devices(ids) => (None, Some(ids.clone())),
+        };
+        vec![DeviceRequest {
+            driver: Some(String::new()),
+            count,
+            device_ids,
+            capabilities: Some(vec![vec!["gpu".to_owned()]]),
+            options: None,
+        }]
+    });
+    let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+
+    let host_config = HostConfig {
+        mounts: Some(mounts),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        privileged: Some(false),
+        network_mode: Some(network_mode),
+        device_requests,
+        memory: as_i64(spec.resources.memory_bytes()),
+        nano_cpus: as_i64(spec.resources.nano_cpus()),
+        pids_limit: as_i64(spec.resources.pids_limit()),
+        auto_remove: Some(false),
+        ..HostConfig::default()
+    };
+    let labels: HashMap<String, String> = container_labels(plan, spec).into_iter().collect();
+    let body = ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(ToString::to_string).collect()),
+        user: spec.user.map(|u| u.to_string()),
+        working_dir: Some(plan.workdir().to_string()),
+        labels: Some(labels),
+        tty: Some(false),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        open_stdin: Some(false),
+        network_disabled: Some(matches!(spec.network, Network::None)),
+        host_config: Some(host_config),
+        ..ContainerCreateBody::default()
+    };
+    Ok(CreateCall {
+        options: CreateContainerOptions {
+            name: spec.name.as_ref().map(ToString::to_string),
+            platform: String::new(),
+        },
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout};
+
+    fn engine(api: &str) -> EngineInfo {
+        EngineInfo {
+            engine: "docker".into(),
+            endpoint: "unix:///var/run/docker.sock".into(),
+            version: "20.10.24".into(),
+            api_version: api.into(),
+            runtime: Some("runc 1.1.5".into()),
+            rootless: false,
+        }
+    }
+
+    fn plan() -> MountPlan {
+        let layout = Layout::default();
+        layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap()
+    }
+
+    fn spec() -> LaunchSpec {
+        let mut s = LaunchSpec::new("img:1".parse().unwrap()).with_command(["sh", "-c", "x"]);
+        s.accept_missing.insert(Protection::NoExecOnBinds);
+        s
+    }
+
+    #[test]
+    fn mounts_are_typed_and_hardened() {
+        let call = translate(&plan(), &spec(), &engine("1.41")).unwrap();
+        let hc = call.body.host_config.as_ref().unwrap();
+        let mounts = hc.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 4);
+        let root = &mounts[0];
+        assert_eq!(root.typ, Some(MountType::TMPFS));
+        assert_eq!(root.target.as_deref(), Some("/workspace"));
+        assert_eq!(root.read_only, Some(true));
+        let t = root.tmpfs_options.as_ref().unwrap();
+        assert_eq!((t.mode, t.size_bytes), (Some(0o555), Some(1 << 20)));
+        assert_eq!(t.options, None, "tmpfs Options needs API 1.46");
+        let expect = [
+            ("/srv/w/startup", "/workspace/startup", true),
+            ("/srv/w/local", "/workspace/local", true),
+            ("/srv/w/j1", "/workspace/j1", false),
+        ];
+        for (m, (src, dst, ro)) in mounts[1..].iter().zip(expect) {
+            assert_eq!(m.typ, Some(MountType::BIND));
+            assert_eq!(m.source.as_deref(), Some(src));
+            assert_eq!(m.target.as_deref(), Some(dst));
+            assert_eq!(m.read_only, Some(ro));
+            let b = m.bind_options.as_ref().unwrap();
+            assert_eq!(
+                b.propagation,
+                Some(MountBindOptionsPropagationEnum::PRIVATE)
+            );
+            assert_eq!(b.non_recursive, Some(true));
+            assert_eq!(b.create_mountpoint, None);
+        }
+        assert_eq!(
+            hc.security_opt.as_deref(),
+            Some(&["no-new-privileges".to_owned()][..])
+        );
+        assert_eq!(hc.privileged, Some(false));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.binds, None);
+        assert_eq!(hc.volumes_from, None);
+        assert_eq!(hc.cap_add, None);
+        assert_eq!(hc.devices, None);
+        assert_eq!(call.body.working_dir.as_deref(), Some("/workspace/j1"));
+        let labels = call.body.labels.as_ref().unwrap();
+        assert_eq!(labels["io.mount-plan.managed"], "1");
+        assert_eq!(labels["io.mount-plan.job"], "j1");
+        assert!(labels["io.mount-plan.plan-digest"].starts_with("sha256:"));
+    }
+
+    #[test]
+    fn a_path_with_commas_stays_one_field() {
+        // Typed structs: a comma in a path cannot add a key. Serialised JSON keeps it whole.
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/a,readonly=false,source=/x").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap();
+        let call = translate(&plan, &spec(), &engine("1.41")).unwrap();
+        let json = serde_json::to_value(&call.body).unwrap();
+        let m = &json["HostConfig"]["Mounts"][1];
+        assert_eq!(m["Source"], "/srv/a,readonly=false,source=/x/startup");
+        assert_eq!(m["ReadOnly"], true);
+        assert_eq!(m["BindOptions"]["NonRecursive"], true);
+        assert_eq!(m.as_object().unwrap().len(), 5, "{m}");
+    }
+
+    #[test]
+    fn noexec_is_refused_unless_accepted() {
+        let mut s = spec();
+        s.accept_missing.clear();
+        let err = translate(&plan(), &s, &engine("1.41")).unwrap_err();
+        assert_eq!(err.rule(), "protection");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("20.10.24") && msg.contains("API 1.41"),
+            "{msg}"
+        );
+        assert!(msg.contains("noexec"), "{msg}");
+    }
+
+    #[test]
+    fn api_older_than_1_40_is_refused() {
+        let err = translate(&plan(), &spec(), &engine("1.39")).unwrap_err();
+        assert_eq!(err.rule(), "api-version");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("20.10.24") && msg.contains("API 1.39") && msg.contains("NonRecursive"),
+            "{msg}"
+        );
+        // Accepted as missing: the field is left out (an old engine would drop it anyway).
+        let mut s = spec();
+        s.accept_missing.insert(Protection::NonRecursiveBinds);
+        let call = translate(&plan(), &s, &engine("1.39")).unwrap();
+        let m = &call.body.host_config.unwrap().mounts.unwrap()[1];
+        assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
+    }
+
+    #[test]
+    fn spec_fields_map() {
+        let mut s = spec();
+        s.user = Some("1000:1000".parse().unwrap());
+        s.env.push("A=b=c".parse().unwrap());
+        s.network = "fl-net".parse().unwrap();
+        s.name = Some("job-x".parse().unwrap());
+        s.gpus = Some("2".parse().unwrap());
+        s.resources = mount_plan_launch::Resources::new()
+            .with_memory_bytes(64 << 20)
+            .unwrap()
+            .with_pids_limit(100)
+            .unwrap();
+        s.labels.insert("team", "t").unwrap();
+        let call = translate(&plan(), &s, &engine("1.41")).unwrap();
+        assert_eq!(call.options.name.as_deref(), Some("job-x"));
+        let b = &call.body;
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.env.as_deref(), Some(&["A=b=c".to_owned()][..]));
+        assert_eq!(b.network_disabled, Some(false));
+        assert_eq!(b.labels.as_ref().unwrap()["team"], "t");
+        let hc = b.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("fl-net"));
+        assert_eq!(hc.memory, Some(64 << 20));
+        assert_eq!(hc.pids_limit, Some(100));
+        let dr = &hc.device_requests.as_ref().unwrap()[0];
+        assert_eq!(dr.count, Some(2));
+    }
+
+    #[test]
+    fn availability_by_version() {
+        let a = availability(ApiVersion::new(1, 41));
+        let get = |p| a.iter().find(|(q, _)| *q == p).unwrap().1.clone();
+        assert_eq!(get(Protection::NonRecursiveBinds), Availability::Native);
+        assert!(matches!(
+            get(Protection::NoSuidOnBinds),
+            Availability::Substitute(_)
+        ));
+        assert!(!get(Protection::NoExecOnBinds).is_available());
+        let old = availability(ApiVersion::new(1, 39));
+        assert!(!old
+            .iter()
+            .find(|(q, _)| *q == Protection::NonRecursiveBinds)
+            .unwrap()
+            .1
+            .is_available());
+        assert_eq!(
+            "1.41".parse::<ApiVersion>().unwrap(),
+            ApiVersion::new(1, 41)
+        );
+        assert!("1".parse::<ApiVersion>().is_err());
+        assert!(ApiVersion::new(1, 9) < ApiVersion::new(1, 40));
+    }
+}
