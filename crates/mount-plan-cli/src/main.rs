@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use mount_plan::{Mount, MountPlan};
 
+mod engine;
 mod plan_args;
 
 use plan_args::{LayoutArgs, PlanArgs, VerifyArgs};
@@ -41,6 +42,20 @@ enum Command {
     /// With --json, reads one JSON string per line from stdin (so NUL, newlines and any
     /// character can be tried) and prints one JSON object per line.
     Check(CheckCmd),
+    /// Verify the host, launch the job container, stream its output, wait, remove it
+    ///
+    /// Exit status: the container's; 125 when anything fails before the command runs (the
+    /// error is printed and no container is left behind).
+    Launch(Box<engine::LaunchCmd>),
+    /// Compare a container with the plan: print each difference
+    ///
+    /// Exit status: 0 when it conforms, 1 when it differs, 2 when it cannot be audited.
+    Audit(engine::AuditCmd),
+    /// Engine, API and runtime versions, and which protections the engine can honour
+    ///
+    /// Exit status: 0 when the default plan can be honoured (given --accept-missing), 1
+    /// otherwise.
+    Doctor(engine::DoctorCmd),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +100,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(cmd) => run_plan(&cmd),
         Command::Check(cmd) => run_check(&cmd),
+        Command::Launch(cmd) => Ok(engine::launch(&cmd)),
+        Command::Audit(cmd) => engine::audit_cmd(&cmd),
+        Command::Doctor(cmd) => engine::doctor(&cmd),
     };
     match result {
         Ok(code) => code,

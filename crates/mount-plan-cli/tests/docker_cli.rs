@@ -1,0 +1,360 @@
+//! `mount-plan launch`, `audit` and `doctor` against the real Docker engine.
+//!
+//! Needs Docker, root and Debian's busybox-static; without them: fails under `CI`,
+//! otherwise prints SKIPPED.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
+const IMAGE: &str = "mount-plan-busybox:cli-test";
+
+fn sh(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Docker answers and the busybox image is imported; or skip (fail under CI).
+fn docker_ready() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        let v = sh(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
+        if !v.status.success() {
+            return Err(format!(
+                "docker does not answer: {}",
+                String::from_utf8_lossy(&v.stderr)
+            ));
+        }
+        if !Path::new("/bin/busybox").is_file() {
+            return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
+        }
+        if sh(Command::new("docker").args(["image", "inspect", IMAGE]))
+            .status
+            .success()
+        {
+            return Ok(());
+        }
+        let dir = std::env::temp_dir().join(format!("mp-cli-image-{}", std::process::id()));
+        let root = dir.join("rootfs");
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        for a in ["sh", "echo", "cat", "sleep", "pwd", "ls"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+        }
+        let tar = dir.join("image.tar");
+        let t = sh(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        assert!(t.status.success());
+        let i = sh(Command::new("docker").arg("import").arg(&tar).arg(IMAGE));
+        let _ = fs::remove_dir_all(&dir);
+        if i.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "docker import: {}",
+                String::from_utf8_lossy(&i.stderr)
+            ))
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => panic!("docker is required in CI: {why}"),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+/// A workspace W with startup/, local/ and the job directory; removed on drop.
+struct Ws {
+    top: PathBuf,
+    w: PathBuf,
+    job: &'static str,
+    label: String,
+}
+
+impl Ws {
+    fn new(tag: &str) -> Ws {
+        let label = format!("{tag}-{}-{}", std::process::id(), unique());
+        let top = std::env::temp_dir().join(format!("mp-cli-{label}"));
+        let w = top.join("ws");
+        for d in ["startup", "local", "job1"] {
+            fs::create_dir_all(w.join(d)).unwrap();
+        }
+        for p in [
+            &top,
+            &w,
+            &w.join("startup"),
+            &w.join("local"),
+            &w.join("job1"),
+        ] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Ws {
+            top,
+            w,
+            job: "job1",
+            label,
+        }
+    }
+
+    fn launch(&self, extra: &[&str], cmd: &[&str]) -> Output {
+        self.launch_image(IMAGE, extra, cmd)
+    }
+
+    fn launch_image(&self, image: &str, extra: &[&str], cmd: &[&str]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args([
+            "launch",
+            "--runtime",
+            "docker",
+            "--image",
+            image,
+            "--job",
+            self.job,
+        ])
+        .arg("--workspace")
+        .arg(&self.w)
+        .args(["--label", &format!("mount-plan-test.run={}", self.label)])
+        .args(extra)
+        .arg("--")
+        .args(cmd);
+        sh(&mut c)
+    }
+
+    fn leftovers(&self) -> String {
+        let o = sh(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=mount-plan-test.run={}", self.label),
+        ]));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.top);
+    }
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const ACCEPT: [&str; 2] = ["--accept-missing", "noexec"];
+
+#[test]
+fn launch_leaves_out_in_the_job_dir_and_exits_0() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("out");
+    let o = ws.launch(&ACCEPT, &["sh", "-c", "echo hi > out"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(fs::read_to_string(ws.w.join("job1/out")).unwrap(), "hi\n");
+    assert_eq!(ws.leftovers(), "", "no container remains");
+}
+
+#[test]
+fn launch_exits_with_the_container_status_and_streams_output() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("exit");
+    let o = ws.launch(&ACCEPT, &["sh", "-c", "pwd; echo to-stderr >&2; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "/workspace/job1\n");
+    assert!(text(&o.stderr).contains("to-stderr"), "{}", text(&o.stderr));
+    assert_eq!(ws.leftovers(), "");
+}
+
+#[test]
+fn failures_before_the_command_exit_125_and_leave_nothing() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("fail");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("mount-plan-no-such-image:x", &ACCEPT, "engine rule `image`"),
+        (IMAGE, &[], "cannot honour \"noexec\""),
+        (
+            IMAGE,
+            &["--accept-missing", "noexec", "--network", "host"],
+            "spec rule `network-namespace`",
+        ),
+        (
+            IMAGE,
+            &["--accept-missing", "noexec", "--user", "root"],
+            "spec rule `user`",
+        ),
+        (
+            IMAGE,
+            &[
+                "--accept-missing",
+                "noexec",
+                "--socket",
+                "/nonexistent/docker.sock",
+            ],
+            "engine rule `reachable`",
+        ),
+    ];
+    for (image, extra, want) in cases {
+        let o = ws.launch_image(image, extra, &["sh", "-c", "echo ran > ran"]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(
+            !ws.w.join("job1/ran").exists(),
+            "{extra:?}: the command ran"
+        );
+    }
+    // A command that does not exist fails at start: 125 too, container removed.
+    let o = ws.launch(&ACCEPT, &["/no/such/command"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("engine rule `start`"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(ws.leftovers(), "");
+}
+
+#[test]
+fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("audit");
+    let w = ws.w.to_str().unwrap();
+    // By hand: the whole workspace at R instead of the plan.
+    let o = sh(Command::new("docker").args([
+        "run",
+        "-d",
+        "--label",
+        &format!("mount-plan-test.run={}", ws.label),
+        "-v",
+        &format!("{w}:/workspace"),
+        "-w",
+        "/workspace/job1",
+        IMAGE,
+        "sleep",
+        "30",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    let a = sh(Command::new(BIN).args([
+        "audit",
+        "--runtime",
+        "docker",
+        &id,
+        "--workspace",
+        w,
+        "--job",
+        "job1",
+        "--accept-missing",
+        "noexec",
+    ]));
+    let report = text(&a.stdout);
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    assert_eq!(a.status.code(), Some(1), "{report}{}", text(&a.stderr));
+    assert!(
+        report.contains(&format!(
+            "audit rule `unplanned-mount`: unplanned bind mount of {w:?} at \"/workspace\""
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("audit rule `missing-mount`: planned tmpfs mount at \"/workspace\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("audit rule `no-new-privileges`"),
+        "{report}"
+    );
+
+    // A container launched by mount-plan (kept) conforms.
+    let o = ws.launch(
+        &[
+            "--accept-missing",
+            "noexec",
+            "--keep",
+            "--name",
+            &format!("mp-{}", ws.label),
+        ],
+        &["sh", "-c", ":"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let name = format!("mp-{}", ws.label);
+    let a = sh(Command::new(BIN).args([
+        "audit",
+        "--runtime",
+        "docker",
+        &name,
+        "--workspace",
+        w,
+        "--job",
+        "job1",
+        "--accept-missing",
+        "noexec",
+    ]));
+    let _ = sh(Command::new("docker").args(["rm", "-f", &name]));
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}{}",
+        text(&a.stdout),
+        text(&a.stderr)
+    );
+    assert!(text(&a.stdout).contains("conforms"), "{}", text(&a.stdout));
+    assert_eq!(ws.leftovers(), "");
+}
+
+#[test]
+fn doctor_exit_status_follows_the_default_plan() {
+    if !docker_ready() {
+        return;
+    }
+    let o = sh(Command::new(BIN).args(["doctor", "--runtime", "docker"]));
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("api:      1."), "{out}");
+    assert!(out.contains("noexec               not available"), "{out}");
+    assert!(out.contains("--accept-missing noexec"), "{out}");
+    let o = sh(Command::new(BIN).args([
+        "doctor",
+        "--runtime",
+        "docker",
+        "--accept-missing",
+        "noexec",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let o = sh(Command::new(BIN).args([
+        "doctor",
+        "--runtime",
+        "docker",
+        "--socket",
+        "/nonexistent.sock",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stdout).contains("unreachable"),
+        "{}",
+        text(&o.stdout)
+    );
+}
