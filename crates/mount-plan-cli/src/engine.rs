@@ -217,8 +217,8 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
     let fail = |e: anyhow::Error| {
         // A LaunchError's message already ends with the engine's answer: print it once.
         match e.downcast_ref::<LaunchError>() {
-            Some(l) => eprintln!("mount-plan: error: {l}"),
-            None => eprintln!("mount-plan: error: {e:#}"),
+            Some(l) => eprintln!("error: {l}"),
+            None => eprintln!("error: {e:#}"),
         }
         ExitCode::from(EXIT_LAUNCH_FAILED)
     };
@@ -232,18 +232,33 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
+    // A failure before the command runs loses nothing: a job directory this call created is
+    // removed again (it is still empty: nothing ran in it; remove_dir refuses otherwise).
+    let fail_before_run = |e: anyhow::Error| {
+        if verified.job_dir_created() {
+            let dir = verified
+                .launcher_workspace()
+                .join(verified.plan().job().as_str());
+            if let Err(rm) = std::fs::remove_dir(&dir) {
+                eprintln!(
+                    "error: cannot remove the job directory {dir:?} created for this launch: {rm}"
+                );
+            }
+        }
+        fail(e)
+    };
     let rt = match tokio_runtime() {
         Ok(r) => r,
-        Err(e) => return fail(e),
+        Err(e) => return fail_before_run(e),
     };
     rt.block_on(async {
         let runtime = match connect(&cmd.engine).await {
             Ok(r) => r,
-            Err(e) => return fail(e.into()),
+            Err(e) => return fail_before_run(e.into()),
         };
         let job = match runtime.launch(&verified, &spec).await {
             Ok(j) => j,
-            Err(e) => return fail(e.into()),
+            Err(e) => return fail_before_run(e.into()),
         };
         let forward = async {
             let mut logs = runtime.logs(&job);
@@ -280,7 +295,7 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         };
         if !cmd.keep || result.is_err() {
             if let Err(e) = runtime.remove(&job).await {
-                eprintln!("mount-plan: error: {e}");
+                eprintln!("error: {e}");
                 return ExitCode::from(EXIT_LAUNCH_FAILED);
             }
         } else {

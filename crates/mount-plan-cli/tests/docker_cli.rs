@@ -358,3 +358,56 @@ fn doctor_exit_status_follows_the_default_plan() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn a_refused_launch_removes_the_job_directory_it_created() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("created");
+    let launch_image = |image: &str, extra: &[&str]| {
+        sh(Command::new(BIN)
+            .args([
+                "launch",
+                "--runtime",
+                "docker",
+                "--image",
+                image,
+                "--job",
+                "job-new",
+            ])
+            .arg("--workspace")
+            .arg(&ws.w)
+            .args(["--label", &format!("mount-plan-test.run={}", ws.label)])
+            .arg("--create-job-dir")
+            .args(extra)
+            .args(["--", "sh", "-c", "echo ran > ran"]))
+    };
+    let launch = |extra: &[&str]| launch_image(IMAGE, extra);
+    // Refused by the engine check (noexec not accepted): the directory created by the host
+    // check must not survive.
+    let o = launch(&[]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(
+        !ws.w.join("job-new").exists(),
+        "a half-created job directory was left"
+    );
+    // The same for an image that does not exist.
+    let o = launch_image(
+        "mount-plan-no-such-image:x",
+        &["--accept-missing", "noexec"],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(
+        !ws.w.join("job-new").exists(),
+        "a half-created job directory was left"
+    );
+    // A successful launch keeps it, with the output.
+    let o = launch(&["--accept-missing", "noexec"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        fs::read_to_string(ws.w.join("job-new/ran")).unwrap(),
+        "ran\n"
+    );
+    assert_eq!(ws.leftovers(), "");
+}
