@@ -260,7 +260,8 @@ impl LayoutSpec {
         let mut extra_mounts: Vec<ExtraMount> = Vec::new();
         for (index, spec) in self.extra_mounts.iter().enumerate() {
             let path_err = |source| LayoutError::ExtraPath { index, source };
-            let source = HostPath::parse_as(&spec.source, "extra mount source").map_err(path_err)?;
+            let source =
+                HostPath::parse_as(&spec.source, "extra mount source").map_err(path_err)?;
             let target =
                 ContainerPath::parse_as(&spec.target, "extra mount target").map_err(path_err)?;
             if target.is_within(&container_root) || container_root.is_within(&target) {

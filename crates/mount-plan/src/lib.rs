@@ -3,7 +3,7 @@
 //! **Guarantee.** For a validated workspace W, layout and job name J, [`Layout::plan`] returns
 //! a [`MountPlan`] in which a container sees exactly: an empty tmpfs at the workspace root R
 //! (read-only, mode 0555, size-capped by default; or a size-capped sticky scratch root);
-//! read-only binds W/<shared> at R/<shared>; one read-write bind W/J at R/J; the site's extra
+//! read-only binds `W/<shared>` at `R/<shared>`; one read-write bind W/J at R/J; the site's extra
 //! mounts, which may not overlap R or W; and R/J as its working directory. Every bind is
 //! non-recursive with private propagation; read-only binds ask for nosuid, nodev, noexec and
 //! the job bind for nosuid, nodev.

@@ -12,7 +12,7 @@ pub const MAX_NAME_LEN: usize = 128;
 #[non_exhaustive]
 pub enum NameError {
     /// The name is empty.
-    #[error("name rule `empty`: the name is empty")]
+    #[error("name rule `empty`: the name \"\" is empty")]
     Empty,
     /// The name is longer than [`MAX_NAME_LEN`] bytes.
     #[error("name rule `too-long`: {value:?} is {len} bytes, the limit is {MAX_NAME_LEN}")]

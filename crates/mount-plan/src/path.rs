@@ -16,7 +16,7 @@ pub const FORBIDDEN_CONTAINER_PREFIXES: [&str; 3] = ["/proc", "/sys", "/dev"];
 #[non_exhaustive]
 pub enum PathError {
     /// The path is empty.
-    #[error("path rule `empty`: the {what} is empty")]
+    #[error("path rule `empty`: the {what} \"\" is empty")]
     Empty {
         /// Which path this is (for example "host workspace").
         what: &'static str,
@@ -30,7 +30,9 @@ pub enum PathError {
         value: String,
     },
     /// The path is `/` itself.
-    #[error("path rule `is-root`: the {what} may not be '/'")]
+    #[error(
+        "path rule `is-root`: the {what} \"/\" is the filesystem root, which is not allowed here"
+    )]
     IsRoot {
         /// Which path this is.
         what: &'static str,
@@ -48,7 +50,9 @@ pub enum PathError {
         detail: &'static str,
     },
     /// The path contains NUL or another control character.
-    #[error("path rule `control-char`: the {what} {value:?} contains the control character {found:?}")]
+    #[error(
+        "path rule `control-char`: the {what} {value:?} contains the control character {found:?}"
+    )]
     ControlChar {
         /// Which path this is.
         what: &'static str,
@@ -58,10 +62,14 @@ pub enum PathError {
         found: char,
     },
     /// The path is longer than [`MAX_PATH_LEN`].
-    #[error("path rule `too-long`: the {what} is {len} bytes, the limit is {MAX_PATH_LEN}")]
+    #[error(
+        "path rule `too-long`: the {what} {value:?} is {len} bytes, the limit is {MAX_PATH_LEN}"
+    )]
     TooLong {
         /// Which path this is.
         what: &'static str,
+        /// The refused value.
+        value: String,
         /// Its length in bytes.
         len: usize,
     },
@@ -109,6 +117,7 @@ fn check_abs(value: &str, what: &'static str) -> Result<(), PathError> {
     if value.len() > MAX_PATH_LEN {
         return Err(PathError::TooLong {
             what,
+            value: value.to_owned(),
             len: value.len(),
         });
     }
@@ -176,9 +185,19 @@ macro_rules! abs_path_type {
                 &self.0
             }
 
-            /// This path with one validated name appended.
-            pub fn join(&self, name: &JobName) -> $name {
-                $name(format!("{}/{}", self.0, name.as_str()))
+            /// This path with one validated name appended. Refused (rule `too-long`) when the
+            /// result would be longer than [`MAX_PATH_LEN`]: a name never adds `.`, `..`, `/`
+            /// or a control character, so length is the only rule the join can break.
+            pub fn join(&self, name: &JobName) -> Result<$name, PathError> {
+                let joined = format!("{}/{}", self.0, name.as_str());
+                if joined.len() > MAX_PATH_LEN {
+                    return Err(PathError::TooLong {
+                        what: Self::WHAT,
+                        len: joined.len(),
+                        value: joined,
+                    });
+                }
+                Ok($name(joined))
             }
 
             /// True when `self` is `other` or lies below it (whole components).

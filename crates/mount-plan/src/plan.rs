@@ -1,7 +1,7 @@
 //! The plan: the exact list of mounts and the working directory of one job container.
 
 use crate::layout::Layout;
-use crate::path::{is_within, ContainerPath, HostPath};
+use crate::path::{is_within, ContainerPath, HostPath, PathError};
 use crate::{JobName, NameError};
 
 /// The version of the plan's serialised form.
@@ -90,7 +90,7 @@ impl TmpfsMount {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum BindRole {
-    /// A shared read-only directory W/<name> at R/<name>.
+    /// A shared read-only directory `W/<name>` at `R/<name>`.
     Shared,
     /// The job directory W/J at R/J: the only writable workspace path.
     Job,
@@ -195,6 +195,10 @@ pub enum PlanError {
     /// The job name is refused (reserved in this layout).
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A bind source `W/<name>` or target `R/<name>` would be longer than
+    /// [`crate::MAX_PATH_LEN`].
+    #[error("plan rule `path-too-long`: {0}")]
+    PathTooLong(#[source] PathError),
     /// An extra mount's source overlaps the workspace.
     #[error(
         "plan rule `extra-overlaps-workspace`: extra mount source {source_path:?} overlaps the workspace {workspace:?}; it may neither contain it nor lie inside it"
@@ -212,6 +216,7 @@ impl PlanError {
     pub fn rule(&self) -> &'static str {
         match self {
             PlanError::Name(e) => e.rule(),
+            PlanError::PathTooLong(_) => "path-too-long",
             PlanError::ExtraOverlapsWorkspace { .. } => "extra-overlaps-workspace",
         }
     }
@@ -219,7 +224,7 @@ impl PlanError {
 
 /// The mounts and working directory of one job container. Only [`Layout::plan`] builds one.
 ///
-/// Order: the tmpfs at R; the read-only binds W/<shared> at R/<shared>; the one read-write
+/// Order: the tmpfs at R; the read-only binds `W/<shared>` at `R/<shared>`; the one read-write
 /// bind W/J at R/J; the extra mounts. Parents always come before children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -245,21 +250,21 @@ impl Layout {
             size_bytes: self.root.size_bytes(),
             flags: MountFlags::HARDENED,
         }));
-        let bind = |role, name: &JobName, read_only, flags| {
-            Mount::Bind(BindMount {
+        let bind = |role, name: &JobName, read_only, flags| -> Result<Mount, PlanError> {
+            Ok(Mount::Bind(BindMount {
                 role,
-                source: workspace.join(name),
-                target: root.join(name),
+                source: workspace.join(name).map_err(PlanError::PathTooLong)?,
+                target: root.join(name).map_err(PlanError::PathTooLong)?,
                 read_only,
                 recursive: false,
                 propagation: Propagation::Private,
                 flags,
-            })
+            }))
         };
         for name in &self.shared {
-            mounts.push(bind(BindRole::Shared, name, true, MountFlags::HARDENED));
+            mounts.push(bind(BindRole::Shared, name, true, MountFlags::HARDENED)?);
         }
-        mounts.push(bind(BindRole::Job, job, false, MountFlags::NO_SUID_DEV));
+        mounts.push(bind(BindRole::Job, job, false, MountFlags::NO_SUID_DEV)?);
         for extra in &self.extra_mounts {
             if is_within(extra.source().as_str(), workspace.as_str())
                 || is_within(workspace.as_str(), extra.source().as_str())
@@ -289,7 +294,7 @@ impl Layout {
             job: job.clone(),
             workspace: workspace.clone(),
             container_root: root.clone(),
-            workdir: root.join(job),
+            workdir: root.join(job).map_err(PlanError::PathTooLong)?,
             mounts,
         })
     }
