@@ -1,0 +1,221 @@
+//! Faults: a missing image, a command that does not exist, an engine socket that does not
+//! answer, a container killed mid-run. Each gives a clear error or exit status, and no
+//! container with the test's unique label is left (checked with `docker ps -a`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use mount_plan_docker::{ConnectOptions, DockerRuntime};
+use mount_plan_launch::{JobRuntime, LaunchError, LaunchSpec, Protection};
+use support::conformance::{EngineFixture, Scenario};
+
+async fn fixture() -> Option<(DockerRuntime, EngineFixture)> {
+    let rt = support::require(
+        "a docker engine",
+        DockerRuntime::connect(&ConnectOptions::default())
+            .await
+            .map_err(|e| e.to_string()),
+    )?;
+    let root = rustix::process::geteuid().is_root();
+    support::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
+    let image = support::require("the docker test image", support::image::docker_image())?;
+    let fx = EngineFixture {
+        name: "docker".into(),
+        image,
+        probe: support::image::probe_binary().expect("probe"),
+        base_dir: std::env::temp_dir(),
+        nonroot: "1000:1000".parse().unwrap(),
+        job_owner: Some((1000, 1000)),
+        accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
+        bind_flags_in_mountinfo: false,
+        shared_tmpfs: false,
+        root_inode_mode: Some(0o755),
+    };
+    Some((rt, fx))
+}
+
+fn spec(fx: &EngineFixture, plan: &mount_plan::MountPlan, label: &str) -> LaunchSpec {
+    support::conformance::spec_for(fx, plan, Scenario::AsRoot, label)
+}
+
+fn assert_nothing_left(label: &str) {
+    let left = support::docker_ps_by_label("mount-plan-test.run", label);
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    let mut spec = spec(&fx, verified.plan(), &label);
+    spec.image = "mount-plan-no-such-image:never".parse().unwrap();
+    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    assert_eq!(err.rule(), "image", "{err}");
+    assert!(
+        err.to_string().contains("mount-plan-no-such-image:never"),
+        "{err}"
+    );
+    assert_nothing_left(&label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_command() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    let spec = spec(&fx, verified.plan(), &label).with_command(["/no/such/command"]);
+    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    assert!(matches!(err, LaunchError::Start { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/no/such/command") && msg.contains("was removed"),
+        "{msg}"
+    );
+    assert_nothing_left(&label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_run() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sleep", "60"]);
+    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let killer = {
+        let id = job.id.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            support::run(std::process::Command::new("docker").args(["kill", &id]))
+        })
+    };
+    let status = rt.wait(&job).await.expect("wait");
+    killer.join().unwrap().expect("docker kill");
+    assert_eq!(status.code, 137, "SIGKILL is reported as 128 + 9");
+    rt.remove(&job).await.expect("remove");
+    assert_nothing_left(&label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_nobody_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.sock");
+    drop(UnixListener::bind(&path).unwrap()); // the file stays, nobody accepts
+    let opts = ConnectOptions {
+        host: Some(path.to_str().unwrap().to_owned()),
+        connect_timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    };
+    let err = DockerRuntime::connect(&opts).await.unwrap_err();
+    assert_eq!(err.rule(), "reachable", "{err}");
+    assert!(err.to_string().contains("dead.sock"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // Accept connections and hold them open without a word.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let opts = ConnectOptions {
+        host: Some(format!("unix://{}", path.display())),
+        connect_timeout: Duration::from_secs(2),
+        ..ConnectOptions::default()
+    };
+    let started = Instant::now();
+    let err = DockerRuntime::connect(&opts).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.rule(), "reachable", "{err}");
+    assert!(err.to_string().contains("no answer within"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_before_create_leaves_nothing() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    let mut spec = spec(&fx, verified.plan(), &label);
+    spec.accept_missing.clear(); // noexec is then refused on Docker
+    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    assert_eq!(err.rule(), "protection", "{err}");
+    let msg = err.to_string();
+    let engine = rt.engine();
+    assert!(
+        msg.contains(&engine.version) && msg.contains(&format!("API {}", engine.api_version)),
+        "{msg}"
+    );
+    assert_nothing_left(&label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_added_volume_is_refused_by_the_audit() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let image = support::image::docker_volume_image().expect("volume image");
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    let mut spec =
+        spec(&fx, verified.plan(), &label).with_command(["/bin/sh", "-c", "echo ran > ran"]);
+    spec.image = image.parse().unwrap();
+    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    assert_eq!(err.rule(), "audit", "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unplanned volume mount") && msg.contains("\"/data\""),
+        "{msg}"
+    );
+    // Audited before start: the command never ran.
+    assert!(!ws.job_dir().join("ran").exists());
+    assert_nothing_left(&label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kills_after_the_grace_period() {
+    let Some((rt, fx)) = fixture().await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("fault");
+    // PID 1 ignores SIGTERM unless it handles it: only the kill after the grace ends it.
+    let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sleep", "60"]);
+    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let started = Instant::now();
+    rt.stop(&job, Duration::from_secs(1)).await.expect("stop");
+    let took = started.elapsed();
+    let status = rt.wait(&job).await.expect("wait");
+    rt.remove(&job).await.expect("remove");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert_eq!(status.code, 137, "killed after the grace period");
+    assert_nothing_left(&label);
+}

@@ -1,0 +1,206 @@
+//! The conformance suite can fail: each test removes ONE protection from the Docker
+//! translation (the body `translate` produces, edited before the create call), runs the
+//! probe in that container, and asserts that the matching conformance check fails, and that
+//! the audit of the inspected container reports the matching difference. A last test runs
+//! the untouched translation the same way and asserts that nothing fails.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use bollard::models::{ContainerCreateBody, MountBindOptionsPropagationEnum, MountType};
+use futures_util::StreamExt;
+use mount_plan_docker::{translate, ConnectOptions, DockerRuntime};
+use mount_plan_launch::{audit, JobHandle, JobRuntime, OutputStream, Protection};
+use support::conformance::{self, EngineFixture, Scenario};
+
+async fn fixture() -> Option<(DockerRuntime, EngineFixture)> {
+    let rt = support::require(
+        "a docker engine",
+        DockerRuntime::connect(&ConnectOptions::default())
+            .await
+            .map_err(|e| e.to_string()),
+    )?;
+    let root = rustix::process::geteuid().is_root();
+    support::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
+    let image = support::require("the docker test image", support::image::docker_image())?;
+    let fx = EngineFixture {
+        name: "docker".into(),
+        image,
+        probe: support::image::probe_binary().expect("probe"),
+        base_dir: std::env::temp_dir(),
+        nonroot: "1000:1000".parse().unwrap(),
+        job_owner: Some((1000, 1000)),
+        accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
+        bind_flags_in_mountinfo: false,
+        shared_tmpfs: true,
+        root_inode_mode: Some(0o755),
+    };
+    Some((rt, fx))
+}
+
+/// Run the probe in a container created from the translated body after `weaken` edited
+/// it. Returns the failed conformance checks and the audit rules the inspect reports.
+async fn run_weakened(
+    scenario: Scenario,
+    weaken: impl FnOnce(&mut ContainerCreateBody),
+) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
+    let (rt, fx) = fixture().await?;
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run_label = support::unique("weak");
+    let spec = conformance::spec_for(&fx, verified.plan(), scenario, &run_label);
+    let mut call = translate(verified.plan(), &spec, rt.engine()).expect("translate");
+    weaken(&mut call.body);
+    let id = rt
+        .client()
+        .create_container(Some(call.options), call.body)
+        .await
+        .expect("create the weakened container")
+        .id;
+    let job = JobHandle {
+        id: id.clone(),
+        job: ws.job.clone(),
+        plan_digest: String::new(),
+    };
+    let observed = rt.inspect(&id).await.expect("inspect");
+    let audit_rules: Vec<&'static str> = audit(verified.plan(), &observed, &spec.accept_missing)
+        .iter()
+        .map(|d| d.rule())
+        .collect();
+    rt.client().start_container(&id, None).await.expect("start");
+    let status = rt.wait(&job).await.expect("wait");
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut logs = rt.logs(&job);
+    while let Some(chunk) = logs.next().await {
+        let chunk = chunk.expect("logs");
+        match chunk.stream {
+            OutputStream::Stdout => stdout.extend(chunk.bytes),
+            OutputStream::Stderr => stderr.extend(chunk.bytes),
+        }
+    }
+    rt.remove(&job).await.expect("remove");
+    assert!(support::docker_ps_by_label("mount-plan-test.run", &run_label).is_empty());
+    assert!(
+        status.success(),
+        "probe exited {status:?}: {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    let report = conformance::parse_report(&String::from_utf8_lossy(&stdout)).expect("report");
+    let failed: Vec<&'static str> = conformance::check(&fx, &ws, &verified, scenario, &report)
+        .iter()
+        .map(|f| f.check)
+        .collect();
+    Some((failed, audit_rules))
+}
+
+fn mounts(b: &mut ContainerCreateBody) -> &mut Vec<bollard::models::Mount> {
+    b.host_config.as_mut().unwrap().mounts.as_mut().unwrap()
+}
+
+fn binds(b: &mut ContainerCreateBody) -> impl Iterator<Item = &mut bollard::models::Mount> {
+    mounts(b)
+        .iter_mut()
+        .filter(|m| m.typ == Some(MountType::BIND))
+}
+
+fn assert_caught(
+    result: Option<(Vec<&'static str>, Vec<&'static str>)>,
+    checks: &[&str],
+    audit_rule: &str,
+) {
+    let Some((failed, audit_rules)) = result else {
+        return;
+    };
+    for c in checks {
+        assert!(
+            failed.contains(c),
+            "check {c:?} did not fail; failed: {failed:?}"
+        );
+    }
+    assert!(
+        audit_rules.contains(&audit_rule),
+        "audit rule {audit_rule:?} not reported; audit: {audit_rules:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untouched_translation_passes() {
+    let Some((failed, audit_rules)) = run_weakened(Scenario::AsRoot, |_| {}).await else {
+        return;
+    };
+    assert_eq!(failed, Vec::<&str>::new());
+    assert_eq!(audit_rules, Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_tmpfs_read_only_removed() {
+    let r = run_weakened(Scenario::AsRoot, |b| mounts(b)[0].read_only = Some(false)).await;
+    assert_caught(r, &["root-mount", "root-write"], "read-only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_tmpfs_size_changed() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        mounts(b)[0].tmpfs_options.as_mut().unwrap().size_bytes = Some(2 << 20)
+    })
+    .await;
+    assert_caught(r, &["root-mount"], "tmpfs-size");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_bind_read_only_removed() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        binds(b).next().unwrap().read_only = Some(false)
+    })
+    .await;
+    assert_caught(r, &["shared-mount", "shared-write"], "read-only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_recursive_removed() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        for m in binds(b) {
+            m.bind_options.as_mut().unwrap().non_recursive = None;
+        }
+    })
+    .await;
+    assert_caught(r, &["submount"], "recursive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_propagation_removed() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        for m in binds(b) {
+            m.bind_options.as_mut().unwrap().propagation =
+                Some(MountBindOptionsPropagationEnum::RSLAVE);
+        }
+    })
+    .await;
+    assert_caught(r, &["propagation"], "propagation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_new_privileges_removed() {
+    let r = run_weakened(Scenario::AsUser, |b| {
+        b.host_config.as_mut().unwrap().security_opt = None
+    })
+    .await;
+    assert_caught(r, &["nosuid"], "no-new-privileges");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_cgroup_widened() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        b.host_config.as_mut().unwrap().device_cgroup_rules = Some(vec!["c 1:11 rwm".into()])
+    })
+    .await;
+    assert_caught(r, &["nodev"], "devices");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_dir_moved() {
+    let r = run_weakened(Scenario::AsRoot, |b| b.working_dir = Some("/".into())).await;
+    assert_caught(r, &["cwd", "cwd-write"], "working-dir");
+}

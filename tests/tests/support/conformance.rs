@@ -1,0 +1,697 @@
+//! The engine-neutral conformance suite.
+//!
+//! A scenario launches the probe through a `JobRuntime` (any engine) in a fresh workspace,
+//! parses its JSON report, and [`check`]s it against the plan and the host pins. Each failed
+//! check has a stable id, so that a test that removes one protection can assert that exactly
+//! the matching check catches it.
+//!
+//! An engine's test file provides an [`EngineFixture`] (image, probe path, users, what the
+//! engine can express) and calls [`run_all`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use mount_plan::{BindRole, MountPlan};
+use mount_plan_host::VerifiedPlan;
+use mount_plan_launch::{
+    run as run_job, ExitStatus, JobRuntime, Keep, LaunchSpec, LogChunk, OutputStream, Protection,
+    User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST,
+};
+use serde::Deserialize;
+
+use super::workspace::{
+    Workspace, WorkspaceOptions, DEVICES, RUN_ME, SIBLING, SITE_FILE, SUBMOUNT, SUBMOUNT_FILE,
+    SUID_PROBE,
+};
+use super::{image::PROBE_IN_IMAGE, unique};
+
+/// What an engine test supplies.
+#[derive(Debug, Clone)]
+pub struct EngineFixture {
+    /// For messages (`docker`, `podman-rootless`...).
+    pub name: String,
+    /// The image holding `/bin/busybox` and `/probe`.
+    pub image: String,
+    /// The static probe on the host (copied into the workspace).
+    pub probe: PathBuf,
+    /// Where workspaces are created (the engine must see it at the same path).
+    pub base_dir: PathBuf,
+    /// The non-root container user of the nosuid scenario.
+    pub nonroot: User,
+    /// Host owner of W/J so that `nonroot` can write there (rootless: the mapped ids).
+    pub job_owner: Option<(u32, u32)>,
+    /// Protections accepted as missing on this engine (Docker: noexec).
+    pub accept_missing: BTreeSet<Protection>,
+    /// The engine sets nosuid/nodev/noexec on binds, so mountinfo must show them.
+    pub bind_flags_in_mountinfo: bool,
+    /// Mount W on a shared tmpfs (root only) so non-private propagation is visible.
+    pub shared_tmpfs: bool,
+    /// The mode R's root inode really gets, when the engine is known to differ from the
+    /// plan's (the superblock's `mode=` option is still checked against the plan). Docker:
+    /// `Some(0o755)`: it creates the working directory R/J in the container's own filesystem
+    /// before runc mounts anything, and runc then chmods a tmpfs to the mode of the directory
+    /// it is mounted on.
+    pub root_inode_mode: Option<u32>,
+}
+
+impl EngineFixture {
+    /// A fresh workspace for one scenario.
+    pub fn workspace(&self) -> Workspace {
+        Workspace::new(&WorkspaceOptions {
+            base: self.base_dir.clone(),
+            shared_tmpfs: self.shared_tmpfs,
+            job_owner: self.job_owner,
+            probe: self.probe.clone(),
+        })
+        .expect("lay out the test workspace")
+    }
+}
+
+// ---- the probe's report ------------------------------------------------------------------
+
+/// `ids` of the report.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ids {
+    /// Real, effective, saved, fs uid.
+    pub uid: Vec<u64>,
+    /// Real, effective, saved, fs gid.
+    pub gid: Vec<u64>,
+}
+
+/// A `stat` result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stat {
+    /// The path.
+    pub path: String,
+    /// Whether it exists.
+    pub exists: bool,
+    /// st_dev.
+    pub dev: Option<u64>,
+    /// st_ino.
+    pub ino: Option<u64>,
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// errno when it does not exist.
+    pub errno: Option<i32>,
+}
+
+/// A directory listing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listing {
+    /// Whether it could be read.
+    pub ok: bool,
+    /// Sorted names.
+    pub names: Option<Vec<String>>,
+}
+
+/// One mountinfo line.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MountInfo {
+    /// Mount point.
+    pub mount_point: String,
+    /// Per-mount options.
+    pub mount_options: String,
+    /// Optional fields (`shared:N`, `master:N`).
+    pub optional: Vec<String>,
+    /// Filesystem type.
+    pub fs_type: String,
+    /// Superblock options.
+    pub super_options: String,
+}
+
+impl MountInfo {
+    fn has_option(&self, o: &str) -> bool {
+        self.mount_options.split(',').any(|x| x == o)
+    }
+}
+
+/// The outcome of a write, mkdir or file creation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Outcome {
+    /// The path.
+    pub path: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// errno on failure.
+    pub errno: Option<i32>,
+    /// Message on failure.
+    pub error: Option<String>,
+}
+
+/// Opening a device node.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceOutcome {
+    /// The path.
+    pub path: String,
+    /// Whether any open succeeded.
+    pub opened: bool,
+}
+
+/// Running a copy of the probe.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecOutcome {
+    /// The path.
+    pub path: String,
+    /// Whether it could be executed.
+    pub ran: bool,
+    /// Its `ids` output.
+    pub stdout: Option<String>,
+    /// errno when it could not run.
+    pub errno: Option<i32>,
+}
+
+/// The probe's whole report.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Report {
+    /// The probe's ids.
+    pub ids: Ids,
+    /// The working directory.
+    pub cwd: Stat,
+    /// R.
+    pub root: Stat,
+    /// Entries of R.
+    pub root_entries: Listing,
+    /// Every mount.
+    pub mountinfo: Vec<MountInfo>,
+    /// `--stat` results.
+    pub stats: Vec<Stat>,
+    /// `--try-write` results.
+    pub writes: Vec<Outcome>,
+    /// `--try-mkdir` results.
+    pub mkdirs: Vec<Outcome>,
+    /// `--write-file` results.
+    pub files: Vec<Outcome>,
+    /// `--open-device` results.
+    pub devices: Vec<DeviceOutcome>,
+    /// `--exec` results.
+    pub execs: Vec<ExecOutcome>,
+}
+
+impl Report {
+    fn mount(&self, point: &str) -> Option<&MountInfo> {
+        // The last line for a mount point is the one on top.
+        self.mountinfo.iter().rev().find(|m| m.mount_point == point)
+    }
+    fn stat(&self, path: &str) -> Option<&Stat> {
+        self.stats.iter().find(|s| s.path == path)
+    }
+    fn write(&self, path: &str) -> Option<&Outcome> {
+        self.writes.iter().find(|s| s.path == path)
+    }
+}
+
+// ---- scenarios ---------------------------------------------------------------------------
+
+/// Which probe run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The image's user (root): writes, mounts, devices, pins.
+    AsRoot,
+    /// The fixture's non-root user: the setuid copy must not raise the effective uid.
+    AsUser,
+}
+
+/// File the probe writes relative to its working directory.
+pub fn cwd_file(s: Scenario) -> &'static str {
+    match s {
+        Scenario::AsRoot => "out-root.txt",
+        Scenario::AsUser => "out-user.txt",
+    }
+}
+
+/// The probe's command line for `scenario` in `ws`.
+pub fn probe_command(plan: &MountPlan, s: Scenario) -> Vec<String> {
+    let r = plan.container_root().as_str();
+    let j = plan.workdir().as_str();
+    let mut cmd: Vec<String> = vec![
+        PROBE_IN_IMAGE.into(),
+        "report".into(),
+        "--root".into(),
+        r.into(),
+    ];
+    let mut add = |flag: &str, v: String| {
+        cmd.push(flag.into());
+        cmd.push(v);
+    };
+    add("--stat", j.to_owned());
+    for b in plan.binds() {
+        add("--stat", b.target().as_str().to_owned());
+    }
+    add("--stat", format!("{r}/{SUBMOUNT}"));
+    add("--stat", format!("{r}/{SUBMOUNT}/{SUBMOUNT_FILE}"));
+    add("--stat", format!("{r}/{SIBLING}"));
+    add("--stat", format!("{r}/{SITE_FILE}"));
+    add("--try-write", format!("{r}/probe-write"));
+    add("--try-mkdir", format!("{r}/probe-dir"));
+    for b in plan.binds().filter(|b| b.role() == BindRole::Shared) {
+        add("--try-write", format!("{}/probe-write", b.target()));
+    }
+    add("--try-write", format!("{r}/{SUBMOUNT}/probe-write"));
+    add("--write-file", cwd_file(s).to_owned());
+    match s {
+        Scenario::AsRoot => {
+            for (name, _, _) in DEVICES {
+                add("--open-device", format!("{j}/{name}"));
+            }
+            add("--exec", format!("{r}/{RUN_ME}"));
+        }
+        Scenario::AsUser => add("--exec", format!("{j}/{SUID_PROBE}")),
+    }
+    cmd
+}
+
+/// The launch spec of a scenario, labelled with a unique `mount-plan-test.run` value.
+pub fn spec_for(fx: &EngineFixture, plan: &MountPlan, s: Scenario, run_label: &str) -> LaunchSpec {
+    let mut spec =
+        LaunchSpec::new(fx.image.parse().expect("image ref")).with_command(probe_command(plan, s));
+    spec.accept_missing = fx.accept_missing.clone();
+    spec.labels
+        .insert("mount-plan-test.run", run_label)
+        .expect("label");
+    if s == Scenario::AsUser {
+        spec.user = Some(fx.nonroot);
+    }
+    spec
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable check id.
+    pub check: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.check, self.detail)
+    }
+}
+
+const EROFS: i32 = 30;
+
+/// Compare a report with the plan and the host. Every check has an id (see the list in the
+/// body); an empty result means the container is exactly what the plan says.
+pub fn check(
+    fx: &EngineFixture,
+    ws: &Workspace,
+    verified: &VerifiedPlan,
+    s: Scenario,
+    report: &Report,
+) -> Vec<Failure> {
+    let plan = verified.plan();
+    let mut out = Vec::new();
+    let mut fail = |check: &'static str, detail: String| out.push(Failure { check, detail });
+    let r = plan.container_root().as_str();
+    let workdir = plan.workdir().as_str();
+    let t = plan.root_tmpfs();
+
+    // root-entries: exactly the planned names at R (siblings and W's files invisible).
+    let mut planned: Vec<String> = plan
+        .binds()
+        .filter_map(|b| {
+            b.target()
+                .as_str()
+                .strip_prefix(&format!("{r}/"))
+                .map(str::to_owned)
+        })
+        .collect();
+    planned.sort();
+    match &report.root_entries.names {
+        Some(names) if *names == planned => {}
+        other => fail(
+            "root-entries",
+            format!("entries at {r:?}: {other:?}, planned {planned:?}"),
+        ),
+    }
+    for p in [format!("{r}/{SIBLING}"), format!("{r}/{SITE_FILE}")] {
+        if report.stat(&p).is_none_or(|st| st.exists) {
+            fail("isolation", format!("{p:?} is visible inside"));
+        }
+    }
+
+    // root-mode and root-mount: mode, read-only flag, hardening and size of R's tmpfs.
+    let want_mode = fx.root_inode_mode.unwrap_or(t.mode());
+    if report.root.mode != Some(want_mode) {
+        fail(
+            "root-mode",
+            format!(
+                "R mode {:?}, expected {want_mode:o} (planned {:o})",
+                report.root.mode.map(|m| format!("{m:o}")),
+                t.mode()
+            ),
+        );
+    }
+    match report.mount(r) {
+        None => fail("root-mount", format!("no mount at {r:?}")),
+        Some(m) => {
+            if m.fs_type != "tmpfs" {
+                fail("root-mount", format!("R is {:?}, not tmpfs", m.fs_type));
+            }
+            if m.has_option("ro") != t.read_only() {
+                fail(
+                    "root-mount",
+                    format!(
+                        "R mount options {:?}, planned read-only={}",
+                        m.mount_options,
+                        t.read_only()
+                    ),
+                );
+            }
+            for flag in t.flags().words() {
+                if !m.has_option(flag) {
+                    fail(
+                        "root-mount",
+                        format!("R lacks {flag:?}: {:?}", m.mount_options),
+                    );
+                }
+            }
+            let size = format!("size={}k", t.size_bytes() / 1024);
+            let mode = format!("mode={:o}", t.mode());
+            if !m.super_options.split(',').any(|o| o == size)
+                || !m.super_options.split(',').any(|o| o == mode)
+            {
+                fail(
+                    "root-mount",
+                    format!(
+                        "R superblock options {:?}, planned {size},{mode}",
+                        m.super_options
+                    ),
+                );
+            }
+        }
+    }
+    // root-write: nothing can be created at R, not even by root.
+    if t.read_only() {
+        for o in report
+            .writes
+            .iter()
+            .chain(&report.mkdirs)
+            .filter(|o| o.path.starts_with(r) && o.path[r.len()..].matches('/').count() == 1)
+        {
+            if o.ok || o.errno != Some(EROFS) {
+                fail(
+                    "root-write",
+                    format!(
+                        "creating {:?} at R: ok={} errno={:?} (want EROFS)",
+                        o.path, o.ok, o.errno
+                    ),
+                );
+            }
+        }
+    }
+
+    // shared binds: read-only, not writable, private, flags where the engine can set them.
+    for b in plan.binds() {
+        let target = b.target().as_str();
+        let Some(m) = report.mount(target) else {
+            fail("bind-mount", format!("no mount at {target:?}"));
+            continue;
+        };
+        if m.has_option("ro") != b.read_only() {
+            let check = if b.read_only() {
+                "shared-mount"
+            } else {
+                "job-mount"
+            };
+            fail(
+                check,
+                format!(
+                    "{target:?} options {:?}, planned read-only={}",
+                    m.mount_options,
+                    b.read_only()
+                ),
+            );
+        }
+        if let Some(tag) = m
+            .optional
+            .iter()
+            .find(|o| o.starts_with("shared:") || o.starts_with("master:"))
+        {
+            fail(
+                "propagation",
+                format!("{target:?} has propagation tag {tag:?}, planned private"),
+            );
+        }
+        if fx.bind_flags_in_mountinfo {
+            for flag in b.flags().words() {
+                if !m.has_option(flag) {
+                    fail(
+                        "bind-flags",
+                        format!("{target:?} lacks {flag:?}: {:?}", m.mount_options),
+                    );
+                }
+            }
+        }
+        if b.role() == BindRole::Shared {
+            let p = format!("{target}/probe-write");
+            match report.write(&p) {
+                Some(o) if !o.ok && o.errno == Some(EROFS) => {}
+                other => fail(
+                    "shared-write",
+                    format!("writing {p:?}: {other:?} (want EROFS)"),
+                ),
+            }
+        }
+        // pins: the (dev, ino) inside is the one verified on the host.
+        let pin = verified.bind_pin(b.target()).expect("every bind is pinned");
+        match report.stat(target) {
+            Some(st) if st.dev == Some(pin.dev) && st.ino == Some(pin.ino) => {}
+            other => fail(
+                "pins",
+                format!("{target:?} inside is {other:?}, host pin {pin:?}"),
+            ),
+        }
+    }
+
+    // submount: a host mount below startup/ is not carried in, and not writable.
+    let sub = format!("{r}/{SUBMOUNT}");
+    if report.mount(&sub).is_some() {
+        fail("submount", format!("the host submount shows at {sub:?}"));
+    }
+    if report
+        .stat(&format!("{sub}/{SUBMOUNT_FILE}"))
+        .is_none_or(|st| st.exists)
+    {
+        fail(
+            "submount",
+            format!("the host submount's file is visible below {sub:?}"),
+        );
+    }
+    match report.write(&format!("{sub}/probe-write")) {
+        Some(o) if !o.ok => {}
+        other => fail("submount", format!("writing below {sub:?}: {other:?}")),
+    }
+
+    // cwd: the working directory is R/J and is the host's W/J (dev, ino).
+    let job_pin = verified.job_pin();
+    if report.cwd.path != workdir {
+        fail(
+            "cwd",
+            format!("cwd {:?}, planned {workdir:?}", report.cwd.path),
+        );
+    }
+    if report.cwd.dev != Some(job_pin.dev) || report.cwd.ino != Some(job_pin.ino) {
+        fail(
+            "cwd",
+            format!(
+                "cwd is ({:?}, {:?}), job pin {job_pin:?}",
+                report.cwd.dev, report.cwd.ino
+            ),
+        );
+    }
+    // cwd-write: a file written in the working directory appears in W/J on the host.
+    let name = cwd_file(s);
+    let host_file = ws.job_dir().join(name);
+    match std::fs::read_to_string(&host_file) {
+        Ok(c) if c == "probe output\n" => {}
+        other => fail(
+            "cwd-write",
+            format!(
+                "{host_file:?} on the host: {other:?}; probe said {:?}",
+                report.files
+            ),
+        ),
+    }
+
+    match s {
+        Scenario::AsRoot => {
+            // nodev: device nodes planted in W/J cannot be opened.
+            for d in &report.devices {
+                if d.opened {
+                    fail("nodev", format!("device node {:?} could be opened", d.path));
+                }
+            }
+            // noexec on read-only binds, where the engine can set it.
+            if !fx.accept_missing.contains(&Protection::NoExecOnBinds) {
+                for e in &report.execs {
+                    if e.ran {
+                        fail(
+                            "noexec",
+                            format!("{:?} on a read-only bind could be executed", e.path),
+                        );
+                    }
+                }
+            }
+        }
+        Scenario::AsUser => {
+            // nosuid: the setuid-root copy does not raise the effective uid.
+            for e in &report.execs {
+                let euid = e
+                    .stdout
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str::<Ids>(o).ok())
+                    .and_then(|ids| ids.uid.get(1).copied());
+                match (e.ran, euid) {
+                    (true, Some(u)) if u != 0 => {}
+                    (false, _) => {} // not executable at all is stronger than nosuid
+                    other => fail(
+                        "nosuid",
+                        format!("setuid copy {:?} ran with {other:?}", e.path),
+                    ),
+                }
+            }
+            if report.ids.uid.get(1).copied() != Some(u64::from(fx.nonroot.uid())) {
+                fail(
+                    "user",
+                    format!("probe ran as {:?}, asked {}", report.ids.uid, fx.nonroot),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The result of running one scenario.
+#[derive(Debug)]
+pub struct Outcome2 {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+/// Parse the probe's stdout.
+pub fn parse_report(stdout: &str) -> Result<Report, String> {
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("probe output is not a report ({e}): {stdout:?}"))
+}
+
+/// Launch `spec` through `rt`, collect output, wait, remove.
+pub async fn run_captured(
+    rt: &dyn JobRuntime,
+    verified: &VerifiedPlan,
+    spec: &LaunchSpec,
+) -> Result<Outcome2, String> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let status = {
+        let mut sink = |c: &LogChunk| match c.stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&c.bytes),
+            OutputStream::Stderr => stderr.extend_from_slice(&c.bytes),
+        };
+        run_job(rt, verified, spec, Keep::Remove, &mut sink)
+            .await
+            .map_err(|e| format!("launch failed: {e}"))?
+    };
+    Ok(Outcome2 {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// Run one scenario through the runtime and return the failed checks (empty: conforming).
+pub async fn scenario(rt: &dyn JobRuntime, fx: &EngineFixture, s: Scenario) -> Vec<Failure> {
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run_label = unique("run");
+    let spec = spec_for(fx, verified.plan(), s, &run_label);
+    let result = run_captured(rt, &verified, &spec).await;
+    let leftovers = rt
+        .list_labelled("mount-plan-test.run", &run_label)
+        .await
+        .expect("list containers");
+    let mut failures = Vec::new();
+    if !leftovers.is_empty() {
+        failures.push(Failure {
+            check: "cleanup",
+            detail: format!("containers left behind: {leftovers:?}"),
+        });
+    }
+    match result {
+        Err(e) => failures.push(Failure {
+            check: "probe-ran",
+            detail: e,
+        }),
+        Ok(o) if !o.status.success() => failures.push(Failure {
+            check: "probe-ran",
+            detail: format!("probe exited {:?}: {}{}", o.status, o.stdout, o.stderr),
+        }),
+        Ok(o) => match parse_report(&o.stdout) {
+            Err(e) => failures.push(Failure {
+                check: "probe-ran",
+                detail: e,
+            }),
+            Ok(report) => failures.extend(check(fx, &ws, &verified, s, &report)),
+        },
+    }
+    failures
+}
+
+/// Assert that a list of failures is empty, printing each.
+pub fn assert_conforms(engine: &str, s: Scenario, failures: &[Failure]) {
+    assert!(
+        failures.is_empty(),
+        "{engine} {s:?}: the container differs from the plan:\n{}",
+        failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The labels check: a launched container carries our labels (inspected while it runs).
+pub async fn labels_and_audit(rt: &dyn JobRuntime, fx: &EngineFixture) {
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run_label = unique("run");
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
+    spec.command = vec!["/bin/sleep".into(), "30".into()];
+    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let observed = rt.inspect(&job.id).await;
+    let audit = observed
+        .as_ref()
+        .map(|o| mount_plan_launch::audit(verified.plan(), o, &spec.accept_missing))
+        .map_err(ToString::to_string);
+    rt.remove(&job).await.expect("remove");
+    let observed = observed.expect("inspect");
+    assert_eq!(
+        observed.labels.get(LABEL_MANAGED).map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(observed.labels.get(LABEL_JOB), Some(&ws.job));
+    assert_eq!(
+        observed.labels.get(LABEL_PLAN_DIGEST),
+        Some(&mount_plan_launch::plan_digest(verified.plan()))
+    );
+    assert_eq!(
+        job.plan_digest,
+        mount_plan_launch::plan_digest(verified.plan())
+    );
+    assert_eq!(
+        audit.expect("inspect"),
+        vec![],
+        "a launched container conforms to its plan"
+    );
+    let left = rt
+        .list_labelled("mount-plan-test.run", &run_label)
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}

@@ -1,0 +1,71 @@
+//! Shared helpers of the engine tests: the probe binary and test image, host workspace
+//! fixtures, and the engine-neutral conformance suite (`conformance`).
+//!
+//! Each test binary includes this module with `mod support;` and uses a part of it.
+#![allow(dead_code)]
+
+pub mod conformance;
+pub mod image;
+pub mod workspace;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// An engine a test needs is missing: fail under CI (`CI` set), otherwise say so loudly and
+/// return `None` so the test can return early.
+pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(v) => Some(v),
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{what} is required when CI is set, but: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: {what} is not available: {why}");
+            None
+        }
+    }
+}
+
+/// A name unique across test processes and threads: `prefix-pid-n-nanos`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run a command, returning stdout, or an error with its stderr.
+pub fn run(cmd: &mut std::process::Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Ids of every container (any state) carrying the label `key=value`, from the docker CLI
+/// (independent of the backend under test).
+pub fn docker_ps_by_label(key: &str, value: &str) -> Vec<String> {
+    let out = run(std::process::Command::new("docker").args([
+        "ps",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label={key}={value}"),
+    ]))
+    .expect("docker ps");
+    out.split_whitespace().map(str::to_owned).collect()
+}
