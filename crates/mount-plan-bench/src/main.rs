@@ -1,0 +1,497 @@
+//! `mount-plan-bench`: complete job lifecycles (verify, create, start, wait, remove; a trivial
+//! command) through mount-plan, through bare Engine API calls (the floor) and through the
+//! engines' own CLIs, side by side, at several concurrency levels. Prints a table.
+
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use mount_plan::{HostPath, Layout, MountPlan};
+use mount_plan_host::{verify, VerifyOptions};
+use mount_plan_launch::{run, JobRuntime, Keep, LaunchSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    Docker,
+    PodmanRootful,
+    PodmanRootless,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// mount-plan: host verify, then the backend's launch (create, start, audit), wait, remove
+    Library,
+    /// bare Engine API calls over the unix socket, one request per step, no SDK
+    Raw,
+    /// `docker run --rm` / `podman run --rm` with the core's rendered arguments
+    Cli,
+}
+
+/// Benchmark mount-plan's job lifecycle against the raw engine API and the engines' CLIs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Engines to measure
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
+    engines: Vec<Engine>,
+    /// Lifecycles per (engine, method, concurrency)
+    #[arg(long, default_value_t = 24)]
+    runs: usize,
+    /// Concurrency levels
+    #[arg(long, value_delimiter = ',', default_values = ["1", "4", "8"])]
+    concurrency: Vec<usize>,
+    /// Warm-up lifecycles per (engine, method), not counted
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// A quick check that every path works (2 runs, concurrency 1 and 2); figures are noise
+    #[arg(long)]
+    smoke: bool,
+    /// Print JSON instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+struct Target {
+    engine: Engine,
+    socket: PathBuf,
+    image: String,
+    /// (program, leading args, env) for the CLI baseline
+    cli: (String, Vec<String>, Vec<(String, String)>),
+    runtime: Box<dyn JobRuntime>,
+    workspace: PathBuf,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    engine: String,
+    method: String,
+    concurrency: usize,
+    runs: usize,
+    median_s: f64,
+    p90_s: f64,
+    max_s: f64,
+    jobs_per_s: f64,
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.runs = 2;
+        args.concurrency = vec![1, 2];
+        args.warmup = 0;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for &engine in &args.engines {
+        let target = rt
+            .block_on(setup(engine, args.runs.max(8)))
+            .with_context(|| format!("setting up {engine:?}"))?;
+        for method in [Method::Raw, Method::Library, Method::Cli] {
+            for i in 0..args.warmup {
+                lifecycle(&rt, &target, method, i)?;
+            }
+            for &c in &args.concurrency {
+                rows.push(measure(&rt, &target, method, c, args.runs)?);
+                if !args.json {
+                    eprintln!("measured {:?} {:?} c={c}", engine, method);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&target.workspace);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn podman_env() -> Vec<(String, String)> {
+    let conf = std::env::var("CONTAINERS_CONF")
+        .unwrap_or_else(|_| "/tmp/mount-plan-podman/containers.conf".into());
+    vec![("CONTAINERS_CONF".into(), conf)]
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn rootless_uid() -> Result<u32> {
+    Ok(env_or("MOUNT_PLAN_PODMAN_ROOTLESS_UID", "1001").parse()?)
+}
+
+async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
+    let workspace =
+        std::env::temp_dir().join(format!("mp-bench-{}-{engine:?}", std::process::id()));
+    for d in ["startup", "local"] {
+        std::fs::create_dir_all(workspace.join(d))?;
+    }
+    for i in 0..jobs {
+        std::fs::create_dir_all(workspace.join(format!("job-{i}")))?;
+    }
+    let image = "mount-plan-bench:busybox".to_owned();
+    let (socket, cli, runtime): (PathBuf, _, Box<dyn JobRuntime>) = match engine {
+        Engine::Docker => {
+            let socket = PathBuf::from("/var/run/docker.sock");
+            let rt = mount_plan_docker::DockerRuntime::connect(&Default::default()).await?;
+            (socket, ("docker".to_owned(), vec![], vec![]), Box::new(rt))
+        }
+        Engine::PodmanRootful => {
+            let url = env_or(
+                "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
+                "unix:///run/podman/podman.sock",
+            );
+            let rt = mount_plan_podman::PodmanRuntime::connect(&url, Default::default()).await?;
+            let socket = PathBuf::from(url.trim_start_matches("unix://"));
+            (
+                socket,
+                ("podman".to_owned(), vec![], podman_env()),
+                Box::new(rt),
+            )
+        }
+        Engine::PodmanRootless => {
+            let uid = rootless_uid()?;
+            let user = env_or("MOUNT_PLAN_PODMAN_ROOTLESS_USER", "mpjob");
+            let url = env_or(
+                "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
+                &format!("unix:///run/user/{uid}/podman/podman.sock"),
+            );
+            let rt = mount_plan_podman::PodmanRuntime::connect(&url, Default::default()).await?;
+            let socket = PathBuf::from(url.trim_start_matches("unix://"));
+            let mut env = podman_env();
+            env.push(("XDG_RUNTIME_DIR".into(), format!("/run/user/{uid}")));
+            let lead = ["-u", &user, "--", "env"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
+                .chain(["podman".to_owned()])
+                .collect();
+            (socket, ("runuser".to_owned(), lead, vec![]), Box::new(rt))
+        }
+    };
+    if engine == Engine::PodmanRootless {
+        // The rootless user must be able to reach the workspace (the command writes nothing,
+        // so root keeps owning it, as the host checks expect).
+        let mut p = workspace.clone();
+        loop {
+            let _ = Command::new("chmod").arg("o+rx").arg(&p).status();
+            if !p.pop() || p == Path::new("/tmp") || p == Path::new("/") {
+                break;
+            }
+        }
+    }
+    let target = Target {
+        engine,
+        socket,
+        image,
+        cli,
+        runtime,
+        workspace,
+    };
+    import_image(&target)?;
+    Ok(target)
+}
+
+/// Import a busybox image (Debian's static busybox, no registry needed).
+fn import_image(t: &Target) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("mp-bench-img-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rootfs/bin"))?;
+    std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox"))
+        .context("Debian's busybox-static must be installed at /bin/busybox")?;
+    for a in ["sh", "true"] {
+        let _ = std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a));
+    }
+    let tar = dir.join("image.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()?
+        .success();
+    if !ok {
+        bail!("tar failed");
+    }
+    Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(&dir)
+        .status()?;
+    let (prog, lead, env) = &t.cli;
+    let out = Command::new(prog)
+        .args(lead)
+        .envs(env.iter().cloned())
+        .arg("import")
+        .arg(&tar)
+        .arg(&t.image)
+        .output()?;
+    std::fs::remove_dir_all(&dir)?;
+    if !out.status.success() {
+        bail!(
+            "image import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn plan_for(t: &Target, i: usize) -> Result<MountPlan> {
+    let layout = Layout::default();
+    let ws = HostPath::parse(t.workspace.to_str().context("utf-8 workspace")?)?;
+    Ok(layout.plan(&ws, &layout.job(&format!("job-{i}"))?)?)
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    t: &Target,
+    method: Method,
+    concurrency: usize,
+    runs: usize,
+) -> Result<Row> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let next = next.clone();
+                s.spawn(move || -> Result<Vec<Duration>> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= runs {
+                            return Ok(mine);
+                        }
+                        let t0 = Instant::now();
+                        lifecycle(rt, t, method, i % runs.max(8))?;
+                        mine.push(t0.elapsed());
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().expect("worker panicked")?);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    let wall = started.elapsed();
+    let mut l = latencies;
+    l.sort();
+    let pick = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1];
+    Ok(Row {
+        engine: format!("{:?}", t.engine).to_lowercase(),
+        method: format!("{method:?}").to_lowercase(),
+        concurrency,
+        runs,
+        median_s: pick(0.5).as_secs_f64(),
+        p90_s: pick(0.9).as_secs_f64(),
+        max_s: l[l.len() - 1].as_secs_f64(),
+        jobs_per_s: runs as f64 / wall.as_secs_f64(),
+    })
+}
+
+fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize) -> Result<()> {
+    let plan = plan_for(t, i)?;
+    match method {
+        Method::Library => {
+            let verified = verify(plan, &VerifyOptions::default())?;
+            let spec = spec(t)?;
+            let status = rt.block_on(run(
+                t.runtime.as_ref(),
+                &verified,
+                &spec,
+                Keep::Remove,
+                &mut |_| {},
+            ))?;
+            if !status.success() {
+                bail!("library lifecycle exited {}", status.code);
+            }
+        }
+        Method::Raw => match t.engine {
+            Engine::Docker => raw_docker(t, &plan)?,
+            Engine::PodmanRootful | Engine::PodmanRootless => raw_podman(t, &plan)?,
+        },
+        Method::Cli => {
+            let (prog, lead, env) = &t.cli;
+            let mut cmd = Command::new(prog);
+            cmd.args(lead)
+                .envs(env.iter().cloned())
+                .args(["run", "--rm", "--network", "none"]);
+            match t.engine {
+                Engine::Docker => cmd.args(plan.docker_args()),
+                _ => cmd.args(plan.podman_args()),
+            };
+            let out = cmd.args([&t.image, "true"]).output()?;
+            if !out.status.success() {
+                bail!(
+                    "cli lifecycle failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spec(t: &Target) -> Result<LaunchSpec> {
+    let mut spec = LaunchSpec::new(t.image.parse()?).with_command(["true"]);
+    spec.network = "none".parse()?;
+    if t.engine == Engine::Docker {
+        spec.accept_missing
+            .insert(mount_plan_launch::Protection::NoExecOnBinds);
+    }
+    Ok(spec)
+}
+
+fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
+    let tmpfs = plan.root_tmpfs();
+    let mut mounts = vec![serde_json::json!({
+        "Type": "tmpfs", "Target": tmpfs.target().as_str(), "ReadOnly": tmpfs.read_only(),
+        "TmpfsOptions": {"SizeBytes": tmpfs.size_bytes(), "Mode": tmpfs.mode()},
+    })];
+    for b in plan.binds() {
+        mounts.push(serde_json::json!({
+            "Type": "bind", "Source": b.source().as_str(), "Target": b.target().as_str(),
+            "ReadOnly": b.read_only(),
+            "BindOptions": {"Propagation": "private", "NonRecursive": true},
+        }));
+    }
+    let body = serde_json::json!({
+        "Image": t.image, "Cmd": ["true"], "WorkingDir": plan.workdir().as_str(),
+        // As the backend does for Network::None: no network sandbox is set up at all.
+        "NetworkDisabled": true,
+        "Labels": {"io.mount-plan.bench": "raw"},
+        "HostConfig": {"Mounts": mounts, "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
+    });
+    let s = &t.socket;
+    let created = raw::call(
+        s,
+        "POST",
+        "/v1.41/containers/create",
+        Some(&serde_json::to_vec(&body)?),
+    )?;
+    let id = created["Id"]
+        .as_str()
+        .context("create returned no Id")?
+        .to_owned();
+    let result = (|| {
+        raw::call(s, "POST", &format!("/v1.41/containers/{id}/start"), None)?;
+        let waited = raw::call(s, "POST", &format!("/v1.41/containers/{id}/wait"), None)?;
+        if waited["StatusCode"] != 0 {
+            bail!("raw docker lifecycle exited {}", waited["StatusCode"]);
+        }
+        Ok(())
+    })();
+    raw::call(
+        s,
+        "DELETE",
+        &format!("/v1.41/containers/{id}?force=true"),
+        None,
+    )?;
+    result
+}
+
+fn raw_podman(t: &Target, plan: &MountPlan) -> Result<()> {
+    let mounts: Vec<serde_json::Value> = plan
+        .oci_mounts()
+        .into_iter()
+        .map(|m| {
+            let mut options = m.options;
+            if m.kind == "tmpfs" {
+                options.push("notmpcopyup".into());
+            }
+            serde_json::json!({"destination": m.destination, "type": m.kind, "source": m.source, "options": options})
+        })
+        .collect();
+    let body = serde_json::json!({
+        "image": t.image, "command": ["true"], "work_dir": plan.workdir().as_str(),
+        "mounts": mounts, "netns": {"nsmode": "none"},
+        "labels": {"io.mount-plan.bench": "raw"},
+    });
+    let s = &t.socket;
+    let created = raw::call(
+        s,
+        "POST",
+        "/v4.3.1/libpod/containers/create",
+        Some(&serde_json::to_vec(&body)?),
+    )?;
+    let id = created["Id"]
+        .as_str()
+        .context("create returned no Id")?
+        .to_owned();
+    let result = (|| {
+        raw::call(
+            s,
+            "POST",
+            &format!("/v4.3.1/libpod/containers/{id}/start"),
+            None,
+        )?;
+        let code = raw::call(
+            s,
+            "POST",
+            &format!("/v4.3.1/libpod/containers/{id}/wait?condition=stopped&interval=5ms"),
+            None,
+        )?;
+        if code != 0 {
+            bail!("raw podman lifecycle exited {code}");
+        }
+        Ok(())
+    })();
+    raw::call(
+        s,
+        "DELETE",
+        &format!("/v4.3.1/libpod/containers/{id}?force=true"),
+        None,
+    )?;
+    result
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<16} {:<8} {:>4} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "engine",
+        "method",
+        "conc",
+        "runs",
+        "median_s",
+        "p90_s",
+        "max_s",
+        "jobs/s",
+        "vs_floor",
+        "vs_cli"
+    );
+    for r in rows {
+        let find = |m: &str| {
+            rows.iter()
+                .find(|o| o.engine == r.engine && o.concurrency == r.concurrency && o.method == m)
+        };
+        let ratio = |o: Option<&Row>| {
+            o.map_or("-".to_owned(), |o| {
+                format!("{:.3}", r.median_s / o.median_s)
+            })
+        };
+        println!(
+            "{:<16} {:<8} {:>4} {:>5} {:>9.4} {:>9.4} {:>9.4} {:>8.2} {:>9} {:>9}",
+            r.engine,
+            r.method,
+            r.concurrency,
+            r.runs,
+            r.median_s,
+            r.p90_s,
+            r.max_s,
+            r.jobs_per_s,
+            ratio(find("raw")),
+            ratio(find("cli")),
+        );
+    }
+}
