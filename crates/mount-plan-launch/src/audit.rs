@@ -87,7 +87,8 @@ pub struct ObservedContainer {
     pub user: Option<String>,
     /// Bind mounts.
     pub binds: Vec<ObservedBind>,
-    /// Tmpfs mounts; `None`: this engine does not list tmpfs mounts (Podman's inspect).
+    /// Tmpfs mounts; `None`: this engine does not report tmpfs mounts. (Docker lists them
+    /// under `Mounts`; Podman 4.3 under `HostConfig.Tmpfs`, not under `Mounts`.)
     pub tmpfs: Option<Vec<ObservedTmpfs>>,
     /// Volumes and other mounts.
     pub other_mounts: Vec<ObservedOtherMount>,

@@ -13,9 +13,11 @@
 //! reports ([`ObservedContainer`]) and the plan; it is unit-tested without an engine.
 //!
 //! **Limits.** This crate talks to no engine and runs no async runtime. An engine that cannot
-//! report something (Podman does not list tmpfs mounts; Docker cannot set or report nosuid on
-//! binds) says so with `None`, and the audit checks the substitute instead (for example
-//! `no-new-privileges` for nosuid).
+//! report something (Docker cannot set or report nosuid on binds; Podman reports its tmpfs
+//! mounts only as option strings under `HostConfig.Tmpfs`) says so with `None`, and the audit
+//! checks the substitute instead (for example `no-new-privileges` for nosuid). What the engine
+//! reports is what it asked of the runtime, not what the kernel did: the conformance suite's
+//! probe checks the kernel's view from inside.
 //!
 //! ```
 //! use mount_plan_launch::{LaunchSpec, Network};

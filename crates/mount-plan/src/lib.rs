@@ -51,8 +51,3 @@ pub use plan::{
     PLAN_FORMAT_VERSION,
 };
 pub use render::{csv_quote, OciMount, DOCKER_BIND_FLAGS_NOT_EXPRESSIBLE};
-
-/// The README's Rust example, compiled and run as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
