@@ -55,6 +55,10 @@ struct Args {
     /// Print JSON instead of the table
     #[arg(long)]
     json: bool,
+    /// Instead of the comparison, time each step of sequential lifecycles (library steps and
+    /// raw-API steps) and print the median of each
+    #[arg(long)]
+    breakdown: bool,
 }
 
 struct Target {
@@ -89,6 +93,14 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.breakdown {
+        for &engine in &args.engines {
+            let target = rt.block_on(setup(engine, args.runs.max(8)))?;
+            breakdown(&rt, &target, args.runs)?;
+            let _ = std::fs::remove_dir_all(&target.workspace);
+        }
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for &engine in &args.engines {
         let target = rt
@@ -353,7 +365,7 @@ fn spec(t: &Target) -> Result<LaunchSpec> {
     Ok(spec)
 }
 
-fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
+fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
     let tmpfs = plan.root_tmpfs();
     let mut mounts = vec![serde_json::json!({
         "Type": "tmpfs", "Target": tmpfs.target().as_str(), "ReadOnly": tmpfs.read_only(),
@@ -366,13 +378,17 @@ fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
             "BindOptions": {"Propagation": "private", "NonRecursive": true},
         }));
     }
-    let body = serde_json::json!({
+    serde_json::json!({
         "Image": t.image, "Cmd": ["true"], "WorkingDir": plan.workdir().as_str(),
         // As the backend does for Network::None: no network sandbox is set up at all.
         "NetworkDisabled": true,
         "Labels": {"io.mount-plan.bench": "raw"},
         "HostConfig": {"Mounts": mounts, "SecurityOpt": ["no-new-privileges"], "NetworkMode": "none"},
-    });
+    })
+}
+
+fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
+    let body = docker_body(t, plan);
     let s = &t.socket;
     let created = raw::call(
         s,
@@ -401,7 +417,7 @@ fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
     result
 }
 
-fn raw_podman(t: &Target, plan: &MountPlan) -> Result<()> {
+fn podman_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
     let mounts: Vec<serde_json::Value> = plan
         .oci_mounts()
         .into_iter()
@@ -413,11 +429,15 @@ fn raw_podman(t: &Target, plan: &MountPlan) -> Result<()> {
             serde_json::json!({"destination": m.destination, "type": m.kind, "source": m.source, "options": options})
         })
         .collect();
-    let body = serde_json::json!({
+    serde_json::json!({
         "image": t.image, "command": ["true"], "work_dir": plan.workdir().as_str(),
         "mounts": mounts, "netns": {"nsmode": "none"},
         "labels": {"io.mount-plan.bench": "raw"},
-    });
+    })
+}
+
+fn raw_podman(t: &Target, plan: &MountPlan) -> Result<()> {
+    let body = podman_body(t, plan);
     let s = &t.socket;
     let created = raw::call(
         s,
@@ -494,4 +514,99 @@ fn print_table(rows: &[Row]) {
             ratio(find("cli")),
         );
     }
+}
+
+/// Time each step of `runs` sequential lifecycles, through the library and through raw calls.
+fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()> {
+    use futures_util::StreamExt;
+    let mut steps: Vec<(&str, &str, Vec<Duration>)> = Vec::new();
+    let mut record = |method: &'static str, step: &'static str, d: Duration| match steps
+        .iter_mut()
+        .find(|(m, s, _)| *m == method && *s == step)
+    {
+        Some((_, _, v)) => v.push(d),
+        None => steps.push((method, step, vec![d])),
+    };
+    for i in 0..runs + 1 {
+        let warm = i == 0;
+        let mut rec = |m, s, d| {
+            if !warm {
+                record(m, s, d)
+            }
+        };
+        let plan = plan_for(t, i % runs.max(1))?;
+        let t0 = Instant::now();
+        let verified = verify(plan.clone(), &VerifyOptions::default())?;
+        rec("library", "verify", t0.elapsed());
+        let spec = spec(t)?;
+        rt.block_on(async {
+            let t0 = Instant::now();
+            let job = t.runtime.launch(&verified, &spec).await?;
+            rec(
+                "library",
+                "launch (create, audit, start, audit)",
+                t0.elapsed(),
+            );
+            let t0 = Instant::now();
+            let status = t.runtime.wait(&job).await?;
+            rec("library", "wait", t0.elapsed());
+            let t0 = Instant::now();
+            let mut logs = t.runtime.logs(&job);
+            while let Some(chunk) = logs.next().await {
+                chunk?;
+            }
+            rec("library", "logs to the end", t0.elapsed());
+            let t0 = Instant::now();
+            t.runtime.remove(&job).await?;
+            rec("library", "remove", t0.elapsed());
+            anyhow::ensure!(status.success(), "exit {}", status.code);
+            Ok::<(), anyhow::Error>(())
+        })?;
+        let (api, create, wait) = match t.engine {
+            Engine::Docker => ("/v1.41", "/v1.41/containers/create", "wait".to_owned()),
+            _ => (
+                "/v4.3.1/libpod",
+                "/v4.3.1/libpod/containers/create",
+                "wait?condition=stopped&interval=5ms".to_owned(),
+            ),
+        };
+        let body = match t.engine {
+            Engine::Docker => docker_body(t, &plan),
+            _ => podman_body(t, &plan),
+        };
+        let s = &t.socket;
+        let t0 = Instant::now();
+        let created = raw::call(s, "POST", create, Some(&serde_json::to_vec(&body)?))?;
+        rec("raw", "create", t0.elapsed());
+        let id = created["Id"].as_str().context("no Id")?.to_owned();
+        let t0 = Instant::now();
+        raw::call(s, "POST", &format!("{api}/containers/{id}/start"), None)?;
+        rec("raw", "start", t0.elapsed());
+        let t0 = Instant::now();
+        raw::call(s, "POST", &format!("{api}/containers/{id}/{wait}"), None)?;
+        rec("raw", "wait", t0.elapsed());
+        let t0 = Instant::now();
+        raw::call(
+            s,
+            "DELETE",
+            &format!("{api}/containers/{id}?force=true"),
+            None,
+        )?;
+        rec("raw", "remove", t0.elapsed());
+    }
+    println!(
+        "{:?}: median per step over {runs} sequential lifecycles",
+        t.engine
+    );
+    println!("  {:<8} {:<40} {:>10}", "method", "step", "median_ms");
+    for (m, s, mut v) in steps {
+        v.sort();
+        println!(
+            "  {:<8} {:<40} {:>10.3}",
+            m,
+            s,
+            v[v.len() / 2].as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
 }
