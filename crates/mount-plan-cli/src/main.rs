@@ -96,7 +96,13 @@ struct CheckCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(usage_exit_code(&e));
+        }
+    };
     let result = match cli.command {
         Command::Plan(cmd) => run_plan(&cmd),
         Command::Check(cmd) => run_check(&cmd),
@@ -110,6 +116,20 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Help and version exit 0. A usage error exits 2, except for `launch`, whose every failure
+/// before the command runs exits 125 so that a launcher can tell it from the command's own
+/// exit status.
+fn usage_exit_code(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        _ if std::env::args().nth(1).as_deref() == Some("launch") => engine::EXIT_LAUNCH_FAILED,
+        _ => 2,
     }
 }
 

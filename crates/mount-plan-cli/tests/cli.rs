@@ -428,3 +428,47 @@ fn launcher_workspace_checks_the_launcher_view_and_keeps_host_paths() {
     assert_eq!(v["launcher_workspace"], ws.to_str().unwrap());
     std::fs::remove_dir_all(&ws).unwrap();
 }
+
+#[test]
+fn usage_errors_exit_2_but_125_for_launch_and_help_exits_0() {
+    let o = mount_plan(&["plan", "--workspace", "/w"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let o = mount_plan(&["launch", "--runtime", "docker", "--bogus"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let o = mount_plan(&[
+        "launch",
+        "--runtime",
+        "nope",
+        "--workspace",
+        "/w",
+        "--job",
+        "j",
+        "--image",
+        "i",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["launch", "--help"],
+        &["--version"],
+    ] {
+        let o = mount_plan(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!o.stdout.is_empty(), "{args:?}");
+    }
+    let help = stdout(&mount_plan(&["plan", "--help"]));
+    for flag in [
+        "--workspace",
+        "--job",
+        "--verify",
+        "--create-job-dir",
+        "--launcher-workspace",
+        "--format",
+    ] {
+        assert!(help.contains(flag), "plan --help lacks {flag}");
+    }
+}
