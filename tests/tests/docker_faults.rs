@@ -4,38 +4,12 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use mount_plan_docker::{ConnectOptions, DockerRuntime};
-use mount_plan_launch::{JobRuntime, LaunchError, LaunchSpec, Protection};
+use mount_plan_launch::{JobRuntime, LaunchError, LaunchSpec};
 use support::conformance::{EngineFixture, Scenario};
-
-async fn fixture() -> Option<(DockerRuntime, EngineFixture)> {
-    let rt = support::require(
-        "a docker engine",
-        DockerRuntime::connect(&ConnectOptions::default())
-            .await
-            .map_err(|e| e.to_string()),
-    )?;
-    let root = rustix::process::geteuid().is_root();
-    support::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
-    let image = support::require("the docker test image", support::image::docker_image())?;
-    let fx = EngineFixture {
-        name: "docker".into(),
-        image,
-        probe: support::image::probe_binary().expect("probe"),
-        base_dir: std::env::temp_dir(),
-        nonroot: "1000:1000".parse().unwrap(),
-        job_owner: Some((1000, 1000)),
-        accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
-        bind_flags_in_mountinfo: false,
-        shared_tmpfs: false,
-        root_inode_mode: Some(0o755),
-    };
-    Some((rt, fx))
-}
 
 fn spec(fx: &EngineFixture, plan: &mount_plan::MountPlan, label: &str) -> LaunchSpec {
     support::conformance::spec_for(fx, plan, Scenario::AsRoot, label)
@@ -48,7 +22,7 @@ fn assert_nothing_left(label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let ws = fx.workspace();
@@ -67,7 +41,7 @@ async fn missing_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_command() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let ws = fx.workspace();
@@ -86,7 +60,7 @@ async fn missing_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_run() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let ws = fx.workspace();
@@ -153,7 +127,7 @@ async fn socket_never_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_before_create_leaves_nothing() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let ws = fx.workspace();
@@ -174,7 +148,7 @@ async fn refused_before_create_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_added_volume_is_refused_by_the_audit() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let image = support::image::docker_volume_image().expect("volume image");
@@ -198,7 +172,7 @@ async fn engine_added_volume_is_refused_by_the_audit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kills_after_the_grace_period() {
-    let Some((rt, fx)) = fixture().await else {
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
     };
     let ws = fx.workspace();

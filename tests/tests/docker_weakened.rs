@@ -6,38 +6,11 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-
 use bollard::models::{ContainerCreateBody, MountBindOptionsPropagationEnum, MountType};
 use futures_util::StreamExt;
-use mount_plan_docker::{translate, ConnectOptions, DockerRuntime};
-use mount_plan_launch::{audit, JobHandle, JobRuntime, OutputStream, Protection};
-use support::conformance::{self, EngineFixture, Scenario};
-
-async fn fixture() -> Option<(DockerRuntime, EngineFixture)> {
-    let rt = support::require(
-        "a docker engine",
-        DockerRuntime::connect(&ConnectOptions::default())
-            .await
-            .map_err(|e| e.to_string()),
-    )?;
-    let root = rustix::process::geteuid().is_root();
-    support::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
-    let image = support::require("the docker test image", support::image::docker_image())?;
-    let fx = EngineFixture {
-        name: "docker".into(),
-        image,
-        probe: support::image::probe_binary().expect("probe"),
-        base_dir: std::env::temp_dir(),
-        nonroot: "1000:1000".parse().unwrap(),
-        job_owner: Some((1000, 1000)),
-        accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
-        bind_flags_in_mountinfo: false,
-        shared_tmpfs: true,
-        root_inode_mode: Some(0o755),
-    };
-    Some((rt, fx))
-}
+use mount_plan_docker::translate;
+use mount_plan_launch::{audit, JobHandle, JobRuntime, OutputStream};
+use support::conformance::{self, Scenario};
 
 /// Run the probe in a container created from the translated body after `weaken` edited
 /// it. Returns the failed conformance checks and the audit rules the inspect reports.
@@ -45,7 +18,7 @@ async fn run_weakened(
     scenario: Scenario,
     weaken: impl FnOnce(&mut ContainerCreateBody),
 ) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
-    let (rt, fx) = fixture().await?;
+    let (rt, fx) = support::docker::fixture(true).await?;
     let ws = fx.workspace();
     let verified = ws.verified();
     let run_label = support::unique("weak");
