@@ -36,7 +36,7 @@ async fn rootless(userns: UserNamespace) -> Option<(Box<dyn JobRuntime>, Rootles
     let service = podman_support::service(Mode::Rootless)?;
     let rt = podman_support::runtime(&service, userns).await?;
     let RootlessUser { uid, gid, home, .. } = service.user.expect("rootless user");
-    let image = std::env::var("MOUNT_PLAN_PODMAN_IMAGE")
+    let image = podman_support::setting("MOUNT_PLAN_PODMAN_IMAGE")
         .unwrap_or_else(|_| "localhost/mount-plan-busybox:latest".to_owned());
     Some((
         Box::new(rt),

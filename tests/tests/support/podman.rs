@@ -73,8 +73,8 @@ impl RootlessUser {
             .arg(format!("HOME={}", self.home.display()))
             .arg(format!("USER={}", self.name))
             .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid));
-        if let Some(conf) = std::env::var_os("CONTAINERS_CONF") {
-            cmd.arg(format!("CONTAINERS_CONF={}", conf.to_string_lossy()));
+        if let Ok(conf) = setting("CONTAINERS_CONF") {
+            cmd.arg(format!("CONTAINERS_CONF={conf}"));
         }
         cmd.arg(program).current_dir("/");
         cmd
@@ -118,19 +118,33 @@ fn subordinate(file: &str, user: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("no range for {user:?} in {file}"))
 }
 
+/// A setting of `.ci/podman-setup`: the environment variable, else its line in the env file
+/// that the script writes (so `cargo test` works without sourcing it first).
+pub fn setting(key: &str) -> Result<String, std::env::VarError> {
+    std::env::var(key).or_else(|e| {
+        fs::read_to_string("/tmp/mount-plan-podman/env")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+            })
+            .ok_or(e)
+    })
+}
+
 fn lookup(mode: Mode) -> Result<Service, String> {
-    let hint = "run `bash .ci/podman-setup` and `set -a; . /tmp/mount-plan-podman/env; set +a`";
+    let hint = "run `bash .ci/podman-setup` (it writes /tmp/mount-plan-podman/env)";
     match mode {
         Mode::Rootful => Ok(Service {
             mode,
-            url: std::env::var("MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET")
+            url: setting("MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET")
                 .unwrap_or_else(|_| "unix:///run/podman/podman.sock".to_owned()),
             user: None,
         }),
         Mode::Rootless => {
-            let url = std::env::var("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")
+            let url = setting("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")
                 .map_err(|_| format!("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET is not set: {hint}"))?;
-            let name = std::env::var("MOUNT_PLAN_PODMAN_ROOTLESS_USER")
+            let name = setting("MOUNT_PLAN_PODMAN_ROOTLESS_USER")
                 .map_err(|_| format!("MOUNT_PLAN_PODMAN_ROOTLESS_USER is not set: {hint}"))?;
             let (uid, gid, home) = passwd(&name)?;
             Ok(Service {
