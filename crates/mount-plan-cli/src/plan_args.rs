@@ -125,6 +125,10 @@ pub struct VerifyArgs {
     /// Mode of a created job directory, in octal
     #[arg(long, value_name = "OCTAL", default_value = "0750", value_parser = parse_octal)]
     pub job_dir_mode: u32,
+    /// Owner of a created job directory, numeric (for jobs that run as another user than the
+    /// launcher, such as a rootless Podman service's user) [default: this process's]
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub job_dir_owner: Option<(u32, u32)>,
     /// The path at which THIS process sees W, when it differs from the engine's host path
     /// (for example a launcher running in a container with W mounted at /var/tmp/ws);
     /// implies --verify
@@ -142,6 +146,16 @@ pub struct VerifyArgs {
     /// Also refuse a symlink in W's own parent directories (trusted by default)
     #[arg(long)]
     pub strict_paths: bool,
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not UID:GID"))?;
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(format!("{s:?} is not a numeric UID:GID")),
+    }
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -178,6 +192,7 @@ impl VerifyArgs {
             expected_owner: self.expected_owner,
             refuse_hard_links: self.refuse_hard_links,
             strict_paths: self.strict_paths,
+            job_dir_owner: self.job_dir_owner,
             ..VerifyOptions::default()
         }
     }

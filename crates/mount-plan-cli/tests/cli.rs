@@ -472,3 +472,37 @@ fn usage_errors_exit_2_but_125_for_launch_and_help_exits_0() {
         assert!(help.contains(flag), "plan --help lacks {flag}");
     }
 }
+
+#[test]
+fn job_dir_owner_sets_the_owner_of_a_created_job_directory() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = temp_workspace("owner");
+    let w = ws.to_str().unwrap();
+    let o = mount_plan(&[
+        "plan",
+        "--workspace",
+        w,
+        "--job",
+        "job7",
+        "--create-job-dir",
+        "--job-dir-owner",
+        "4321:4322",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = std::fs::metadata(ws.join("job7")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    let o = mount_plan(&[
+        "plan",
+        "--workspace",
+        w,
+        "--job",
+        "job8",
+        "--create-job-dir",
+        "--job-dir-owner",
+        "mpjob",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("UID:GID"), "{}", stderr(&o));
+    assert!(!ws.join("job8").exists());
+    std::fs::remove_dir_all(&ws).unwrap();
+}

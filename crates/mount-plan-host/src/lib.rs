@@ -276,6 +276,10 @@ pub struct VerifyOptions {
     pub strict_paths: bool,
     /// How paths below W are resolved (default [`Resolver::Auto`]).
     pub resolver: Resolver,
+    /// Owner (uid, gid) given to a job directory this verification creates (default: this
+    /// process's). For a launcher that runs as root but whose jobs run as another user, such
+    /// as a rootless Podman service's user. An existing directory is never changed.
+    pub job_dir_owner: Option<(u32, u32)>,
 }
 
 /// The pin of one bind source.
@@ -443,6 +447,7 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         &base,
         method,
         options.job_dir,
+        options.job_dir_owner,
     )?;
     let mut cleanup = CreatedDir {
         parent: ws.as_fd(),
@@ -561,6 +566,7 @@ fn job_directory(
     base: &Base,
     method: Method,
     how: JobDir,
+    owner: Option<(u32, u32)>,
 ) -> Result<(OwnedFd, rustix::fs::Stat, bool), HostError> {
     let mode = match how {
         JobDir::MustExist => {
@@ -595,6 +601,15 @@ fn job_directory(
     cleanup.ino = Some(Pin::of(&st).ino);
     // mkdirat applied the umask: set the exact mode on the directory we hold.
     let reader = open::reopen_dir(fd.as_fd()).map_err(|e| open::io_err(at, "open", e))?;
+    if let Some((uid, gid)) = owner {
+        // Before the chmod: a chown may clear set-id bits.
+        rustix::fs::fchown(
+            &reader,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(rustix::process::Gid::from_raw(gid)),
+        )
+        .map_err(|e| open::io_err(at, "chown", e))?;
+    }
     fchmod(&reader, Mode::from_raw_mode(mode)).map_err(|e| open::io_err(at, "chmod", e))?;
     let st = fstat(&reader).map_err(|e| open::io_err(at, "stat", e))?;
     cleanup.disarm();

@@ -208,6 +208,44 @@ fn a_missing_job_directory_is_created_with_the_exact_mode() {
 }
 
 #[test]
+fn a_created_job_directory_gets_the_asked_owner_and_an_existing_one_is_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        if std::env::var_os("CI").is_some() {
+            panic!("chown to another user needs root, which CI has");
+        }
+        eprintln!("SKIPPED: chown to another user needs root");
+        return;
+    }
+    let site = Site::new();
+    for (i, resolver) in RESOLVERS.into_iter().enumerate() {
+        let job = format!("owned{i}");
+        let dir = site.ws.join(&job);
+        let options = VerifyOptions {
+            job_dir: JobDir::CreateFresh { mode: 0o2750 },
+            job_dir_owner: Some((4321, 4322)),
+            ..opts(resolver)
+        };
+        let v = verify(site.plan(&job), &options).unwrap();
+        assert!(v.job_dir_created());
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+        // The mode is set after the chown, so a set-id bit survives it.
+        assert_eq!(mode(&dir), 0o2750);
+        // An existing directory is used as it is: never re-owned.
+        let options = VerifyOptions {
+            job_dir: JobDir::CreateIfMissing { mode: 0o750 },
+            job_dir_owner: Some((1, 1)),
+            ..opts(resolver)
+        };
+        let again = verify(site.plan(&job), &options).unwrap();
+        assert!(!again.job_dir_created());
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+    }
+}
+
+#[test]
 fn a_fresh_job_directory_is_created_and_an_existing_one_refused() {
     let site = Site::new();
     for (i, resolver) in RESOLVERS.into_iter().enumerate() {
