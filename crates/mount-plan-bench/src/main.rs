@@ -329,10 +329,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize)
                 bail!("library lifecycle exited {}", status.code);
             }
         }
-        Method::Raw => match t.engine {
-            Engine::Docker => raw_docker(t, &plan)?,
-            Engine::PodmanRootful | Engine::PodmanRootless => raw_podman(t, &plan)?,
-        },
+        Method::Raw => raw_lifecycle(t, &plan)?,
         Method::Cli => {
             let (prog, lead, env) = &t.cli;
             let mut cmd = Command::new(prog);
@@ -387,36 +384,6 @@ fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
     })
 }
 
-fn raw_docker(t: &Target, plan: &MountPlan) -> Result<()> {
-    let body = docker_body(t, plan);
-    let s = &t.socket;
-    let created = raw::call(
-        s,
-        "POST",
-        "/v1.41/containers/create",
-        Some(&serde_json::to_vec(&body)?),
-    )?;
-    let id = created["Id"]
-        .as_str()
-        .context("create returned no Id")?
-        .to_owned();
-    let result = (|| {
-        raw::call(s, "POST", &format!("/v1.41/containers/{id}/start"), None)?;
-        let waited = raw::call(s, "POST", &format!("/v1.41/containers/{id}/wait"), None)?;
-        if waited["StatusCode"] != 0 {
-            bail!("raw docker lifecycle exited {}", waited["StatusCode"]);
-        }
-        Ok(())
-    })();
-    raw::call(
-        s,
-        "DELETE",
-        &format!("/v1.41/containers/{id}?force=true"),
-        None,
-    )?;
-    result
-}
-
 fn podman_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
     let mounts: Vec<serde_json::Value> = plan
         .oci_mounts()
@@ -434,46 +401,6 @@ fn podman_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
         "mounts": mounts, "netns": {"nsmode": "none"},
         "labels": {"io.mount-plan.bench": "raw"},
     })
-}
-
-fn raw_podman(t: &Target, plan: &MountPlan) -> Result<()> {
-    let body = podman_body(t, plan);
-    let s = &t.socket;
-    let created = raw::call(
-        s,
-        "POST",
-        "/v4.3.1/libpod/containers/create",
-        Some(&serde_json::to_vec(&body)?),
-    )?;
-    let id = created["Id"]
-        .as_str()
-        .context("create returned no Id")?
-        .to_owned();
-    let result = (|| {
-        raw::call(
-            s,
-            "POST",
-            &format!("/v4.3.1/libpod/containers/{id}/start"),
-            None,
-        )?;
-        let code = raw::call(
-            s,
-            "POST",
-            &format!("/v4.3.1/libpod/containers/{id}/wait?condition=stopped&interval=5ms"),
-            None,
-        )?;
-        if code != 0 {
-            bail!("raw podman lifecycle exited {code}");
-        }
-        Ok(())
-    })();
-    raw::call(
-        s,
-        "DELETE",
-        &format!("/v4.3.1/libpod/containers/{id}?force=true"),
-        None,
-    )?;
-    result
 }
 
 fn print_table(rows: &[Row]) {
@@ -562,21 +489,12 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
             anyhow::ensure!(status.success(), "exit {}", status.code);
             Ok::<(), anyhow::Error>(())
         })?;
-        let (api, create, wait) = match t.engine {
-            Engine::Docker => ("/v1.41", "/v1.41/containers/create", "wait".to_owned()),
-            _ => (
-                "/v4.3.1/libpod",
-                "/v4.3.1/libpod/containers/create",
-                "wait?condition=stopped&interval=5ms".to_owned(),
-            ),
-        };
-        let body = match t.engine {
-            Engine::Docker => docker_body(t, &plan),
-            _ => podman_body(t, &plan),
-        };
+        let (api, wait) = raw_api(t);
+        let body = raw_body(t, &plan);
         let s = &t.socket;
         let t0 = Instant::now();
-        let created = raw::call(s, "POST", create, Some(&serde_json::to_vec(&body)?))?;
+        let create = format!("{api}/containers/create");
+        let created = raw::call(s, "POST", &create, Some(&serde_json::to_vec(&body)?))?;
         rec("raw", "create", t0.elapsed());
         let id = created["Id"].as_str().context("no Id")?.to_owned();
         let t0 = Instant::now();
@@ -609,4 +527,51 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
         );
     }
     Ok(())
+}
+
+/// The floor's endpoints: (API prefix, wait query) for Docker's API or libpod's.
+fn raw_api(t: &Target) -> (&'static str, &'static str) {
+    match t.engine {
+        Engine::Docker => ("/v1.41", "wait"),
+        Engine::PodmanRootful | Engine::PodmanRootless => {
+            ("/v4.3.1/libpod", "wait?condition=stopped&interval=5ms")
+        }
+    }
+}
+
+/// The create body the backend would send, in the engine's own API form.
+fn raw_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
+    match t.engine {
+        Engine::Docker => docker_body(t, plan),
+        Engine::PodmanRootful | Engine::PodmanRootless => podman_body(t, plan),
+    }
+}
+
+/// One floor lifecycle: create, start, wait, remove, one bare request each.
+fn raw_lifecycle(t: &Target, plan: &MountPlan) -> Result<()> {
+    let (api, wait) = raw_api(t);
+    let s = &t.socket;
+    let body = serde_json::to_vec(&raw_body(t, plan))?;
+    let created = raw::call(s, "POST", &format!("{api}/containers/create"), Some(&body))?;
+    let id = created["Id"]
+        .as_str()
+        .context("create returned no Id")?
+        .to_owned();
+    let result = (|| {
+        raw::call(s, "POST", &format!("{api}/containers/{id}/start"), None)?;
+        let waited = raw::call(s, "POST", &format!("{api}/containers/{id}/{wait}"), None)?;
+        // Docker answers {"StatusCode": n}, libpod a bare number.
+        let code = waited.get("StatusCode").unwrap_or(&waited);
+        if code != 0 {
+            bail!("raw {:?} lifecycle exited {code}", t.engine);
+        }
+        Ok(())
+    })();
+    raw::call(
+        s,
+        "DELETE",
+        &format!("{api}/containers/{id}?force=true"),
+        None,
+    )?;
+    result
 }
