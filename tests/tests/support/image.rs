@@ -38,8 +38,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Hold an exclusive flock on `path` while `f` runs.
-fn locked<T>(path: &Path, f: impl FnOnce() -> T) -> T {
+/// Hold an exclusive flock on `path` while `f` runs (test processes run in parallel).
+pub fn locked<T>(path: &Path, f: impl FnOnce() -> T) -> T {
     fs::create_dir_all(path.parent().expect("lock path has a parent")).expect("lock dir");
     let file = fs::OpenOptions::new()
         .create(true)
@@ -137,27 +137,7 @@ pub fn docker_image() -> Result<String, String> {
         .get_or_init(|| {
             run(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
                 .map_err(|e| format!("the docker engine does not answer: {e}"))?;
-            let work = repo_root().join("target").join("probe").join("image");
-            locked(&repo_root().join("target/probe/.image.lock"), || {
-                let (tar, digest) = image_tar(&work)?;
-                let current = run(Command::new("docker").args([
-                    "image",
-                    "inspect",
-                    "--format",
-                    &format!("{{{{index .Config.Labels \"{CONTENT_LABEL}\"}}}}"),
-                    IMAGE,
-                ]))
-                .unwrap_or_default();
-                if current.trim() != digest {
-                    run(Command::new("docker")
-                        .arg("import")
-                        .arg("--change")
-                        .arg(format!("LABEL {CONTENT_LABEL}={digest}"))
-                        .arg(&tar)
-                        .arg(IMAGE))?;
-                }
-                Ok(IMAGE.to_owned())
-            })
+            docker_import(IMAGE, &[])
         })
         .clone()
 }
@@ -172,29 +152,36 @@ pub fn docker_volume_image() -> Result<String, String> {
     READY
         .get_or_init(|| {
             docker_image()?;
-            let work = repo_root().join("target").join("probe").join("image");
-            locked(&repo_root().join("target/probe/.image.lock"), || {
-                let (tar, digest) = image_tar(&work)?;
-                let current = run(Command::new("docker").args([
-                    "image",
-                    "inspect",
-                    "--format",
-                    &format!("{{{{index .Config.Labels \"{CONTENT_LABEL}\"}}}}"),
-                    VOLUME_IMAGE,
-                ]))
-                .unwrap_or_default();
-                if current.trim() != digest {
-                    run(Command::new("docker")
-                        .arg("import")
-                        .arg("--change")
-                        .arg(format!("LABEL {CONTENT_LABEL}={digest}"))
-                        .arg("--change")
-                        .arg("VOLUME /data")
-                        .arg(&tar)
-                        .arg(VOLUME_IMAGE))?;
-                }
-                Ok(VOLUME_IMAGE.to_owned())
-            })
+            docker_import(VOLUME_IMAGE, &["VOLUME /data"])
         })
         .clone()
+}
+
+/// Import the probe image into Docker as `tag` (with extra `--change` lines) unless an image
+/// of that tag already carries this content's digest label.
+fn docker_import(tag: &str, changes: &[&str]) -> Result<String, String> {
+    let work = repo_root().join("target").join("probe").join("image");
+    locked(&repo_root().join("target/probe/.image.lock"), || {
+        let (tar, digest) = image_tar(&work)?;
+        let current = run(Command::new("docker").args([
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{CONTENT_LABEL}\"}}}}"),
+            tag,
+        ]))
+        .unwrap_or_default();
+        if current.trim() != digest {
+            let mut import = Command::new("docker");
+            import
+                .arg("import")
+                .arg("--change")
+                .arg(format!("LABEL {CONTENT_LABEL}={digest}"));
+            for change in changes {
+                import.arg("--change").arg(change);
+            }
+            run(import.arg(&tar).arg(tag))?;
+        }
+        Ok(tag.to_owned())
+    })
 }

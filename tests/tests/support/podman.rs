@@ -12,14 +12,14 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use mount_plan_podman::{PodmanOptions, PodmanRuntime, UserNamespace};
 
 use crate::support::conformance::EngineFixture;
-use crate::support::image::{image_tar, probe_binary, repo_root, CONTENT_LABEL};
+use crate::support::image::{image_tar, locked, probe_binary, repo_root, CONTENT_LABEL};
 use crate::support::{require, run};
 
 /// The probe image's name in a Podman store.
@@ -193,20 +193,6 @@ pub async fn runtime(service: &Service, userns: UserNamespace) -> Option<PodmanR
         rt.engine().rootless
     );
     Some(rt)
-}
-
-fn locked<T>(path: &Path, f: impl FnOnce() -> T) -> T {
-    fs::create_dir_all(path.parent().expect("lock path has a parent")).expect("lock dir");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .expect("open lock file");
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-    let out = f();
-    drop(file);
-    out
 }
 
 /// The probe image in the store of the service at `url`, imported once per content: the
