@@ -44,9 +44,9 @@ use mount_plan_launch::{
     LogStream, ObservedContainer, OutputStream,
 };
 
-pub use observe::observe;
+pub use observe::{observe, propagation_name};
 pub use translate::{
-    availability, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
+    availability, mounts, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
     NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
 };
 
@@ -93,6 +93,29 @@ fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+/// One item of an engine log stream (a container's, or a Swarm service's) as a [`LogChunk`]
+/// (`None` for stdin echoes); an error is mapped with `err`.
+pub fn log_chunk(
+    item: Result<bollard::container::LogOutput, DockerError>,
+    err: impl FnOnce(DockerError) -> LaunchError,
+) -> Option<Result<LogChunk, LaunchError>> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(LogChunk {
+                stream: OutputStream::Stdout,
+                bytes: message.to_vec(),
+            }))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+            stream: OutputStream::Stderr,
+            bytes: message.to_vec(),
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(err(e))),
     }
 }
 
@@ -329,22 +352,7 @@ impl Engine for DockerEngine {
         self.docker
             .logs(id, Some(opts))
             .filter_map(move |item| {
-                let out = match item {
-                    Ok(bollard::container::LogOutput::StdOut { message })
-                    | Ok(bollard::container::LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: OutputStream::Stdout,
-                            bytes: message.to_vec(),
-                        }))
-                    }
-                    Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: OutputStream::Stderr,
-                        bytes: message.to_vec(),
-                    })),
-                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(Self::call_err("logs", &owned, e))),
-                };
-                std::future::ready(out)
+                std::future::ready(log_chunk(item, |e| Self::call_err("logs", &owned, e)))
             })
             .boxed()
     }

@@ -498,8 +498,11 @@ pub fn audit(
     }
     // An engine that cannot set nosuid per bind (none of the binds reports flags) must set
     // no-new-privileges instead.
-    let needs_nnp =
-        plan.binds().any(|b| b.flags().nosuid) && observed.binds.iter().all(|b| b.flags.is_none());
+    // (Unless nosuid is accepted as missing: an engine that drops no-new-privileges, Swarm
+    // before API 1.46, runs only a spec that accepts it.)
+    let needs_nnp = plan.binds().any(|b| b.flags().nosuid)
+        && observed.binds.iter().all(|b| b.flags.is_none())
+        && !accepted.contains(&Protection::NoSuidOnBinds);
     if needs_nnp && !observed.no_new_privileges {
         out.push(Difference::NoNewPrivileges);
     }

@@ -48,10 +48,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mount_plan_docker::{ApiVersion, ConnectOptions, DockerEngine};
+use mount_plan_docker::{log_chunk, ApiVersion, ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream,
+    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogStream,
+    ObservedContainer,
 };
 
 pub use observe::{current_task, observe, outcome, TaskOutcome};
@@ -340,22 +340,7 @@ impl Engine for SwarmEngine {
             .docker
             .service_logs(id, Some(opts))
             .filter_map(move |item| {
-                let out = match item {
-                    Ok(bollard::container::LogOutput::StdOut { message })
-                    | Ok(bollard::container::LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: OutputStream::Stdout,
-                            bytes: message.to_vec(),
-                        }))
-                    }
-                    Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: OutputStream::Stderr,
-                        bytes: message.to_vec(),
-                    })),
-                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(call_err("logs", &owned, e))),
-                };
-                std::future::ready(out)
+                std::future::ready(log_chunk(item, |e| call_err("logs", &owned, e)))
             });
         let this = self.clone();
         let service = id.to_owned();

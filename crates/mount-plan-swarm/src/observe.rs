@@ -1,9 +1,7 @@
 //! Pure mapping of a service and its task to the engine-neutral [`ObservedContainer`], and
 //! of a task's status to what the launch learns from it.
 
-use bollard::models::{
-    MountBindOptionsPropagationEnum, MountType, Node, NodeState, Service, Task, TaskState,
-};
+use bollard::models::{MountType, Node, NodeState, Service, Task, TaskState};
 use mount_plan::MountFlags;
 use mount_plan_launch::{
     ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount, ObservedTmpfs,
@@ -162,18 +160,6 @@ pub fn unix_seconds(time: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
 }
 
-fn propagation_name(p: &MountBindOptionsPropagationEnum) -> &'static str {
-    match p {
-        MountBindOptionsPropagationEnum::EMPTY => "",
-        MountBindOptionsPropagationEnum::PRIVATE => "private",
-        MountBindOptionsPropagationEnum::RPRIVATE => "rprivate",
-        MountBindOptionsPropagationEnum::SHARED => "shared",
-        MountBindOptionsPropagationEnum::RSHARED => "rshared",
-        MountBindOptionsPropagationEnum::SLAVE => "slave",
-        MountBindOptionsPropagationEnum::RSLAVE => "rslave",
-    }
-}
-
 /// Map a service (its spec as the manager stored it, which is what every task is created
 /// from) and its current task to an [`ObservedContainer`].
 ///
@@ -202,7 +188,7 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
                     propagation: opts
                         .propagation
                         .as_ref()
-                        .map(|p| propagation_name(p).to_owned())
+                        .map(|p| mount_plan_docker::propagation_name(p).to_owned())
                         .filter(|p| !p.is_empty()),
                     non_recursive: Some(opts.non_recursive.unwrap_or(false)),
                     flags: None,

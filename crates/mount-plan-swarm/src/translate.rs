@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    HealthConfig, Limit, Mount as DockerMount, MountBindOptions, MountBindOptionsPropagationEnum,
-    MountTmpfsOptions, MountType, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicatedJob, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
     TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
-use mount_plan::{Mount, MountPlan};
+use mount_plan::MountPlan;
 use mount_plan_docker::{ApiVersion, NODEV_SUBSTITUTE, ROOT_MODE_NOTE};
 use mount_plan_launch::{
     Availability, EngineInfo, LaunchError, LaunchSpec, Network, PlacementConstraint, Protection,
@@ -130,35 +129,7 @@ pub fn translate(
         });
     }
     let non_recursive = (api >= api::NON_RECURSIVE).then_some(true);
-    let mounts = plan
-        .mounts()
-        .iter()
-        .map(|m| match m {
-            Mount::Tmpfs(t) => DockerMount {
-                target: Some(t.target().to_string()),
-                typ: Some(MountType::TMPFS),
-                read_only: Some(t.read_only()),
-                tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(i64::try_from(t.size_bytes()).unwrap_or(i64::MAX)),
-                    mode: Some(i64::from(t.mode())),
-                    options: None,
-                }),
-                ..DockerMount::default()
-            },
-            Mount::Bind(b) => DockerMount {
-                target: Some(b.target().to_string()),
-                source: Some(b.source().to_string()),
-                typ: Some(MountType::BIND),
-                read_only: Some(b.read_only()),
-                bind_options: Some(MountBindOptions {
-                    propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
-                    non_recursive,
-                    ..MountBindOptions::default()
-                }),
-                ..DockerMount::default()
-            },
-        })
-        .collect();
+    let mounts = mount_plan_docker::mounts(plan, non_recursive);
     let labels: HashMap<String, String> = labels.clone().into_iter().collect();
     let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let resources = &spec.resources;
@@ -264,6 +235,7 @@ pub fn started(spec: &ServiceSpec) -> ServiceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard::models::{MountBindOptionsPropagationEnum, MountType};
     use mount_plan::{HostPath, Layout};
 
     fn engine(api: &str) -> EngineInfo {
