@@ -173,6 +173,16 @@ impl SwarmEngine {
         Ok(current_task(&tasks).cloned())
     }
 
+    /// The error of a task that did not run its command: the engine's "no" to `start`.
+    async fn not_run(&self, id: &str, task: &Task, state: &str, error: &str) -> LaunchError {
+        let node = self.node_of(task).await;
+        LaunchError::Start {
+            container: id.to_owned(),
+            source: format!("swarm rule `task-{state}`: node {node} did not run the job: {error}")
+                .into(),
+        }
+    }
+
     /// Who runs `task`, for messages: `hostname (id)`, or the bare id.
     async fn node_of(&self, task: &Task) -> String {
         let Some(id) = task.node_id.as_deref().filter(|n| !n.is_empty()) else {
@@ -183,6 +193,15 @@ impl SwarmEngine {
             Err(_) => format!("({id})"),
         }
     }
+}
+
+/// The placement constraints of a service spec, for messages.
+fn constraints_of(spec: &bollard::models::ServiceSpec) -> Vec<String> {
+    spec.task_template
+        .as_ref()
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.constraints.clone())
+        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -221,35 +240,62 @@ impl Engine for SwarmEngine {
         })
     }
 
-    /// Ask for one completion: the manager schedules the task. A service already started
-    /// is not updated again (a job service would run a second iteration).
+    /// Ask for one completion, then follow the task until its command runs (or has already
+    /// ended), as Docker's start returns once the process runs. A task that never runs its
+    /// command is the engine's "no" ([`LaunchError::Start`], naming the node): rejected by
+    /// its node (a bind source missing there, an image it lacks), failed to start (a missing
+    /// executable), or with no node to go to (the constraints match no ready node). The
+    /// lifecycle then knows the command did not run. A service already started is not
+    /// updated again (a job service runs a new iteration on every update).
     async fn start(&self, id: &str) -> Result<(), LaunchError> {
         let service = self.service("start", id).await?;
         let spec = service.spec.clone().unwrap_or_default();
-        if translate::is_started(&spec) {
-            return Ok(());
+        if !translate::is_started(&spec) {
+            let version = service
+                .version
+                .as_ref()
+                .and_then(|v| v.index)
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or(0);
+            let options = UpdateServiceOptions {
+                version,
+                ..UpdateServiceOptions::default()
+            };
+            self.docker
+                .update_service(id, started(&spec), options, None)
+                .await
+                .map_err(|e| match status_of(&e) {
+                    Some(code) if code != 404 => LaunchError::Start {
+                        container: id.to_owned(),
+                        source: boxed(e),
+                    },
+                    _ => call_err("start", id, e),
+                })?;
         }
-        let version = service
-            .version
-            .as_ref()
-            .and_then(|v| v.index)
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or(0);
-        let options = UpdateServiceOptions {
-            version,
-            ..UpdateServiceOptions::default()
-        };
-        self.docker
-            .update_service(id, started(&spec), options, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| match status_of(&e) {
-                Some(code) if code != 404 => LaunchError::Start {
-                    container: id.to_owned(),
-                    source: boxed(e),
-                },
-                _ => call_err("start", id, e),
-            })
+        loop {
+            if let Some(task) = self.task("start", id).await? {
+                match outcome(&task) {
+                    TaskOutcome::Running | TaskOutcome::Exited(_) => return Ok(()),
+                    TaskOutcome::NotRun { state, error } | TaskOutcome::Lost { state, error } => {
+                        return Err(self.not_run(id, &task, &state, &error).await)
+                    }
+                    TaskOutcome::Pending => {
+                        let err = task.status.as_ref().and_then(|s| s.err.clone());
+                        if let Some(err) = err.filter(|e| e.starts_with("no suitable node")) {
+                            return Err(LaunchError::Start {
+                                container: id.to_owned(),
+                                source: format!(
+                                    "swarm rule `placement`: no node can run the job ({:?}): {err}",
+                                    constraints_of(&spec)
+                                )
+                                .into(),
+                            });
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn inspect(&self, id: &str) -> Result<ObservedContainer, LaunchError> {
@@ -272,14 +318,7 @@ impl Engine for SwarmEngine {
                 match outcome(&task) {
                     TaskOutcome::Exited(code) => return Ok(ExitStatus { code }),
                     TaskOutcome::NotRun { state, error } => {
-                        let node = self.node_of(&task).await;
-                        return Err(LaunchError::Start {
-                            container: id.to_owned(),
-                            source: format!(
-                                "swarm rule `task-{state}`: node {node} did not run the job: {error}"
-                            )
-                            .into(),
-                        });
+                        return Err(self.not_run(id, &task, &state, &error).await);
                     }
                     TaskOutcome::Lost { state, error } => {
                         let node = self.node_of(&task).await;
