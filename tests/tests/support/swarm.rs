@@ -217,3 +217,113 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         root_inode_mode: Some(0o755),
     }
 }
+
+/// A small workspace in the shared work directory: W with startup/ and local/ (0755) and the
+/// given job directories (0777, so any container user can write). Removed on drop.
+#[derive(Debug)]
+pub struct SharedWorkspace {
+    dir: tempfile::TempDir,
+}
+
+impl SharedWorkspace {
+    /// Lay it out under `base` (the cluster's work directory, or elsewhere on purpose).
+    pub fn new(base: &std::path::Path, jobs: &[&str]) -> SharedWorkspace {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("mp-swarm-")
+            .tempdir_in(base)
+            .expect("workspace dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod W");
+        for (d, mode) in [("startup", 0o755), ("local", 0o755)]
+            .into_iter()
+            .chain(jobs.iter().map(|j| (*j, 0o777)))
+        {
+            let p = dir.path().join(d);
+            fs::create_dir(&p).expect("mkdir");
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        SharedWorkspace { dir }
+    }
+
+    /// W.
+    pub fn w(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The verified default plan of job `job`.
+    pub fn verified(&self, job: &str) -> mount_plan_host::VerifiedPlan {
+        let layout = mount_plan::Layout::default();
+        let ws = mount_plan::HostPath::parse(self.w().to_str().expect("utf-8")).expect("path");
+        let plan = layout
+            .plan(&ws, &layout.job(job).expect("job"))
+            .expect("plan");
+        let options = mount_plan_host::VerifyOptions {
+            job_dir: mount_plan_host::JobDir::MustExist,
+            ..mount_plan_host::VerifyOptions::default()
+        };
+        mount_plan_host::verify(plan, &options).expect("verify")
+    }
+}
+
+/// A spec running `script` with `sh -c` in `image`, with Swarm's gaps accepted, labelled
+/// `mount-plan-test.run=run`, placed by `constraints`.
+pub fn sh_spec(
+    image: &str,
+    script: &str,
+    run: &str,
+    constraints: &[String],
+) -> mount_plan_launch::LaunchSpec {
+    let mut spec = mount_plan_launch::LaunchSpec::new(image.parse().expect("image"))
+        .with_command(["sh", "-c", script]);
+    spec.accept_missing = BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]);
+    spec.labels
+        .insert("mount-plan-test.run", run)
+        .expect("label");
+    spec.placement = constraints
+        .iter()
+        .map(|c| c.parse().expect("constraint"))
+        .collect();
+    spec
+}
+
+/// Launch through the lifecycle with default options, collecting stdout.
+pub async fn launch(
+    engine: &dyn mount_plan_launch::Engine,
+    verified: &mount_plan_host::VerifiedPlan,
+    spec: &mount_plan_launch::LaunchSpec,
+) -> (
+    Result<mount_plan_launch::Finished, mount_plan_launch::Failed>,
+    String,
+) {
+    let mut out = Vec::new();
+    let result = {
+        let mut sink = |c: &mount_plan_launch::LogChunk| out.extend_from_slice(&c.bytes);
+        mount_plan_launch::launch(
+            engine,
+            verified,
+            spec,
+            &mount_plan_launch::LaunchOptions::default(),
+            &mut sink,
+        )
+        .await
+    };
+    (result, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Containers (any state) on `worker`'s own engine labelled `mount-plan-test.run=run`.
+pub fn worker_containers(worker: &Worker, run: &str) -> Vec<String> {
+    run_cmd(worker.docker().args([
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=mount-plan-test.run={run}"),
+    ]))
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn run_cmd(c: &mut Command) -> String {
+    run(c).unwrap_or_default()
+}

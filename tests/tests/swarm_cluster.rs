@@ -1,0 +1,142 @@
+//! What only a cluster can show, on the three-node Swarm of `.ci/swarm-setup`: placement on
+//! each worker, eight jobs at once over both workers, and a node that cannot see W.
+//!
+//! Needs the swarm (`bash .ci/swarm-setup`) and root. Without them: fails under `CI`,
+//! otherwise prints SKIPPED.
+
+mod support;
+
+use std::fs;
+
+use mount_plan_launch::Engine;
+use support::swarm::{self, SharedWorkspace};
+
+/// A job pinned to each worker in turn runs there (its cgroup path names that worker's
+/// container) and its output appears in W/J on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_job_pinned_to_each_worker_runs_there() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    for worker in &cluster.workers {
+        let ws = SharedWorkspace::new(&cluster.workdir, &["pinned"]);
+        let verified = ws.verified("pinned");
+        let run = support::unique("pinned");
+        let spec = swarm::sh_spec(
+            &cluster.busybox,
+            "cat /proc/self/cgroup > where; echo done > out; echo to-stdout",
+            &run,
+            &[format!("node.hostname=={}", worker.hostname)],
+        );
+        let (result, stdout) = swarm::launch(&engine, &verified, &spec).await;
+        let finished = result.unwrap_or_else(|f| panic!("launch on {}: {f}", worker.hostname));
+        assert!(finished.status.success(), "{finished:?}");
+        assert!(finished.removed, "{finished:?}");
+        assert_eq!(stdout, "to-stdout\n");
+        let job = ws.w().join("pinned");
+        assert_eq!(fs::read_to_string(job.join("out")).unwrap(), "done\n");
+        let cgroup = fs::read_to_string(job.join("where")).unwrap();
+        assert!(
+            cgroup.contains(&worker.container_id()),
+            "the job did not run on {}: {cgroup}",
+            worker.hostname
+        );
+        let left = support::leftovers(&engine, &run).await;
+        assert!(left.is_empty(), "services left behind: {left:?}");
+    }
+}
+
+/// Eight jobs launched at once, spread over the two workers by constraint, each see only
+/// their own job directory at R (plus the shared ones), and write only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_eight_jobs_at_once_see_only_their_own_job_dir() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    let jobs: Vec<String> = (0..8).map(|i| format!("job{i}")).collect();
+    let names: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    let ws = SharedWorkspace::new(&cluster.workdir, &names);
+    let run = support::unique("eight");
+    let verified: Vec<_> = jobs.iter().map(|j| ws.verified(j)).collect();
+    let specs: Vec<_> = (0..8)
+        .map(|i| {
+            let worker = &cluster.workers[i % cluster.workers.len()];
+            swarm::sh_spec(
+                &cluster.busybox,
+                "ls /workspace > seen; cat /proc/self/cgroup > where; echo mine > mine",
+                &run,
+                &[format!("node.hostname=={}", worker.hostname)],
+            )
+        })
+        .collect();
+    let launches = verified
+        .iter()
+        .zip(&specs)
+        .map(|(v, s)| swarm::launch(&engine, v, s));
+    let results = futures_util::future::join_all(launches).await;
+    for (i, (result, _)) in results.into_iter().enumerate() {
+        let job = &jobs[i];
+        let finished = result.unwrap_or_else(|f| panic!("{job}: {f}"));
+        assert!(finished.status.success(), "{job}: {finished:?}");
+        let dir = ws.w().join(job);
+        let seen = fs::read_to_string(dir.join("seen")).unwrap();
+        assert_eq!(
+            seen,
+            format!("{job}\nlocal\nstartup\n"),
+            "{job} saw {seen:?}"
+        );
+        assert_eq!(fs::read_to_string(dir.join("mine")).unwrap(), "mine\n");
+        let worker = &cluster.workers[i % cluster.workers.len()];
+        let cgroup = fs::read_to_string(dir.join("where")).unwrap();
+        assert!(cgroup.contains(&worker.container_id()), "{job}: {cgroup}");
+        // Nothing else was written into this job's directory by another job.
+        let mut entries: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert_eq!(entries, ["mine", "seen", "where"], "{job}");
+    }
+    let left = support::leftovers(&engine, &run).await;
+    assert!(left.is_empty(), "services left behind: {left:?}");
+}
+
+/// A node that cannot see W (here: W outside the shared directory, so the bind source is
+/// missing on every worker) rejects the task: the launch fails as a start error naming the
+/// node, the command never ran, and no service is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_node_without_the_workspace_fails_naming_the_node() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    let ws = SharedWorkspace::new(&std::env::temp_dir(), &["unseen"]);
+    let verified = ws.verified("unseen");
+    let run = support::unique("unseen");
+    let worker = &cluster.workers[0];
+    let spec = swarm::sh_spec(
+        &cluster.busybox,
+        "echo ran > ran",
+        &run,
+        &[format!("node.hostname=={}", worker.hostname)],
+    );
+    let (result, _) = swarm::launch(&engine, &verified, &spec).await;
+    let failed = result.expect_err("a node without W must not run the job");
+    assert!(!failed.command_ran, "{failed}");
+    assert_eq!(failed.error.rule(), "start", "{failed}");
+    let msg = failed.error.to_string();
+    assert!(
+        msg.contains(&worker.hostname) && msg.contains("bind source path does not exist"),
+        "{msg}"
+    );
+    assert!(!ws.w().join("unseen/ran").exists());
+    let left = support::leftovers(&engine, &run).await;
+    assert!(left.is_empty(), "services left behind: {left:?}");
+    assert!(engine
+        .list("mount-plan-test.run", &run)
+        .await
+        .unwrap()
+        .is_empty());
+}
