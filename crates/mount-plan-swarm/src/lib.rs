@@ -5,10 +5,13 @@
 //! mounts as the Docker backend: the root tmpfs read-only with the planned mode and size,
 //! every bind non-recursive with private propagation and read-only where planned. The service
 //! is created asking for no completion, so nothing runs until the lifecycle has audited the
-//! service spec; [`Engine::start`] is the update that asks for one completion. Placement
-//! comes from the launch spec's constraints, by default `node.role==worker`. The exit status
-//! is the task's `Status.ContainerStatus.ExitCode`, read only when the command ran; the
-//! output is the service's log stream, ended by this crate once the task is terminal.
+//! service spec; [`Engine::start`] is the update that asks for one completion, and returns
+//! once the task's command runs (a task its node rejects, one that fails to start, and one
+//! no node can take are start errors naming the node or the constraints: the command never
+//! ran, the CLI exits 125). Placement comes from the launch spec's constraints, by default
+//! `node.role==worker`. The exit status is the task's `Status.ContainerStatus.ExitCode`, read
+//! only when the command ran; the output is the service's log stream, ended by this crate
+//! once the task is terminal (Swarm never ends a followed service log).
 //! Every service carries the launch's labels (on the service, for `list` and `gc`, and on
 //! its containers).
 //!
@@ -26,8 +29,14 @@
 //!   node. A node where a bind source is missing rejects the task, and the launch fails
 //!   naming the node (exit 125 from the CLI); a node that mounts *another* directory at W's
 //!   path is caught only by an in-container identity check (issue 10), not by this crate;
-//! - a node that goes down mid-job is reported (`node-down`) once the manager marks it down
-//!   (about 10-15 s after it stops answering); whatever the job wrote to W/J before stays.
+//! - a node lost mid-job ends the launch with what Swarm knows: the exit status its agent
+//!   reported on the way down (255, after about 2 s), `task-lost` (its engine restarted:
+//!   about 14 s), or `node-down` once the manager marks it down (about 17 s); the service
+//!   is removed and whatever the job wrote to W/J stays. A node that was down while its
+//!   service was removed may keep the job's exited container (labelled, so a node-local
+//!   `docker container prune --filter label=io.mount-plan.managed=1` finds it);
+//! - `stop` removes the service (Swarm cannot stop a job's task and keep it): the node stops
+//!   the container with the service's stop grace period (10 s), not the lifecycle's.
 //!
 //! The translation ([`translate()`]) and the mapping of services and tasks
 //! ([`observe::observe`], [`observe::outcome`]) are pure and unit-tested without a daemon;
@@ -365,7 +374,7 @@ impl Engine for SwarmEngine {
     }
 
     /// The service's log stream, followed; Swarm never ends it, so it is ended here once the
-    /// task is terminal (after [`LOG_TAIL`] for the last lines).
+    /// task is terminal (300 ms later, for the last lines).
     fn logs(&self, id: &str) -> LogStream {
         let opts = LogsOptions {
             follow: true,

@@ -95,6 +95,8 @@ pub fn warnings(api: ApiVersion) -> Vec<String> {
 
 /// Translate `plan`, `spec` and `labels` into the spec of a service that runs nothing yet
 /// (`TotalCompletions: 0`); [`started`] is the update that runs the job once.
+/// Network `none` and `default` both leave the task on the node's default bridge (see
+/// [`warnings`]); a named network is attached.
 ///
 /// Mounts are typed `Mount` structs (never `--mount` strings), as for Docker: the tmpfs root
 /// read-only with its mode and size, every bind non-recursive with private propagation and
