@@ -140,3 +140,49 @@ async fn swarm_node_without_the_workspace_fails_naming_the_node() {
         .unwrap()
         .is_empty());
 }
+
+/// `gc` finds services as it finds containers: one whose launcher is gone is removed, one
+/// whose launcher runs (this test) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    let ws = SharedWorkspace::new(&cluster.workdir, &["orphan", "alive"]);
+    let run = support::unique("gc");
+    let spec = swarm::sh_spec(&cluster.busybox, "sleep 60", &run, &[]);
+    let gone = mount_plan_launch::Launcher {
+        pid: u32::MAX,
+        ..mount_plan_launch::Launcher::current()
+    };
+    let orphan_plan = ws.verified("orphan");
+    let labels = mount_plan_launch::lifecycle::launch_labels(
+        orphan_plan.plan(),
+        &spec,
+        &mount_plan_launch::LaunchId::new(),
+        &gone,
+    );
+    let request = mount_plan_launch::CreateRequest {
+        plan: &orphan_plan,
+        spec: &spec,
+        labels: &labels,
+    };
+    let orphan = engine.create(&request).await.expect("create");
+    engine.start(&orphan).await.expect("start");
+    let alive = support::started(&engine, &ws.verified("alive"), &spec)
+        .await
+        .expect("start the live one");
+    let collected = mount_plan_launch::gc(&engine, &mount_plan_launch::GcOptions::default())
+        .await
+        .expect("gc");
+    let verdict = |id: &str| collected.iter().find(|c| c.container == id).cloned();
+    let o = verdict(&orphan).expect("gc lists the orphan");
+    assert!(o.removed, "{o:?}");
+    let a = verdict(&alive).expect("gc lists the live one");
+    assert!(!a.removed, "{a:?}");
+    let left = support::leftovers(&engine, &run).await;
+    assert_eq!(left, vec![alive.clone()]);
+    engine.remove(&alive).await.expect("remove");
+    assert!(support::leftovers(&engine, &run).await.is_empty());
+}
