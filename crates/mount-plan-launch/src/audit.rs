@@ -644,6 +644,20 @@ mod tests {
     }
 
     #[test]
+    fn no_new_privileges_is_not_asked_when_nosuid_is_accepted_missing() {
+        // Swarm at API 1.41 drops NoNewPrivileges: a spec accepting nosuid runs without it.
+        let mut o = conforming();
+        o.no_new_privileges = false;
+        let accepted = BTreeSet::from([Protection::NoExecOnBinds]);
+        assert_eq!(
+            rules(&audit(&plan(), &o, &accepted)),
+            vec!["no-new-privileges"]
+        );
+        let accepted = BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]);
+        assert!(audit(&plan(), &o, &accepted).is_empty());
+    }
+
+    #[test]
     fn reported_flags_are_compared() {
         let mut o = conforming();
         for b in &mut o.binds {
