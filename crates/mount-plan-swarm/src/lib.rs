@@ -50,14 +50,15 @@ pub mod translate;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::errors::Error as DockerError;
 use bollard::models::{Service, Task};
 use bollard::query_parameters::{
     InspectServiceOptions, ListServicesOptions, ListTasksOptions, LogsOptions, UpdateServiceOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mount_plan_docker::{log_chunk, ApiVersion, ConnectOptions, DockerEngine};
+use mount_plan_docker::{
+    boxed, call_err, log_chunk, status_of, ApiVersion, ConnectOptions, DockerEngine,
+};
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogStream,
     ObservedContainer,
@@ -79,35 +80,6 @@ pub struct SwarmEngine {
     info: EngineInfo,
     api: ApiVersion,
     node: String,
-}
-
-fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
-    Box::new(e)
-}
-
-fn status_of(e: &DockerError) -> Option<u16> {
-    match e {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-fn call_err(op: &'static str, service: &str, e: DockerError) -> LaunchError {
-    match status_of(&e) {
-        Some(404) => LaunchError::NotFound {
-            container: service.to_owned(),
-        },
-        Some(_) => LaunchError::Engine {
-            op,
-            container: service.to_owned(),
-            source: boxed(e),
-        },
-        None => LaunchError::AnswerLost {
-            op,
-            container: service.to_owned(),
-            source: boxed(e),
-        },
-    }
 }
 
 impl SwarmEngine {
