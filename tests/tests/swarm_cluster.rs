@@ -7,6 +7,7 @@
 mod support;
 
 use std::fs;
+use std::time::{Duration, Instant};
 
 use mount_plan_launch::Engine;
 use support::swarm::{self, SharedWorkspace};
@@ -44,7 +45,52 @@ async fn swarm_job_pinned_to_each_worker_runs_there() {
         );
         let left = support::leftovers(&engine, &run).await;
         assert!(left.is_empty(), "services left behind: {left:?}");
+        // The node removes the exited container too (a `replicated-job` service would
+        // leave it there on 20.10).
+        swarm::wait_no_containers(worker, &run, Duration::from_secs(20)).await;
     }
+}
+
+/// A launch cancelled while its command runs stops the command on its node: the service is
+/// removed and the node's container goes (SIGTERM, SIGKILL after the 10 s grace), well
+/// before the command would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_cancelled_job_is_stopped_on_its_node() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    let worker = &cluster.workers[0];
+    let ws = SharedWorkspace::new(&cluster.workdir, &["cancelled"]);
+    let verified = ws.verified("cancelled");
+    let run = support::unique("cancel");
+    let spec = swarm::sh_spec(
+        &cluster.busybox,
+        "echo started > started; sleep 120; echo finished > finished",
+        &run,
+        &[format!("node.hostname=={}", worker.hostname)],
+    );
+    let options = mount_plan_launch::LaunchOptions::default();
+    let cancel = options.cancel.clone();
+    let started = ws.w().join("cancelled/started");
+    let canceller = async {
+        while !started.exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cancel.cancel();
+    };
+    let mut sink = |_: &mount_plan_launch::LogChunk| {};
+    let (result, ()) = tokio::join!(
+        mount_plan_launch::launch(&engine, &verified, &spec, &options, &mut sink),
+        canceller
+    );
+    let failed = result.expect_err("cancelled");
+    assert!(failed.is_cancelled() && failed.command_ran, "{failed}");
+    let cancelled_at = Instant::now();
+    assert!(support::leftovers(&engine, &run).await.is_empty());
+    swarm::wait_no_containers(worker, &run, Duration::from_secs(30)).await;
+    assert!(cancelled_at.elapsed() < Duration::from_secs(30));
+    assert!(!ws.w().join("cancelled/finished").exists());
 }
 
 /// Eight jobs launched at once, spread over the two workers by constraint, each see only

@@ -1,11 +1,13 @@
 //! # mount-plan-swarm: the Docker Swarm backend
 //!
 //! **Guarantee.** [`SwarmEngine`] runs a verified plan's job on a Swarm node as a one-shot
-//! service (`replicated-job`, restart condition none, no healthcheck), with the same typed
+//! service (one replica, restart condition none, no healthcheck; not `replicated-job`, whose
+//! removal on Docker 20.10 neither stops nor removes its task: see [`translate`](mod@translate)),
+//! with the same typed
 //! mounts as the Docker backend: the root tmpfs read-only with the planned mode and size,
 //! every bind non-recursive with private propagation and read-only where planned. The service
-//! is created asking for no completion, so nothing runs until the lifecycle has audited the
-//! service spec; [`Engine::start`] is the update that asks for one completion, and returns
+//! is created with no replica, so nothing runs until the lifecycle has audited the service
+//! spec; [`Engine::start`] is the update that asks for one replica, and returns
 //! once the task's command runs (a task its node rejects, one that fails to start, and one
 //! no node can take are start errors naming the node or the constraints: the command never
 //! ran, the CLI exits 125). Placement comes from the launch spec's constraints, by default
@@ -199,7 +201,7 @@ impl Engine for SwarmEngine {
         }
     }
 
-    /// Create the service asking for no completion: nothing runs until `start`.
+    /// Create the service with no replica: nothing runs until `start`.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
         let plan = request.plan.plan();
         let spec = translate(plan, request.spec, request.labels, &self.info)?;
@@ -221,13 +223,13 @@ impl Engine for SwarmEngine {
         })
     }
 
-    /// Ask for one completion, then follow the task until its command runs (or has already
+    /// Ask for one replica, then follow the task until its command runs (or has already
     /// ended), as Docker's start returns once the process runs. A task that never runs its
     /// command is the engine's "no" ([`LaunchError::Start`], naming the node): rejected by
     /// its node (a bind source missing there, an image it lacks), failed to start (a missing
     /// executable), or with no node to go to (the constraints match no ready node). The
     /// lifecycle then knows the command did not run. A service already started is not
-    /// updated again (a job service runs a new iteration on every update).
+    /// updated again.
     async fn start(&self, id: &str) -> Result<(), LaunchError> {
         let service = self.service("start", id).await?;
         let spec = service.spec.clone().unwrap_or_default();

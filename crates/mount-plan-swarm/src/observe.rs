@@ -9,8 +9,8 @@ use mount_plan_launch::{
 
 use crate::translate::is_started;
 
-/// The task a service's state is read from: the one of its latest job iteration (a job
-/// service runs a new iteration on every update), the most recently created among them.
+/// The task a service's state is read from: the most recent one (by job iteration, then
+/// creation time, then version; a started service of ours has exactly one).
 pub fn current_task(tasks: &[Task]) -> Option<&Task> {
     tasks.iter().max_by_key(|t| {
         (
@@ -357,7 +357,7 @@ mod tests {
                     ],
                     "Privileges": {"NoNewPrivileges": false}
                 }, "Networks": [{"Target": "fl-net"}]},
-                "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+                "Mode": {"Replicated": {"Replicas": 1}}
             }
         }))
         .unwrap();
@@ -389,10 +389,10 @@ mod tests {
             .mode
             .as_mut()
             .unwrap()
-            .replicated_job
+            .replicated
             .as_mut()
             .unwrap()
-            .total_completions = Some(0);
+            .replicas = Some(0);
         let o = observe(&unstarted, Some(&exited));
         assert_eq!((o.state.as_deref(), o.exit_code), (Some("created"), None));
         let rejected = task(

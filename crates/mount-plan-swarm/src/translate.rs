@@ -1,12 +1,18 @@
-//! Pure translation of a plan and a launch spec into a Swarm service spec: a one-shot
-//! `replicated-job` service created with no completions asked (nothing runs), and the update
-//! that starts it.
+//! Pure translation of a plan and a launch spec into a Swarm service spec: a one-shot service
+//! (`replicated`, restart condition none) created with no replica (nothing runs), and the
+//! update that starts its one replica.
+//!
+//! Why not `replicated-job`: on Docker 20.10 removing a job service neither stops its running
+//! task nor removes its tasks and containers (moby/moby#44312, fixed by moby/swarmkit#3112 in
+//! 2023), so a cancelled job would keep running and every job would leave an exited container
+//! on its node. A replicated service with restart condition none runs its task once, and its
+//! removal stops and removes it (measured on 20.10).
 
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicatedJob, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
     TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
@@ -23,8 +29,6 @@ pub const DEFAULT_CONSTRAINT: &str = "node.role==worker";
 /// Swarm API versions that gate what a service can carry.
 pub mod api {
     use mount_plan_docker::ApiVersion;
-    /// `ServiceSpec.Mode.ReplicatedJob` (one-shot services).
-    pub const REPLICATED_JOB: ApiVersion = ApiVersion::new(1, 41);
     /// `BindOptions.NonRecursive` in a service's mounts.
     pub const NON_RECURSIVE: ApiVersion = ApiVersion::new(1, 40);
     /// `ContainerSpec.Privileges.NoNewPrivileges` in a service (dropped silently before).
@@ -94,7 +98,7 @@ pub fn warnings(api: ApiVersion) -> Vec<String> {
 }
 
 /// Translate `plan`, `spec` and `labels` into the spec of a service that runs nothing yet
-/// (`TotalCompletions: 0`); [`started`] is the update that runs the job once.
+/// (`Replicas: 0`); [`started`] is the update that runs it once.
 /// Network `none` and `default` both leave the task on the node's default bridge (see
 /// [`warnings`]); a named network is attached.
 ///
@@ -114,15 +118,6 @@ pub fn translate(
         .api_version
         .parse()
         .map_err(|e: mount_plan_docker::ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
-    if api < api::REPLICATED_JOB {
-        return Err(LaunchError::ApiTooOld {
-            engine: "swarm",
-            engine_version: engine.version.clone(),
-            api_version: api.to_string(),
-            feature: "ServiceSpec.Mode.ReplicatedJob",
-            needed: "1.41",
-        });
-    }
     if spec.gpus.is_some() {
         return Err(LaunchError::SpecUnsupported {
             engine: "swarm",
@@ -201,35 +196,32 @@ pub fn translate(
             networks,
             ..TaskSpec::default()
         }),
-        mode: Some(job_mode(0)),
+        mode: Some(replicas(0)),
         ..ServiceSpec::default()
     })
 }
 
-fn job_mode(completions: i64) -> ServiceSpecMode {
+fn replicas(n: i64) -> ServiceSpecMode {
     ServiceSpecMode {
-        replicated_job: Some(ServiceSpecModeReplicatedJob {
-            max_concurrent: Some(1),
-            total_completions: Some(completions),
-        }),
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }),
         ..ServiceSpecMode::default()
     }
 }
 
-/// Whether a service spec asks for its job to run (`TotalCompletions` above 0).
+/// Whether a service spec asks for its task to run (`Replicas` above 0).
 pub fn is_started(spec: &ServiceSpec) -> bool {
     spec.mode
         .as_ref()
-        .and_then(|m| m.replicated_job.as_ref())
-        .and_then(|j| j.total_completions)
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
         .is_some_and(|n| n > 0)
 }
 
-/// The update that starts a created service: the same spec asking for one completion. A job
-/// service runs a new iteration on every update, so this is sent once.
+/// The update that starts a created service: the same spec asking for one replica. With
+/// restart condition none its task runs once; it is sent once.
 pub fn started(spec: &ServiceSpec) -> ServiceSpec {
     ServiceSpec {
-        mode: Some(job_mode(1)),
+        mode: Some(replicas(1)),
         ..spec.clone()
     }
 }
@@ -284,11 +276,9 @@ mod tests {
     fn a_created_service_runs_nothing_until_started() {
         let s = service(&spec(), "1.41");
         assert!(!is_started(&s));
-        let job = s.mode.as_ref().unwrap().replicated_job.as_ref().unwrap();
-        assert_eq!(
-            (job.max_concurrent, job.total_completions),
-            (Some(1), Some(0))
-        );
+        let r = s.mode.as_ref().unwrap().replicated.as_ref().unwrap();
+        assert_eq!(r.replicas, Some(0));
+        assert_eq!(s.mode.as_ref().unwrap().replicated_job, None);
         let s2 = started(&s);
         assert!(is_started(&s2));
         assert_eq!(s2.task_template, s.task_template, "only the mode changes");
@@ -387,11 +377,14 @@ mod tests {
 
     #[test]
     fn versions_gate_the_service() {
-        let plan = plan();
-        let labels = mount_plan_launch::container_labels(&plan, &spec());
-        let err = translate(&plan, &spec(), &labels, &engine("1.40")).unwrap_err();
-        assert_eq!(err.rule(), "api-version");
-        assert!(err.to_string().contains("ReplicatedJob"), "{err}");
+        // Below 1.40 a service cannot be non-recursive: the field is left out and the
+        // lifecycle refuses the plan from `availability`.
+        let old = service(&spec(), "1.39");
+        let m = &container(&old).mounts.as_ref().unwrap()[1];
+        assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
+        assert!(!availability(ApiVersion::new(1, 39))
+            .iter()
+            .any(|(p, a)| *p == Protection::NonRecursiveBinds && a.is_available()));
         let s = service(&spec(), "1.46");
         assert_eq!(
             container(&s).privileges.as_ref().unwrap().no_new_privileges,

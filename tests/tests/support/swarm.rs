@@ -324,6 +324,24 @@ pub fn worker_containers(worker: &Worker, run: &str) -> Vec<String> {
     .collect()
 }
 
+/// Wait until `worker` has no container (any state) labelled `mount-plan-test.run=run`: a
+/// removed service's node stops and removes its container (after the stop grace period).
+pub async fn wait_no_containers(worker: &Worker, run: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let left = worker_containers(worker, run);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "containers of run {run} left on {} after {within:?}: {left:?}",
+            worker.hostname
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn run_cmd(c: &mut Command) -> String {
     run(c).unwrap_or_default()
 }
