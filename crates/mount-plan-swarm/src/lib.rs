@@ -34,9 +34,8 @@
 //! - a node lost mid-job ends the launch with what Swarm knows: the exit status its agent
 //!   reported on the way down (255, after about 2 s), `task-lost` (its engine restarted:
 //!   about 14 s), or `node-down` once the manager marks it down (about 17 s); the service
-//!   is removed and whatever the job wrote to W/J stays. A node that was down while its
-//!   service was removed may keep the job's exited container (labelled, so a node-local
-//!   `docker container prune --filter label=io.mount-plan.managed=1` finds it);
+//!   is removed, the node removes the container once it is back, and whatever the job
+//!   wrote to W/J stays;
 //! - `stop` removes the service (Swarm cannot stop a job's task and keep it): the node stops
 //!   the container with the service's stop grace period (10 s), not the lifecycle's.
 //!
