@@ -66,5 +66,6 @@ pub use runtime::{
 };
 pub use spec::{
     ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network, NetworkName,
-    Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX,
+    PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST,
+    LABEL_PREFIX,
 };
