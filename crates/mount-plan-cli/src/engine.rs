@@ -58,6 +58,10 @@ pub struct EngineArgs {
     /// Seconds to wait for the engine to answer the version handshake
     #[arg(long, value_name = "SECS", default_value = "10")]
     pub connect_timeout: u64,
+    /// Docker only: an image with `stat`, to observe (once per engine version, cached) what
+    /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
+    #[arg(long, value_name = "IMAGE")]
+    pub probe_image: Option<String>,
 }
 
 /// Protections accepted as missing on the chosen engine.
@@ -89,6 +93,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn JobRuntime>, LaunchErr
             let options = ConnectOptions {
                 host: args.socket.clone(),
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                probe_image: args.probe_image.clone(),
                 ..ConnectOptions::default()
             };
             Ok(Box::new(DockerRuntime::connect(&options).await?))
