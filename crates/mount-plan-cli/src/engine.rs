@@ -261,6 +261,12 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail_before_run(e.into()),
         };
+        // Say what this engine does differently from the plan (a report of this engine).
+        if let Ok(report) = runtime.doctor().await {
+            for d in report.differences_for(verified.plan()) {
+                eprintln!("warning: {d}");
+            }
+        }
         let job = match runtime.launch(&verified, &spec).await {
             Ok(j) => j,
             Err(e) => return fail_before_run(e.into()),
@@ -338,9 +344,14 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         let runtime = connect(&cmd.engine).await.map_err(once)?;
         let observed = runtime.inspect(&cmd.container).await.map_err(once)?;
         let differences = audit(&plan, &observed, &accepted);
+        let report = runtime.doctor().await.map_err(once)?;
         let mut out = std::io::stdout().lock();
         for d in &differences {
             writeln!(out, "{d}")?;
+        }
+        // What the engine made of what it was asked, which its inspect answer cannot show.
+        for d in report.differences_for(&plan) {
+            writeln!(out, "note: {d}")?;
         }
         if differences.is_empty() {
             writeln!(
