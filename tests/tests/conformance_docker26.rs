@@ -9,11 +9,11 @@
 mod support;
 
 use bollard::query_parameters::InspectContainerOptions;
-use mount_plan_docker::{probe, root_mode_from_runtime, ApiVersion, DockerRuntime, RootMode};
-use mount_plan_launch::{Availability, JobRuntime, Protection};
+use mount_plan_docker::{probe, root_mode_from_runtime, ApiVersion, DockerEngine, RootMode};
+use mount_plan_launch::{Availability, Engine, Protection};
 use support::conformance::{self, EngineFixture, Scenario};
 
-async fn docker26() -> Option<(DockerRuntime, EngineFixture)> {
+async fn docker26() -> Option<(DockerEngine, EngineFixture)> {
     let engine = support::engines::docker26()?;
     support::docker::nested_fixture(&engine, true).await
 }
@@ -49,8 +49,8 @@ async fn docker26_doctor_reports_what_this_engine_does() {
     let Some((rt, _fx)) = docker26().await else {
         return;
     };
-    let report = rt.doctor().await.expect("doctor");
-    let engine = rt.engine();
+    let report = rt.report();
+    let engine = rt.info();
     assert!(engine.version.starts_with("26."), "{engine:?}");
     assert!(
         rt.api_version() >= ApiVersion::READ_ONLY_RECURSIVE,
@@ -83,7 +83,7 @@ async fn docker26_root_mode_observed_matches_the_version_table() {
         .expect("probe");
     assert_eq!(seen, RootMode::Kept);
     assert_eq!(
-        root_mode_from_runtime(rt.engine().runtime.as_deref()),
+        root_mode_from_runtime(rt.info().runtime.as_deref()),
         Some(seen)
     );
 }
@@ -100,12 +100,14 @@ async fn docker26_read_only_binds_are_forced() {
     let run_label = support::unique("run");
     let mut spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &run_label);
     spec.command = vec!["/bin/sleep".into(), "30".into()];
-    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let id = support::started(&rt, &verified, &spec)
+        .await
+        .expect("create and start");
     let inspected = rt
         .client()
-        .inspect_container(&job.id, None::<InspectContainerOptions>)
+        .inspect_container(&id, None::<InspectContainerOptions>)
         .await;
-    rt.remove(&job).await.expect("remove");
+    rt.remove(&id).await.expect("remove");
     let mounts = inspected
         .expect("inspect")
         .host_config

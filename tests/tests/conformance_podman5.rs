@@ -9,12 +9,12 @@
 mod podman_support;
 mod support;
 
-use mount_plan_launch::{JobRuntime, Protection};
-use mount_plan_podman::{PodmanRuntime, PodmanVersion, UserNamespace};
+use mount_plan_launch::{Engine, Protection};
+use mount_plan_podman::{PodmanEngine, PodmanVersion, UserNamespace};
 use podman_support::{Mode, Service};
 use support::conformance::{self, EngineFixture, Scenario};
 
-async fn podman5() -> Option<(PodmanRuntime, EngineFixture)> {
+async fn podman5() -> Option<(PodmanEngine, EngineFixture)> {
     let engine = support::engines::podman5()?;
     let service = Service {
         mode: Mode::Rootful,
@@ -78,8 +78,8 @@ async fn podman5_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = podman5().await else {
         return;
     };
-    let report = rt.doctor().await.expect("doctor");
-    let engine = rt.engine();
+    let report = rt.report();
+    let engine = rt.info();
     assert_eq!(engine.engine, "podman");
     assert!(!engine.rootless);
     let version: PodmanVersion = engine.version.parse().expect("version");

@@ -171,21 +171,19 @@ pub async fn observe_root_mode(docker: &Docker, image: &str) -> Result<RootMode,
     })
 }
 
-/// What is known by observation of R's mode on `rt`'s engine: the cache, else (when the
-/// versions cannot tell it and `image` is given) a probe run now and remembered.
+/// What is known by observation of R's mode on `engine`: the cache, else (when the versions
+/// cannot tell it and `image` is given) a probe run now and remembered.
 pub async fn root_mode(
-    rt: &crate::DockerRuntime,
+    docker: &Docker,
+    engine: &EngineInfo,
     image: Option<&str>,
 ) -> Result<Option<RootMode>, LaunchError> {
-    use mount_plan_launch::JobRuntime;
-    let engine = rt.engine();
     if let Some(seen) = cached(engine) {
         return Ok(Some(seen));
     }
-    let by_version = crate::root_mode_from_runtime(engine.runtime.as_deref());
     match image {
-        Some(image) if by_version.is_none() => {
-            let seen = observe_root_mode(rt.client(), image).await?;
+        Some(image) if crate::root_mode_from_runtime(engine.runtime.as_deref()).is_none() => {
+            let seen = observe_root_mode(docker, image).await?;
             remember(engine, seen);
             Ok(Some(seen))
         }

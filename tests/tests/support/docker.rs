@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use mount_plan_docker::{root_mode_from_runtime, ConnectOptions, DockerRuntime, RootMode};
-use mount_plan_launch::{JobRuntime, Protection};
+use mount_plan_docker::{root_mode_from_runtime, ConnectOptions, DockerEngine, RootMode};
+use mount_plan_launch::{Engine, Protection};
 
 use super::conformance::EngineFixture;
 use super::engines::NestedEngine;
@@ -13,7 +13,7 @@ use super::engines::NestedEngine;
 /// The Docker runtime and fixture of this machine's engine, or `None` (skipped; a failure
 /// under CI). With `shared_tmpfs`, workspaces sit on their own shared-propagation tmpfs, so a
 /// bind without private propagation becomes visible.
-pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerRuntime, EngineFixture)> {
+pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerEngine, EngineFixture)> {
     fixture_at("docker", None, std::env::temp_dir(), shared_tmpfs).await
 }
 
@@ -21,7 +21,7 @@ pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerRuntime, EngineFixture
 pub async fn nested_fixture(
     engine: &NestedEngine,
     shared_tmpfs: bool,
-) -> Option<(DockerRuntime, EngineFixture)> {
+) -> Option<(DockerEngine, EngineFixture)> {
     fixture_at(
         engine.name,
         Some(&engine.url),
@@ -36,14 +36,14 @@ async fn fixture_at(
     host: Option<&str>,
     base_dir: PathBuf,
     shared_tmpfs: bool,
-) -> Option<(DockerRuntime, EngineFixture)> {
+) -> Option<(DockerEngine, EngineFixture)> {
     let options = ConnectOptions {
         host: host.map(str::to_owned),
         ..ConnectOptions::default()
     };
     let rt = super::require(
         &format!("the {name} engine"),
-        DockerRuntime::connect(&options)
+        DockerEngine::connect(&options)
             .await
             .map_err(|e| e.to_string()),
     )?;
@@ -53,12 +53,12 @@ async fn fixture_at(
     let probe = super::image::probe_binary().expect("probe built with the image");
     // What R's root inode really shows is what the backend reports for this engine's
     // runtime: the suite checks the report against the container.
-    let root_inode_mode = match root_mode_from_runtime(rt.engine().runtime.as_deref()) {
+    let root_inode_mode = match root_mode_from_runtime(rt.info().runtime.as_deref()) {
         Some(RootMode::Kept) => None,
         Some(RootMode::Becomes(mode)) => Some(mode),
         None => panic!(
             "{name}: runtime {:?} is not in the version table; the suite needs it",
-            rt.engine().runtime
+            rt.info().runtime
         ),
     };
     let fx = EngineFixture {
