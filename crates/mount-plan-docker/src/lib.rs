@@ -47,8 +47,8 @@ use mount_plan_launch::{
 
 pub use observe::observe;
 pub use translate::{
-    availability, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
-    NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
+    availability, engine_mounts, translate, ApiVersion, ApiVersionError, CreateCall,
+    NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
 };
 
 /// The socket used when neither an explicit host nor `DOCKER_HOST` is given.

@@ -96,6 +96,43 @@ pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
         .collect()
 }
 
+/// The plan's mounts as the Engine API's `HostConfig.Mounts` for an engine speaking `api`: the
+/// tmpfs root with its read-only flag, mode and size; every bind private, read-only where
+/// planned, and non-recursive from API 1.40 (older engines have no such field: [`translate`]
+/// refuses them). Serialised with serde, this is the JSON list the Engine API (and docker-py's
+/// `mounts=`) takes.
+pub fn engine_mounts(plan: &MountPlan, api: ApiVersion) -> Vec<DockerMount> {
+    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
+    plan.mounts()
+        .iter()
+        .map(|m| match m {
+            Mount::Tmpfs(t) => DockerMount {
+                target: Some(t.target().to_string()),
+                typ: Some(MountType::TMPFS),
+                read_only: Some(t.read_only()),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(i64::try_from(t.size_bytes()).unwrap_or(i64::MAX)),
+                    mode: Some(i64::from(t.mode())),
+                    options: None,
+                }),
+                ..DockerMount::default()
+            },
+            Mount::Bind(b) => DockerMount {
+                target: Some(b.target().to_string()),
+                source: Some(b.source().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(b.read_only()),
+                bind_options: Some(MountBindOptions {
+                    propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
+                    non_recursive,
+                    ..MountBindOptions::default()
+                }),
+                ..DockerMount::default()
+            },
+        })
+        .collect()
+}
+
 /// A create call: its query options and its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateCall {
@@ -148,37 +185,7 @@ pub fn translate(
             why: why.clone(),
         });
     }
-    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
-
-    let mounts = plan
-        .mounts()
-        .iter()
-        .map(|m| match m {
-            Mount::Tmpfs(t) => DockerMount {
-                target: Some(t.target().to_string()),
-                typ: Some(MountType::TMPFS),
-                read_only: Some(t.read_only()),
-                tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(i64::try_from(t.size_bytes()).unwrap_or(i64::MAX)),
-                    mode: Some(i64::from(t.mode())),
-                    options: None,
-                }),
-                ..DockerMount::default()
-            },
-            Mount::Bind(b) => DockerMount {
-                target: Some(b.target().to_string()),
-                source: Some(b.source().to_string()),
-                typ: Some(MountType::BIND),
-                read_only: Some(b.read_only()),
-                bind_options: Some(MountBindOptions {
-                    propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
-                    non_recursive,
-                    ..MountBindOptions::default()
-                }),
-                ..DockerMount::default()
-            },
-        })
-        .collect();
+    let mounts = engine_mounts(plan, api);
 
     let network_mode = match &spec.network {
         Network::None => "none".to_owned(),
