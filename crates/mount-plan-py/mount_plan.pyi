@@ -1,0 +1,250 @@
+"""Give every job container an isolated view of a shared workspace.
+
+A container planned by mount-plan sees exactly: an empty tmpfs at the workspace root R
+(read-only by default), the shared directories of the workspace W read-only at R/<name>, the
+job directory W/J read-write at R/J (its working directory), and nothing else of W.
+
+Every rule lives in the Rust crates; errors carry the rule id (``.rule``) and the refused
+value (``.value``).
+"""
+
+import os
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Tuple, Union, final
+
+__version__: str
+
+StrPath = Union[str, "os.PathLike[str]"]
+RootName = Literal["read-only", "scratch"]
+ExtraMount = Union[Mapping[str, Any], Tuple[str, str, bool]]
+
+class PlanError(ValueError):
+    """A name, path or layout broke a rule of the core."""
+
+    rule: str
+    """The rule id: ``reserved``, ``bad-char``, ``not-absolute``, ``shared-name``..."""
+    value: Optional[str]
+    """The refused value, as text (None when the rule concerns no single value)."""
+
+class HostCheckError(Exception):
+    """A host check failed (``verify``)."""
+
+    rule: str
+    """The rule id: ``symlink``, ``missing``, ``exists``, ``other-filesystem``, ``permissions``..."""
+    value: Optional[str]
+    """The refused path (as the engine sees it), or the refused mode or launcher path."""
+    path: Optional[str]
+    """The path as the engine sees it, when the check concerned a path."""
+    launcher_path: Optional[str]
+    """The path this process checked (differs with ``launcher_workspace``)."""
+    what: Optional[str]
+    """``workspace``, ``shared directory``, ``job directory``, ``extra mount source``..."""
+
+class LaunchError(Exception):
+    """A launch failed (``launch``)."""
+
+    rule: str
+    """The rule id of the failure (``connect``, ``image-not-found``, ``protection``...)."""
+    value: Optional[str]
+    """The refused value, when the failure concerns one (an image, a socket...)."""
+    container: Optional[str]
+    """The container that was created, if any (it was removed unless it could not be)."""
+    command_ran: bool
+    """Whether the command may have run."""
+
+@final
+class Layout:
+    """A validated layout: container root R, shared read-only directories, root tmpfs policy,
+    extra mounts. Keyword arguments are the CLI's layout options; ``layout`` is a TOML layout
+    file whose settings the other arguments override."""
+
+    def __init__(
+        self,
+        *,
+        container_root: Optional[str] = None,
+        shared: Optional[Sequence[str]] = None,
+        no_shared: bool = False,
+        root: Optional[RootName] = None,
+        scratch_size: Optional[int] = None,
+        layout: Optional[StrPath] = None,
+        extra_mounts: Optional[Sequence[ExtraMount]] = None,
+    ) -> None: ...
+    @staticmethod
+    def from_file(path: StrPath) -> "Layout":
+        """The layout of a TOML layout file (raises PlanError with rule ``layout-file`` when it
+        is not one, OSError when it cannot be read)."""
+    @property
+    def container_root(self) -> str: ...
+    @property
+    def shared(self) -> list[str]: ...
+    @property
+    def root(self) -> RootName: ...
+    @property
+    def root_size_bytes(self) -> int: ...
+    @property
+    def extra_mounts(self) -> list[dict[str, Any]]: ...
+    def job(self, name: Union[str, bytes]) -> str:
+        """The name if it is a valid job name in this layout; raises PlanError."""
+    def plan(self, workspace: StrPath, job: Union[str, bytes]) -> "Plan": ...
+    def to_dict(self) -> dict[str, Any]:
+        """The layout as a layout file's keys."""
+
+@final
+class TmpfsMount:
+    """The tmpfs at the container root R."""
+
+    @property
+    def kind(self) -> Literal["tmpfs"]: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def read_only(self) -> bool: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def nosuid(self) -> bool: ...
+    @property
+    def nodev(self) -> bool: ...
+    @property
+    def noexec(self) -> bool: ...
+
+@final
+class BindMount:
+    """A bind of a host directory: never recursive, private propagation."""
+
+    @property
+    def kind(self) -> Literal["bind"]: ...
+    @property
+    def role(self) -> Literal["shared", "job", "extra"]: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def read_only(self) -> bool: ...
+    @property
+    def recursive(self) -> bool: ...
+    @property
+    def propagation(self) -> Literal["private"]: ...
+    @property
+    def nosuid(self) -> bool: ...
+    @property
+    def nodev(self) -> bool: ...
+    @property
+    def noexec(self) -> bool: ...
+
+@final
+class Plan:
+    """The mounts and working directory of one job container."""
+
+    @property
+    def job(self) -> str: ...
+    @property
+    def workspace(self) -> str: ...
+    @property
+    def container_root(self) -> str: ...
+    @property
+    def workdir(self) -> str:
+        """The working directory R/J."""
+    @property
+    def mounts(self) -> list[Union[TmpfsMount, BindMount]]:
+        """Every mount in mount order: the root tmpfs, then the binds."""
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly what ``mount-plan plan --format json`` prints."""
+    def docker_mounts(self) -> list[dict[str, Any]]:
+        """The Engine API's ``HostConfig.Mounts`` list, for docker-py's ``mounts=``. Pass
+        ``security_opt=["no-new-privileges"]`` too: Docker cannot set nosuid on binds."""
+    def docker_args(self) -> list[str]:
+        """``docker run`` arguments: CSV-quoted ``--mount`` values, ``--workdir``,
+        ``--security-opt no-new-privileges``."""
+    def podman_args(self) -> list[str]:
+        """``podman run`` arguments: CSV-quoted ``--mount`` values, ``--workdir``."""
+    def oci_mounts(self) -> list[dict[str, Any]]:
+        """OCI runtime-spec mounts: ``destination``, ``type``, ``source``, ``options``."""
+
+@final
+class VerifiedPlan:
+    """A plan whose bind sources were checked on the real filesystem, with (device, inode)
+    pins. The only plan ``launch`` takes. Holds a shared lock on the job directory while it
+    lives."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def workdir(self) -> str: ...
+    @property
+    def pins(self) -> dict[str, Any]:
+        """``{"workspace": {"dev", "ino"}, "binds": [{"target", "source", "role", "dev", "ino"}]}``"""
+    @property
+    def workspace_pin(self) -> Tuple[int, int]: ...
+    @property
+    def job_pin(self) -> Tuple[int, int]: ...
+    @property
+    def warnings(self) -> list[str]: ...
+    @property
+    def launcher_workspace(self) -> str: ...
+    @property
+    def job_dir_created(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly what ``mount-plan plan --verify --format json`` prints."""
+
+def plan(
+    workspace: StrPath,
+    job: Union[str, bytes],
+    *,
+    layout: Union[Layout, StrPath, None] = None,
+    container_root: Optional[str] = None,
+    shared: Optional[Sequence[str]] = None,
+    no_shared: bool = False,
+    root: Optional[RootName] = None,
+    scratch_size: Optional[int] = None,
+    extra_mounts: Optional[Sequence[ExtraMount]] = None,
+) -> Plan:
+    """The plan of job ``job`` in the host workspace ``workspace``. ``layout`` is a Layout or
+    a TOML layout file; the other keyword arguments are the CLI's layout options."""
+
+def check_name(name: Union[str, bytes], layout: Optional[Layout] = None) -> str:
+    """The name if it is a valid job name (in ``layout``, default: the default layout, whose
+    reserved names are ``startup`` and ``local`` in any ASCII case); raises PlanError."""
+
+def verify(
+    plan: Plan,
+    *,
+    create_job_dir: Union[None, bool, Literal["if-missing", "fresh"]] = None,
+    job_dir_mode: int = 0o750,
+    job_dir_owner: Optional[Tuple[int, int]] = None,
+    launcher_workspace: Optional[StrPath] = None,
+    expected_owner: Optional[int] = None,
+    permissions: Literal["refuse", "warn"] = "refuse",
+    refuse_hard_links: bool = False,
+    strict_paths: bool = False,
+) -> VerifiedPlan:
+    """Check the plan against the real workspace without following links, pin every bind
+    source; raises HostCheckError naming the rule and the path."""
+
+OutputCallback = Callable[[Literal["stdout", "stderr"], bytes], object]
+
+def launch(
+    plan: VerifiedPlan,
+    image: str,
+    command: Sequence[str] = (),
+    *,
+    runtime: Literal["docker", "podman"] = "docker",
+    socket: Optional[str] = None,
+    user: Optional[str] = None,
+    env: Union[Mapping[str, str], Sequence[str], None] = None,
+    network: str = "none",
+    name: Optional[str] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    keep: bool = False,
+    accept_missing: Sequence[Literal["noexec"]] = (),
+    userns: Optional[Literal["default", "keep-id"]] = None,
+    stop_grace: float = 10.0,
+    on_output: Optional[OutputCallback] = None,
+    on_event: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> int:
+    """Create, audit, start, stream, wait and remove the job container; return its exit
+    status. Blocks with the GIL released; output goes to ``on_output`` or to
+    ``sys.stdout``/``sys.stderr``. A KeyboardInterrupt cancels the launch: the container is
+    stopped and removed, then the KeyboardInterrupt is raised. Raises LaunchError."""
