@@ -139,6 +139,26 @@ impl SpecError {
             SpecError::EngineKind { .. } => "engine-kind",
         }
     }
+
+    /// The refused value, as text.
+    pub fn value(&self) -> &str {
+        match self {
+            SpecError::EnvDuplicate { key } => key,
+            SpecError::Image { value }
+            | SpecError::EnvKey { value }
+            | SpecError::Value { value, .. }
+            | SpecError::User { value }
+            | SpecError::NetworkNamespace { value }
+            | SpecError::NetworkName { value }
+            | SpecError::ContainerName { value }
+            | SpecError::LabelKey { value }
+            | SpecError::LabelReserved { value }
+            | SpecError::Gpus { value }
+            | SpecError::Resource { value, .. }
+            | SpecError::Protection { value, .. }
+            | SpecError::EngineKind { value } => value,
+        }
+    }
 }
 
 fn plain_name(value: &str) -> bool {
@@ -599,6 +619,7 @@ impl LaunchSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LaunchError;
 
     #[test]
     fn env_keys() {
@@ -635,7 +656,10 @@ mod tests {
             "+1",
             "99999999999",
         ] {
-            assert_eq!(bad.parse::<User>().unwrap_err().rule(), "user", "{bad}");
+            let err = bad.parse::<User>().unwrap_err();
+            assert_eq!(err.rule(), "user", "{bad}");
+            assert_eq!(err.value(), bad);
+            assert_eq!(LaunchError::from(err).value(), Some(bad));
         }
     }
 
