@@ -228,23 +228,38 @@ OutputCallback = Callable[[Literal["stdout", "stderr"], bytes], object]
 def launch(
     plan: VerifiedPlan,
     image: str,
-    command: Sequence[str] = (),
+    command: Optional[Sequence[str]] = None,
     *,
     runtime: Literal["docker", "podman"] = "docker",
     socket: Optional[str] = None,
+    userns: Optional[Literal["default", "keep-id"]] = None,
     user: Optional[str] = None,
     env: Union[Mapping[str, str], Sequence[str], None] = None,
     network: str = "none",
     name: Optional[str] = None,
     labels: Optional[Mapping[str, str]] = None,
+    gpus: Optional[str] = None,
+    memory: Optional[int] = None,
+    cpus: Optional[float] = None,
+    pids_limit: Optional[int] = None,
     keep: bool = False,
-    accept_missing: Sequence[Literal["noexec"]] = (),
-    userns: Optional[Literal["default", "keep-id"]] = None,
     stop_grace: float = 10.0,
+    accept_missing: Optional[Sequence[str]] = None,
+    connect_timeout: float = 10.0,
     on_output: Optional[OutputCallback] = None,
     on_event: Optional[Callable[[dict[str, Any]], object]] = None,
 ) -> int:
-    """Create, audit, start, stream, wait and remove the job container; return its exit
-    status. Blocks with the GIL released; output goes to ``on_output`` or to
-    ``sys.stdout``/``sys.stderr``. A KeyboardInterrupt cancels the launch: the container is
-    stopped and removed, then the KeyboardInterrupt is raised. Raises LaunchError."""
+    """The whole lifecycle of ``mount-plan launch``: create (labelled), audit, start, audit,
+    stream the output, wait, remove; on any failure nothing is left behind. Returns the
+    command's exit status. The options are the CLI's (``--runtime``, ``--socket``,
+    ``--userns``, ``--user U[:G]``, ``--env``, ``--network``, ``--name``, ``--label``,
+    ``--gpus``, ``--memory``, ``--cpus``, ``--pids-limit``, ``--keep``, ``--stop-grace``,
+    ``--accept-missing``; Docker needs ``accept_missing=["noexec"]``).
+
+    Blocks with the GIL released. Output goes to ``on_output(stream, data)``, else to
+    ``sys.stdout``/``sys.stderr``; lifecycle events (``launching``, ``created``, ``started``,
+    ``exited``, ``removed``, ``kept``, ``warning``...) to ``on_event(dict)``, else warnings
+    become RuntimeWarnings. A KeyboardInterrupt (or an exception raised by a callback) cancels
+    the launch: the container is stopped (``stop_grace``) and removed, then the exception is
+    raised. Raises LaunchError (rule, value, container, command_ran) otherwise; a failure
+    before the command ran releases a job directory the host check created."""

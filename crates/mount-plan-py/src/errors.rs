@@ -117,10 +117,11 @@ pub fn host_error(err: mount_plan_host::HostError) -> PyErr {
     })
 }
 
-/// A `LaunchError` with its rule, the container (if one was created) and whether the command
-/// may have run.
+/// A `LaunchError` with its rule, the value it concerns, the container (if one was created)
+/// and whether the command may have run.
 pub fn launch_error(
     rule: &str,
+    value: Option<&str>,
     message: String,
     container: Option<&str>,
     command_ran: bool,
@@ -135,6 +136,7 @@ pub fn launch_error(
             LaunchError::new_err(message),
             &[
                 ("rule", text(py, Some(rule))),
+                ("value", text(py, value)),
                 ("container", text(py, container)),
                 ("command_ran", ran),
             ],
