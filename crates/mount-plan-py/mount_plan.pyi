@@ -11,11 +11,27 @@ value (``.value``).
 import os
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Tuple, Union, final
 
+__all__ = [
+    "BindMount",
+    "HostCheckError",
+    "LaunchError",
+    "Layout",
+    "Plan",
+    "PlanError",
+    "TmpfsMount",
+    "VerifiedPlan",
+    "check_name",
+    "launch",
+    "plan",
+    "verify",
+    "__version__",
+]
+
 __version__: str
 
-StrPath = Union[str, "os.PathLike[str]"]
-RootName = Literal["read-only", "scratch"]
-ExtraMount = Union[Mapping[str, Any], Tuple[str, str, bool]]
+_StrPath = Union[str, "os.PathLike[str]"]
+_RootName = Literal["read-only", "scratch"]
+_ExtraMount = Union[Mapping[str, Any], Tuple[str, str, bool]]
 
 class PlanError(ValueError):
     """A name, path or layout broke a rule of the core."""
@@ -57,19 +73,19 @@ class Layout:
     extra mounts. Keyword arguments are the CLI's layout options; ``layout`` is a TOML layout
     file whose settings the other arguments override."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         container_root: Optional[str] = None,
         shared: Optional[Sequence[str]] = None,
         no_shared: bool = False,
-        root: Optional[RootName] = None,
+        root: Optional[_RootName] = None,
         scratch_size: Optional[int] = None,
-        layout: Optional[StrPath] = None,
-        extra_mounts: Optional[Sequence[ExtraMount]] = None,
-    ) -> None: ...
+        layout: Optional[_StrPath] = None,
+        extra_mounts: Optional[Sequence[_ExtraMount]] = None,
+    ) -> "Layout": ...
     @staticmethod
-    def from_file(path: StrPath) -> "Layout":
+    def from_file(path: _StrPath) -> "Layout":
         """The layout of a TOML layout file (raises PlanError with rule ``layout-file`` when it
         is not one, OSError when it cannot be read)."""
     @property
@@ -77,14 +93,14 @@ class Layout:
     @property
     def shared(self) -> list[str]: ...
     @property
-    def root(self) -> RootName: ...
+    def root(self) -> _RootName: ...
     @property
     def root_size_bytes(self) -> int: ...
     @property
     def extra_mounts(self) -> list[dict[str, Any]]: ...
     def job(self, name: Union[str, bytes]) -> str:
         """The name if it is a valid job name in this layout; raises PlanError."""
-    def plan(self, workspace: StrPath, job: Union[str, bytes]) -> "Plan": ...
+    def plan(self, workspace: _StrPath, job: Union[str, bytes]) -> "Plan": ...
     def to_dict(self) -> dict[str, Any]:
         """The layout as a layout file's keys."""
 
@@ -190,16 +206,16 @@ class VerifiedPlan:
         """Exactly what ``mount-plan plan --verify --format json`` prints."""
 
 def plan(
-    workspace: StrPath,
+    workspace: _StrPath,
     job: Union[str, bytes],
     *,
-    layout: Union[Layout, StrPath, None] = None,
+    layout: Union[Layout, _StrPath, None] = None,
     container_root: Optional[str] = None,
     shared: Optional[Sequence[str]] = None,
     no_shared: bool = False,
-    root: Optional[RootName] = None,
+    root: Optional[_RootName] = None,
     scratch_size: Optional[int] = None,
-    extra_mounts: Optional[Sequence[ExtraMount]] = None,
+    extra_mounts: Optional[Sequence[_ExtraMount]] = None,
 ) -> Plan:
     """The plan of job ``job`` in the host workspace ``workspace``. ``layout`` is a Layout or
     a TOML layout file; the other keyword arguments are the CLI's layout options."""
@@ -214,7 +230,7 @@ def verify(
     create_job_dir: Union[None, bool, Literal["if-missing", "fresh"]] = None,
     job_dir_mode: int = 0o750,
     job_dir_owner: Optional[Tuple[int, int]] = None,
-    launcher_workspace: Optional[StrPath] = None,
+    launcher_workspace: Optional[_StrPath] = None,
     expected_owner: Optional[int] = None,
     permissions: Literal["refuse", "warn"] = "refuse",
     refuse_hard_links: bool = False,
@@ -223,7 +239,7 @@ def verify(
     """Check the plan against the real workspace without following links, pin every bind
     source; raises HostCheckError naming the rule and the path."""
 
-OutputCallback = Callable[[Literal["stdout", "stderr"], bytes], object]
+_OutputCallback = Callable[[Literal["stdout", "stderr"], bytes], object]
 
 def launch(
     plan: VerifiedPlan,
@@ -246,7 +262,7 @@ def launch(
     stop_grace: float = 10.0,
     accept_missing: Optional[Sequence[str]] = None,
     connect_timeout: float = 10.0,
-    on_output: Optional[OutputCallback] = None,
+    on_output: Optional[_OutputCallback] = None,
     on_event: Optional[Callable[[dict[str, Any]], object]] = None,
 ) -> int:
     """The whole lifecycle of ``mount-plan launch``: create (labelled), audit, start, audit,

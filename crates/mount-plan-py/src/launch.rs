@@ -248,19 +248,19 @@ fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 
 /// `launch(plan, image, command=(), *, runtime="docker", ...)`: see `mount_plan.pyi`.
 #[pyfunction]
-#[pyo3(signature = (plan, image, command=None, *, runtime="docker".to_owned(), socket=None, userns=None, user=None, env=None, network="none".to_owned(), name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, connect_timeout=10.0, on_output=None, on_event=None))]
+#[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, connect_timeout=10.0, on_output=None, on_event=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     py: Python<'_>,
     plan: &Bound<'_, VerifiedPlan>,
     image: String,
     command: Option<Vec<String>>,
-    runtime: String,
+    runtime: &str,
     socket: Option<String>,
     userns: Option<String>,
     user: Option<String>,
     env: Option<Bound<'_, PyAny>>,
-    network: String,
+    network: &str,
     name: Option<String>,
     labels: Option<Bound<'_, PyDict>>,
     gpus: Option<String>,
@@ -286,7 +286,7 @@ pub fn launch(
         command: command.unwrap_or_default(),
         user,
         env,
-        network,
+        network: network.to_owned(),
         name,
         labels,
         gpus,
@@ -311,6 +311,7 @@ pub fn launch(
         cancel: cancel.clone(),
         ..LaunchOptions::default()
     };
+    let runtime = runtime.to_owned();
     let (tx, rx) = mpsc::channel::<Message>();
     let worker = std::thread::Builder::new()
         .name("mount-plan-launch".into())

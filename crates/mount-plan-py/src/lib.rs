@@ -82,7 +82,7 @@ fn check_name(name: &Bound<'_, PyAny>, layout: Option<&Bound<'_, Layout>>) -> Py
 /// launcher_workspace=None, expected_owner=None, permissions="refuse",
 /// refuse_hard_links=False, strict_paths=False)`: the host checks, with the CLI's options.
 #[pyfunction(name = "verify")]
-#[pyo3(signature = (plan, *, create_job_dir=None, job_dir_mode=0o750, job_dir_owner=None, launcher_workspace=None, expected_owner=None, permissions="refuse".to_owned(), refuse_hard_links=false, strict_paths=false))]
+#[pyo3(signature = (plan, *, create_job_dir=None, job_dir_mode=0o750, job_dir_owner=None, launcher_workspace=None, expected_owner=None, permissions="refuse", refuse_hard_links=false, strict_paths=false))]
 #[allow(clippy::too_many_arguments)]
 fn verify_fn(
     py: Python<'_>,
@@ -92,7 +92,7 @@ fn verify_fn(
     job_dir_owner: Option<(u32, u32)>,
     launcher_workspace: Option<std::path::PathBuf>,
     expected_owner: Option<u32>,
-    permissions: String,
+    permissions: &str,
     refuse_hard_links: bool,
     strict_paths: bool,
 ) -> PyResult<VerifiedPlan> {
@@ -102,7 +102,7 @@ fn verify_fn(
         job_dir_owner,
         launcher_workspace,
         expected_owner,
-        permissions,
+        permissions: permissions.to_owned(),
         refuse_hard_links,
         strict_paths,
     };

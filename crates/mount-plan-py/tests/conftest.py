@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -162,10 +163,16 @@ def rootless_podman():
     url = s.get("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")
     require(url, f"no rootless Podman service (run bash .ci/podman-setup; {PODMAN_ENV})")
     require(shutil.which("podman"), "podman is not installed")
-    try:
-        run(["podman", "--url", url, "version", "--format", "{{.Server.Version}}"], timeout=30)
-    except Exception as e:  # noqa: BLE001
-        require(False, f"the rootless Podman service at {url} does not answer: {e}")
+    answer = None
+    for attempt in range(5):  # a service that is (re)starting answers within seconds
+        answer = subprocess.run(["podman", "--url", url, "version", "--format",
+                                 "{{.Server.Version}}"], capture_output=True, text=True,
+                                timeout=30)
+        if answer.returncode == 0:
+            break
+        time.sleep(2)
+    require(answer.returncode == 0, f"the rootless Podman service at {url} does not answer: "
+                                    f"{answer.stderr.strip()}")
     uid = int(s["MOUNT_PLAN_PODMAN_ROOTLESS_UID"])
     import pwd
     gid = pwd.getpwuid(uid).pw_gid
