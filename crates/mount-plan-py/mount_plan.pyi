@@ -59,9 +59,11 @@ class LaunchError(Exception):
     """A launch failed (``launch``)."""
 
     rule: str
-    """The rule id of the failure (``connect``, ``image-not-found``, ``protection``...)."""
+    """The rule id: ``connect``, ``image-missing``, ``protection-unavailable``, ``audit``,
+    ``cancelled``, or a spec rule (``env-key``, ``user``, ``network-namespace``...)."""
     value: Optional[str]
-    """The refused value, when the failure concerns one (an image, a socket...)."""
+    """The value the failure concerns, when there is one: the endpoint, the protection id, the
+    refused spec value, the image, the job or the container."""
     container: Optional[str]
     """The container that was created, if any (it was removed unless it could not be)."""
     command_ran: bool

@@ -23,7 +23,7 @@ pyo3::create_exception!(
     mount_plan,
     LaunchError,
     PyException,
-    "A launch failed. `.rule` is the rule id, `.container` the container created (or None), `.command_ran` whether the command may have run."
+    "A launch failed. `.rule` is the rule id, `.value` the value it concerns, `.container` the container created (or None), `.command_ran` whether the command may have run."
 );
 
 /// Rule id of a layout file that is not TOML or holds unknown keys (the CLI reports the same
