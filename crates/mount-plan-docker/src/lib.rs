@@ -49,7 +49,7 @@ use mount_plan_launch::{
 };
 
 pub use observe::{observe, propagation_name};
-pub use translate::{mounts, translate, CreateCall};
+pub use translate::{engine_mounts, mounts, translate, CreateCall};
 pub use version::{
     availability, root_mode_from_runtime, ApiVersion, ApiVersionError, EngineFacts, RootMode,
     NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED,

@@ -62,6 +62,16 @@ pub fn mounts(
         .collect()
 }
 
+/// The plan's mounts as the Engine API's `HostConfig.Mounts` for an engine speaking `api`,
+/// exactly as [`translate`] sends them: serialised with serde, this is the JSON list the
+/// Engine API (and docker-py's `mounts=`) takes.
+pub fn engine_mounts(plan: &MountPlan, api: ApiVersion) -> Vec<DockerMount> {
+    let facts = EngineFacts::new(api, None, None);
+    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
+    let force_recursive = facts.read_only_binds() == ReadOnlyBinds::ForceRecursive;
+    mounts(plan, non_recursive, force_recursive)
+}
+
 /// Translate `plan`, `spec` and `labels` for the engine `engine`. Which protections the
 /// engine honours is decided by the lifecycle from [`crate::availability`], before this is
 /// called.
@@ -80,10 +90,7 @@ pub fn translate(
     spec.check()?;
     let facts = EngineFacts::of(engine, None)
         .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
-    let non_recursive = (facts.api >= ApiVersion::NON_RECURSIVE).then_some(true);
-    let force_recursive = facts.read_only_binds() == ReadOnlyBinds::ForceRecursive;
-
-    let mounts = mounts(plan, non_recursive, force_recursive);
+    let mounts = engine_mounts(plan, facts.api);
 
     let network_mode = match &spec.network {
         Network::None => "none".to_owned(),

@@ -146,6 +146,26 @@ impl SpecError {
             SpecError::Constraint { .. } => "constraint",
         }
     }
+
+    /// The refused value, as text.
+    pub fn value(&self) -> &str {
+        match self {
+            SpecError::EnvDuplicate { key } => key,
+            SpecError::Image { value }
+            | SpecError::EnvKey { value }
+            | SpecError::Value { value, .. }
+            | SpecError::User { value }
+            | SpecError::NetworkNamespace { value }
+            | SpecError::NetworkName { value }
+            | SpecError::ContainerName { value }
+            | SpecError::LabelKey { value }
+            | SpecError::LabelReserved { value }
+            | SpecError::Gpus { value }
+            | SpecError::Resource { value, .. }
+            | SpecError::Protection { value, .. }
+            | SpecError::EngineKind { value } => value,
+        }
+    }
 }
 
 fn plain_name(value: &str) -> bool {
@@ -681,6 +701,7 @@ impl LaunchSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LaunchError;
 
     #[test]
     fn env_keys() {
@@ -717,7 +738,10 @@ mod tests {
             "+1",
             "99999999999",
         ] {
-            assert_eq!(bad.parse::<User>().unwrap_err().rule(), "user", "{bad}");
+            let err = bad.parse::<User>().unwrap_err();
+            assert_eq!(err.rule(), "user", "{bad}");
+            assert_eq!(err.value(), bad);
+            assert_eq!(LaunchError::from(err).value(), Some(bad));
         }
     }
 

@@ -74,6 +74,18 @@ impl NameError {
             NameError::Reserved { .. } => "reserved",
         }
     }
+
+    /// The refused name, as text (lossy for bytes that are not UTF-8; empty for [`NameError::Empty`]).
+    pub fn value(&self) -> &str {
+        match self {
+            NameError::Empty => "",
+            NameError::TooLong { value, .. }
+            | NameError::BadFirstChar { value, .. }
+            | NameError::BadChar { value, .. }
+            | NameError::TrailingDot { value }
+            | NameError::Reserved { value, .. } => value,
+        }
+    }
 }
 
 /// A validated directory name: a job name or a shared directory name.

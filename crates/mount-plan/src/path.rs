@@ -100,6 +100,19 @@ impl PathError {
             PathError::KernelFs { .. } => "kernel-fs",
         }
     }
+
+    /// The refused path, as text.
+    pub fn value(&self) -> &str {
+        match self {
+            PathError::Empty { .. } => "",
+            PathError::IsRoot { .. } => "/",
+            PathError::NotAbsolute { value, .. }
+            | PathError::NotNormal { value, .. }
+            | PathError::ControlChar { value, .. }
+            | PathError::TooLong { value, .. }
+            | PathError::KernelFs { value, .. } => value,
+        }
+    }
 }
 
 /// Check the grammar shared by every absolute path here.

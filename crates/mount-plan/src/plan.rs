@@ -220,6 +220,15 @@ impl PlanError {
             PlanError::ExtraOverlapsWorkspace { .. } => "extra-overlaps-workspace",
         }
     }
+
+    /// The refused value, as text: the name, the over-long path or the overlapping source.
+    pub fn value(&self) -> &str {
+        match self {
+            PlanError::Name(e) => e.value(),
+            PlanError::PathTooLong(e) => e.value(),
+            PlanError::ExtraOverlapsWorkspace { source_path, .. } => source_path,
+        }
+    }
 }
 
 /// The mounts and working directory of one job container. Only [`Layout::plan`] builds one.
