@@ -11,7 +11,7 @@ use std::fmt;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 
 use anyhow::{Context, Result};
-use mount_plan::{HostPath, Layout, MountPlan, NameError, PathError, PlanError};
+use mount_plan::{HostPath, JobName, Layout, MountPlan, NameError, PathError, PlanError};
 use mount_plan_host::{HostError, VerifyOptions};
 use serde::{Deserialize, Serialize};
 
@@ -145,21 +145,31 @@ struct CheckAnswer<'a> {
     rule: Option<&'static str>,
 }
 
+/// The answer to a valid name, around the name. A valid name is made of `[A-Za-z0-9._-]`, which
+/// JSON never escapes, so it is written as it is: this is the [`CheckAnswer`] of a valid name
+/// (a unit test holds the two together) without serializing the fixed fields per line.
+const CHECK_OK: [&str; 2] = [r#"{"error":null,"name":""#, r#"","ok":true,"rule":null}"#];
+
 /// `check --json`: one JSON string per line in, one [`CheckAnswer`] per line out.
 pub fn check(layout: &Layout, input: impl Read, output: impl Write) -> Result<bool> {
     serve(input, output, |number, line, out| match json_string(line) {
-        Ok(name) => {
-            let result = layout.job(&name);
-            let answer = CheckAnswer {
-                error: result.as_ref().err().map(|e| Shown(e)),
-                line: None,
-                name: Some(&name),
-                ok: result.is_ok(),
-                rule: result.as_ref().err().map(NameError::rule),
-            };
-            write_line(out, &answer)?;
-            Ok(result.is_ok())
-        }
+        Ok(name) => match layout.job(&name) {
+            Ok(job) => {
+                write_ok(out, &job).context("cannot write to stdout")?;
+                Ok(true)
+            }
+            Err(e) => {
+                let answer = CheckAnswer {
+                    error: Some(Shown(&e)),
+                    line: None,
+                    name: Some(&name),
+                    ok: false,
+                    rule: Some(e.rule()),
+                };
+                write_line(out, &answer)?;
+                Ok(false)
+            }
+        },
         Err(e) => {
             let e = LineError::bad_json("a JSON string", &e);
             let answer = CheckAnswer {
@@ -173,6 +183,14 @@ pub fn check(layout: &Layout, input: impl Read, output: impl Write) -> Result<bo
             Ok(false)
         }
     })
+}
+
+fn write_ok(out: &mut impl Write, job: &JobName) -> std::io::Result<()> {
+    let [head, tail] = CHECK_OK;
+    out.write_all(head.as_bytes())?;
+    out.write_all(job.as_str().as_bytes())?;
+    out.write_all(tail.as_bytes())?;
+    out.write_all(b"\n")
 }
 
 fn write_line(out: &mut impl Write, value: &impl Serialize) -> Result<()> {
@@ -285,4 +303,24 @@ fn plan_answer(
             crate::plan_json(verified.plan(), Some(&verified))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_answer_to_a_valid_name_is_its_check_answer() {
+        let mut out = Vec::new();
+        check(&Layout::default(), &b"\"job_1.a-B\"\n"[..], &mut out).unwrap();
+        let answer = CheckAnswer {
+            error: None,
+            line: None,
+            name: Some("job_1.a-B"),
+            ok: true,
+            rule: None,
+        };
+        let expected = serde_json::to_string(&answer).unwrap() + "\n";
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
 }
