@@ -28,7 +28,7 @@ pub struct CheckStreamArgs {
 
 /// The reference launcher's job-name guard (docs/perf.md), as it is written in Python: the
 /// name checks, then realpath containment and the symlink check, per call. `main` times it per
-/// call over the names in argv[2], in a workspace argv[1], and prints microseconds per call.
+/// call over the names in `argv[2]`, in a workspace `argv[1]`, and prints microseconds per call.
 const REFERENCE_GUARD: &str = r#"
 import os, sys, time
 
