@@ -75,10 +75,9 @@ impl LayoutArgs {
 /// Workspace, job and layout: everything a plan needs.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
+    // W and J are required; they are `Option`s only so that `plan --json-lines`, which reads
+    // them per request, can lift the requirement.
     /// Host workspace W, as the engine sees it (absolute, normalised)
-    ///
-    /// Required: an `Option` only so that `plan --json-lines`, which reads W per request,
-    /// can lift the requirement.
     #[arg(long, value_name = "W", required = true)]
     pub workspace: Option<String>,
     /// Job directory name J (W/J is the only writable host path)
