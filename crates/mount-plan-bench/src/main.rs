@@ -1,7 +1,11 @@
 //! `mount-plan-bench`: complete job lifecycles (verify, create, start, wait, remove; a trivial
 //! command) through mount-plan, through bare Engine API calls (the floor) and through the
 //! engines' own CLIs, side by side, at several concurrency levels. Prints a table.
+//!
+//! `check-stream` instead measures `mount-plan check --json` as a whole process against the
+//! reference launcher's job-name guard.
 
+mod check_stream;
 mod raw;
 
 use std::path::{Path, PathBuf};
@@ -46,8 +50,10 @@ enum Method {
 
 /// Benchmark mount-plan's job lifecycle against the raw engine API and the engines' CLIs.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Engines to measure
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
     engines: Vec<Engine>,
@@ -70,6 +76,13 @@ struct Args {
     /// raw-API steps) and print the median of each
     #[arg(long)]
     breakdown: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// `mount-plan check --json` as a whole process on UUID names, against the reference
+    /// launcher's job-name guard in Python (needs the release `mount-plan` binary)
+    CheckStream(check_stream::CheckStreamArgs),
 }
 
 struct Target {
@@ -96,6 +109,9 @@ struct Row {
 
 fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let Some(Mode::CheckStream(check)) = &args.mode {
+        return check_stream::run(check);
+    }
     if args.smoke {
         args.runs = 2;
         args.concurrency = vec![1, 2];

@@ -163,7 +163,8 @@ impl SpecError {
             | SpecError::Gpus { value }
             | SpecError::Resource { value, .. }
             | SpecError::Protection { value, .. }
-            | SpecError::EngineKind { value } => value,
+            | SpecError::EngineKind { value }
+            | SpecError::Constraint { value, .. } => value,
         }
     }
 }
