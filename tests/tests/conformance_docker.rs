@@ -1,11 +1,11 @@
-//! The conformance suite against the real Docker engine, through `DockerRuntime`.
+//! The conformance suite against the real Docker engine, through `DockerEngine`.
 //!
 //! Needs a Docker engine, root (the fixture mounts tmpfs and makes device nodes) and
 //! Debian's busybox-static. Without them: fails under `CI`, otherwise prints SKIPPED.
 
 mod support;
 
-use mount_plan_launch::{JobRuntime, Protection};
+use mount_plan_launch::{Engine, Protection};
 use support::conformance::{self, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,7 +13,7 @@ async fn docker_as_root_conforms() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
     };
-    let rt: Box<dyn JobRuntime> = Box::new(rt);
+    let rt: Box<dyn Engine> = Box::new(rt);
     let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot).await;
     conformance::assert_conforms("docker", Scenario::AsRoot, &failures);
 }
@@ -23,7 +23,7 @@ async fn docker_as_user_conforms() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
     };
-    let rt: Box<dyn JobRuntime> = Box::new(rt);
+    let rt: Box<dyn Engine> = Box::new(rt);
     let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser).await;
     conformance::assert_conforms("docker", Scenario::AsUser, &failures);
 }
@@ -41,8 +41,8 @@ async fn docker_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = support::docker::fixture(true).await else {
         return;
     };
-    let report = rt.doctor().await.expect("doctor");
-    let engine = rt.engine();
+    let report = rt.report();
+    let engine = rt.info();
     assert_eq!(engine.engine, "docker");
     assert!(
         !engine.version.is_empty() && engine.version != "unknown",

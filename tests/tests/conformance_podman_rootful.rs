@@ -1,5 +1,5 @@
-//! The conformance suite against rootful Podman, through `PodmanRuntime` as a
-//! `Box<dyn JobRuntime>`, plus the launch failure paths.
+//! The conformance suite against rootful Podman, through `PodmanEngine` as a
+//! `Box<dyn Engine>`, plus the launch failure paths.
 //!
 //! Needs the rootful service of `.ci/podman-setup` (`MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET`, by
 //! default `unix:///run/podman/podman.sock`), root (the fixture mounts tmpfs and makes device
@@ -9,8 +9,8 @@
 mod podman_support;
 mod support;
 
-use mount_plan_launch::{JobRuntime, LaunchSpec, Protection};
-use mount_plan_podman::{PodmanOptions, PodmanRuntime, UserNamespace};
+use mount_plan_launch::{Engine, LaunchSpec, Protection};
+use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use podman_support::{Mode, Service};
 use support::conformance::{self, EngineFixture, Scenario};
 
@@ -18,7 +18,7 @@ async fn rootful(
     userns: UserNamespace,
     nonroot: &str,
     job_owner: (u32, u32),
-) -> Option<(Box<dyn JobRuntime>, EngineFixture, Service)> {
+) -> Option<(Box<dyn Engine>, EngineFixture, Service)> {
     let service = podman_support::service(Mode::Rootful)?;
     let rt = podman_support::runtime(&service, userns).await?;
     support::require(
@@ -88,8 +88,8 @@ async fn podman_rootful_doctor_reports_versions_and_protections() {
     else {
         return;
     };
-    let report = rt.doctor().await.expect("doctor");
-    let engine = rt.engine();
+    let report = rt.report();
+    let engine = rt.info();
     assert_eq!(engine.engine, "podman");
     assert_eq!(engine.endpoint, service.url);
     assert!(!engine.rootless);
@@ -108,12 +108,24 @@ async fn podman_rootful_doctor_reports_versions_and_protections() {
     }
 }
 
-/// Containers carrying `run_label`, as the backend and as the podman CLI see them.
-async fn leftovers(rt: &dyn JobRuntime, service: &Service, run_label: &str) -> Vec<String> {
-    let mut ids = rt
-        .list_labelled("mount-plan-test.run", run_label)
+/// The whole lifecycle; its error when it fails, which must say the command never ran.
+async fn refused(
+    rt: &dyn Engine,
+    verified: &mount_plan_host::VerifiedPlan,
+    spec: &LaunchSpec,
+) -> mount_plan_launch::LaunchError {
+    let mut quiet = |_: &mount_plan_launch::LogChunk| {};
+    let options = mount_plan_launch::LaunchOptions::default();
+    let failed = mount_plan_launch::launch(rt, verified, spec, &options, &mut quiet)
         .await
-        .expect("list");
+        .expect_err("the launch fails");
+    assert!(!failed.command_ran, "{}", failed.error);
+    failed.error
+}
+
+/// Containers carrying `run_label`, as the backend and as the podman CLI see them.
+async fn leftovers(rt: &dyn Engine, service: &Service, run_label: &str) -> Vec<String> {
+    let mut ids = support::leftovers(rt, run_label).await;
     ids.extend(podman_support::podman_ps_by_label(
         &service.url,
         "mount-plan-test.run",
@@ -136,21 +148,15 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     let label = support::unique("run");
     let mut spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &label);
     spec.image = "localhost/mount-plan-no-such-image:none".parse().unwrap();
-    let e = rt
-        .launch(&verified, &spec)
-        .await
-        .expect_err("missing image");
-    assert_eq!(e.rule(), "image", "{e}");
+    let e = refused(rt.as_ref(), &verified, &spec).await;
+    assert_eq!(e.rule(), "image-missing", "{e}");
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
 
     // A command that does not exist: create succeeds, start fails, the container is removed.
     let label = support::unique("run");
     let mut spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &label);
     spec.command = vec!["/no/such/command".into()];
-    let e = rt
-        .launch(&verified, &spec)
-        .await
-        .expect_err("missing command");
+    let e = refused(rt.as_ref(), &verified, &spec).await;
     assert_eq!(e.rule(), "start", "{e}");
     assert!(e.to_string().contains("/no/such/command"), "{e}");
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
@@ -160,8 +166,11 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     let mut spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &label);
     spec.command = vec!["/bin/sleep".into(), "30".into()];
     spec.name = Some(support::unique("mp-name").parse().unwrap());
-    let first = rt.launch(&verified, &spec).await.expect("first launch");
-    let e = rt.launch(&verified, &spec).await.expect_err("name taken");
+    let first = support::started(rt.as_ref(), &verified, &spec)
+        .await
+        .expect("first launch");
+    // The failed launch looks for its own containers by launch id: the other one stays.
+    let e = refused(rt.as_ref(), &verified, &spec).await;
     assert_eq!(e.rule(), "create", "{e}");
     assert_eq!(leftovers(rt.as_ref(), &service, &label).await.len(), 2);
     rt.stop(&first, std::time::Duration::from_millis(200))
@@ -174,11 +183,12 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     );
     rt.remove(&first).await.expect("remove");
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
-    let e = rt.remove(&first).await.expect_err("removed twice");
-    assert_eq!(e.rule(), "container", "{e}");
+    rt.remove(&first)
+        .await
+        .expect("removing a container that is gone is not an error");
 
     // keep-id is refused on a rootful service before anything is created.
-    let keep_id = PodmanRuntime::connect(
+    let keep_id = PodmanEngine::connect(
         &service.url,
         PodmanOptions {
             userns: UserNamespace::KeepId,
@@ -189,10 +199,7 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     .expect("connect");
     let label = support::unique("run");
     let spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &label);
-    let e = keep_id
-        .launch(&verified, &spec)
-        .await
-        .expect_err("keep-id rootful");
+    let e = refused(&keep_id, &verified, &spec).await;
     assert_eq!(e.rule(), "spec-unsupported", "{e}");
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
 }
@@ -225,19 +232,19 @@ async fn podman_rootful_exit_codes_and_output() {
 async fn an_unreachable_service_says_how_to_start_one() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("unix://{}/podman.sock", dir.path().display());
-    let e = PodmanRuntime::connect(&url, PodmanOptions::default())
+    let e = PodmanEngine::connect(&url, PodmanOptions::default())
         .await
         .expect_err("nothing listens there");
-    assert_eq!(e.rule(), "reachable");
+    assert_eq!(e.rule(), "connect");
     let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
     assert!(
         chain.contains(&format!("podman system service --time=0 {url}")),
         "{chain}"
     );
-    let e = PodmanRuntime::connect("tcp://127.0.0.1:1", PodmanOptions::default())
+    let e = PodmanEngine::connect("tcp://127.0.0.1:1", PodmanOptions::default())
         .await
         .expect_err("not a unix socket");
-    assert_eq!(e.rule(), "reachable");
+    assert_eq!(e.rule(), "connect");
     assert!(
         std::error::Error::source(&e)
             .unwrap()

@@ -1,5 +1,5 @@
-//! The conformance suite against rootless Podman, through `PodmanRuntime` as a
-//! `Box<dyn JobRuntime>`.
+//! The conformance suite against rootless Podman, through `PodmanEngine` as a
+//! `Box<dyn Engine>`.
 //!
 //! Needs the rootless service of `.ci/podman-setup` (`MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET`,
 //! `MOUNT_PLAN_PODMAN_ROOTLESS_USER`), root for the test process (the fixture makes device
@@ -17,7 +17,7 @@ mod support;
 
 use std::process::Command;
 
-use mount_plan_launch::{JobRuntime, Protection};
+use mount_plan_launch::{Engine, Protection};
 use mount_plan_podman::UserNamespace;
 use podman_support::{Mode, RootlessUser, Service};
 use support::conformance::{self, EngineFixture, Failure, Scenario};
@@ -34,7 +34,7 @@ enum As {
     KeepId,
 }
 
-async fn rootless(who: As) -> Option<(Box<dyn JobRuntime>, EngineFixture, Service)> {
+async fn rootless(who: As) -> Option<(Box<dyn Engine>, EngineFixture, Service)> {
     let service = podman_support::service(Mode::Rootless)?;
     let user = service.user.clone().expect("rootless user");
     let userns = match who {
@@ -116,8 +116,8 @@ async fn podman_rootless_doctor_reports_versions_and_protections() {
     let Some((rt, _, service)) = rootless(As::Root).await else {
         return;
     };
-    let report = rt.doctor().await.expect("doctor");
-    let engine = rt.engine();
+    let report = rt.report();
+    let engine = rt.info();
     assert_eq!(engine.engine, "podman");
     assert_eq!(engine.endpoint, service.url);
     assert!(engine.rootless);
@@ -217,7 +217,7 @@ async fn podman_rootless_submount_in_the_service_namespace_is_not_carried_in() {
         },
     }
     let left = rt
-        .list_labelled("mount-plan-test.run", &run_label)
+        .list("mount-plan-test.run", &run_label)
         .await
         .expect("list");
     assert!(left.is_empty(), "containers left behind: {left:?}");

@@ -7,12 +7,26 @@ mod support;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use mount_plan_docker::{ConnectOptions, DockerRuntime};
-use mount_plan_launch::{JobRuntime, LaunchError, LaunchSpec};
+use mount_plan_docker::{ConnectOptions, DockerEngine};
+use mount_plan_launch::{launch, Engine, LaunchError, LaunchOptions, LaunchSpec, LogChunk};
 use support::conformance::{EngineFixture, Scenario};
 
 fn spec(fx: &EngineFixture, plan: &mount_plan::MountPlan, label: &str) -> LaunchSpec {
     support::conformance::spec_for(fx, plan, Scenario::AsRoot, label)
+}
+
+/// The whole lifecycle; its error when it fails, which must say the command never ran.
+async fn refused(
+    rt: &DockerEngine,
+    verified: &mount_plan_host::VerifiedPlan,
+    spec: &LaunchSpec,
+) -> LaunchError {
+    let mut quiet = |_: &LogChunk| {};
+    let failed = launch(rt, verified, spec, &LaunchOptions::default(), &mut quiet)
+        .await
+        .expect_err("the launch fails");
+    assert!(!failed.command_ran, "{}", failed.error);
+    failed.error
 }
 
 fn assert_nothing_left(label: &str) {
@@ -30,8 +44,8 @@ async fn missing_image() {
     let label = support::unique("fault");
     let mut spec = spec(&fx, verified.plan(), &label);
     spec.image = "mount-plan-no-such-image:never".parse().unwrap();
-    let err = rt.launch(&verified, &spec).await.unwrap_err();
-    assert_eq!(err.rule(), "image", "{err}");
+    let err = refused(&rt, &verified, &spec).await;
+    assert_eq!(err.rule(), "image-missing", "{err}");
     assert!(
         err.to_string().contains("mount-plan-no-such-image:never"),
         "{err}"
@@ -48,7 +62,7 @@ async fn missing_command() {
     let verified = ws.verified();
     let label = support::unique("fault");
     let spec = spec(&fx, verified.plan(), &label).with_command(["/no/such/command"]);
-    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    let err = refused(&rt, &verified, &spec).await;
     assert!(matches!(err, LaunchError::Start { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -67,9 +81,11 @@ async fn killed_mid_run() {
     let verified = ws.verified();
     let label = support::unique("fault");
     let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sleep", "60"]);
-    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let job = support::started(&rt, &verified, &spec)
+        .await
+        .expect("launch");
     let killer = {
-        let id = job.id.clone();
+        let id = job.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             support::run(std::process::Command::new("docker").args(["kill", &id]))
@@ -92,8 +108,8 @@ async fn socket_nobody_listens() {
         connect_timeout: Duration::from_secs(5),
         ..ConnectOptions::default()
     };
-    let err = DockerRuntime::connect(&opts).await.unwrap_err();
-    assert_eq!(err.rule(), "reachable", "{err}");
+    let err = DockerEngine::connect(&opts).await.unwrap_err();
+    assert_eq!(err.rule(), "connect", "{err}");
     assert!(err.to_string().contains("dead.sock"), "{err}");
 }
 
@@ -115,13 +131,13 @@ async fn socket_never_answers() {
         ..ConnectOptions::default()
     };
     let started = Instant::now();
-    let err = DockerRuntime::connect(&opts).await.unwrap_err();
+    let err = DockerEngine::connect(&opts).await.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(err.rule(), "reachable", "{err}");
+    assert_eq!(err.rule(), "connect", "{err}");
     assert!(err.to_string().contains("no answer within"), "{err}");
 }
 
@@ -135,10 +151,10 @@ async fn refused_before_create_leaves_nothing() {
     let label = support::unique("fault");
     let mut spec = spec(&fx, verified.plan(), &label);
     spec.accept_missing.clear(); // noexec is then refused on Docker
-    let err = rt.launch(&verified, &spec).await.unwrap_err();
-    assert_eq!(err.rule(), "protection", "{err}");
+    let err = refused(&rt, &verified, &spec).await;
+    assert_eq!(err.rule(), "protection-unavailable", "{err}");
     let msg = err.to_string();
-    let engine = rt.engine();
+    let engine = rt.info();
     assert!(
         msg.contains(&engine.version) && msg.contains(&format!("API {}", engine.api_version)),
         "{msg}"
@@ -158,7 +174,7 @@ async fn engine_added_volume_is_refused_by_the_audit() {
     let mut spec =
         spec(&fx, verified.plan(), &label).with_command(["/bin/sh", "-c", "echo ran > ran"]);
     spec.image = image.parse().unwrap();
-    let err = rt.launch(&verified, &spec).await.unwrap_err();
+    let err = refused(&rt, &verified, &spec).await;
     assert_eq!(err.rule(), "audit", "{err}");
     let msg = err.to_string();
     assert!(
@@ -180,7 +196,9 @@ async fn stop_kills_after_the_grace_period() {
     let label = support::unique("fault");
     // PID 1 ignores SIGTERM unless it handles it: only the kill after the grace ends it.
     let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sleep", "60"]);
-    let job = rt.launch(&verified, &spec).await.expect("launch");
+    let job = support::started(&rt, &verified, &spec)
+        .await
+        .expect("launch");
     let started = Instant::now();
     rt.stop(&job, Duration::from_secs(1)).await.expect("stop");
     let took = started.elapsed();

@@ -9,7 +9,7 @@ mod support;
 use bollard::models::{ContainerCreateBody, MountBindOptionsPropagationEnum, MountType};
 use futures_util::StreamExt;
 use mount_plan_docker::translate;
-use mount_plan_launch::{audit, JobHandle, JobRuntime, OutputStream};
+use mount_plan_launch::{audit, Engine, OutputStream};
 use support::conformance::{self, Scenario};
 
 /// Run the probe in a container created from the translated body after `weaken` edited
@@ -23,7 +23,8 @@ async fn run_weakened(
     let verified = ws.verified();
     let run_label = support::unique("weak");
     let spec = conformance::spec_for(&fx, verified.plan(), scenario, &run_label);
-    let mut call = translate(verified.plan(), &spec, rt.engine()).expect("translate");
+    let labels = mount_plan_launch::container_labels(verified.plan(), &spec);
+    let mut call = translate(verified.plan(), &spec, &labels, rt.info()).expect("translate");
     weaken(&mut call.body);
     let id = rt
         .client()
@@ -31,11 +32,7 @@ async fn run_weakened(
         .await
         .expect("create the weakened container")
         .id;
-    let job = JobHandle {
-        id: id.clone(),
-        job: ws.job.clone(),
-        plan_digest: String::new(),
-    };
+    let job = id.clone();
     let observed = rt.inspect(&id).await.expect("inspect");
     let audit_rules: Vec<&'static str> = audit(verified.plan(), &observed, &spec.accept_missing)
         .iter()

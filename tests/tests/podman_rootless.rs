@@ -15,10 +15,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
 use mount_plan::{HostPath, Layout};
 use mount_plan_host::{verify, JobDir, VerifiedPlan, VerifyOptions};
-use mount_plan_launch::{JobRuntime, LaunchSpec, OutputStream};
+use mount_plan_launch::{Engine, LaunchSpec, OutputStream};
 use mount_plan_podman::UserNamespace;
 use podman_support::{Mode, RootlessUser};
 
@@ -32,7 +31,7 @@ struct Rootless {
 }
 
 /// The rootless runtime with `userns`, and its user; `None`: skipped (a panic under `CI`).
-async fn rootless(userns: UserNamespace) -> Option<(Box<dyn JobRuntime>, Rootless)> {
+async fn rootless(userns: UserNamespace) -> Option<(Box<dyn Engine>, Rootless)> {
     let service = podman_support::service(Mode::Rootless)?;
     let rt = podman_support::runtime(&service, userns).await?;
     let RootlessUser { uid, gid, home, .. } = service.user.expect("rootless user");
@@ -93,20 +92,19 @@ impl Workspace {
 }
 
 /// Launch, collect stdout, wait, remove. Returns (exit code, stdout).
-async fn run(rt: &dyn JobRuntime, ws: &Workspace, image: &str, script: &str) -> (i64, String) {
+async fn run(rt: &dyn Engine, ws: &Workspace, image: &str, script: &str) -> (i64, String) {
     let spec = LaunchSpec::new(image.parse().unwrap()).with_command(["sh", "-c", script]);
-    let job = rt.launch(&ws.plan, &spec).await.unwrap();
     let mut out = Vec::new();
-    let mut logs = rt.logs(&job);
-    while let Some(chunk) = logs.next().await {
-        let chunk = chunk.unwrap();
-        if chunk.stream == OutputStream::Stdout {
-            out.extend_from_slice(&chunk.bytes);
+    let mut sink = |c: &mount_plan_launch::LogChunk| {
+        if c.stream == OutputStream::Stdout {
+            out.extend_from_slice(&c.bytes);
         }
-    }
-    let status = rt.wait(&job).await.unwrap();
-    rt.remove(&job).await.unwrap();
-    (status.code, String::from_utf8_lossy(&out).into_owned())
+    };
+    let done = mount_plan_launch::launch(rt, &ws.plan, &spec, &Default::default(), &mut sink)
+        .await
+        .map_err(|f| f.error)
+        .unwrap();
+    (done.status.code, String::from_utf8_lossy(&out).into_owned())
 }
 
 #[tokio::test]
@@ -253,17 +251,14 @@ async fn quick_jobs_return_all_output_and_never_hang() {
                 OutputStream::Stdout => out.extend_from_slice(&c.bytes),
                 OutputStream::Stderr => err.extend_from_slice(&c.bytes),
             };
-            let run = mount_plan_launch::run(
-                rt.as_ref(),
-                &ws.plan,
-                &spec,
-                mount_plan_launch::Keep::Remove,
-                &mut sink,
-            );
+            let options = mount_plan_launch::LaunchOptions::default();
+            let run = mount_plan_launch::launch(rt.as_ref(), &ws.plan, &spec, &options, &mut sink);
             tokio::time::timeout(std::time::Duration::from_secs(30), run)
                 .await
                 .unwrap_or_else(|_| panic!("job {i} hung"))
+                .map_err(|f| f.error)
                 .unwrap()
+                .status
         };
         assert_eq!(status.code, i % 3, "job {i}");
         assert_eq!(

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use mount_plan::{HostPath, Layout, MountPlan};
 use mount_plan_host::{verify, VerifyOptions};
-use mount_plan_launch::{run, JobRuntime, Keep, LaunchSpec};
+use mount_plan_launch::{launch, Event, LaunchOptions, LaunchSpec, LogChunk, Observer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Engine {
@@ -67,7 +67,7 @@ struct Target {
     image: String,
     /// (program, leading args, env) for the CLI baseline
     cli: (String, Vec<String>, Vec<(String, String)>),
-    runtime: Box<dyn JobRuntime>,
+    runtime: Box<dyn mount_plan_launch::Engine>,
     workspace: PathBuf,
 }
 
@@ -151,10 +151,10 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
         std::fs::create_dir_all(workspace.join(format!("job-{i}")))?;
     }
     let image = "mount-plan-bench:busybox".to_owned();
-    let (socket, cli, runtime): (PathBuf, _, Box<dyn JobRuntime>) = match engine {
+    let (socket, cli, runtime): (PathBuf, _, Box<dyn mount_plan_launch::Engine>) = match engine {
         Engine::Docker => {
             let socket = PathBuf::from("/var/run/docker.sock");
-            let rt = mount_plan_docker::DockerRuntime::connect(&Default::default()).await?;
+            let rt = mount_plan_docker::DockerEngine::connect(&Default::default()).await?;
             (socket, ("docker".to_owned(), vec![], vec![]), Box::new(rt))
         }
         Engine::PodmanRootful => {
@@ -162,7 +162,7 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
                 "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
                 "unix:///run/podman/podman.sock",
             );
-            let rt = mount_plan_podman::PodmanRuntime::connect(&url, Default::default()).await?;
+            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
             let socket = PathBuf::from(url.trim_start_matches("unix://"));
             (
                 socket,
@@ -177,7 +177,7 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
                 "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
                 &format!("unix:///run/user/{uid}/podman/podman.sock"),
             );
-            let rt = mount_plan_podman::PodmanRuntime::connect(&url, Default::default()).await?;
+            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
             let socket = PathBuf::from(url.trim_start_matches("unix://"));
             let mut env = podman_env();
             env.push(("XDG_RUNTIME_DIR".into(), format!("/run/user/{uid}")));
@@ -312,19 +312,39 @@ fn measure(
     })
 }
 
+/// When each lifecycle event arrived.
+struct Timeline(Vec<(&'static str, Instant)>);
+
+impl Observer for Timeline {
+    fn output(&mut self, _: &LogChunk) {}
+    fn event(&mut self, event: &Event) {
+        let name = match event {
+            Event::Created { .. } => "created",
+            Event::Started { .. } => "started",
+            Event::Exited { .. } => "exited",
+            Event::Removed { .. } => "removed",
+            _ => return,
+        };
+        self.0.push((name, Instant::now()));
+    }
+}
+
 fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize) -> Result<()> {
     let plan = plan_for(t, i)?;
     match method {
         Method::Library => {
             let verified = verify(plan, &VerifyOptions::default())?;
             let spec = spec(t)?;
-            let status = rt.block_on(run(
-                t.runtime.as_ref(),
-                &verified,
-                &spec,
-                Keep::Remove,
-                &mut |_| {},
-            ))?;
+            let status = rt
+                .block_on(launch(
+                    t.runtime.as_ref(),
+                    &verified,
+                    &spec,
+                    &LaunchOptions::default(),
+                    &mut |_: &LogChunk| {},
+                ))
+                .map_err(|f| f.error)?
+                .status;
             if !status.success() {
                 bail!("library lifecycle exited {}", status.code);
             }
@@ -445,7 +465,6 @@ fn print_table(rows: &[Row]) {
 
 /// Time each step of `runs` sequential lifecycles, through the library and through raw calls.
 fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()> {
-    use futures_util::StreamExt;
     let mut steps: Vec<(&str, &str, Vec<Duration>)> = Vec::new();
     let mut record = |method: &'static str, step: &'static str, d: Duration| match steps
         .iter_mut()
@@ -466,29 +485,27 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
         let verified = verify(plan.clone(), &VerifyOptions::default())?;
         rec("library", "verify", t0.elapsed());
         let spec = spec(t)?;
-        rt.block_on(async {
-            let t0 = Instant::now();
-            let job = t.runtime.launch(&verified, &spec).await?;
-            rec(
-                "library",
-                "launch (create, audit, start, audit)",
-                t0.elapsed(),
-            );
-            let t0 = Instant::now();
-            let status = t.runtime.wait(&job).await?;
-            rec("library", "wait", t0.elapsed());
-            let t0 = Instant::now();
-            let mut logs = t.runtime.logs(&job);
-            while let Some(chunk) = logs.next().await {
-                chunk?;
-            }
-            rec("library", "logs to the end", t0.elapsed());
-            let t0 = Instant::now();
-            t.runtime.remove(&job).await?;
-            rec("library", "remove", t0.elapsed());
-            anyhow::ensure!(status.success(), "exit {}", status.code);
-            Ok::<(), anyhow::Error>(())
-        })?;
+        let mut timeline = Timeline(vec![("launching", Instant::now())]);
+        let done = rt
+            .block_on(launch(
+                t.runtime.as_ref(),
+                &verified,
+                &spec,
+                &LaunchOptions::default(),
+                &mut timeline,
+            ))
+            .map_err(|f| f.error)?;
+        anyhow::ensure!(done.status.success(), "exit {}", done.status.code);
+        for pair in timeline.0.windows(2) {
+            let step = match (pair[0].0, pair[1].0) {
+                ("launching", "created") => "protection check, create",
+                ("created", "started") => "audit, start",
+                ("started", "exited") => "audit, run, wait, logs to the end",
+                ("exited", "removed") => "remove",
+                _ => continue,
+            };
+            rec("library", step, pair[1].1 - pair[0].1);
+        }
         let (api, wait) = raw_api(t);
         let body = raw_body(t, &plan);
         let s = &t.socket;

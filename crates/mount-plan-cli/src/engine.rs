@@ -7,20 +7,21 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
-use futures_util::StreamExt;
-use mount_plan_docker::{ConnectOptions, DockerRuntime};
+use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    audit, Availability, ExitStatus, JobRuntime, LaunchError, LaunchSpec, OutputStream, Protection,
-    Resources,
+    audit, Availability, CancelToken, Engine, Event, GcOptions, Keep, LaunchError, LaunchOptions,
+    LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources, Verdict,
 };
-use mount_plan_podman::{PodmanOptions, PodmanRuntime, UserNamespace};
+use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
-/// Exit status of `launch` when anything fails before (or around) the command.
+/// Exit status of `launch` when the command certainly did not run (a refusal, an engine
+/// error, a failed create or start): nothing is left behind.
 pub const EXIT_LAUNCH_FAILED: u8 = 125;
-/// How long a stopped container gets between SIGTERM and SIGKILL on Ctrl-C.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Exit status of `launch` when the command ran (or may have run) but its exit status could
+/// not be read from the engine. The container was removed; the job directory is kept.
+pub const EXIT_STATUS_UNKNOWN: u8 = 122;
 
 /// A container engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,7 +81,7 @@ impl AcceptArgs {
 }
 
 /// Connect to the engine `args` names.
-pub async fn connect(args: &EngineArgs) -> Result<Box<dyn JobRuntime>, LaunchError> {
+pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
     match args.runtime {
         RuntimeArg::Docker if args.userns != UsernsArg::Default => Err(LaunchError::Unsupported(
             "--userns is a podman option".into(),
@@ -91,7 +92,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn JobRuntime>, LaunchErr
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
                 ..ConnectOptions::default()
             };
-            Ok(Box::new(DockerRuntime::connect(&options).await?))
+            Ok(Box::new(DockerEngine::connect(&options).await?))
         }
         RuntimeArg::Podman => {
             let options = PodmanOptions {
@@ -103,8 +104,8 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn JobRuntime>, LaunchErr
                 ..PodmanOptions::default()
             };
             Ok(Box::new(match &args.socket {
-                Some(socket) => PodmanRuntime::connect(socket, options).await?,
-                None => PodmanRuntime::discover(options).await?,
+                Some(socket) => PodmanEngine::connect(socket, options).await?,
+                None => PodmanEngine::discover(options).await?,
             }))
         }
     }
@@ -161,6 +162,14 @@ pub struct LaunchCmd {
     /// Keep the container after it stops (default: remove it)
     #[arg(long)]
     keep: bool,
+    /// Seconds a container gets between SIGTERM and SIGKILL when the launch is cancelled
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    stop_grace: u64,
+    /// Append machine-readable lifecycle events to FILE, one JSON object per line
+    /// (launching, created, started, exited, removed, kept, warning, failed, cancelled; each
+    /// with "time" and "launch")
+    #[arg(long, value_name = "FILE")]
+    events: Option<std::path::PathBuf>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -204,15 +213,83 @@ impl LaunchCmd {
     }
 }
 
-fn exit_code(status: ExitStatus) -> ExitCode {
-    match u8::try_from(status.code) {
-        Ok(c) => ExitCode::from(c),
-        Err(_) => ExitCode::from(EXIT_LAUNCH_FAILED),
+/// Where `launch` sends output and events: the command's output to our stdout and stderr,
+/// events to the `--events` file.
+struct CliObserver {
+    events: Option<std::io::BufWriter<std::fs::File>>,
+    launch: String,
+}
+
+impl Observer for CliObserver {
+    fn output(&mut self, chunk: &LogChunk) {
+        // A closed stdout (`| head`) must not stop the wait.
+        let _ = match chunk.stream {
+            OutputStream::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&chunk.bytes).and_then(|()| o.flush())
+            }
+            OutputStream::Stderr => {
+                let mut o = std::io::stderr().lock();
+                o.write_all(&chunk.bytes).and_then(|()| o.flush())
+            }
+        };
+    }
+
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Launching { launch, .. } => self.launch = launch.clone(),
+            Event::Warning { message } => eprintln!("mount-plan: warning: {message}"),
+            _ => {}
+        }
+        let Some(out) = &mut self.events else { return };
+        let mut value = serde_json::to_value(event).expect("events serialise");
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("time".into(), time.into());
+            obj.insert("launch".into(), self.launch.clone().into());
+        }
+        // Each line is flushed: a launcher may follow the file while the job runs.
+        let _ = writeln!(out, "{value}").and_then(|()| out.flush());
     }
 }
 
-/// Run `mount-plan launch`: verify, launch, stream output, wait, remove, exit with the
-/// container's status (125 for failures of our own).
+/// The signals that cancel a launch, and the status a shell gives for each.
+const CANCEL_SIGNALS: [(i32, &str, u8); 3] =
+    [(2, "SIGINT", 130), (15, "SIGTERM", 143), (1, "SIGHUP", 129)];
+
+/// Cancel `token` on SIGINT, SIGTERM or SIGHUP; the exit status to use is stored in `code`.
+fn cancel_on_signals(
+    token: &CancelToken,
+    code: &std::sync::Arc<std::sync::atomic::AtomicU8>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (num, name, status) in CANCEL_SIGNALS {
+        let mut stream =
+            signal(SignalKind::from_raw(num)).with_context(|| format!("cannot handle {name}"))?;
+        let token = token.clone();
+        let code = code.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                eprintln!("mount-plan: {name}: stopping the launch");
+                let _ = code.compare_exchange(
+                    0,
+                    status,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                token.cancel();
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Run `mount-plan launch`: verify, then the one lifecycle of [`mount_plan_launch::launch`].
+/// Exit status: the command's own; [`EXIT_LAUNCH_FAILED`] when it certainly did not run;
+/// [`EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
+/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch.
 pub fn launch(cmd: &LaunchCmd) -> ExitCode {
     let fail = |e: anyhow::Error| {
         // A LaunchError's message already ends with the engine's answer: print it once.
@@ -222,88 +299,108 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         }
         ExitCode::from(EXIT_LAUNCH_FAILED)
     };
-    let prepared = (|| {
-        let plan = cmd.plan.plan()?;
-        let spec = cmd.spec()?;
-        let verified = cmd.verify.verify(plan)?;
-        Ok::<_, anyhow::Error>((verified, spec))
-    })();
-    let (verified, spec) = match prepared {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    // A failure before the command runs loses nothing: a job directory this call created is
-    // removed again (it is still empty: nothing ran in it; remove_dir refuses otherwise).
-    let fail_before_run = |e: anyhow::Error| {
-        if verified.job_dir_created() {
-            let dir = verified
-                .launcher_workspace()
-                .join(verified.plan().job().as_str());
-            if let Err(rm) = std::fs::remove_dir(&dir) {
-                eprintln!(
-                    "error: cannot remove the job directory {dir:?} created for this launch: {rm}"
-                );
-            }
-        }
-        fail(e)
-    };
     let rt = match tokio_runtime() {
         Ok(r) => r,
-        Err(e) => return fail_before_run(e),
+        Err(e) => return fail(e),
     };
     rt.block_on(async {
-        let runtime = match connect(&cmd.engine).await {
-            Ok(r) => r,
-            Err(e) => return fail_before_run(e.into()),
-        };
-        let job = match runtime.launch(&verified, &spec).await {
-            Ok(j) => j,
-            Err(e) => return fail_before_run(e.into()),
-        };
-        let forward = async {
-            let mut logs = runtime.logs(&job);
-            while let Some(chunk) = logs.next().await {
-                let chunk = chunk?;
-                let written = match chunk.stream {
-                    OutputStream::Stdout => {
-                        let mut o = std::io::stdout().lock();
-                        o.write_all(&chunk.bytes).and_then(|()| o.flush())
-                    }
-                    OutputStream::Stderr => {
-                        let mut o = std::io::stderr().lock();
-                        o.write_all(&chunk.bytes).and_then(|()| o.flush())
-                    }
-                };
-                // A closed stdout (`| head`) must not stop the wait.
-                let _ = written;
-            }
-            Ok::<(), LaunchError>(())
-        };
-        let done = async { futures_util::future::join(forward, runtime.wait(&job)).await };
-        let outcome = tokio::select! {
-            (logged, status) = done => Some((logged, status)),
-            _ = tokio::signal::ctrl_c() => None,
-        };
-        let result = match outcome {
-            None => {
-                eprintln!("mount-plan: interrupted: stopping container {}", job.id);
-                let _ = runtime.stop(&job, STOP_GRACE).await;
-                Err(anyhow!("interrupted"))
-            }
-            Some((_, Err(e))) | Some((Err(e), _)) => Err(e.into()),
-            Some((Ok(()), Ok(status))) => Ok(status),
-        };
-        if !cmd.keep || result.is_err() {
-            if let Err(e) = runtime.remove(&job).await {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_LAUNCH_FAILED);
-            }
-        } else {
-            eprintln!("mount-plan: kept container {}", job.id);
+        // Signals are handled from here on: before the host check creates anything.
+        let cancel = CancelToken::new();
+        let signalled = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        if let Err(e) = cancel_on_signals(&cancel, &signalled) {
+            return fail(e);
         }
-        match result {
-            Ok(status) => exit_code(status),
-            Err(e) => fail(e),
+        let prepared = (|| {
+            let plan = cmd.plan.plan()?;
+            let spec = cmd.spec()?;
+            let verified = cmd.verify.verify(plan)?;
+            Ok::<_, anyhow::Error>((verified, spec))
+        })();
+        let (verified, spec) = match prepared {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        let events = match &cmd.events {
+            None => None,
+            Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => Some(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    let _ = verified.release_job_dir();
+                    return fail(anyhow!("cannot open the events file {path:?}: {e}"));
+                }
+            },
+        };
+        let mut observer = CliObserver {
+            events,
+            launch: String::new(),
+        };
+        // Let the signal tasks run once: a signal that came during the host check cancels.
+        tokio::task::yield_now().await;
+        let engine = tokio::select! {
+            connected = connect(&cmd.engine) => connected,
+            _ = cancel.cancelled() => Err(LaunchError::Cancelled),
+        };
+        let engine = match engine {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = verified.release_job_dir();
+                return match e {
+                    LaunchError::Cancelled => {
+                        ExitCode::from(signalled.load(std::sync::atomic::Ordering::SeqCst))
+                    }
+                    e => fail(e.into()),
+                };
+            }
+        };
+        let options = LaunchOptions {
+            keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
+            stop_grace: Duration::from_secs(cmd.stop_grace),
+            cancel: cancel.clone(),
+            ..LaunchOptions::default()
+        };
+        match mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
+            .await
+        {
+            Ok(done) => {
+                if !done.removed && cmd.keep {
+                    eprintln!("mount-plan: kept container {}", done.container);
+                }
+                match u8::try_from(done.status.code) {
+                    Ok(c) => ExitCode::from(c),
+                    Err(_) => {
+                        eprintln!(
+                            "mount-plan: the command's exit status {} does not fit an exit code",
+                            done.status.code
+                        );
+                        ExitCode::from(EXIT_STATUS_UNKNOWN)
+                    }
+                }
+            }
+            Err(failed) if failed.is_cancelled() => {
+                eprintln!(
+                    "mount-plan: cancelled; {}",
+                    if failed.command_ran {
+                        "the container was stopped and removed"
+                    } else {
+                        "the command never ran"
+                    }
+                );
+                match signalled.load(std::sync::atomic::Ordering::SeqCst) {
+                    0 => ExitCode::from(EXIT_LAUNCH_FAILED),
+                    code => ExitCode::from(code),
+                }
+            }
+            Err(failed) => {
+                eprintln!("error: {}", failed.error);
+                if failed.command_ran {
+                    eprintln!(
+                        "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
+                    );
+                    ExitCode::from(EXIT_STATUS_UNKNOWN)
+                } else {
+                    ExitCode::from(EXIT_LAUNCH_FAILED)
+                }
+            }
         }
     })
 }
@@ -330,8 +427,8 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     tokio_runtime()?.block_on(async {
         // A LaunchError's message already ends with the engine's answer: keep it once.
         let once = |e: LaunchError| anyhow!("{e}");
-        let runtime = connect(&cmd.engine).await.map_err(once)?;
-        let observed = runtime.inspect(&cmd.container).await.map_err(once)?;
+        let engine = connect(&cmd.engine).await.map_err(once)?;
+        let observed = engine.inspect(&cmd.container).await.map_err(once)?;
         let differences = audit(&plan, &observed, &accepted);
         let mut out = std::io::stdout().lock();
         for d in &differences {
@@ -370,14 +467,14 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
         &layout.job("job")?,
     )?;
     tokio_runtime()?.block_on(async {
-        let runtime = match connect(&cmd.engine).await {
+        let engine = match connect(&cmd.engine).await {
             Ok(r) => r,
             Err(e) => {
                 println!("engine: unreachable: {e}");
                 return Ok(ExitCode::from(1));
             }
         };
-        let report = runtime.doctor().await.map_err(|e| anyhow!("{e}"))?;
+        let report = engine.report();
         let e = &report.engine;
         let mut out = std::io::stdout().lock();
         writeln!(out, "engine:   {} {}", e.engine, e.version)?;
@@ -410,5 +507,53 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::from(1))
         }
+    })
+}
+
+/// `mount-plan gc`.
+#[derive(Debug, Args)]
+pub struct GcCmd {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Only containers created more than SECS seconds ago
+    #[arg(long, value_name = "SECS")]
+    older_than: Option<u64>,
+    /// Print what would be removed; remove nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Run `mount-plan gc`: remove the managed containers whose launcher is gone. One line per
+/// container removed (or, with --dry-run, that would be removed) on stdout; containers whose
+/// launcher cannot be judged from here are kept and named on stderr. Exit 0, or 2 when the
+/// engine cannot be asked.
+pub fn gc_cmd(cmd: &GcCmd) -> Result<ExitCode> {
+    let options = GcOptions {
+        older_than: cmd.older_than.map(Duration::from_secs),
+        dry_run: cmd.dry_run,
+    };
+    tokio_runtime()?.block_on(async {
+        let once = |e: LaunchError| anyhow!("{e}");
+        let engine = connect(&cmd.engine).await.map_err(once)?;
+        let collected = mount_plan_launch::gc(engine.as_ref(), &options)
+            .await
+            .map_err(once)?;
+        let mut out = std::io::stdout().lock();
+        for c in &collected {
+            let job = c.job.as_deref().unwrap_or("?");
+            match &c.verdict {
+                Verdict::Orphan(why) if c.removed => {
+                    writeln!(out, "removed {} (job {job}): {why}", c.container)?
+                }
+                Verdict::Orphan(why) => {
+                    writeln!(out, "would remove {} (job {job}): {why}", c.container)?
+                }
+                Verdict::Unknown(why) => {
+                    eprintln!("kept {} (job {job}): {why}", c.container)
+                }
+                Verdict::Alive => {}
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }

@@ -44,8 +44,13 @@ enum Command {
     Check(CheckCmd),
     /// Verify the host, launch the job container, stream its output, wait, remove it
     ///
-    /// Exit status: the container's; 125 when anything fails before the command runs (the
-    /// error is printed and no container is left behind).
+    /// SIGINT, SIGTERM and SIGHUP stop the container (with --stop-grace) and remove it at any
+    /// step; a job directory created for the launch is removed only if the command never ran
+    /// in it, it is empty and no other launch holds it.
+    ///
+    /// Exit status: the command's own; 125 when the command certainly did not run (the error
+    /// is printed, no container is left behind); 122 when the command ran but its status could
+    /// not be read; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP cancelled the launch.
     Launch(Box<engine::LaunchCmd>),
     /// Compare a container with the plan: print each difference
     ///
@@ -56,6 +61,16 @@ enum Command {
     /// Exit status: 0 when the default plan can be honoured (given --accept-missing), 1
     /// otherwise.
     Doctor(engine::DoctorCmd),
+    /// Remove managed containers whose launcher is gone (killed, crashed, host rebooted)
+    ///
+    /// Every container launched by mount-plan carries its launcher's identity (host, boot id,
+    /// pid namespace, pid and start time). A container whose launcher no longer runs is
+    /// removed; one whose launcher cannot be judged from here (another host or pid namespace,
+    /// or no identity labels) is kept and named on stderr.
+    ///
+    /// Prints one line per container removed (or that would be removed). Exit status 0; 2
+    /// when the engine cannot be asked.
+    Gc(engine::GcCmd),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +124,7 @@ fn main() -> ExitCode {
         Command::Launch(cmd) => Ok(engine::launch(&cmd)),
         Command::Audit(cmd) => engine::audit_cmd(&cmd),
         Command::Doctor(cmd) => engine::doctor(&cmd),
+        Command::Gc(cmd) => engine::gc_cmd(&cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,14 +1,14 @@
 //! # mount-plan-docker: the Docker backend
 //!
-//! **Guarantee.** [`DockerRuntime`] launches a verified plan's container through the Docker
-//! Engine API with typed mounts only (never `--mount` strings): the root tmpfs read-only with
-//! the planned mode and size, every bind non-recursive with private propagation and read-only
-//! where planned, `no-new-privileges` in place of `nosuid` on binds, never privileged and no
-//! devices added (Docker's device cgroup in place of `nodev`). It negotiates the API version,
-//! reads the engine version, and refuses, naming both and the missing feature, a plan whose
-//! protections this engine cannot honour. Every container is labelled
-//! (`io.mount-plan.managed`, `.job`, `.plan-digest`); after create and again after start it
-//! is inspected and audited against the plan; on any failure after create it is removed.
+//! **Guarantee.** [`DockerEngine`] implements [`mount_plan_launch::Engine`] over the Docker
+//! Engine API: it creates a verified plan's container with typed mounts only (never
+//! `--mount` strings): the root tmpfs read-only with the planned mode and size, every bind
+//! non-recursive with private propagation and read-only where planned, `no-new-privileges`
+//! in place of `nosuid` on binds, never privileged and no devices added (Docker's device
+//! cgroup in place of `nodev`). It negotiates the API version and reads the engine version;
+//! [`availability`] says, from them, which protections this engine honours. The launch
+//! itself (protection check, audits, clean-up, cancellation) is the one lifecycle of
+//! [`mount_plan_launch::launch`]; this crate only translates and calls.
 //!
 //! **Limits.** The Engine API has no per-bind `noexec` at any version: a plan asking for it
 //! is refused unless the launch spec accepts [`mount_plan_launch::Protection::NoExecOnBinds`] as missing.
@@ -39,10 +39,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mount_plan_host::VerifiedPlan;
 use mount_plan_launch::{
-    audit, EngineInfo, EngineReport, ExitStatus, JobHandle, JobRuntime, LaunchError, LaunchSpec,
-    LogChunk, LogStream, ObservedContainer, OutputStream, LABEL_JOB, LABEL_PLAN_DIGEST,
+    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
+    LogStream, ObservedContainer, OutputStream,
 };
 
 pub use observe::observe;
@@ -80,7 +79,7 @@ impl Default for ConnectOptions {
 
 /// A connected Docker engine.
 #[derive(Debug, Clone)]
-pub struct DockerRuntime {
+pub struct DockerEngine {
     docker: Docker,
     info: EngineInfo,
     api: ApiVersion,
@@ -107,7 +106,7 @@ fn parse_semver(v: &str) -> Option<(u32, u32, u32)> {
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
-impl DockerRuntime {
+impl DockerEngine {
     /// Connect, negotiate the API version, and read the engine's version.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, LaunchError> {
         let host = options
@@ -132,7 +131,7 @@ impl DockerRuntime {
             Docker::connect_with_http(&endpoint, secs, bollard::API_DEFAULT_VERSION)
         } else {
             return Err(connect_err(
-                format!("docker rule `endpoint`: {endpoint:?} is neither unix://, tcp:// nor a socket path").into(),
+                format!("docker rule `docker-endpoint`: {endpoint:?} is neither unix://, tcp:// nor a socket path").into(),
             ));
         }
         .map_err(|e| connect_err(boxed(e)))?;
@@ -179,7 +178,7 @@ impl DockerRuntime {
             runtime,
             rootless,
         };
-        Ok(DockerRuntime { docker, info, api })
+        Ok(DockerEngine { docker, info, api })
     }
 
     /// The negotiated API version.
@@ -192,69 +191,28 @@ impl DockerRuntime {
         &self.docker
     }
 
+    /// An engine call's failure: its answer (an HTTP status) as the matching error; a
+    /// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
     fn call_err(op: &'static str, container: &str, e: DockerError) -> LaunchError {
-        if status_of(&e) == Some(404) {
-            return LaunchError::NotFound {
+        match status_of(&e) {
+            Some(404) => LaunchError::NotFound {
                 container: container.to_owned(),
-            };
-        }
-        LaunchError::Engine {
-            op,
-            container: container.to_owned(),
-            source: boxed(e),
-        }
-    }
-
-    async fn force_remove(&self, id: &str) -> Result<(), DockerError> {
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            link: false,
-        };
-        match self.docker.remove_container(id, Some(opts)).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            other => other,
-        }
-    }
-
-    /// Remove `id` after `first`; report both if the removal fails too.
-    async fn fail_after_create(&self, id: &str, first: LaunchError) -> LaunchError {
-        match self.force_remove(id).await {
-            Ok(()) => first,
-            Err(e) => LaunchError::Cleanup {
-                container: id.to_owned(),
-                first: Box::new(first),
+            },
+            Some(_) => LaunchError::Engine {
+                op,
+                container: container.to_owned(),
+                source: boxed(e),
+            },
+            None => LaunchError::AnswerLost {
+                op,
+                container: container.to_owned(),
                 source: boxed(e),
             },
         }
     }
 
-    async fn audited(
-        &self,
-        id: &str,
-        plan: &VerifiedPlan,
-        spec: &LaunchSpec,
-    ) -> Result<(), LaunchError> {
-        let observed = self.inspect(id).await?;
-        let differences = audit(plan.plan(), &observed, &spec.accept_missing);
-        if differences.is_empty() {
-            Ok(())
-        } else {
-            Err(LaunchError::Audit {
-                container: id.to_owned(),
-                differences,
-            })
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl JobRuntime for DockerRuntime {
-    fn engine(&self) -> &EngineInfo {
-        &self.info
-    }
-
-    async fn doctor(&self) -> Result<EngineReport, LaunchError> {
+    /// Versions, protections and warnings (pure: from what `connect` learnt).
+    fn report_of(&self) -> EngineReport {
         let mut warnings = Vec::new();
         match self.info.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
             Some(v) => match parse_semver(v) {
@@ -270,20 +228,27 @@ impl JobRuntime for DockerRuntime {
             warnings
                 .push("rootless Docker: uid 0 in the container maps to the daemon's user".into());
         }
-        Ok(EngineReport {
+        EngineReport {
             engine: self.info.clone(),
             protections: availability(self.api),
             warnings,
-        })
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for DockerEngine {
+    fn info(&self) -> &EngineInfo {
+        &self.info
     }
 
-    async fn launch(
-        &self,
-        plan: &VerifiedPlan,
-        spec: &LaunchSpec,
-    ) -> Result<JobHandle, LaunchError> {
-        let call = translate(plan.plan(), spec, &self.info)?;
-        let labels = call.body.labels.clone().unwrap_or_default();
+    fn report(&self) -> EngineReport {
+        self.report_of()
+    }
+
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+        let plan = request.plan.plan();
+        let call = translate(plan, request.spec, request.labels, &self.info)?;
         let created = self
             .docker
             .create_container(Some(call.options), call.body)
@@ -293,45 +258,48 @@ impl JobRuntime for DockerRuntime {
                     || matches!(&e, DockerError::DockerResponseServerError { message, .. } if message.contains("No such image"));
                 if no_image {
                     LaunchError::ImageNotFound {
-                        image: spec.image.to_string(),
+                        image: request.spec.image.to_string(),
+                        source: boxed(e),
+                    }
+                } else if status_of(&e).is_some() {
+                    LaunchError::Create {
+                        job: plan.job().to_string(),
                         source: boxed(e),
                     }
                 } else {
-                    LaunchError::Create {
-                        job: plan.plan().job().to_string(),
-                        source: boxed(e),
-                    }
+                    Self::call_err("create", "", e)
                 }
             })?;
-        let id = created.id;
-
-        // Audit what the engine made of the request before anything runs...
-        if let Err(e) = self.audited(&id, plan, spec).await {
-            return Err(self.fail_after_create(&id, e).await);
-        }
-        if let Err(e) = self.docker.start_container(&id, None).await {
-            let err = LaunchError::Start {
-                container: id.clone(),
-                source: boxed(e),
-            };
-            return Err(self.fail_after_create(&id, err).await);
-        }
-        // ...and again once it runs.
-        if let Err(e) = self.audited(&id, plan, spec).await {
-            return Err(self.fail_after_create(&id, e).await);
-        }
-        Ok(JobHandle {
-            id,
-            job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
-            plan_digest: labels.get(LABEL_PLAN_DIGEST).cloned().unwrap_or_default(),
-        })
+        Ok(created.id)
     }
 
-    async fn wait(&self, job: &JobHandle) -> Result<ExitStatus, LaunchError> {
+    async fn start(&self, id: &str) -> Result<(), LaunchError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(code) if code != 404 => LaunchError::Start {
+                    container: id.to_owned(),
+                    source: boxed(e),
+                },
+                _ => Self::call_err("start", id, e),
+            })
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, LaunchError> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| Self::call_err("inspect", id, e))?;
+        Ok(observe(&c))
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError> {
         let opts = WaitContainerOptions {
             condition: "not-running".into(),
         };
-        let mut stream = self.docker.wait_container(&job.id, Some(opts));
+        let mut stream = self.docker.wait_container(id, Some(opts));
         match stream.next().await {
             Some(Ok(r)) => Ok(ExitStatus {
                 code: r.status_code,
@@ -340,26 +308,26 @@ impl JobRuntime for DockerRuntime {
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
                 Ok(ExitStatus { code })
             }
-            Some(Err(e)) => Err(Self::call_err("wait", &job.id, e)),
-            None => Err(LaunchError::Engine {
+            Some(Err(e)) => Err(Self::call_err("wait", id, e)),
+            None => Err(LaunchError::AnswerLost {
                 op: "wait",
-                container: job.id.clone(),
+                container: id.to_owned(),
                 source: "docker rule `wait`: the engine closed the wait stream without a status"
                     .into(),
             }),
         }
     }
 
-    fn logs(&self, job: &JobHandle) -> LogStream {
+    fn logs(&self, id: &str) -> LogStream {
         let opts = LogsOptions {
             follow: true,
             stdout: true,
             stderr: true,
             ..LogsOptions::default()
         };
-        let id = job.id.clone();
+        let owned = id.to_owned();
         self.docker
-            .logs(&job.id, Some(opts))
+            .logs(id, Some(opts))
             .filter_map(move |item| {
                 let out = match item {
                     Ok(bollard::container::LogOutput::StdOut { message })
@@ -374,41 +342,38 @@ impl JobRuntime for DockerRuntime {
                         bytes: message.to_vec(),
                     })),
                     Ok(bollard::container::LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(Self::call_err("logs", &id, e))),
+                    Err(e) => Some(Err(Self::call_err("logs", &owned, e))),
                 };
                 std::future::ready(out)
             })
             .boxed()
     }
 
-    async fn stop(&self, job: &JobHandle, grace: Duration) -> Result<(), LaunchError> {
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError> {
         let opts = StopContainerOptions {
             t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
             signal: None,
         };
-        match self.docker.stop_container(&job.id, Some(opts)).await {
+        match self.docker.stop_container(id, Some(opts)).await {
             // 304: already stopped.
             Err(e) if status_of(&e) == Some(304) => Ok(()),
-            other => other.map_err(|e| Self::call_err("stop", &job.id, e)),
+            other => other.map_err(|e| Self::call_err("stop", id, e)),
         }
     }
 
-    async fn remove(&self, job: &JobHandle) -> Result<(), LaunchError> {
-        self.force_remove(&job.id)
-            .await
-            .map_err(|e| Self::call_err("remove", &job.id, e))
+    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(opts)).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            other => other.map_err(|e| Self::call_err("remove", id, e)),
+        }
     }
 
-    async fn inspect(&self, container: &str) -> Result<ObservedContainer, LaunchError> {
-        let c = self
-            .docker
-            .inspect_container(container, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| Self::call_err("inspect", container, e))?;
-        Ok(observe(&c))
-    }
-
-    async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, LaunchError> {
+    async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])]);
         let opts = ListContainersOptions {
             all: true,
@@ -420,7 +385,17 @@ impl JobRuntime for DockerRuntime {
             .list_containers(Some(opts))
             .await
             .map_err(|e| Self::call_err("list", &format!("{key}={value}"), e))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                Some(Listed {
+                    id: c.id?,
+                    labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    state: c.state.map(|s| s.to_string()),
+                    created_unix: c.created,
+                })
+            })
+            .collect())
     }
 }
 

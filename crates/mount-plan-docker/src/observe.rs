@@ -88,6 +88,8 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
                         .and_then(|s| u64::try_from(s).ok())
                         .filter(|s| *s > 0),
                     flags: Some(MountFlags::HARDENED),
+                    // Docker never copies an image's files into a tmpfs.
+                    copies_up: Some(false),
                 });
             }
             other => other_mounts.push(ObservedOtherMount {
@@ -114,6 +116,7 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
                 nodev: false,
                 noexec: false,
             }),
+            copies_up: Some(false),
         };
         let mut flags = MountFlags {
             nosuid: false,
@@ -189,6 +192,19 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
             .as_ref()
             .and_then(|s| s.status.as_ref())
             .map(|s| s.to_string()),
+        exit_code: c
+            .state
+            .as_ref()
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    Some(
+                        bollard::models::ContainerStateStatusEnum::EXITED
+                            | bollard::models::ContainerStateStatusEnum::DEAD
+                    )
+                )
+            })
+            .and_then(|s| s.exit_code),
         working_dir: cfg.working_dir.clone().filter(|w| !w.is_empty()),
         user: cfg.user.clone().filter(|u| !u.is_empty()),
         binds,

@@ -1,6 +1,6 @@
 //! Pure translation of a plan and a launch spec into a Docker Engine API create call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -11,8 +11,7 @@ use bollard::models::{
 use bollard::query_parameters::CreateContainerOptions;
 use mount_plan::{Mount, MountPlan};
 use mount_plan_launch::{
-    container_labels, Availability, EngineInfo, GpuRequest, LaunchError, LaunchSpec, Network,
-    Protection,
+    Availability, EngineInfo, GpuRequest, LaunchError, LaunchSpec, Network, Protection,
 };
 
 /// An Engine API version, `major.minor`.
@@ -105,9 +104,8 @@ pub struct CreateCall {
     pub body: ContainerCreateBody,
 }
 
-/// Translate `plan` and `spec` for the engine `engine`, or refuse: a protection the plan
-/// needs that this engine lacks and `spec.accept_missing` does not accept is refused with an
-/// error naming the engine version, the API version and what is missing.
+/// Translate `plan`, `spec` and `labels` for the engine `engine`. Which protections the
+/// engine honours is decided by the lifecycle from [`availability`], before this is called.
 ///
 /// Mounts are typed `Mount` structs (never `--mount` strings): the tmpfs root with its
 /// read-only flag, mode and size; every bind non-recursive with private propagation,
@@ -115,6 +113,7 @@ pub struct CreateCall {
 pub fn translate(
     plan: &MountPlan,
     spec: &LaunchSpec,
+    labels: &BTreeMap<String, String>,
     engine: &EngineInfo,
 ) -> Result<CreateCall, LaunchError> {
     spec.check()?;
@@ -122,32 +121,6 @@ pub fn translate(
         .api_version
         .parse()
         .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
-    let available = availability(api);
-    let accepted = &spec.accept_missing;
-    for p in Protection::required_by(plan) {
-        let Some((_, Availability::Missing(why))) = available.iter().find(|(q, _)| *q == p) else {
-            continue;
-        };
-        if accepted.contains(&p) {
-            continue;
-        }
-        if p == Protection::NonRecursiveBinds {
-            return Err(LaunchError::ApiTooOld {
-                engine: "docker",
-                engine_version: engine.version.clone(),
-                api_version: api.to_string(),
-                feature: "BindOptions.NonRecursive",
-                needed: "1.40",
-            });
-        }
-        return Err(LaunchError::ProtectionUnavailable {
-            engine: "docker",
-            engine_version: engine.version.clone(),
-            api_version: api.to_string(),
-            protection: p,
-            why: why.clone(),
-        });
-    }
     let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
 
     let mounts = plan
@@ -213,7 +186,7 @@ pub fn translate(
         auto_remove: Some(false),
         ..HostConfig::default()
     };
-    let labels: HashMap<String, String> = container_labels(plan, spec).into_iter().collect();
+    let labels: HashMap<String, String> = labels.clone().into_iter().collect();
     let body = ContainerCreateBody {
         image: Some(spec.image.to_string()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
@@ -265,6 +238,20 @@ mod tests {
             .unwrap()
     }
 
+    fn call(plan: &MountPlan, spec: &LaunchSpec, api: &str) -> CreateCall {
+        let labels = mount_plan_launch::container_labels(plan, spec);
+        translate(plan, spec, &labels, &engine(api)).unwrap()
+    }
+
+    fn refusal(spec: &LaunchSpec, api: &str) -> LaunchError {
+        let report = mount_plan_launch::EngineReport {
+            engine: engine(api),
+            protections: availability(api.parse().unwrap()),
+            warnings: vec![],
+        };
+        mount_plan_launch::check_protections(&report, &plan(), &spec.accept_missing).unwrap_err()
+    }
+
     fn spec() -> LaunchSpec {
         let mut s = LaunchSpec::new("img:1".parse().unwrap()).with_command(["sh", "-c", "x"]);
         s.accept_missing.insert(Protection::NoExecOnBinds);
@@ -273,7 +260,7 @@ mod tests {
 
     #[test]
     fn mounts_are_typed_and_hardened() {
-        let call = translate(&plan(), &spec(), &engine("1.41")).unwrap();
+        let call = call(&plan(), &spec(), "1.41");
         let hc = call.body.host_config.as_ref().unwrap();
         let mounts = hc.mounts.as_ref().unwrap();
         assert_eq!(mounts.len(), 4);
@@ -329,7 +316,7 @@ mod tests {
                 &layout.job("j1").unwrap(),
             )
             .unwrap();
-        let call = translate(&plan, &spec(), &engine("1.41")).unwrap();
+        let call = call(&plan, &spec(), "1.41");
         let json = serde_json::to_value(&call.body).unwrap();
         let m = &json["HostConfig"]["Mounts"][1];
         assert_eq!(m["Source"], "/srv/a,readonly=false,source=/x/startup");
@@ -342,8 +329,8 @@ mod tests {
     fn noexec_is_refused_unless_accepted() {
         let mut s = spec();
         s.accept_missing.clear();
-        let err = translate(&plan(), &s, &engine("1.41")).unwrap_err();
-        assert_eq!(err.rule(), "protection");
+        let err = refusal(&s, "1.41");
+        assert_eq!(err.rule(), "protection-unavailable");
         let msg = err.to_string();
         assert!(
             msg.contains("20.10.24") && msg.contains("API 1.41"),
@@ -354,8 +341,8 @@ mod tests {
 
     #[test]
     fn api_older_than_1_40_is_refused() {
-        let err = translate(&plan(), &spec(), &engine("1.39")).unwrap_err();
-        assert_eq!(err.rule(), "api-version");
+        let err = refusal(&spec(), "1.39");
+        assert_eq!(err.rule(), "protection-unavailable");
         let msg = err.to_string();
         assert!(
             msg.contains("20.10.24") && msg.contains("API 1.39") && msg.contains("NonRecursive"),
@@ -364,7 +351,7 @@ mod tests {
         // Accepted as missing: the field is left out (an old engine would drop it anyway).
         let mut s = spec();
         s.accept_missing.insert(Protection::NonRecursiveBinds);
-        let call = translate(&plan(), &s, &engine("1.39")).unwrap();
+        let call = call(&plan(), &s, "1.39");
         let m = &call.body.host_config.unwrap().mounts.unwrap()[1];
         assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
     }
@@ -383,7 +370,7 @@ mod tests {
             .with_pids_limit(100)
             .unwrap();
         s.labels.insert("team", "t").unwrap();
-        let call = translate(&plan(), &s, &engine("1.41")).unwrap();
+        let call = call(&plan(), &s, "1.41");
         assert_eq!(call.options.name.as_deref(), Some("job-x"));
         let b = &call.body;
         assert_eq!(b.user.as_deref(), Some("1000:1000"));

@@ -148,6 +148,13 @@ pub enum HostError {
         /// The depth limit.
         limit: usize,
     },
+    /// The job directory was removed (by a failing concurrent launch that had created it)
+    /// between its check and its claim.
+    #[error("host rule `job-dir-removed`: {at} was removed by a concurrent launch's clean-up while this launch was checking it; nothing ran in it: launch again")]
+    JobDirRemoved {
+        /// The job directory.
+        at: Subject,
+    },
     /// A system call failed for another reason.
     #[error("host rule `io`: could not {op} {at}: {source}")]
     Io {
@@ -195,6 +202,7 @@ impl HostError {
             HostError::Owner { .. } => "owner",
             HostError::HardLink { .. } => "hard-link",
             HostError::TooDeep { .. } => "too-deep",
+            HostError::JobDirRemoved { .. } => "job-dir-removed",
             HostError::Io { .. } => "io",
         }
     }
@@ -213,6 +221,7 @@ impl HostError {
             | HostError::Owner { at, .. }
             | HostError::HardLink { at, .. }
             | HostError::TooDeep { at, .. }
+            | HostError::JobDirRemoved { at }
             | HostError::Io { at, .. } => Some(at),
         }
     }

@@ -97,18 +97,21 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod claim;
 mod error;
 mod open;
 mod scan;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mount_plan::{BindRole, ContainerPath, HostPath, MountPlan};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{fchmod, fstat, mkdirat, unlinkat, AtFlags, Mode};
+use rustix::fs::{fchmod, fstat, mkdirat, Mode};
 use rustix::io::Errno;
 
+pub use claim::JobDirRelease;
 pub use error::{HostError, Subject};
 pub use scan::MAX_SCAN_DEPTH;
 
@@ -319,6 +322,9 @@ pub struct VerifiedPlan {
     resolver: Resolver,
     job_dir_created: bool,
     warnings: Vec<String>,
+    /// The shared lock on W/J, held while this plan (or a clone) lives.
+    #[serde(skip)]
+    claim: Arc<claim::JobDirClaim>,
 }
 
 fn ser_lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -370,6 +376,14 @@ impl VerifiedPlan {
     /// Whether this verification created W/J.
     pub fn job_dir_created(&self) -> bool {
         self.job_dir_created
+    }
+
+    /// Release the job directory after a launch whose command never ran: W/J is removed
+    /// only if this verification created it, the name still leads to that very directory,
+    /// it is empty, and no other launch holds it (each verification holds a shared lock on
+    /// W/J while its plan lives). Never follows a link; idempotent.
+    pub fn release_job_dir(&self) -> Result<JobDirRelease, HostError> {
+        self.claim.release()
     }
 }
 
@@ -452,9 +466,19 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
     let mut cleanup = CreatedDir {
         parent: ws.as_fd(),
         name: OsStr::new(job_name),
-        ino: Some(Pin::of(&job_st).ino),
+        pin: Some(Pin::of(&job_st)),
         armed: created,
     };
+    let claim = claim::JobDirClaim::take(
+        ws.as_fd(),
+        OsStr::new(job_name),
+        job_fd.as_fd(),
+        created,
+        &job_at,
+    )?;
+    // From here on the claim's release removes a directory created here on failure.
+    cleanup.disarm();
+    drop(cleanup);
 
     let mut rest = || -> Result<(), HostError> {
         if options.refuse_hard_links {
@@ -479,12 +503,11 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         }
         Ok(())
     };
-    let outcome = rest();
-    if outcome.is_ok() {
-        cleanup.disarm();
+    if let Err(e) = rest() {
+        // Best effort: a directory another launch holds, or that was written to, stays.
+        let _ = claim.release();
+        return Err(e);
     }
-    drop(cleanup);
-    outcome?;
 
     let binds = plan
         .binds()
@@ -506,6 +529,7 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         resolver: method.public(),
         job_dir_created: created,
         warnings,
+        claim: Arc::new(claim),
     })
 }
 
@@ -594,11 +618,11 @@ fn job_directory(
     let mut cleanup = CreatedDir {
         parent: ws.as_fd(),
         name,
-        ino: None,
+        pin: None,
         armed: true,
     };
     let (fd, st) = open_below(ws, name, at, base, method)?;
-    cleanup.ino = Some(Pin::of(&st).ino);
+    cleanup.pin = Some(Pin::of(&st));
     // mkdirat applied the umask: set the exact mode on the directory we hold.
     let reader = open::reopen_dir(fd.as_fd()).map_err(|e| open::io_err(at, "open", e))?;
     if let Some((uid, gid)) = owner {
@@ -616,13 +640,14 @@ fn job_directory(
     Ok((fd, st, true))
 }
 
-/// Removes a directory this verification created when dropped armed.
+/// Removes a directory this verification created when dropped armed (see
+/// [`claim::remove_unclaimed`]: only that very directory, only empty, only unclaimed).
 struct CreatedDir<'a> {
     parent: BorrowedFd<'a>,
     name: &'a OsStr,
-    /// The inode we created, when known. Unknown still removes: only an empty directory can
-    /// be removed, and `AT_REMOVEDIR` never follows a link.
-    ino: Option<u64>,
+    /// The directory we created, when known. Unknown still removes: only an empty, unlocked
+    /// directory can be removed, and no link is followed.
+    pin: Option<Pin>,
     armed: bool,
 }
 
@@ -634,16 +659,8 @@ impl CreatedDir<'_> {
 
 impl Drop for CreatedDir<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, None);
         }
-        // Only remove what is still the directory we made.
-        if let Some(ino) = self.ino {
-            match rustix::fs::statat(self.parent, self.name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if Pin::of(&st).ino == ino => {}
-                _ => return,
-            }
-        }
-        let _ = unlinkat(self.parent, self.name, AtFlags::REMOVEDIR);
     }
 }

@@ -39,6 +39,9 @@ pub struct ObservedTmpfs {
     pub size_bytes: Option<u64>,
     /// nosuid/nodev/noexec; `None`: not reported.
     pub flags: Option<MountFlags>,
+    /// Whether the engine copies the image's files at the target into the tmpfs; `None`:
+    /// not reported (Docker never copies up).
+    pub copies_up: Option<bool>,
 }
 
 /// A mount that is neither a bind nor a tmpfs (a volume, say).
@@ -81,6 +84,8 @@ pub struct ObservedContainer {
     pub labels: BTreeMap<String, String>,
     /// Run state (`created`, `running`, `exited`...), when reported.
     pub state: Option<String>,
+    /// The command's exit code, once it has exited and when reported.
+    pub exit_code: Option<i64>,
     /// The working directory; `None`: not reported.
     pub working_dir: Option<String>,
     /// The configured user.
@@ -176,6 +181,12 @@ pub enum Difference {
         /// Observed size (`None`: none, or not reported).
         observed: Option<u64>,
     },
+    /// A tmpfs is filled with the image's files at its target: the plan's root would not be
+    /// empty.
+    TmpfsCopyUp {
+        /// Target.
+        target: String,
+    },
     /// A mount flag the plan asks for is missing, and no accepted substitute applies.
     MissingFlag {
         /// Target.
@@ -223,6 +234,7 @@ impl Difference {
             Difference::Recursive { .. } => "recursive",
             Difference::TmpfsMode { .. } => "tmpfs-mode",
             Difference::TmpfsSize { .. } => "tmpfs-size",
+            Difference::TmpfsCopyUp { .. } => "tmpfs-copy-up",
             Difference::MissingFlag { .. } => "missing-flag",
             Difference::WorkingDir { .. } => "working-dir",
             Difference::Privileged => "privileged",
@@ -301,6 +313,10 @@ impl fmt::Display for Difference {
             } => write!(
                 f,
                 "tmpfs at {target:?} has size cap {observed:?}, planned {planned}"
+            ),
+            Difference::TmpfsCopyUp { target } => write!(
+                f,
+                "tmpfs at {target:?} copies the image's files up (\"tmpcopyup\"); the plan mounts it empty"
             ),
             Difference::MissingFlag { target, flag } => {
                 write!(f, "mount at {target:?} lacks {flag:?}")
@@ -389,6 +405,11 @@ pub fn audit(
                         target: target.into(),
                         planned: t.size_bytes(),
                         observed: o.size_bytes,
+                    });
+                }
+                if o.copies_up == Some(true) {
+                    out.push(Difference::TmpfsCopyUp {
+                        target: target.into(),
                     });
                 }
                 check_flags(&mut out, target, t.flags(), o.flags, accepted);
@@ -577,6 +598,7 @@ mod tests {
                 mode: Some(0o555),
                 size_bytes: Some(1 << 20),
                 flags: Some(MountFlags::HARDENED),
+                copies_up: None,
             }]),
             binds: p
                 .binds()

@@ -35,6 +35,11 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod engine;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod identity;
+pub mod lifecycle;
 mod protection;
 mod runtime;
 mod spec;
@@ -43,10 +48,16 @@ pub use audit::{
     audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,
 };
+pub use engine::{CreateRequest, Engine, EngineKind, Listed};
+pub use identity::{LaunchId, Launcher, Verdict};
+pub use lifecycle::{
+    check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
+    GcOptions, LaunchOptions, Observer,
+};
 pub use protection::{Availability, EngineInfo, EngineReport, Protection};
 pub use runtime::{
-    container_labels, plan_digest, run, EngineError, ExitStatus, JobHandle, JobRuntime, Keep,
-    LaunchError, LogChunk, LogStream, OutputStream,
+    container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
+    OutputStream,
 };
 pub use spec::{
     ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network, NetworkName,

@@ -1,17 +1,13 @@
-//! The `JobRuntime` trait that every engine backend implements, and the launch errors.
+//! The launch errors, exit statuses, output chunks and the labels every container carries.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use mount_plan::MountPlan;
-use mount_plan_host::VerifiedPlan;
 use sha2::{Digest, Sha256};
 
-use crate::audit::{Difference, ObservedContainer};
-use crate::protection::{EngineInfo, EngineReport, Protection};
+use crate::audit::Difference;
+use crate::protection::Protection;
 use crate::spec::{LaunchSpec, SpecError, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST};
 
 /// An error from an engine client, boxed so that the trait stays engine-neutral.
@@ -25,7 +21,7 @@ pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum LaunchError {
     /// The engine could not be reached.
-    #[error("engine rule `reachable`: cannot reach the {engine} engine at {endpoint:?}: {source}")]
+    #[error("engine rule `connect`: cannot reach the {engine} engine at {endpoint:?}: {source}")]
     Connect {
         /// Engine kind.
         engine: &'static str,
@@ -51,10 +47,10 @@ pub enum LaunchError {
     },
     /// The plan needs a protection this engine cannot honour and the spec does not accept
     /// it as missing.
-    #[error("engine rule `protection`: {engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id())]
+    #[error("engine rule `protection-unavailable`: {engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id())]
     ProtectionUnavailable {
         /// Engine kind.
-        engine: &'static str,
+        engine: String,
         /// Engine version.
         engine_version: String,
         /// Negotiated API version.
@@ -76,7 +72,7 @@ pub enum LaunchError {
         what: String,
     },
     /// The image does not exist locally (nothing is pulled).
-    #[error("engine rule `image`: image {image:?} is not present on the engine (nothing is pulled): {source}")]
+    #[error("engine rule `image-missing`: image {image:?} is not present on the engine (nothing is pulled): {source}")]
     ImageNotFound {
         /// The image.
         image: String,
@@ -143,6 +139,31 @@ pub enum LaunchError {
     /// The runtime cannot serve this request at all (an engine that is not built in).
     #[error("engine rule `unsupported`: {0}")]
     Unsupported(String),
+    /// The engine's answer to a call was lost (connection reset, timeout, a truncated
+    /// body): whether the call took effect is unknown.
+    #[error("engine rule `answer-lost`: the answer to {op} of container {container:?} was lost: {source}")]
+    AnswerLost {
+        /// The call.
+        op: &'static str,
+        /// The container id (empty before create answered).
+        container: String,
+        /// What happened.
+        #[source]
+        source: EngineError,
+    },
+    /// The launch was cancelled (a signal, a KeyboardInterrupt...); what it created was
+    /// removed.
+    #[error("engine rule `cancelled`: the launch was cancelled")]
+    Cancelled,
+    /// Something could not be removed and is left for `mount-plan gc`.
+    #[error("engine rule `leftover`: {what} could not be removed (`mount-plan gc` removes it once this launcher is gone): {source}")]
+    Leftover {
+        /// What is left.
+        what: String,
+        /// Why the removal failed.
+        #[source]
+        source: Box<LaunchError>,
+    },
 }
 
 fn join_differences(d: &[Difference]) -> String {
@@ -156,12 +177,12 @@ impl LaunchError {
     /// The stable short id of the rule.
     pub fn rule(&self) -> &'static str {
         match self {
-            LaunchError::Connect { .. } => "reachable",
+            LaunchError::Connect { .. } => "connect",
             LaunchError::ApiTooOld { .. } => "api-version",
-            LaunchError::ProtectionUnavailable { .. } => "protection",
+            LaunchError::ProtectionUnavailable { .. } => "protection-unavailable",
             LaunchError::Spec(e) => e.rule(),
             LaunchError::SpecUnsupported { .. } => "spec-unsupported",
-            LaunchError::ImageNotFound { .. } => "image",
+            LaunchError::ImageNotFound { .. } => "image-missing",
             LaunchError::Create { .. } => "create",
             LaunchError::Start { .. } => "start",
             LaunchError::Audit { .. } => "audit",
@@ -169,19 +190,11 @@ impl LaunchError {
             LaunchError::NotFound { .. } => "container",
             LaunchError::Engine { .. } => "call",
             LaunchError::Unsupported(_) => "unsupported",
+            LaunchError::AnswerLost { .. } => "answer-lost",
+            LaunchError::Cancelled => "cancelled",
+            LaunchError::Leftover { .. } => "leftover",
         }
     }
-}
-
-/// A launched container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobHandle {
-    /// The engine's container id.
-    pub id: String,
-    /// The job name J.
-    pub job: String,
-    /// The plan digest it was labelled with.
-    pub plan_digest: String,
 }
 
 /// How a container's command ended.
@@ -219,43 +232,6 @@ pub struct LogChunk {
 /// The output of a container, from its start, followed until it stops.
 pub type LogStream = BoxStream<'static, Result<LogChunk, LaunchError>>;
 
-/// One container engine, as a launcher sees it. Hold it as `Box<dyn JobRuntime>` to swap
-/// engines at run time.
-#[async_trait::async_trait]
-pub trait JobRuntime: Send + Sync + fmt::Debug {
-    /// The engine this runtime talks to.
-    fn engine(&self) -> &EngineInfo;
-
-    /// Versions and which protections this engine honours.
-    async fn doctor(&self) -> Result<EngineReport, LaunchError>;
-
-    /// Create, start and audit the container of `plan` running `spec`. On any failure after
-    /// the create call the container is force-removed before the error is returned.
-    async fn launch(
-        &self,
-        plan: &VerifiedPlan,
-        spec: &LaunchSpec,
-    ) -> Result<JobHandle, LaunchError>;
-
-    /// Wait until the container stops, and return its exit status.
-    async fn wait(&self, job: &JobHandle) -> Result<ExitStatus, LaunchError>;
-
-    /// The container's output from its start, followed until it stops.
-    fn logs(&self, job: &JobHandle) -> LogStream;
-
-    /// Ask the command to stop (SIGTERM), then kill it after `grace`.
-    async fn stop(&self, job: &JobHandle, grace: Duration) -> Result<(), LaunchError>;
-
-    /// Remove the container (killing it if it still runs).
-    async fn remove(&self, job: &JobHandle) -> Result<(), LaunchError>;
-
-    /// What the engine reports about a container (by id or name).
-    async fn inspect(&self, container: &str) -> Result<ObservedContainer, LaunchError>;
-
-    /// Ids of every container carrying the label `key=value` (any state).
-    async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, LaunchError>;
-}
-
 /// `sha256:<hex>` of the plan's JSON form: the `io.mount-plan.plan-digest` label.
 pub fn plan_digest(plan: &MountPlan) -> String {
     let json = serde_json::to_vec(plan).expect("a plan always serialises");
@@ -282,7 +258,7 @@ pub fn container_labels(plan: &MountPlan, spec: &LaunchSpec) -> BTreeMap<String,
     labels
 }
 
-/// Whether to keep the container after [`run`].
+/// Whether to keep the container after [`crate::launch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Keep {
     /// Remove it once it has stopped (the default).
@@ -290,43 +266,6 @@ pub enum Keep {
     Remove,
     /// Leave it for inspection.
     Keep,
-}
-
-/// Launch, forward the output to `sink` while waiting, then remove the container (unless
-/// `keep`). Returns the exit status, or the first error (after removing the container).
-pub async fn run(
-    runtime: &dyn JobRuntime,
-    plan: &VerifiedPlan,
-    spec: &LaunchSpec,
-    keep: Keep,
-    sink: &mut (dyn FnMut(&LogChunk) + Send),
-) -> Result<ExitStatus, LaunchError> {
-    let job = runtime.launch(plan, spec).await?;
-    let forward = async {
-        let mut logs = runtime.logs(&job);
-        while let Some(chunk) = logs.next().await {
-            sink(&chunk?);
-        }
-        Ok::<(), LaunchError>(())
-    };
-    let (logged, status) = futures_util::future::join(forward, runtime.wait(&job)).await;
-    let result = match (logged, status) {
-        (_, Err(e)) | (Err(e), _) => Err(e),
-        (Ok(()), Ok(status)) => Ok(status),
-    };
-    if keep == Keep::Remove || result.is_err() {
-        if let Err(removal) = runtime.remove(&job).await {
-            return Err(match result {
-                Err(first) => LaunchError::Cleanup {
-                    container: job.id.clone(),
-                    first: Box::new(first),
-                    source: Box::new(removal),
-                },
-                Ok(_) => removal,
-            });
-        }
-    }
-    result
 }
 
 #[cfg(test)]

@@ -111,6 +111,12 @@ pub enum SpecError {
         /// The known ids, comma-separated.
         known: String,
     },
+    /// The engine kind is unknown.
+    #[error("spec rule `engine-kind`: {value:?} is not an engine kind (one of docker, podman, swarm, kubernetes)")]
+    EngineKind {
+        /// The refused value.
+        value: String,
+    },
 }
 
 impl SpecError {
@@ -130,6 +136,7 @@ impl SpecError {
             SpecError::Gpus { .. } => "gpus",
             SpecError::Resource { .. } => "resource",
             SpecError::Protection { .. } => "protection",
+            SpecError::EngineKind { .. } => "engine-kind",
         }
     }
 }

@@ -6,13 +6,13 @@
 #[non_exhaustive]
 pub enum PodmanError {
     /// The endpoint is not a unix socket path.
-    #[error("podman rule `endpoint`: endpoint {value:?} is not a unix socket (unix:///absolute/path or /absolute/path)")]
+    #[error("podman rule `podman-endpoint`: endpoint {value:?} is not a unix socket (unix:///absolute/path or /absolute/path)")]
     Endpoint {
         /// The refused value.
         value: String,
     },
     /// Nothing answers on the socket.
-    #[error("podman rule `reachable`: no podman service answers on {endpoint:?} ({source}); start one with `podman system service --time=0 {endpoint}` (as root for the rootful socket; for a rootless one as that user, with XDG_RUNTIME_DIR set)")]
+    #[error("podman rule `unreachable`: no podman service answers on {endpoint:?} ({source}); start one with `podman system service --time=0 {endpoint}` (as root for the rootful socket; for a rootless one as that user, with XDG_RUNTIME_DIR set)")]
     Unreachable {
         /// The endpoint tried.
         endpoint: String,
@@ -21,7 +21,7 @@ pub enum PodmanError {
         source: podman_api::Error,
     },
     /// The service answered, but not with a version we can read.
-    #[error("podman rule `version`: cannot read a version from {value:?}")]
+    #[error("podman rule `version-unreadable`: cannot read a version from {value:?}")]
     Version {
         /// The reported value.
         value: String,
@@ -41,13 +41,6 @@ pub enum PodmanError {
         #[source]
         source: podman_api::Error,
     },
-    /// The service reports a tmpfs that copies the image's content up: the plan's root would
-    /// not be empty.
-    #[error("podman rule `tmpfs-copy-up`: the tmpfs at {target:?} copies the image's content up (\"tmpcopyup\"); the plan mounts it \"notmpcopyup\"")]
-    TmpfsCopyUp {
-        /// The tmpfs target.
-        target: String,
-    },
     /// A stopped container reports no exit code.
     #[error("podman rule `exit-code`: container {container:?} stopped but reports no exit code")]
     NoExitCode {
@@ -60,12 +53,11 @@ impl PodmanError {
     /// The stable short id of the rule.
     pub fn rule(&self) -> &'static str {
         match self {
-            PodmanError::Endpoint { .. } => "endpoint",
-            PodmanError::Unreachable { .. } => "reachable",
-            PodmanError::Version { .. } => "version",
+            PodmanError::Endpoint { .. } => "podman-endpoint",
+            PodmanError::Unreachable { .. } => "unreachable",
+            PodmanError::Version { .. } => "version-unreadable",
             PodmanError::UserNamespace { .. } => "user-namespace",
             PodmanError::Service { .. } => "service",
-            PodmanError::TmpfsCopyUp { .. } => "tmpfs-copy-up",
             PodmanError::NoExitCode { .. } => "exit-code",
         }
     }

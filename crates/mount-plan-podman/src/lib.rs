@@ -1,16 +1,16 @@
 //! # mount-plan-podman: the Podman backend, rootful and rootless
 //!
-//! **Guarantee.** [`PodmanRuntime`] implements [`JobRuntime`] over a libpod API socket. It
-//! creates each job container with exactly the plan's mounts, in OCI form: the root tmpfs
+//! **Guarantee.** [`PodmanEngine`] implements [`mount_plan_launch::Engine`] over a libpod API
+//! socket. It creates each job container with exactly the plan's mounts, in OCI form: the
+//! root tmpfs
 //! with `ro` (or `rw` for a scratch root), `nosuid,nodev,noexec`, the planned `mode` and
 //! `size`, and `notmpcopyup` (the image's files never show at R); every bind as `bind`
 //! (non-recursive), `private`, `ro`/`rw`, with `nosuid,nodev` and, on read-only binds,
 //! `noexec`. The working directory is the plan's; image volumes are ignored, so an image's
-//! `VOLUME` adds no mount. It inspects the container and audits what the service reports
-//! against the plan ([`mount_plan_launch::audit`]) after create, before anything runs, and
-//! again after start; a container that differs, or any failure after create, is
-//! force-removed before the error is returned. Every container
-//! carries the `io.mount-plan.*` labels.
+//! `VOLUME` adds no mount. [`observe`] maps what the service reports (including a tmpfs that
+//! copies the image's files up) for the audit. The launch itself (protection check, audits
+//! after create and after start, clean-up, cancellation) is the one lifecycle of
+//! [`mount_plan_launch::launch`]; this crate only translates and calls.
 //!
 //! **Rootless.** Connect to the user's socket (`$XDG_RUNTIME_DIR/podman/podman.sock`). With
 //! [`UserNamespace::KeepId`], the command runs as the service's user, whose files in the job
@@ -29,33 +29,36 @@
 //!
 //! ```no_run
 //! # async fn demo(plan: mount_plan_host::VerifiedPlan) -> Result<(), mount_plan_launch::LaunchError> {
-//! use mount_plan_launch::{JobRuntime, LaunchSpec};
-//! use mount_plan_podman::{PodmanOptions, PodmanRuntime, UserNamespace};
+//! use mount_plan_launch::{launch, Engine, LaunchOptions, LaunchSpec};
+//! use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 //!
 //! let options = PodmanOptions { userns: UserNamespace::KeepId, ..PodmanOptions::default() };
-//! let runtime: Box<dyn JobRuntime> =
-//!     Box::new(PodmanRuntime::connect("unix:///run/user/1001/podman/podman.sock", options).await?);
+//! let engine: Box<dyn Engine> =
+//!     Box::new(PodmanEngine::connect("unix:///run/user/1001/podman/podman.sock", options).await?);
 //! let spec = LaunchSpec::new("localhost/mount-plan-busybox:latest".parse()?)
 //!     .with_command(["sh", "-c", "echo done > out"]);
-//! let job = runtime.launch(&plan, &spec).await?;
-//! let status = runtime.wait(&job).await?;
-//! runtime.remove(&job).await?;
-//! assert!(status.success());
+//! let mut print = |chunk: &mount_plan_launch::LogChunk| print!("{}", String::from_utf8_lossy(&chunk.bytes));
+//! let done = launch(engine.as_ref(), &plan, &spec, &LaunchOptions::default(), &mut print)
+//!     .await
+//!     .map_err(|failed| failed.error)?;
+//! assert!(done.status.success());
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod endpoint;
 mod error;
+mod observe;
 mod translate;
+mod version;
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mount_plan_host::VerifiedPlan;
 use mount_plan_launch::{
-    audit, plan_digest, EngineInfo, EngineReport, ExitStatus, JobHandle, JobRuntime, LaunchError,
-    LaunchSpec, LogChunk, LogStream, ObservedContainer, OutputStream,
+    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
+    LogStream, ObservedContainer, OutputStream,
 };
 use podman_api::conn::TtyChunk;
 use podman_api::opts::{
@@ -64,17 +67,20 @@ use podman_api::opts::{
 };
 use podman_api::Podman;
 
+pub use endpoint::{default_endpoint, socket_path, ROOTFUL_SOCKET};
 pub use error::PodmanError;
+pub use observe::{exit_status, observe, observed_tmpfs};
 pub use translate::{
-    availability, check_version, container_mount, container_mounts, copy_up_targets,
-    default_endpoint, exit_status, observe, observed_tmpfs, service_facts, socket_path, translate,
-    warnings, PodmanOptions, PodmanVersion, ServiceFacts, UserNamespace, ENGINE, MIN_VERSION,
-    MIN_VERSION_FEATURE, NO_COPY_UP, ROOTFUL_SOCKET, RUNC_FIXED,
+    container_mount, container_mounts, translate, PodmanOptions, UserNamespace, ENGINE, NO_COPY_UP,
+};
+pub use version::{
+    availability, check_version, service_facts, warnings, PodmanVersion, ServiceFacts, MIN_VERSION,
+    MIN_VERSION_FEATURE, RUNC_FIXED,
 };
 
 /// A Podman service (rootful or rootless) reached through its libpod API socket.
 #[derive(Debug)]
-pub struct PodmanRuntime {
+pub struct PodmanEngine {
     podman: Podman,
     info: EngineInfo,
     facts: ServiceFacts,
@@ -92,20 +98,27 @@ fn is_not_found(e: &podman_api::Error) -> bool {
     status_of(e) == Some(404)
 }
 
+/// An engine call's failure: the service's answer (an HTTP status) as the matching error; a
+/// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
 fn call_error(op: &'static str, container: &str, source: podman_api::Error) -> LaunchError {
-    if is_not_found(&source) {
-        return LaunchError::NotFound {
+    match status_of(&source) {
+        Some(404) => LaunchError::NotFound {
             container: container.to_owned(),
-        };
-    }
-    LaunchError::Engine {
-        op,
-        container: container.to_owned(),
-        source: Box::new(PodmanError::Service { op, source }),
+        },
+        Some(_) => LaunchError::Engine {
+            op,
+            container: container.to_owned(),
+            source: Box::new(PodmanError::Service { op, source }),
+        },
+        None => LaunchError::AnswerLost {
+            op,
+            container: container.to_owned(),
+            source: Box::new(PodmanError::Service { op, source }),
+        },
     }
 }
 
-impl PodmanRuntime {
+impl PodmanEngine {
     /// Connect to the service at `endpoint` (`unix:///path/podman.sock` or `/path/podman.sock`)
     /// and read its version and facts. An unreachable service is a
     /// [`LaunchError::Connect`] whose source says how to start one.
@@ -157,7 +170,7 @@ impl PodmanRuntime {
                 }),
             rootless: facts.rootless,
         };
-        Ok(PodmanRuntime {
+        Ok(PodmanEngine {
             podman,
             info,
             facts,
@@ -192,72 +205,12 @@ impl PodmanRuntime {
         &self.podman
     }
 
-    fn report(&self) -> EngineReport {
+    fn report_of(&self) -> EngineReport {
         EngineReport {
             engine: self.info.clone(),
             protections: availability(&self.facts),
             warnings: warnings(&self.facts),
         }
-    }
-
-    async fn force_remove(&self, id: &str) -> Result<(), LaunchError> {
-        self.podman
-            .containers()
-            .get(id)
-            .delete(
-                // timeout=0: kill at once (libpod's default gives a running container 10 s).
-                &ContainerDeleteOpts::builder()
-                    .force(true)
-                    .volumes(true)
-                    .timeout(0)
-                    .build(),
-            )
-            .await
-            .map_err(|e| call_error("remove", id, e))
-    }
-
-    /// Remove `id` after `first` went wrong; a failed removal wraps both.
-    async fn cleanup(&self, id: &str, first: LaunchError) -> LaunchError {
-        match self.force_remove(id).await {
-            Ok(()) | Err(LaunchError::NotFound { .. }) => first,
-            Err(removal) => LaunchError::Cleanup {
-                container: id.to_owned(),
-                first: Box::new(first),
-                source: Box::new(removal),
-            },
-        }
-    }
-
-    /// Inspect `id` and compare it with `plan`: a tmpfs with copy-up, or any
-    /// [`mount_plan_launch::Difference`], is an error (the caller removes the container).
-    async fn audited(
-        &self,
-        id: &str,
-        plan: &mount_plan::MountPlan,
-        spec: &LaunchSpec,
-    ) -> Result<(), LaunchError> {
-        let data = self
-            .podman
-            .containers()
-            .get(id)
-            .inspect()
-            .await
-            .map_err(|e| call_error("inspect", id, e))?;
-        if let Some(target) = copy_up_targets(&data).into_iter().next() {
-            return Err(LaunchError::Engine {
-                op: "audit",
-                container: id.to_owned(),
-                source: Box::new(PodmanError::TmpfsCopyUp { target }),
-            });
-        }
-        let differences = audit(plan, &observe(&data), &spec.accept_missing);
-        if !differences.is_empty() {
-            return Err(LaunchError::Audit {
-                container: id.to_owned(),
-                differences,
-            });
-        }
-        Ok(())
     }
 
     async fn signal(&self, id: &str, signal: &str) -> Result<(), LaunchError> {
@@ -456,56 +409,31 @@ async fn forward_logs(
 }
 
 #[async_trait::async_trait]
-impl JobRuntime for PodmanRuntime {
-    fn engine(&self) -> &EngineInfo {
+impl Engine for PodmanEngine {
+    fn info(&self) -> &EngineInfo {
         &self.info
     }
 
-    async fn doctor(&self) -> Result<EngineReport, LaunchError> {
-        self.podman
-            .ping()
-            .await
-            .map_err(|source| LaunchError::Connect {
-                engine: ENGINE,
-                endpoint: self.info.endpoint.clone(),
-                source: Box::new(PodmanError::Unreachable {
-                    endpoint: self.info.endpoint.clone(),
-                    source,
-                }),
-            })?;
-        Ok(self.report())
+    fn report(&self) -> EngineReport {
+        self.report_of()
     }
 
-    async fn launch(
-        &self,
-        plan: &VerifiedPlan,
-        spec: &LaunchSpec,
-    ) -> Result<JobHandle, LaunchError> {
-        let plan = plan.plan();
-        spec.check()?;
-        check_version(&self.facts)?;
-        let report = self.report();
-        if let Some(&protection) = report.unmet(plan, &spec.accept_missing).first() {
-            let why = match report.availability(protection) {
-                mount_plan_launch::Availability::Missing(why) => why,
-                other => other.to_string(),
-            };
-            return Err(LaunchError::ProtectionUnavailable {
-                engine: ENGINE,
-                engine_version: self.facts.version_text.clone(),
-                api_version: self.info.api_version.clone(),
-                protection,
-                why,
-            });
-        }
-        let opts = translate(plan, spec, &self.options, &self.facts)?;
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+        let plan = request.plan.plan();
+        let opts = translate(
+            plan,
+            request.spec,
+            request.labels,
+            &self.options,
+            &self.facts,
+        )?;
         let created = self.podman.containers().create(&opts).await.map_err(|e| {
             if e.to_string().contains("image not known") || is_not_found(&e) {
                 LaunchError::ImageNotFound {
-                    image: spec.image.to_string(),
+                    image: request.spec.image.to_string(),
                     source: Box::new(e),
                 }
-            } else {
+            } else if status_of(&e).is_some() {
                 LaunchError::Create {
                     job: plan.job().as_str().to_owned(),
                     source: Box::new(PodmanError::Service {
@@ -513,44 +441,52 @@ impl JobRuntime for PodmanRuntime {
                         source: e,
                     }),
                 }
+            } else {
+                call_error("create", "", e)
             }
         })?;
-        let id = created.id;
-        // Audit what the service made of the request before anything runs...
-        if let Err(first) = self.audited(&id, plan, spec).await {
-            return Err(self.cleanup(&id, first).await);
-        }
-        if let Err(e) = self.podman.containers().get(&id).start(None).await {
-            let first = LaunchError::Start {
-                container: id.clone(),
-                source: Box::new(PodmanError::Service {
-                    op: "start",
-                    source: e,
-                }),
-            };
-            return Err(self.cleanup(&id, first).await);
-        }
-        // ...and again once it runs.
-        if let Err(first) = self.audited(&id, plan, spec).await {
-            return Err(self.cleanup(&id, first).await);
-        }
-        Ok(JobHandle {
-            id,
-            job: plan.job().as_str().to_owned(),
-            plan_digest: plan_digest(plan),
-        })
+        Ok(created.id)
     }
 
-    async fn wait(&self, job: &JobHandle) -> Result<ExitStatus, LaunchError> {
-        wait_stopped(&self.podman, &job.id, self.options.wait_interval).await
+    async fn start(&self, id: &str) -> Result<(), LaunchError> {
+        self.podman
+            .containers()
+            .get(id)
+            .start(None)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(code) if code != 404 => LaunchError::Start {
+                    container: id.to_owned(),
+                    source: Box::new(PodmanError::Service {
+                        op: "start",
+                        source: e,
+                    }),
+                },
+                _ => call_error("start", id, e),
+            })
     }
 
-    fn logs(&self, job: &JobHandle) -> LogStream {
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, LaunchError> {
+        let data = self
+            .podman
+            .containers()
+            .get(id)
+            .inspect()
+            .await
+            .map_err(|e| call_error("inspect", id, e))?;
+        Ok(observe(&data))
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError> {
+        wait_stopped(&self.podman, id, self.options.wait_interval).await
+    }
+
+    fn logs(&self, id: &str) -> LogStream {
         // podman-api's log stream borrows its container handle: read it in a task that owns
         // the handle and hand the chunks over a channel. The task starts on the first poll
         // (inside the caller's runtime) and ends when the stream is dropped.
         let podman = self.podman.clone();
-        let id = job.id.clone();
+        let id = id.to_owned();
         let interval = self.options.wait_interval;
         futures_util::stream::once(async move {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogChunk, LaunchError>>(64);
@@ -563,36 +499,39 @@ impl JobRuntime for PodmanRuntime {
         .boxed()
     }
 
-    async fn stop(&self, job: &JobHandle, grace: Duration) -> Result<(), LaunchError> {
-        self.signal(&job.id, "SIGTERM").await?;
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError> {
+        self.signal(id, "SIGTERM").await?;
         let interval = self.options.wait_interval;
-        match tokio::time::timeout(grace, wait_stopped(&self.podman, &job.id, interval)).await {
+        match tokio::time::timeout(grace, wait_stopped(&self.podman, id, interval)).await {
             Ok(result) => result.map(drop),
             Err(_) => {
-                self.signal(&job.id, "SIGKILL").await?;
-                wait_stopped(&self.podman, &job.id, interval)
-                    .await
-                    .map(drop)
+                self.signal(id, "SIGKILL").await?;
+                wait_stopped(&self.podman, id, interval).await.map(drop)
             }
         }
     }
 
-    async fn remove(&self, job: &JobHandle) -> Result<(), LaunchError> {
-        self.force_remove(&job.id).await
-    }
-
-    async fn inspect(&self, container: &str) -> Result<ObservedContainer, LaunchError> {
-        let data = self
+    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+        let removed = self
             .podman
             .containers()
-            .get(container)
-            .inspect()
-            .await
-            .map_err(|e| call_error("inspect", container, e))?;
-        Ok(observe(&data))
+            .get(id)
+            .delete(
+                // timeout=0: kill at once (libpod's default gives a running container 10 s).
+                &ContainerDeleteOpts::builder()
+                    .force(true)
+                    .volumes(true)
+                    .timeout(0)
+                    .build(),
+            )
+            .await;
+        match removed {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map_err(|e| call_error("remove", id, e)),
+        }
     }
 
-    async fn list_labelled(&self, key: &str, value: &str) -> Result<Vec<String>, LaunchError> {
+    async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError> {
         let opts = ContainerListOpts::builder()
             .all(true)
             .filter([ContainerListFilter::LabelKeyVal(
@@ -606,7 +545,17 @@ impl JobRuntime for PodmanRuntime {
             .list(&opts)
             .await
             .map_err(|e| call_error("list", &format!("{key}={value}"), e))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                Some(Listed {
+                    id: c.id?,
+                    labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    state: c.state,
+                    created_unix: c.created.map(|t| t.timestamp()),
+                })
+            })
+            .collect())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The engine-neutral conformance suite.
 //!
-//! A scenario launches the probe through a `JobRuntime` (any engine) in a fresh workspace,
+//! A scenario launches the probe through the one lifecycle on an `Engine` (any engine) in a
+//! fresh workspace,
 //! parses its JSON report, and [`check`]s it against the plan and the host pins. Each failed
 //! check has a stable id, so that a test that removes one protection can assert that exactly
 //! the matching check catches it.
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use mount_plan::{BindRole, MountPlan};
 use mount_plan_host::VerifiedPlan;
 use mount_plan_launch::{
-    run as run_job, ExitStatus, JobRuntime, Keep, LaunchSpec, LogChunk, OutputStream, Protection,
+    launch, Engine, ExitStatus, LaunchOptions, LaunchSpec, LogChunk, OutputStream, Protection,
     User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST,
 };
 use serde::Deserialize;
@@ -581,9 +582,9 @@ pub fn parse_report(stdout: &str) -> Result<Report, String> {
         .map_err(|e| format!("probe output is not a report ({e}): {stdout:?}"))
 }
 
-/// Launch `spec` through `rt`, collect output, wait, remove.
+/// Launch `spec` on `rt` through the lifecycle, collect output, wait, remove.
 pub async fn run_captured(
-    rt: &dyn JobRuntime,
+    rt: &dyn Engine,
     verified: &VerifiedPlan,
     spec: &LaunchSpec,
 ) -> Result<Outcome2, String> {
@@ -594,9 +595,10 @@ pub async fn run_captured(
             OutputStream::Stdout => stdout.extend_from_slice(&c.bytes),
             OutputStream::Stderr => stderr.extend_from_slice(&c.bytes),
         };
-        run_job(rt, verified, spec, Keep::Remove, &mut sink)
+        launch(rt, verified, spec, &LaunchOptions::default(), &mut sink)
             .await
-            .map_err(|e| format!("launch failed: {e}"))?
+            .map_err(|e| format!("launch failed: {}", e.error))?
+            .status
     };
     Ok(Outcome2 {
         status,
@@ -606,16 +608,13 @@ pub async fn run_captured(
 }
 
 /// Run one scenario through the runtime and return the failed checks (empty: conforming).
-pub async fn scenario(rt: &dyn JobRuntime, fx: &EngineFixture, s: Scenario) -> Vec<Failure> {
+pub async fn scenario(rt: &dyn Engine, fx: &EngineFixture, s: Scenario) -> Vec<Failure> {
     let ws = fx.workspace();
     let verified = ws.verified();
     let run_label = unique("run");
     let spec = spec_for(fx, verified.plan(), s, &run_label);
     let result = run_captured(rt, &verified, &spec).await;
-    let leftovers = rt
-        .list_labelled("mount-plan-test.run", &run_label)
-        .await
-        .expect("list containers");
+    let leftovers = super::leftovers(rt, &run_label).await;
     let mut failures = Vec::new();
     if !leftovers.is_empty() {
         failures.push(Failure {
@@ -657,20 +656,23 @@ pub fn assert_conforms(engine: &str, s: Scenario, failures: &[Failure]) {
 }
 
 /// The labels check: a launched container carries our labels (inspected while it runs).
-pub async fn labels_and_audit(rt: &dyn JobRuntime, fx: &EngineFixture) {
+pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
     let ws = fx.workspace();
     let verified = ws.verified();
     let run_label = unique("run");
     let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
     spec.command = vec!["/bin/sleep".into(), "30".into()];
-    let job = rt.launch(&verified, &spec).await.expect("launch");
-    let observed = rt.inspect(&job.id).await;
+    let job = super::started(rt, &verified, &spec).await.expect("launch");
+    let observed = rt.inspect(&job).await;
     let audit = observed
         .as_ref()
         .map(|o| mount_plan_launch::audit(verified.plan(), o, &spec.accept_missing))
         .map_err(ToString::to_string);
     rt.remove(&job).await.expect("remove");
     let observed = observed.expect("inspect");
+    assert!(observed
+        .labels
+        .contains_key(mount_plan_launch::identity::LABEL_LAUNCH));
     assert_eq!(
         observed.labels.get(LABEL_MANAGED).map(String::as_str),
         Some("1")
@@ -681,17 +683,10 @@ pub async fn labels_and_audit(rt: &dyn JobRuntime, fx: &EngineFixture) {
         Some(&mount_plan_launch::plan_digest(verified.plan()))
     );
     assert_eq!(
-        job.plan_digest,
-        mount_plan_launch::plan_digest(verified.plan())
-    );
-    assert_eq!(
         audit.expect("inspect"),
         vec![],
         "a launched container conforms to its plan"
     );
-    let left = rt
-        .list_labelled("mount-plan-test.run", &run_label)
-        .await
-        .expect("list");
+    let left = super::leftovers(rt, &run_label).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use mount_plan_docker::{ConnectOptions, DockerRuntime};
+use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::Protection;
 
 use super::conformance::EngineFixture;
@@ -10,10 +10,10 @@ use super::conformance::EngineFixture;
 /// The Docker runtime and fixture, or `None` (skipped; a failure under CI). With
 /// `shared_tmpfs`, workspaces sit on their own shared-propagation tmpfs, so a bind without
 /// private propagation becomes visible.
-pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerRuntime, EngineFixture)> {
+pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerEngine, EngineFixture)> {
     let rt = super::require(
         "a docker engine",
-        DockerRuntime::connect(&ConnectOptions::default())
+        DockerEngine::connect(&ConnectOptions::default())
             .await
             .map_err(|e| e.to_string()),
     )?;

@@ -27,6 +27,43 @@ pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
     }
 }
 
+/// Create and start the container of `spec` through the engine's own calls (not the
+/// lifecycle), labelled as the lifecycle labels it: for tests that need a running container.
+pub async fn started(
+    engine: &dyn mount_plan_launch::Engine,
+    verified: &mount_plan_host::VerifiedPlan,
+    spec: &mount_plan_launch::LaunchSpec,
+) -> Result<String, mount_plan_launch::LaunchError> {
+    let labels = mount_plan_launch::lifecycle::launch_labels(
+        verified.plan(),
+        spec,
+        &mount_plan_launch::LaunchId::new(),
+        &mount_plan_launch::Launcher::current(),
+    );
+    let request = mount_plan_launch::CreateRequest {
+        plan: verified,
+        spec,
+        labels: &labels,
+    };
+    let id = engine.create(&request).await?;
+    if let Err(e) = engine.start(&id).await {
+        let _ = engine.remove(&id).await;
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// Ids of the containers the engine lists with the test label `mount-plan-test.run=run`.
+pub async fn leftovers(engine: &dyn mount_plan_launch::Engine, run: &str) -> Vec<String> {
+    engine
+        .list("mount-plan-test.run", run)
+        .await
+        .expect("list containers")
+        .into_iter()
+        .map(|l| l.id)
+        .collect()
+}
+
 /// A name unique across test processes and threads: `prefix-pid-n-nanos`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use mount_plan_podman::{PodmanOptions, PodmanRuntime, UserNamespace};
+use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 
 use crate::support::conformance::EngineFixture;
 use crate::support::image::{image_tar, locked, probe_binary, repo_root, CONTENT_LABEL};
@@ -173,24 +173,24 @@ pub fn service(mode: Mode) -> Option<Service> {
 }
 
 /// Connect to `service` with `userns`, or `None` (skipped; a panic under `CI`).
-pub async fn runtime(service: &Service, userns: UserNamespace) -> Option<PodmanRuntime> {
+pub async fn runtime(service: &Service, userns: UserNamespace) -> Option<PodmanEngine> {
     let options = PodmanOptions {
         userns,
         ..PodmanOptions::default()
     };
     let rt = require(
         &format!("the podman service at {}", service.url),
-        PodmanRuntime::connect(&service.url, options)
+        PodmanEngine::connect(&service.url, options)
             .await
             .map_err(|e| e.to_string()),
     )?;
-    use mount_plan_launch::JobRuntime;
+    use mount_plan_launch::Engine;
     assert_eq!(
-        rt.engine().rootless,
+        rt.info().rootless,
         service.mode == Mode::Rootless,
         "{} reports rootless={}",
         service.url,
-        rt.engine().rootless
+        rt.info().rootless
     );
     Some(rt)
 }

@@ -1,0 +1,163 @@
+//! A verification's hold on the job directory W/J, and the only way a job directory is ever
+//! removed: by identity, through the workspace handle, when no other launch holds it.
+//!
+//! Every [`crate::verify`] takes a shared `flock` on W/J and keeps it while its
+//! [`crate::VerifiedPlan`] (or a clone) lives. A launch that created W/J and fails before its
+//! command ran releases it: it upgrades to an exclusive lock without waiting, so a directory
+//! another launch holds is never removed; it removes only the inode it created, only while
+//! empty, and never follows a link. A launch that takes its shared lock after such a removal
+//! sees a directory with no links left and refuses to go on.
+
+use std::ffi::{OsStr, OsString};
+use std::sync::Mutex;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{flock, fstat, openat, statat, unlinkat, AtFlags, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{HostError, Subject};
+use crate::open;
+use crate::Pin;
+
+/// What releasing a job directory did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobDirRelease {
+    /// This launch did not create it: it stays.
+    NotCreatedHere,
+    /// It was removed.
+    Removed,
+    /// Another launch holds it: it stays.
+    InUse,
+    /// Something was written into it: it stays.
+    NotEmpty,
+    /// The name no longer leads to the directory created (renamed, replaced): nothing was
+    /// removed.
+    Replaced,
+    /// It was released before.
+    AlreadyReleased,
+}
+
+/// The hold on W/J.
+#[derive(Debug)]
+pub(crate) struct JobDirClaim {
+    /// W's handle: the removal goes through it, never through a path.
+    workspace: OwnedFd,
+    name: OsString,
+    /// A readable handle of W/J holding a shared lock.
+    lock: OwnedFd,
+    pin: Pin,
+    created: bool,
+    released: Mutex<bool>,
+    at: Subject,
+}
+
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+impl JobDirClaim {
+    /// Take a shared lock on the job directory `dir` (named `name` below `workspace`), and
+    /// check it is still linked once the lock is held.
+    pub(crate) fn take(
+        workspace: BorrowedFd<'_>,
+        name: &OsStr,
+        dir: BorrowedFd<'_>,
+        created: bool,
+        at: &Subject,
+    ) -> Result<Self, HostError> {
+        let lock = open::reopen_dir(dir).map_err(|e| open::io_err(at, "open", e))?;
+        retry_intr(|| flock(&lock, FlockOperation::LockShared))
+            .map_err(|e| open::io_err(at, "lock", e))?;
+        let st = fstat(&lock).map_err(|e| open::io_err(at, "stat", e))?;
+        if st.st_nlink == 0 {
+            return Err(HostError::JobDirRemoved { at: at.clone() });
+        }
+        let workspace = rustix::io::fcntl_dupfd_cloexec(workspace, 0)
+            .map_err(|e| open::io_err(at, "duplicate the workspace handle for", e))?;
+        Ok(JobDirClaim {
+            workspace,
+            name: name.to_owned(),
+            lock,
+            pin: Pin::of(&st),
+            created,
+            released: Mutex::new(false),
+            at: at.clone(),
+        })
+    }
+
+    /// Remove W/J if this claim created it, it is still the same directory, empty, and no
+    /// other launch holds it. Idempotent.
+    pub(crate) fn release(&self) -> Result<JobDirRelease, HostError> {
+        if !self.created {
+            return Ok(JobDirRelease::NotCreatedHere);
+        }
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        if *released {
+            return Ok(JobDirRelease::AlreadyReleased);
+        }
+        *released = true;
+        let outcome = remove_unclaimed(
+            self.workspace.as_fd(),
+            &self.name,
+            Some(self.pin),
+            Some(self.lock.as_fd()),
+        );
+        outcome.map_err(|e| open::io_err(&self.at, "remove", e))
+    }
+}
+
+/// Remove directory `name` below `parent` if it is still the directory `pin` (when known),
+/// empty, and no one else holds a lock on it. `held`: our own (shared-locked) handle of it,
+/// if any.
+pub(crate) fn remove_unclaimed(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    expected: Option<Pin>,
+    held: Option<BorrowedFd<'_>>,
+) -> Result<JobDirRelease, Errno> {
+    let opened;
+    let dir = match held {
+        Some(fd) => fd,
+        None => {
+            opened = match openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
+                    return Ok(JobDirRelease::Replaced)
+                }
+                Err(e) => return Err(e),
+            };
+            opened.as_fd()
+        }
+    };
+    let pin = Pin::of(&fstat(dir)?);
+    if expected.is_some_and(|e| e != pin) {
+        return Ok(JobDirRelease::Replaced);
+    }
+    // Another launch's shared lock makes this fail at once: it stays.
+    match flock(dir, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => return Ok(JobDirRelease::InUse),
+        Err(e) => return Err(e),
+    }
+    // The name must still lead to the directory we hold.
+    match statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if Pin::of(&st) == pin => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(JobDirRelease::Replaced),
+        Err(e) => return Err(e),
+    }
+    match unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(JobDirRelease::Removed),
+        Err(Errno::NOTEMPTY | Errno::EXIST) => Ok(JobDirRelease::NotEmpty),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,147 @@
+//! The [`Engine`] trait: the few operations a container engine offers, each a thin call.
+//!
+//! A backend crate (Docker, Podman, Swarm, Kubernetes) implements [`Engine`] and nothing
+//! else: it translates a [`CreateRequest`] into its engine's types and maps the engine's
+//! answers back. Every decision of a launch (which protections are required, when to audit,
+//! what to clean up, what an exit status means) is taken once, by the lifecycle driver in
+//! [`crate::lifecycle`], for every engine alike.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use mount_plan_host::VerifiedPlan;
+
+use crate::audit::ObservedContainer;
+use crate::protection::{EngineInfo, EngineReport};
+use crate::runtime::{ExitStatus, LaunchError, LogStream};
+use crate::spec::LaunchSpec;
+
+/// The kinds of engine mount-plan launches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum EngineKind {
+    /// Docker Engine API.
+    Docker,
+    /// Podman's libpod API (rootful or rootless).
+    Podman,
+    /// Docker Swarm services.
+    Swarm,
+    /// Kubernetes Pods.
+    Kubernetes,
+}
+
+impl EngineKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Docker,
+        EngineKind::Podman,
+        EngineKind::Swarm,
+        EngineKind::Kubernetes,
+    ];
+
+    /// The stable id (`docker`, `podman`, `swarm`, `kubernetes`).
+    pub fn id(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Podman => "podman",
+            EngineKind::Swarm => "swarm",
+            EngineKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = crate::spec::SpecError;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        EngineKind::ALL
+            .into_iter()
+            .find(|k| k.id() == value)
+            .ok_or_else(|| crate::spec::SpecError::EngineKind {
+                value: value.to_owned(),
+            })
+    }
+}
+
+impl serde::Serialize for EngineKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// What the lifecycle asks an engine to create: the verified plan (which alone owns mounts
+/// and the working directory), the caller's spec, and every label the container must carry
+/// (the caller's and ours, including the launch identity that `gc` and the lost-answer
+/// look-up rely on).
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRequest<'a> {
+    /// The verified plan.
+    pub plan: &'a VerifiedPlan,
+    /// The caller's choices (image, command, user...).
+    pub spec: &'a LaunchSpec,
+    /// Every label to set, ours included.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// A container (or service, or Pod) as an engine's list call reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    /// The engine's id.
+    pub id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its state as the engine words it (`created`, `running`, `exited`...), when reported.
+    pub state: Option<String>,
+    /// When it was created, in seconds since the Unix epoch, when reported.
+    pub created_unix: Option<i64>,
+}
+
+/// One container engine: the operations the lifecycle driver needs, each a thin call.
+///
+/// Errors are [`LaunchError`]s. A backend maps an engine's *answer* (an HTTP error status)
+/// to the matching variant ([`LaunchError::NotFound`], [`LaunchError::ImageNotFound`],
+/// [`LaunchError::Engine`]...) and a *missing* answer (connection reset, timeout, a
+/// truncated body) to [`LaunchError::AnswerLost`]: the driver then cannot know whether the
+/// call took effect and looks before it decides.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync + fmt::Debug {
+    /// What engine this is, where, which versions.
+    fn info(&self) -> &EngineInfo;
+
+    /// Which protections this engine honours (decided from what `connect` learnt), and
+    /// anything worth a warning.
+    fn report(&self) -> EngineReport;
+
+    /// Translate the request and create the container (not started). Returns its id.
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError>;
+
+    /// Start a created container.
+    async fn start(&self, id: &str) -> Result<(), LaunchError>;
+
+    /// What the engine reports about a container (by id or name).
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, LaunchError>;
+
+    /// Wait until the container stops, and return its exit status.
+    async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError>;
+
+    /// The container's output from its start, followed until it stops.
+    fn logs(&self, id: &str) -> LogStream;
+
+    /// Ask the command to stop (SIGTERM), then kill it after `grace`. A container that is
+    /// not running is not an error.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError>;
+
+    /// Remove the container, killing it if it still runs. A container that is already gone
+    /// is not an error.
+    async fn remove(&self, id: &str) -> Result<(), LaunchError>;
+
+    /// Every container (any state) carrying the label `key=value`.
+    async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError>;
+}

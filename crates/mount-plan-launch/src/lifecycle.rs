@@ -1,0 +1,752 @@
+//! The one launch lifecycle, for every engine: check, create, audit, start, audit, stream
+//! output, wait, remove; and clean-up on every path, including cancellation and lost
+//! answers.
+//!
+//! Every decision is taken here; an [`Engine`] only answers calls. The sequence:
+//!
+//! 1. The spec is checked and the plan's protections are compared with what the engine
+//!    honours ([`check_protections`]): nothing is created for a plan the engine cannot honour.
+//! 2. `create`, with the launch identity in the labels ([`crate::identity`]). When its answer
+//!    is an error, lost, late or cancelled, the containers carrying this launch's id are
+//!    looked up and removed: a create that took effect unseen leaves nothing behind.
+//! 3. The created container is inspected and audited against the plan; then `start`. A lost
+//!    `start` answer is resolved by inspecting the container's state.
+//! 4. Audited again once it runs; then its output is forwarded while `wait` runs. A failed
+//!    `wait` is resolved by inspecting the state and waiting again; the status is read from
+//!    the engine, never guessed.
+//! 5. Removed (unless kept), with retries; a container that cannot be removed is reported by
+//!    id and left to `gc`.
+//!
+//! Whenever the launch fails before the command can have run, a job directory the host check
+//! created for it is released ([`VerifiedPlan::release_job_dir`]): removed only if it is still
+//! the directory created, still empty, and no other launch holds it.
+//!
+//! Cancellation ([`CancelToken`]) is honoured at every step: before create nothing is left;
+//! after create the container is stopped (with [`LaunchOptions::stop_grace`]) and removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mount_plan::MountPlan;
+use mount_plan_host::VerifiedPlan;
+
+use crate::audit::{audit, ObservedContainer};
+use crate::engine::{CreateRequest, Engine};
+use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
+use crate::protection::{Availability, EngineReport, Protection};
+use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk};
+use crate::spec::{LaunchSpec, LABEL_MANAGED};
+
+/// How many times a clean-up call (remove, the look-up by launch id) is tried.
+const CLEANUP_ATTEMPTS: u32 = 3;
+/// How many times a failed `wait` is resolved by inspecting and waiting again.
+const WAIT_ATTEMPTS: u32 = 3;
+/// Pause between retries of a failed call.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// A cancellation signal shared between a launch and whoever may cancel it (a signal
+/// handler, a `KeyboardInterrupt`, a supervisor). Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct CancelToken {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        CancelToken::new()
+    }
+}
+
+impl CancelToken {
+    /// A token not cancelled yet.
+    pub fn new() -> Self {
+        CancelToken {
+            tx: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Cancel every launch holding this token (idempotent).
+    pub fn cancel(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once the token is cancelled.
+    pub async fn cancelled(&self) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives in `self`: wait_for only fails if it is dropped.
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}
+
+/// How a launch runs.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Keep the container after it stops (default: remove it).
+    pub keep: Keep,
+    /// Between SIGTERM and SIGKILL when a running container is stopped.
+    pub stop_grace: Duration,
+    /// How long one bounded engine call (create, start, inspect, remove, list) may take
+    /// before its answer is treated as lost.
+    pub call_timeout: Duration,
+    /// How long output may still arrive after the container stopped.
+    pub log_drain: Duration,
+    /// Cancels the launch.
+    pub cancel: CancelToken,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            keep: Keep::Remove,
+            stop_grace: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(120),
+            log_drain: Duration::from_secs(5),
+            cancel: CancelToken::new(),
+        }
+    }
+}
+
+/// A step of a launch, as reported to an [`Observer`] (and written by `launch --events`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The launch begins; its id labels every container it creates.
+    Launching {
+        /// The launch id.
+        launch: String,
+        /// The job name.
+        job: String,
+    },
+    /// The container was created (not started).
+    Created {
+        /// Container id.
+        container: String,
+    },
+    /// The container was started: from here on, the command may have run.
+    Started {
+        /// Container id.
+        container: String,
+    },
+    /// The command exited with this status, as the engine reports it.
+    Exited {
+        /// Container id.
+        container: String,
+        /// Exit status.
+        status: i64,
+    },
+    /// The container was removed.
+    Removed {
+        /// Container id.
+        container: String,
+    },
+    /// The container was kept (`Keep::Keep`).
+    Kept {
+        /// Container id.
+        container: String,
+    },
+    /// Something worth knowing that does not change the outcome.
+    Warning {
+        /// What.
+        message: String,
+    },
+    /// The launch failed.
+    Failed {
+        /// The rule id of the error.
+        rule: String,
+        /// The error.
+        message: String,
+        /// Whether the command may have run.
+        command_ran: bool,
+    },
+    /// The launch was cancelled; what it created was removed.
+    Cancelled {
+        /// Whether the command may have run.
+        command_ran: bool,
+    },
+}
+
+/// Where a launch's output and events go.
+pub trait Observer: Send {
+    /// A piece of the command's output.
+    fn output(&mut self, chunk: &LogChunk);
+    /// A lifecycle event (ignored by default).
+    fn event(&mut self, _event: &Event) {}
+}
+
+impl<F: FnMut(&LogChunk) + Send> Observer for F {
+    fn output(&mut self, chunk: &LogChunk) {
+        self(chunk)
+    }
+}
+
+/// A launch whose command ran and whose exit status the engine reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The launch id.
+    pub launch: String,
+    /// The container id.
+    pub container: String,
+    /// The command's exit status.
+    pub status: ExitStatus,
+    /// Whether the container was removed (false: kept, or its removal failed: see warnings).
+    pub removed: bool,
+    /// What went wrong without changing the status (output cut short, a removal that
+    /// failed and is left to `gc`).
+    pub warnings: Vec<String>,
+}
+
+/// A launch that did not end with a reported exit status.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why.
+    pub error: LaunchError,
+    /// Whether the command may have run (the container was started). When false, the
+    /// command certainly did not run.
+    pub command_ran: bool,
+    /// The container, when one was created.
+    pub container: Option<String>,
+}
+
+impl Failed {
+    /// Whether the launch was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.error, LaunchError::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// The protections `plan` needs that the engine `report` describes cannot honour and that
+/// are not in `accepted`: the first one is refused, naming the engine, its versions and why.
+pub fn check_protections(
+    report: &EngineReport,
+    plan: &MountPlan,
+    accepted: &BTreeSet<Protection>,
+) -> Result<(), LaunchError> {
+    let Some(&protection) = report.unmet(plan, accepted).first() else {
+        return Ok(());
+    };
+    let why = match report.availability(protection) {
+        Availability::Missing(why) => why,
+        other => other.to_string(),
+    };
+    Err(LaunchError::ProtectionUnavailable {
+        engine: report.engine.engine.clone(),
+        engine_version: report.engine.version.clone(),
+        api_version: report.engine.api_version.clone(),
+        protection,
+        why,
+    })
+}
+
+/// Every label of a launch's container: the caller's, ours, and the launch identity.
+pub fn launch_labels(
+    plan: &MountPlan,
+    spec: &LaunchSpec,
+    launch: &LaunchId,
+    launcher: &Launcher,
+) -> BTreeMap<String, String> {
+    let mut labels = container_labels(plan, spec);
+    for (k, v) in launcher.labels(launch) {
+        labels.insert(k.to_owned(), v);
+    }
+    labels
+}
+
+/// States in which a container's command no longer runs.
+pub fn is_stopped(state: Option<&str>) -> bool {
+    matches!(
+        state.map(str::to_ascii_lowercase).as_deref(),
+        Some("exited" | "stopped" | "dead" | "complete" | "completed" | "failed")
+    )
+}
+
+/// States in which a container's command has started.
+fn has_started(observed: &ObservedContainer) -> bool {
+    is_stopped(observed.state.as_deref())
+        || matches!(
+            observed.state.as_deref(),
+            Some("running" | "paused" | "restarting" | "stopping")
+        )
+}
+
+/// Launch `plan` running `spec` on `engine`: the whole lifecycle, with output and events
+/// sent to `observer`. See the module documentation for the sequence and its guarantees.
+pub async fn launch(
+    engine: &dyn Engine,
+    plan: &VerifiedPlan,
+    spec: &LaunchSpec,
+    options: &LaunchOptions,
+    observer: &mut dyn Observer,
+) -> Result<Finished, Failed> {
+    let launch = LaunchId::new();
+    let mut driver = Driver {
+        engine,
+        options,
+        observer,
+        launch,
+        plan,
+        container: None,
+        create_attempted: false,
+        started: false,
+        warnings: Vec::new(),
+    };
+    driver.observer.event(&Event::Launching {
+        launch: driver.launch.to_string(),
+        job: plan.plan().job().as_str().to_owned(),
+    });
+    let result = driver.run(spec).await;
+    match result {
+        Ok(status) => Ok(driver.finish(status).await),
+        Err(error) => Err(driver.fail(error).await),
+    }
+}
+
+struct Driver<'a> {
+    engine: &'a dyn Engine,
+    options: &'a LaunchOptions,
+    observer: &'a mut dyn Observer,
+    launch: LaunchId,
+    plan: &'a VerifiedPlan,
+    /// The container, once created.
+    container: Option<String>,
+    /// Whether `create` was called (its effect is unknown until it answers).
+    create_attempted: bool,
+    /// Whether the command may have run.
+    started: bool,
+    warnings: Vec<String>,
+}
+
+/// Why a step stopped.
+enum Stop {
+    Error(LaunchError),
+    Cancelled,
+}
+
+impl From<LaunchError> for Stop {
+    fn from(e: LaunchError) -> Self {
+        Stop::Error(e)
+    }
+}
+
+impl Driver<'_> {
+    fn warn(&mut self, message: String) {
+        self.observer.event(&Event::Warning {
+            message: message.clone(),
+        });
+        self.warnings.push(message);
+    }
+
+    /// One bounded engine call, cut short by the timeout (a lost answer) or by cancellation.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, LaunchError>>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            biased;
+            _ = self.options.cancel.cancelled() => Err(Stop::Cancelled),
+            r = tokio::time::timeout(self.options.call_timeout, fut) => match r {
+                Ok(r) => r.map_err(Stop::Error),
+                Err(_) => Err(Stop::Error(self.lost(op))),
+            },
+        }
+    }
+
+    /// A clean-up call: bounded by the timeout, not by cancellation (it runs because of it).
+    async fn cleanup_call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, LaunchError>>,
+    ) -> Result<T, LaunchError> {
+        bounded(
+            op,
+            self.container.as_deref().unwrap_or_default(),
+            self.options,
+            fut,
+        )
+        .await
+    }
+
+    fn lost(&self, op: &'static str) -> LaunchError {
+        lost(
+            op,
+            self.container.as_deref().unwrap_or_default(),
+            self.options,
+        )
+    }
+
+    async fn run(&mut self, spec: &LaunchSpec) -> Result<ExitStatus, Stop> {
+        let engine = self.engine;
+        spec.check().map_err(LaunchError::from)?;
+        check_protections(&engine.report(), self.plan.plan(), &spec.accept_missing)?;
+        if self.options.cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        let labels = launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
+        let request = CreateRequest {
+            plan: self.plan,
+            spec,
+            labels: &labels,
+        };
+        // From here, a failure looks for containers of this launch (see `fail`).
+        self.create_attempted = true;
+        let id = self.call("create", engine.create(&request)).await?;
+        self.container = Some(id.clone());
+        self.observer.event(&Event::Created {
+            container: id.clone(),
+        });
+
+        // Audit what the engine made of the request before anything runs...
+        self.audited(&id, spec).await?;
+        if let Err(stop) = self.call("start", engine.start(&id)).await {
+            // The engine said no: the command did not run.
+            let uncertain = matches!(
+                stop,
+                Stop::Cancelled | Stop::Error(LaunchError::AnswerLost { .. })
+            );
+            if !uncertain {
+                return Err(stop);
+            }
+            // A start cut short may have taken effect: the container's state tells.
+            self.started = match self.cleanup_call("inspect", engine.inspect(&id)).await {
+                Ok(observed) => has_started(&observed),
+                // Unknown: it may have run.
+                Err(_) => true,
+            };
+            if !self.started || matches!(stop, Stop::Cancelled) {
+                return Err(stop);
+            }
+        }
+        self.started = true;
+        self.observer.event(&Event::Started {
+            container: id.clone(),
+        });
+        // ...and again once it runs.
+        self.audited(&id, spec).await?;
+        self.follow(&id).await
+    }
+
+    async fn audited(&self, id: &str, spec: &LaunchSpec) -> Result<(), Stop> {
+        let observed = self.call("inspect", self.engine.inspect(id)).await?;
+        let differences = audit(self.plan.plan(), &observed, &spec.accept_missing);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::Error(LaunchError::Audit {
+                container: id.to_owned(),
+                differences,
+            }))
+        }
+    }
+
+    /// Forward the output while waiting for the status.
+    async fn follow(&mut self, id: &str) -> Result<ExitStatus, Stop> {
+        let engine = self.engine;
+        let mut logs = engine.logs(id);
+        let mut logs_done = false;
+        let mut status: Option<Result<ExitStatus, LaunchError>> = None;
+        let wait = wait_status(engine, self.options, id);
+        tokio::pin!(wait);
+        let drain = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain);
+        let cancel = self.options.cancel.clone();
+        let log_drain = self.options.log_drain;
+        let mut late = None;
+        while status.is_none() || !logs_done {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                chunk = logs.next(), if !logs_done => match chunk {
+                    Some(Ok(chunk)) => self.observer.output(&chunk),
+                    Some(Err(e)) => {
+                        logs_done = true;
+                        late = Some(format!("the output stream failed, output may be incomplete: {e}"));
+                    }
+                    None => logs_done = true,
+                },
+                s = &mut wait, if status.is_none() => {
+                    status = Some(s);
+                    drain.as_mut().reset(tokio::time::Instant::now() + log_drain);
+                }
+                _ = &mut drain, if status.is_some() && !logs_done => {
+                    logs_done = true;
+                    late = Some(format!("output still open {log_drain:?} after the container stopped: output may be incomplete"));
+                }
+            }
+        }
+        drop(logs);
+        if let Some(message) = late {
+            self.warn(message);
+        }
+        match status.expect("the loop ends with a status") {
+            Ok(status) => {
+                self.observer.event(&Event::Exited {
+                    container: id.to_owned(),
+                    status: status.code,
+                });
+                Ok(status)
+            }
+            Err(e) => Err(Stop::Error(e)),
+        }
+    }
+
+    /// Remove every container labelled with this launch's id (after a create whose outcome
+    /// is unknown).
+    async fn remove_launch(&mut self) -> Result<(), LaunchError> {
+        let launch = self.launch.to_string();
+        let mut last = None;
+        for attempt in 0..CLEANUP_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            match self
+                .cleanup_call("list", self.engine.list(LABEL_LAUNCH, &launch))
+                .await
+            {
+                Ok(found) => {
+                    for listed in found {
+                        self.container = Some(listed.id.clone());
+                        self.remove(&listed.id).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(LaunchError::Leftover {
+            what: format!("containers labelled {LABEL_LAUNCH}={launch}"),
+            source: Box::new(last.expect("at least one attempt")),
+        })
+    }
+
+    /// Remove one container, with retries; a container already gone counts as removed.
+    async fn remove(&mut self, id: &str) -> Result<(), LaunchError> {
+        let mut last = None;
+        for attempt in 0..CLEANUP_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            match self.cleanup_call("remove", self.engine.remove(id)).await {
+                Ok(()) | Err(LaunchError::NotFound { .. }) => {
+                    self.observer.event(&Event::Removed {
+                        container: id.to_owned(),
+                    });
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(LaunchError::Leftover {
+            what: format!("container {id:?}"),
+            source: Box::new(last.expect("at least one attempt")),
+        })
+    }
+
+    /// Stop a container that may run, then remove it.
+    async fn stop_and_remove(&mut self, id: &str) -> Result<(), LaunchError> {
+        if self.started {
+            let grace = self.options.stop_grace;
+            // A failed stop still ends in a forced removal.
+            let _ = tokio::time::timeout(
+                grace + self.options.call_timeout,
+                self.engine.stop(id, grace),
+            )
+            .await;
+        }
+        self.remove(id).await
+    }
+
+    async fn finish(mut self, status: ExitStatus) -> Finished {
+        let id = self
+            .container
+            .clone()
+            .expect("a status comes from a container");
+        let removed = match self.options.keep {
+            Keep::Keep => {
+                self.observer.event(&Event::Kept {
+                    container: id.clone(),
+                });
+                false
+            }
+            Keep::Remove => match self.remove(&id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    self.warn(format!("{e}"));
+                    false
+                }
+            },
+        };
+        Finished {
+            launch: self.launch.to_string(),
+            container: id,
+            status,
+            removed,
+            warnings: self.warnings,
+        }
+    }
+
+    async fn fail(mut self, stop: Stop) -> Failed {
+        let error = match stop {
+            Stop::Cancelled => LaunchError::Cancelled,
+            Stop::Error(e) => e,
+        };
+        let mut error = error;
+        if let Some(id) = self.container.clone() {
+            if let Err(removal) = self.stop_and_remove(&id).await {
+                error = LaunchError::Cleanup {
+                    container: id,
+                    first: Box::new(error),
+                    source: Box::new(removal),
+                };
+            }
+        } else if !self.create_attempted {
+            // Refused before any engine call that creates: nothing to look for.
+        } else if let Err(leftover) = self.remove_launch().await {
+            error = LaunchError::Cleanup {
+                container: String::new(),
+                first: Box::new(error),
+                source: Box::new(leftover),
+            };
+        }
+        if !self.started {
+            // Nothing ran in a job directory created for this launch: release it.
+            if let Err(e) = self.plan.release_job_dir() {
+                self.warn(format!("{e}"));
+            }
+        }
+        if matches!(error, LaunchError::Cancelled) {
+            self.observer.event(&Event::Cancelled {
+                command_ran: self.started,
+            });
+        } else {
+            self.observer.event(&Event::Failed {
+                rule: error.rule().to_owned(),
+                message: error.to_string(),
+                command_ran: self.started,
+            });
+        }
+        Failed {
+            error,
+            command_ran: self.started,
+            container: self.container,
+        }
+    }
+}
+
+fn lost(op: &'static str, container: &str, options: &LaunchOptions) -> LaunchError {
+    LaunchError::AnswerLost {
+        op,
+        container: container.to_owned(),
+        source: format!("no answer within {:?}", options.call_timeout).into(),
+    }
+}
+
+/// A call bounded by the call timeout (not by cancellation).
+async fn bounded<T>(
+    op: &'static str,
+    container: &str,
+    options: &LaunchOptions,
+    fut: impl Future<Output = Result<T, LaunchError>>,
+) -> Result<T, LaunchError> {
+    match tokio::time::timeout(options.call_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(lost(op, container, options)),
+    }
+}
+
+/// The exit status, from `wait`; a failed wait is resolved by inspecting the state and
+/// waiting again.
+async fn wait_status(
+    engine: &dyn Engine,
+    options: &LaunchOptions,
+    id: &str,
+) -> Result<ExitStatus, LaunchError> {
+    let mut last = None;
+    for attempt in 0..WAIT_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        match engine.wait(id).await {
+            Ok(status) => return Ok(status),
+            Err(e) => last = Some(e),
+        }
+        match bounded("inspect", id, options, engine.inspect(id)).await {
+            Ok(observed) if is_stopped(observed.state.as_deref()) => {
+                if let Some(code) = observed.exit_code {
+                    return Ok(ExitStatus { code });
+                }
+            }
+            Ok(_) => {}
+            Err(e @ LaunchError::NotFound { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// What `gc` did (or would do) about one managed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// The container.
+    pub container: String,
+    /// The job it ran, when labelled.
+    pub job: Option<String>,
+    /// Why it is (or would be) removed, or why it is kept.
+    pub verdict: Verdict,
+    /// Whether it was removed (false with `dry_run`, and for kept ones).
+    pub removed: bool,
+}
+
+/// Options of [`gc`].
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Only containers created more than this long ago.
+    pub older_than: Option<Duration>,
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+}
+
+/// Find the managed containers whose launcher is gone and remove them.
+pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collected>, LaunchError> {
+    let here = Launcher::current();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut out = Vec::new();
+    for listed in engine.list(LABEL_MANAGED, "1").await? {
+        if let (Some(min), Some(created)) = (options.older_than, listed.created_unix) {
+            if now.saturating_sub(created) < min.as_secs() as i64 {
+                continue;
+            }
+        }
+        let verdict = judge(&listed.labels, &here, &process_start);
+        let removed = match verdict {
+            Verdict::Orphan(_) if !options.dry_run => match engine.remove(&listed.id).await {
+                Ok(()) | Err(LaunchError::NotFound { .. }) => true,
+                Err(e) => return Err(e),
+            },
+            _ => false,
+        };
+        out.push(Collected {
+            job: listed.labels.get(crate::spec::LABEL_JOB).cloned(),
+            container: listed.id,
+            verdict,
+            removed,
+        });
+    }
+    Ok(out)
+}
