@@ -128,6 +128,19 @@ fn volume_mount(
     }
 }
 
+/// The last component of a normalised absolute path.
+fn last_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The parent of a normalised absolute path (`/` for `/x`).
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
 /// Render `plan` as a Pod: see the crate documentation for what each field does and why.
 pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodError> {
     let target = &options.target;
@@ -184,12 +197,7 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
         match bind.role() {
             BindRole::Shared | BindRole::Job => {
                 // W/<name> as the subPath <name> of the workspace volume.
-                let name = bind
-                    .source()
-                    .as_str()
-                    .rsplit('/')
-                    .next()
-                    .expect("a bind source has a last component");
+                let name = last_of(bind.source().as_str());
                 nested.push(path.to_owned());
                 mounts.push(volume_mount(
                     target,
@@ -223,21 +231,28 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
                             ..Volume::default()
                         }
                     }
+                    // The source's parent as the volume and its last component as the
+                    // subPath: the kubelet binds a subPath non-recursively, a whole hostPath
+                    // volume recursively.
                     Volumes::HostPath => Volume {
                         name: volume.clone(),
                         host_path: Some(HostPathVolumeSource {
-                            path: source.into(),
+                            path: parent_of(source).into(),
                             type_: Some("Directory".into()),
                         }),
                         ..Volume::default()
                     },
+                };
+                let sub_path = match &options.volumes {
+                    Volumes::HostPath => Some(last_of(source)),
+                    Volumes::Claims { .. } => None,
                 };
                 volumes.push(v);
                 mounts.push(volume_mount(
                     target,
                     &volume,
                     path,
-                    None,
+                    sub_path,
                     Some(bind),
                     bind.read_only(),
                 ));
