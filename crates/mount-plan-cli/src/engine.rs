@@ -30,6 +30,9 @@ pub enum RuntimeArg {
     Docker,
     /// Podman (libpod API)
     Podman,
+    /// Kubernetes Pods (kube-rs); see --kubeconfig, --namespace and the --k8s-* options
+    #[cfg(feature = "kubernetes")]
+    Kubernetes,
 }
 
 /// A Podman user namespace mode.
@@ -59,6 +62,9 @@ pub struct EngineArgs {
     /// Seconds to wait for the engine to answer the version handshake
     #[arg(long, value_name = "SECS", default_value = "10")]
     pub connect_timeout: u64,
+    #[cfg(feature = "kubernetes")]
+    #[command(flatten)]
+    pub kube: crate::k8s_args::KubeEngineArgs,
 }
 
 /// Protections accepted as missing on the chosen engine.
@@ -107,6 +113,11 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
                 Some(socket) => PodmanEngine::connect(socket, options).await?,
                 None => PodmanEngine::discover(options).await?,
             }))
+        }
+        #[cfg(feature = "kubernetes")]
+        RuntimeArg::Kubernetes => {
+            let timeout = Duration::from_secs(args.connect_timeout.max(1));
+            Ok(Box::new(args.kube.connect(timeout).await?))
         }
     }
 }

@@ -83,3 +83,39 @@ impl K8sArgs {
         })
     }
 }
+
+/// How `--runtime kubernetes` reaches the cluster, and the Pods it writes.
+#[derive(Debug, Clone, Args)]
+pub struct KubeEngineArgs {
+    /// Kubernetes: the kubeconfig file [default: KUBECONFIG, ~/.kube/config, or in-cluster]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubernetes: the namespace [default: the kubeconfig context's]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub pod: K8sArgs,
+}
+
+impl KubeEngineArgs {
+    /// Connect to the cluster.
+    pub async fn connect(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<mount_plan_kubernetes::KubernetesEngine, mount_plan_launch::LaunchError> {
+        let unsupported = |e: anyhow::Error| mount_plan_launch::LaunchError::SpecUnsupported {
+            engine: "kubernetes",
+            what: format!("{e:#}"),
+        };
+        let settings = mount_plan_kubernetes::PodSettings {
+            target: self.pod.target().map_err(unsupported)?,
+            volumes: self.pod.volumes().map_err(unsupported)?,
+            init_image: self.pod.k8s_init_image.clone(),
+        };
+        let mut options = mount_plan_kubernetes::KubeOptions::new(settings);
+        options.kubeconfig = self.kubeconfig.clone();
+        options.namespace = self.namespace.clone();
+        options.connect_timeout = timeout;
+        mount_plan_kubernetes::KubernetesEngine::connect(options).await
+    }
+}

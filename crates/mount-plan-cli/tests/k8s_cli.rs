@@ -121,3 +121,48 @@ fn refusals_name_their_rule() {
         assert!(stderr.contains(&format!("`{rule}`")), "{extra:?}: {stderr}");
     }
 }
+
+#[test]
+fn launch_on_an_unreachable_cluster_exits_125_and_creates_nothing() {
+    let dir = tempfile_dir();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"http://127.0.0.1:9\"}\n\
+         contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    for d in ["startup", "local", "job-1"] {
+        std::fs::create_dir_all(dir.join("ws").join(d)).unwrap();
+    }
+    let ws = dir.join("ws");
+    let out = mount_plan(&[
+        "launch",
+        "--runtime",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--k8s-claim",
+        "site-ws",
+        "--workspace",
+        ws.to_str().unwrap(),
+        "--job",
+        "job-1",
+        "--image",
+        "busybox",
+        "--network",
+        "default",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("kubernetes"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mount-plan-k8s-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
