@@ -91,6 +91,8 @@ struct State {
     /// (operation, fault, how many more calls it hits).
     faults: Vec<(Op, Fault, u32)>,
     calls: Vec<Op>,
+    /// How many starts took effect (a command ran).
+    starts: u32,
 }
 
 /// What a started container does.
@@ -172,6 +174,11 @@ impl FakeEngine {
         self.state.lock().unwrap().containers.clone()
     }
 
+    /// How many containers' commands were started (whatever the answers said).
+    pub fn starts(&self) -> u32 {
+        self.state.lock().unwrap().starts
+    }
+
     /// Every call made so far, in order.
     pub fn calls(&self) -> Vec<Op> {
         self.state.lock().unwrap().calls.clone()
@@ -235,7 +242,14 @@ impl FakeEngine {
     }
 
     fn state_of(&self, id: &str) -> Result<FakeState, LaunchError> {
-        self.with(id, |c| c.state)
+        let state = self.state.lock().unwrap();
+        state
+            .containers
+            .get(id)
+            .map(|c| c.state)
+            .ok_or_else(|| LaunchError::NotFound {
+                container: id.to_owned(),
+            })
     }
 }
 
@@ -320,15 +334,20 @@ impl Engine for FakeEngine {
     async fn start(&self, id: &str) -> Result<(), LaunchError> {
         let lose = self.before(Op::Start, "start", id).await?;
         let script = &self.script;
-        self.with(id, |c| {
-            if c.state == FakeState::Created {
+        let started = self.with(id, |c| {
+            let created = c.state == FakeState::Created;
+            if created {
                 c.state = if script.until_stopped {
                     FakeState::Running
                 } else {
                     FakeState::Exited(script.exit_code)
                 };
             }
+            created
         })?;
+        if started {
+            self.state.lock().unwrap().starts += 1;
+        }
         if lose {
             return Err(Self::lost("start", id));
         }

@@ -1,0 +1,392 @@
+//! The lifecycle's failure paths, on the in-memory fake engine: every engine operation
+//! failing, hanging or losing its answer (once, or on every call), crossed with cancellation
+//! at every step. Each case must end with no container left (or one named in the error for
+//! gc), no job directory left that this launch created unless its command ran, and an
+//! outcome that says truthfully whether the command ran.
+//!
+//! The fake is never the proof that a backend works: the conformance suite on real engines
+//! is. This proves the decisions.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mount_plan::{HostPath, Layout};
+use mount_plan_host::{verify, JobDir, JobDirRelease, VerifiedPlan, VerifyOptions};
+use mount_plan_launch::fake::{FakeEngine, Fault, Op, Script};
+use mount_plan_launch::{
+    gc, launch, CancelToken, Event, Failed, Finished, GcOptions, LaunchError, LaunchOptions,
+    LaunchSpec, LogChunk, Observer, OutputStream,
+};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for shared in ["startup", "local"] {
+            std::fs::create_dir(dir.path().join(shared)).unwrap();
+        }
+        Site { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn job_dir(&self) -> PathBuf {
+        self.path().join("job-1")
+    }
+
+    fn verified(&self, job_dir: JobDir) -> VerifiedPlan {
+        let layout = Layout::default();
+        let ws = HostPath::parse(self.path().to_str().unwrap()).unwrap();
+        let plan = layout.plan(&ws, &layout.job("job-1").unwrap()).unwrap();
+        let options = VerifyOptions {
+            job_dir,
+            ..VerifyOptions::default()
+        };
+        verify(plan, &options).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    out: Vec<u8>,
+    events: Vec<Event>,
+}
+
+impl Observer for Recorder {
+    fn output(&mut self, chunk: &LogChunk) {
+        self.out.extend_from_slice(&chunk.bytes);
+    }
+    fn event(&mut self, event: &Event) {
+        self.events.push(event.clone());
+    }
+}
+
+fn options(cancel: &CancelToken) -> LaunchOptions {
+    LaunchOptions {
+        stop_grace: Duration::from_millis(100),
+        call_timeout: Duration::from_millis(500),
+        log_drain: Duration::from_millis(200),
+        cancel: cancel.clone(),
+        ..LaunchOptions::default()
+    }
+}
+
+fn spec() -> LaunchSpec {
+    LaunchSpec::new("img:1".parse().unwrap()).with_command(["run"])
+}
+
+/// Whether the outcome admits a container left behind: only a removal that failed for good,
+/// and then the outcome names it.
+fn reports_leftover(outcome: &Result<Finished, Failed>) -> bool {
+    match outcome {
+        Ok(done) => !done.removed && done.warnings.iter().any(|w| w.contains("gc")),
+        Err(failed) => {
+            let text = failed.error.to_string();
+            matches!(
+                failed.error,
+                LaunchError::Cleanup { .. } | LaunchError::Leftover { .. }
+            ) && text.contains("gc")
+        }
+    }
+}
+
+/// Run one case and check every invariant; returns the outcome for further checks.
+async fn case(
+    label: &str,
+    script: Script,
+    faults: &[(Op, Fault, u32)],
+    cancel_at: Option<Op>,
+) -> (Result<Finished, Failed>, FakeEngine, Recorder) {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let cancel = CancelToken::new();
+    let mut engine = FakeEngine::new(script);
+    for &(op, fault, times) in faults {
+        engine = engine.fault(op, fault, times);
+    }
+    if let Some(op) = cancel_at {
+        engine = engine.cancel_on(op, cancel.clone());
+    }
+    let mut rec = Recorder::default();
+    let outcome = launch(&engine, &verified, &spec(), &options(&cancel), &mut rec).await;
+    drop(verified);
+
+    let left = engine.containers();
+    // A fault that happens once is recovered from: retried clean-up leaves nothing.
+    if faults.iter().all(|&(_, _, times)| times == 1) {
+        assert!(
+            left.is_empty(),
+            "{label}: {left:?} left after a transient fault: {outcome:?}"
+        );
+    }
+    if !left.is_empty() {
+        assert!(
+            reports_leftover(&outcome),
+            "{label}: containers left {:?} and the outcome does not name them: {outcome:?}",
+            left.keys().collect::<Vec<_>>()
+        );
+    }
+    let ran = match &outcome {
+        Ok(_) => true,
+        Err(f) => f.command_ran,
+    };
+    // Never claim that a command that ran did not run...
+    if engine.starts() > 0 {
+        assert!(
+            ran,
+            "{label}: the command ran but the outcome says it did not: {outcome:?}"
+        );
+    }
+    // ...and, when the state could be read, never claim it ran when it did not.
+    let inspect_faulty = faults.iter().any(|&(op, _, _)| op == Op::Inspect);
+    if ran && !inspect_faulty {
+        assert!(
+            engine.starts() > 0,
+            "{label}: claims the command ran: {outcome:?}"
+        );
+    }
+    if rec
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Started { .. }))
+    {
+        assert!(ran, "{label}: a Started event but command_ran is false");
+    }
+    assert_eq!(
+        site.job_dir().exists(),
+        ran,
+        "{label}: the job directory created for this launch must stay exactly when the command ran ({outcome:?})"
+    );
+    let last = rec.events.last().expect("events");
+    match &outcome {
+        Ok(done) => {
+            assert!(
+                matches!(last, Event::Removed { .. } | Event::Warning { .. }),
+                "{label}: {last:?}"
+            );
+            assert!(
+                rec.events.iter().any(
+                    |e| matches!(e, Event::Exited { status, .. } if *status == done.status.code)
+                ),
+                "{label}: no exited event"
+            );
+        }
+        Err(failed) if failed.is_cancelled() => {
+            assert!(matches!(last, Event::Cancelled { .. }), "{label}: {last:?}")
+        }
+        Err(_) => assert!(matches!(last, Event::Failed { .. }), "{label}: {last:?}"),
+    }
+    (outcome, engine, rec)
+}
+
+const FAULTS: [Fault; 3] = [Fault::Fail, Fault::Hang, Fault::LoseAnswer];
+
+#[tokio::test(start_paused = true)]
+async fn every_fault_at_every_step_crossed_with_cancellation_leaves_nothing() {
+    let mut cases = 0;
+    for op in Op::ALL {
+        for fault in FAULTS {
+            for times in [1, u32::MAX] {
+                let cancels = std::iter::once(None).chain(Op::ALL.into_iter().map(Some));
+                for cancel_at in cancels {
+                    // A wait that never answers is a job that runs forever: only a
+                    // cancellation ends it (the wait itself is not bounded), so it needs one
+                    // at a step before the wait ends.
+                    let before_wait = [Op::Create, Op::Inspect, Op::Start, Op::Wait, Op::Logs];
+                    if op == Op::Wait
+                        && fault == Fault::Hang
+                        && !cancel_at.is_some_and(|c| before_wait.contains(&c))
+                    {
+                        continue;
+                    }
+                    let label = format!("{op:?} {fault:?} x{times} cancel at {cancel_at:?}");
+                    let (outcome, _, _) =
+                        case(&label, Script::default(), &[(op, fault, times)], cancel_at).await;
+                    // Cancelled before the command ended: the outcome says cancelled.
+                    if cancel_at == Some(Op::Create) && fault != Fault::Hang {
+                        assert!(outcome.is_err(), "{label}");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert!(cases > 400, "{cases}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_create_answer_crossed_with_clean_up_faults() {
+    for op in [Op::List, Op::Remove] {
+        for fault in FAULTS {
+            for times in [1, u32::MAX] {
+                let label = format!("create answer lost, then {op:?} {fault:?} x{times}");
+                let faults = [(Op::Create, Fault::LoseAnswer, 1), (op, fault, times)];
+                let (outcome, engine, _) = case(&label, Script::default(), &faults, None).await;
+                let failed = outcome.expect_err(&label);
+                assert!(!failed.command_ran, "{label}");
+                if times == 1 {
+                    assert!(engine.containers().is_empty(), "{label}: retried clean-up");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_job_cancelled_at_every_step_is_stopped_and_removed() {
+    let long = Script {
+        until_stopped: true,
+        ..Script::default()
+    };
+    for cancel_at in [Op::Create, Op::Inspect, Op::Start, Op::Wait, Op::Logs] {
+        let label = format!("long job cancelled at {cancel_at:?}");
+        let (outcome, engine, rec) = case(&label, long.clone(), &[], Some(cancel_at)).await;
+        let failed = outcome.expect_err(&label);
+        assert!(failed.is_cancelled(), "{label}: {:?}", failed.error);
+        assert!(engine.containers().is_empty(), "{label}");
+        if failed.command_ran {
+            assert!(engine.calls().contains(&Op::Stop), "{label}: stopped first");
+        }
+        assert!(
+            matches!(rec.events.last(), Some(Event::Cancelled { .. })),
+            "{label}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_exit_status_and_output_come_from_the_engine() {
+    let script = Script {
+        output: vec![
+            LogChunk {
+                stream: OutputStream::Stdout,
+                bytes: b"one\n".to_vec(),
+            },
+            LogChunk {
+                stream: OutputStream::Stderr,
+                bytes: b"two\n".to_vec(),
+            },
+        ],
+        exit_code: 3,
+        until_stopped: false,
+    };
+    let (outcome, engine, rec) = case("status 3", script, &[], None).await;
+    let done = outcome.unwrap();
+    assert_eq!(done.status.code, 3);
+    assert!(done.removed);
+    assert_eq!(rec.out, b"one\ntwo\n");
+    assert!(engine.containers().is_empty());
+    // A wait that fails is resolved by inspect: the status is still the command's own.
+    let script = Script {
+        exit_code: 7,
+        ..Script::default()
+    };
+    let (outcome, _, _) = case(
+        "wait fails",
+        script,
+        &[(Op::Wait, Fault::Fail, u32::MAX)],
+        None,
+    )
+    .await;
+    assert_eq!(outcome.unwrap().status.code, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_protection_check_refuses_before_any_engine_call() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let mut engine = FakeEngine::default();
+    engine.availability = mount_plan_launch::Availability::Missing("not in this fake".into());
+    let cancel = CancelToken::new();
+    let mut rec = Recorder::default();
+    let failed = launch(&engine, &verified, &spec(), &options(&cancel), &mut rec)
+        .await
+        .unwrap_err();
+    assert_eq!(failed.error.rule(), "protection-unavailable");
+    assert!(engine.calls().is_empty(), "{:?}", engine.calls());
+    assert!(!site.job_dir().exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_launch_never_removes_a_job_directory_another_launch_holds() {
+    let site = Site::new();
+    // A creates W/J; B verifies it as it is (not created by B) and holds it.
+    let a = site.verified(JobDir::create_if_missing());
+    assert!(a.job_dir_created());
+    let b = site.verified(JobDir::create_if_missing());
+    assert!(!b.job_dir_created());
+    let cancel = CancelToken::new();
+    let engine = FakeEngine::default().fault(Op::Create, Fault::Fail, 1);
+    let mut rec = Recorder::default();
+    let failed = launch(&engine, &a, &spec(), &options(&cancel), &mut rec)
+        .await
+        .unwrap_err();
+    assert!(!failed.command_ran);
+    assert!(site.job_dir().exists(), "B holds it: it stays");
+    assert_eq!(a.release_job_dir().unwrap(), JobDirRelease::AlreadyReleased);
+    // Once B is gone, a later release by its creator would remove it; B itself never does.
+    assert_eq!(b.release_job_dir().unwrap(), JobDirRelease::NotCreatedHere);
+    drop(b);
+    assert!(site.job_dir().exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    });
+    let labels = |pid: &str, host: &str| {
+        let mut l = mount_plan_launch::lifecycle::launch_labels(
+            verified.plan(),
+            &spec(),
+            &mount_plan_launch::LaunchId::new(),
+            &mount_plan_launch::Launcher::current(),
+        );
+        l.insert(mount_plan_launch::identity::LABEL_PID.into(), pid.into());
+        l.insert(mount_plan_launch::identity::LABEL_HOST.into(), host.into());
+        l
+    };
+    let me = mount_plan_launch::Launcher::current();
+    let mut ids = Vec::new();
+    for l in [
+        labels(&me.pid.to_string(), &me.host), // alive: this process
+        labels("999999999", &me.host),         // gone
+        labels("999999999", "elsewhere"),      // cannot be judged here
+    ] {
+        let req = mount_plan_launch::CreateRequest {
+            plan: &verified,
+            spec: &spec(),
+            labels: &l,
+        };
+        use mount_plan_launch::Engine;
+        ids.push(engine.create(&req).await.unwrap());
+    }
+    let dry = gc(
+        &engine,
+        &GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(engine.containers().len(), 3, "dry run removes nothing");
+    assert_eq!(dry.iter().filter(|c| !c.removed).count(), 3);
+    let done = gc(&engine, &GcOptions::default()).await.unwrap();
+    let removed: Vec<&str> = done
+        .iter()
+        .filter(|c| c.removed)
+        .map(|c| c.container.as_str())
+        .collect();
+    assert_eq!(removed, vec![ids[1].as_str()]);
+    let left: Vec<String> = engine.containers().into_keys().collect();
+    assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
+}
