@@ -695,3 +695,55 @@ async fn a_cancelled_launch_stops_and_deletes_its_running_pod() {
     );
     assert_no_pod_left(&h);
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_a_pod_cannot_express_is_refused_before_any_request() {
+    let h = harness(ApiServer::default());
+    let labels = BTreeMap::new();
+    let refused = |spec: LaunchSpec| {
+        let request = CreateRequest {
+            plan: &h.plan,
+            spec: &spec,
+            labels: &labels,
+        };
+        translate(&request, &settings()).unwrap_err().to_string()
+    };
+    let mut none = spec();
+    none.network = Network::None;
+    assert!(refused(none).contains("--network default"));
+    let mut pids = spec();
+    pids.resources = mount_plan_launch::Resources::new()
+        .with_pids_limit(100)
+        .unwrap();
+    assert!(refused(pids).contains("pids"));
+    let mut root = spec();
+    root.user = Some("0".parse().unwrap());
+    assert!(refused(root).contains("k8s-run-as-root"));
+
+    // Limits become the job container's resources; the name ends with the launch id.
+    let mut limited = spec();
+    limited.resources = mount_plan_launch::Resources::new()
+        .with_memory_bytes(1 << 30)
+        .unwrap()
+        .with_nano_cpus(1_500_000_000)
+        .unwrap();
+    let labels = BTreeMap::from([(
+        "io.mount-plan.launch".to_owned(),
+        "0123456789abcdef".to_owned(),
+    )]);
+    let request = CreateRequest {
+        plan: &h.plan,
+        spec: &limited,
+        labels: &labels,
+    };
+    let pod = serde_json::to_value(translate(&request, &settings()).unwrap()).unwrap();
+    assert_eq!(
+        pod.pointer("/metadata/name"),
+        Some(&json!("mount-plan-job-1-0123456789"))
+    );
+    assert_eq!(
+        pod.pointer("/spec/containers/0/resources/limits"),
+        Some(&json!({"cpu": "1500m", "memory": "1073741824"}))
+    );
+    assert!(seen(&h).is_empty());
+}
