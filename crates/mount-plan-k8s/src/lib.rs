@@ -41,7 +41,8 @@
 //! in front, and do not refuse a symlink that stays inside the volume. The PVC's root must hold
 //! what W holds. Nothing here was run on a cluster.
 //!
-//! **Why a crate of its own.** `k8s-openapi` is large (about 45 s to build here): keeping it
+//! **Why a crate of its own.** `k8s-openapi` is large (about 25 s of CPU to build here, kube
+//! and its TLS stack about 3 minutes more): keeping it
 //! out of the core and out of the CLI's default build keeps the README's first command fast;
 //! the CLI gets this crate and the backend behind its `kubernetes` feature. `k8s-openapi` is
 //! pinned to one version feature (`v1_37`, the newest it knows): its types only carry the
