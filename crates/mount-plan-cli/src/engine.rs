@@ -33,6 +33,9 @@ pub enum RuntimeArg {
     Podman,
     /// Docker Swarm: a one-shot service on a node (--socket is a manager's)
     Swarm,
+    /// Kubernetes Pods (kube-rs); see --kubeconfig, --namespace and the --k8s-* options
+    #[cfg(feature = "kubernetes")]
+    Kubernetes,
 }
 
 /// A Podman user namespace mode.
@@ -67,6 +70,9 @@ pub struct EngineArgs {
     /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
     #[arg(long, value_name = "IMAGE")]
     pub probe_image: Option<String>,
+    #[cfg(feature = "kubernetes")]
+    #[command(flatten)]
+    pub kube: crate::k8s_args::KubeEngineArgs,
 }
 
 /// Protections accepted as missing on the chosen engine.
@@ -124,6 +130,11 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
                 Some(socket) => PodmanEngine::connect(socket, options).await?,
                 None => PodmanEngine::discover(options).await?,
             }))
+        }
+        #[cfg(feature = "kubernetes")]
+        RuntimeArg::Kubernetes => {
+            let timeout = Duration::from_secs(args.connect_timeout.max(1));
+            Ok(Box::new(args.kube.connect(timeout).await?))
         }
     }
 }

@@ -9,6 +9,8 @@ use mount_plan::{Mount, MountPlan};
 use mount_plan_host::VerifiedPlan;
 
 mod engine;
+#[cfg(feature = "kubernetes")]
+mod k8s_args;
 mod plan_args;
 mod stream;
 
@@ -101,6 +103,12 @@ enum Format {
     PodmanArgs,
     /// A JSON array of OCI runtime-spec mounts (destination, type, source, options)
     Oci,
+    /// A Kubernetes Pod manifest, JSON (needs --k8s-claim or --k8s-host-path)
+    #[cfg(feature = "kubernetes")]
+    K8sPod,
+    /// A Kubernetes Pod manifest, YAML
+    #[cfg(feature = "kubernetes")]
+    K8sPodYaml,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +128,17 @@ struct PlanCmd {
     /// plan (as --format json, on one line) or an error object, at once
     #[arg(long, conflicts_with_all = ["workspace", "job", "format"])]
     json_lines: bool,
+    #[cfg(feature = "kubernetes")]
+    #[command(flatten)]
+    k8s: k8s_args::K8sArgs,
+    /// Kubernetes formats: the job's image (left out of the Pod when not given)
+    #[cfg(feature = "kubernetes")]
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Kubernetes formats: the job's numeric user (runAsUser, runAsGroup; not 0)
+    #[cfg(feature = "kubernetes")]
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +239,8 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
         }
         Format::PodmanArgs => serde_json::to_string_pretty(&plan.podman_args())?,
         Format::Oci => serde_json::to_string_pretty(&plan.oci_mounts())?,
+        #[cfg(feature = "kubernetes")]
+        Format::K8sPod | Format::K8sPodYaml => k8s_pod(cmd, &plan)?,
     };
     write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
@@ -242,6 +263,38 @@ fn plan_json(plan: &MountPlan, verified: Option<&VerifiedPlan>) -> serde_json::V
         obj.insert("warnings".into(), json(serde_json::to_value(v.warnings())));
     }
     value
+}
+
+/// The plan as a Pod; what the target cannot honour is noted on stderr (a launch refuses it
+/// unless accepted as missing).
+#[cfg(feature = "kubernetes")]
+fn k8s_pod(cmd: &PlanCmd, plan: &MountPlan) -> Result<String> {
+    let mut options = cmd.k8s.options()?;
+    options.container.image = cmd.image.clone();
+    options.container.user = cmd.user.as_deref().map(str::parse).transpose()?;
+    let pod = mount_plan_k8s::render_pod(plan, &options)?;
+    let target = &options.target;
+    for (protection, availability) in target.availability() {
+        if mount_plan_launch::Protection::required_by(plan).contains(&protection)
+            && !availability.is_available()
+        {
+            eprintln!(
+                "note: {protection} is {availability}; `launch --runtime kubernetes` refuses this plan unless --accept-missing {protection}"
+            );
+        }
+    }
+    for w in target.warnings() {
+        eprintln!("note: {w}");
+    }
+    if options.container.image.is_none() {
+        eprintln!(
+            "note: no --image: the Pod has no image; the API server refuses it until one is set"
+        );
+    }
+    Ok(match cmd.format {
+        Format::K8sPodYaml => mount_plan_k8s::to_yaml(&pod).trim_end().to_owned(),
+        _ => mount_plan_k8s::to_json(&pod),
+    })
 }
 
 fn write_stdout(text: &str) -> Result<()> {
