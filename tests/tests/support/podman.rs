@@ -120,16 +120,8 @@ fn subordinate(file: &str, user: &str) -> Result<u32, String> {
 
 /// A setting of `.ci/podman-setup`: the environment variable, else its line in the env file
 /// that the script writes (so `cargo test` works without sourcing it first).
-pub fn setting(key: &str) -> Result<String, std::env::VarError> {
-    std::env::var(key).or_else(|e| {
-        fs::read_to_string("/tmp/mount-plan-podman/env")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-            })
-            .ok_or(e)
-    })
+pub fn setting(key: &str) -> Result<String, String> {
+    mount_plan_testkit::harness::podman_setting(key).ok_or_else(|| format!("{key} is not set"))
 }
 
 fn lookup(mode: Mode) -> Result<Service, String> {
