@@ -242,7 +242,7 @@ async fn an_unreachable_service_says_how_to_start_one() {
         std::error::Error::source(&e)
             .unwrap()
             .to_string()
-            .contains("rule `endpoint`"),
+            .contains("rule `podman-endpoint`"),
         "{e}"
     );
 }

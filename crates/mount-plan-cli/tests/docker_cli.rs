@@ -185,7 +185,11 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
     }
     let ws = Ws::new("fail");
     let cases: [(&str, &[&str], &str); 5] = [
-        ("mount-plan-no-such-image:x", &ACCEPT, "engine rule `image`"),
+        (
+            "mount-plan-no-such-image:x",
+            &ACCEPT,
+            "engine rule `image-missing`",
+        ),
         (IMAGE, &[], "cannot honour \"noexec\""),
         (
             IMAGE,
@@ -205,7 +209,7 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
                 "--socket",
                 "/nonexistent/docker.sock",
             ],
-            "engine rule `reachable`",
+            "engine rule `connect`",
         ),
     ];
     for (image, extra, want) in cases {
