@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -17,7 +17,7 @@ fn sh(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// Docker answers and the busybox image is imported; or skip (fail under CI).
+/// Docker answers and the busybox image (`mount_plan_testkit::image`) is imported.
 fn docker_ready() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let r = READY.get_or_init(|| {
@@ -28,9 +28,6 @@ fn docker_ready() -> bool {
                 String::from_utf8_lossy(&v.stderr)
             ));
         }
-        if !Path::new("/bin/busybox").is_file() {
-            return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
-        }
         if sh(Command::new("docker").args(["image", "inspect", IMAGE]))
             .status
             .success()
@@ -38,30 +35,11 @@ fn docker_ready() -> bool {
             return Ok(());
         }
         let dir = std::env::temp_dir().join(format!("mp-cli-image-{}", std::process::id()));
-        let root = dir.join("rootfs");
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for a in ["sh", "echo", "cat", "sleep", "pwd", "ls"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        let tar = dir.join("image.tar");
-        let t = sh(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."));
-        assert!(t.status.success());
-        let i = sh(Command::new("docker").arg("import").arg(&tar).arg(IMAGE));
+        let (tar, _) = mount_plan_testkit::image::busybox_tar(&dir, &[])?;
+        let imported =
+            mount_plan_testkit::image::import(&mut Command::new("docker"), &tar, IMAGE, &[]);
         let _ = fs::remove_dir_all(&dir);
-        if i.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "docker import: {}",
-                String::from_utf8_lossy(&i.stderr)
-            ))
-        }
+        imported
     });
     // The harness ignored the test (failed it under CI) when Docker or busybox is missing.
     match r {

@@ -56,32 +56,17 @@ fn ensure_image(cli: &str, envs: &[(String, String)], image: &str) {
     if have.status.success() {
         return;
     }
-    let root = std::env::temp_dir().join(format!("mp-img-{}-{cli}", std::process::id()));
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+    let dir = std::env::temp_dir().join(format!("mp-img-{}-{cli}", std::process::id()));
+    let (tar, _) = mount_plan_testkit::image::busybox_tar(&dir, &[])
         .expect("Debian's busybox-static must be installed at /bin/busybox");
-    for applet in ["sh", "cat", "pwd", "ls"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = root.with_extension("tar");
-    let st = Command::new("tar")
-        .args([
-            "-C",
-            root.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    run(
-        cli,
-        envs,
-        &["import".into(), tar.to_str().unwrap().into(), image.into()],
-    );
-    std::fs::remove_dir_all(&root).unwrap();
-    std::fs::remove_file(&tar).unwrap();
+    mount_plan_testkit::image::import(
+        Command::new(cli).envs(envs.iter().cloned()),
+        &tar,
+        image,
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 struct Workspace(PathBuf);

@@ -14,7 +14,7 @@
 //!    ```
 //! 2. Write the tests as plain (async) functions, without `#[test]`/`#[tokio::test]`, and
 //!    list them in `main`:
-//!    ```no_run
+//!    ```ignore
 //!    use mount_plan_testkit::harness::{self, Need, Runtime};
 //!
 //!    async fn docker_as_root_conforms() { /* assertions */ }
@@ -29,7 +29,7 @@
 //!    }
 //!    ```
 //! 3. A new kind of engine (a Swarm manager, Podman 5 on its own socket): add a [`Need`]
-//!    variant with its probe in [`Need::probe`]; every binary that lists it gets the same
+//!    variant with its probe in `Need::probe`; every binary that lists it gets the same
 //!    ignore/fail behaviour.
 //!
 //! Each need is probed at most once per test binary, when the first test that lists it runs

@@ -73,20 +73,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Run a command, returning stdout, or an error with its stderr.
-pub fn run(cmd: &mut std::process::Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use mount_plan_testkit::image::run;
 
 /// Ids of every container (any state) carrying the label `key=value`, from the docker CLI
 /// (independent of the backend under test).

@@ -212,11 +212,12 @@ pub fn podman_image(url: &str) -> Result<String, String> {
         ]))
         .unwrap_or_default();
         if current.trim() != digest {
-            run(Command::new("podman")
-                .args(["--url", url, "import", "--quiet", "--change"])
-                .arg(format!("LABEL {CONTENT_LABEL}={digest}"))
-                .arg(&tar)
-                .arg(IMAGE))?;
+            mount_plan_testkit::image::import(
+                Command::new("podman").args(["--url", url]),
+                &tar,
+                IMAGE,
+                &[format!("LABEL {CONTENT_LABEL}={digest}")],
+            )?;
         }
         Ok(IMAGE.to_owned())
     });
