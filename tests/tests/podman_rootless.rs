@@ -249,12 +249,11 @@ async fn quick_jobs_return_all_output_and_never_hang() {
             };
             let options = mount_plan_launch::LaunchOptions::default();
             let run = mount_plan_launch::launch(rt.as_ref(), &ws.plan, &spec, &options, &mut sink);
-            let Ok(done) = tokio::time::timeout(std::time::Duration::from_secs(30), run).await
-            else {
-                panic!("job {i} hung")
-            };
-            done.unwrap_or_else(|f| panic!("job {i}: {}", f.error))
-                .status
+            match tokio::time::timeout(std::time::Duration::from_secs(30), run).await {
+                Err(_) => panic!("job {i} hung"),
+                Ok(Err(failed)) => panic!("job {i}: {}", failed.error),
+                Ok(Ok(done)) => done.status,
+            }
         };
         assert_eq!(status.code, i % 3, "job {i}");
         assert_eq!(

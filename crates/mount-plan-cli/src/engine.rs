@@ -13,6 +13,7 @@ use mount_plan_launch::{
     LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources, Verdict,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
+use mount_plan_swarm::SwarmEngine;
 
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
@@ -30,6 +31,8 @@ pub enum RuntimeArg {
     Docker,
     /// Podman (libpod API)
     Podman,
+    /// Docker Swarm: a one-shot service on a node (--socket is a manager's)
+    Swarm,
 }
 
 /// A Podman user namespace mode.
@@ -47,7 +50,8 @@ pub struct EngineArgs {
     /// The container engine
     #[arg(long, value_enum)]
     pub runtime: RuntimeArg,
-    /// The engine's API socket [default: docker: DOCKER_HOST, then /var/run/docker.sock;
+    /// The engine's API socket [default: docker and swarm (a manager): DOCKER_HOST, then
+    /// /var/run/docker.sock;
     /// podman: CONTAINER_HOST, then /run/podman/podman.sock as root, else
     /// $XDG_RUNTIME_DIR/podman/podman.sock]
     #[arg(long, value_name = "PATH")]
@@ -83,8 +87,16 @@ impl AcceptArgs {
 /// Connect to the engine `args` names.
 pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
     match args.runtime {
-        RuntimeArg::Docker if args.userns != UsernsArg::Default => Err(LaunchError::Unsupported(
-            "--userns is a podman option".into(),
+        RuntimeArg::Docker | RuntimeArg::Swarm if args.userns != UsernsArg::Default => Err(
+            LaunchError::Unsupported("--userns is a podman option".into()),
+        ),
+        RuntimeArg::Swarm => Ok(Box::new(
+            SwarmEngine::connect(&ConnectOptions {
+                host: args.socket.clone(),
+                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                ..ConnectOptions::default()
+            })
+            .await?,
         )),
         RuntimeArg::Docker => {
             let options = ConnectOptions {
@@ -159,6 +171,10 @@ pub struct LaunchCmd {
     /// Process limit
     #[arg(long, value_name = "N")]
     pids_limit: Option<u64>,
+    /// Swarm only: where the job may run, KEY==VALUE or KEY!=VALUE (repeat; all must hold;
+    /// keys node.id, node.hostname, node.role, node.labels.NAME...) [default: node.role==worker]
+    #[arg(long = "constraint", value_name = "EXPR")]
+    constraints: Vec<String>,
     /// Keep the container after it stops (default: remove it)
     #[arg(long)]
     keep: bool,
@@ -208,6 +224,16 @@ impl LaunchCmd {
         }
         spec.resources = res;
         spec.accept_missing = self.accept.set()?;
+        if !self.constraints.is_empty() && self.engine.runtime != RuntimeArg::Swarm {
+            return Err(anyhow!(
+                "--constraint places a job on a cluster node: --runtime swarm only"
+            ));
+        }
+        spec.placement = self
+            .constraints
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()?;
         spec.check()?;
         Ok(spec)
     }

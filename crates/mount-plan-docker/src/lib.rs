@@ -44,9 +44,9 @@ use mount_plan_launch::{
     LogStream, ObservedContainer, OutputStream,
 };
 
-pub use observe::observe;
+pub use observe::{observe, propagation_name};
 pub use translate::{
-    availability, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
+    availability, mounts, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
     NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
 };
 
@@ -85,14 +85,61 @@ pub struct DockerEngine {
     api: ApiVersion,
 }
 
-fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
+/// An engine client's error, boxed for [`LaunchError`].
+pub fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }
 
-fn status_of(e: &DockerError) -> Option<u16> {
+/// The HTTP status of an engine's answer; `None` when there was no answer (a reset
+/// connection, a timeout, a truncated body).
+pub fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+/// Map an engine call's error: 404 is [`LaunchError::NotFound`], another answer
+/// [`LaunchError::Engine`], no answer [`LaunchError::AnswerLost`] (the call may have taken
+/// effect). Shared by the Docker and Swarm backends.
+pub fn call_err(op: &'static str, container: &str, e: DockerError) -> LaunchError {
+    match status_of(&e) {
+        Some(404) => LaunchError::NotFound {
+            container: container.to_owned(),
+        },
+        Some(_) => LaunchError::Engine {
+            op,
+            container: container.to_owned(),
+            source: boxed(e),
+        },
+        None => LaunchError::AnswerLost {
+            op,
+            container: container.to_owned(),
+            source: boxed(e),
+        },
+    }
+}
+
+/// One item of an engine log stream (a container's, or a Swarm service's) as a [`LogChunk`]
+/// (`None` for stdin echoes); an error is mapped with `err`.
+pub fn log_chunk(
+    item: Result<bollard::container::LogOutput, DockerError>,
+    err: impl FnOnce(DockerError) -> LaunchError,
+) -> Option<Result<LogChunk, LaunchError>> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(LogChunk {
+                stream: OutputStream::Stdout,
+                bytes: message.to_vec(),
+            }))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+            stream: OutputStream::Stderr,
+            bytes: message.to_vec(),
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(err(e))),
     }
 }
 
@@ -191,26 +238,6 @@ impl DockerEngine {
         &self.docker
     }
 
-    /// An engine call's failure: its answer (an HTTP status) as the matching error; a
-    /// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
-    fn call_err(op: &'static str, container: &str, e: DockerError) -> LaunchError {
-        match status_of(&e) {
-            Some(404) => LaunchError::NotFound {
-                container: container.to_owned(),
-            },
-            Some(_) => LaunchError::Engine {
-                op,
-                container: container.to_owned(),
-                source: boxed(e),
-            },
-            None => LaunchError::AnswerLost {
-                op,
-                container: container.to_owned(),
-                source: boxed(e),
-            },
-        }
-    }
-
     /// Versions, protections and warnings (pure: from what `connect` learnt).
     fn report_of(&self) -> EngineReport {
         let mut warnings = Vec::new();
@@ -267,7 +294,7 @@ impl Engine for DockerEngine {
                         source: boxed(e),
                     }
                 } else {
-                    Self::call_err("create", "", e)
+                    call_err("create", "", e)
                 }
             })?;
         Ok(created.id)
@@ -282,7 +309,7 @@ impl Engine for DockerEngine {
                     container: id.to_owned(),
                     source: boxed(e),
                 },
-                _ => Self::call_err("start", id, e),
+                _ => call_err("start", id, e),
             })
     }
 
@@ -291,7 +318,7 @@ impl Engine for DockerEngine {
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| Self::call_err("inspect", id, e))?;
+            .map_err(|e| call_err("inspect", id, e))?;
         Ok(observe(&c))
     }
 
@@ -308,7 +335,7 @@ impl Engine for DockerEngine {
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
                 Ok(ExitStatus { code })
             }
-            Some(Err(e)) => Err(Self::call_err("wait", id, e)),
+            Some(Err(e)) => Err(call_err("wait", id, e)),
             None => Err(LaunchError::AnswerLost {
                 op: "wait",
                 container: id.to_owned(),
@@ -329,22 +356,7 @@ impl Engine for DockerEngine {
         self.docker
             .logs(id, Some(opts))
             .filter_map(move |item| {
-                let out = match item {
-                    Ok(bollard::container::LogOutput::StdOut { message })
-                    | Ok(bollard::container::LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: OutputStream::Stdout,
-                            bytes: message.to_vec(),
-                        }))
-                    }
-                    Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: OutputStream::Stderr,
-                        bytes: message.to_vec(),
-                    })),
-                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(Self::call_err("logs", &owned, e))),
-                };
-                std::future::ready(out)
+                std::future::ready(log_chunk(item, |e| call_err("logs", &owned, e)))
             })
             .boxed()
     }
@@ -357,7 +369,7 @@ impl Engine for DockerEngine {
         match self.docker.stop_container(id, Some(opts)).await {
             // 304: already stopped.
             Err(e) if status_of(&e) == Some(304) => Ok(()),
-            other => other.map_err(|e| Self::call_err("stop", id, e)),
+            other => other.map_err(|e| call_err("stop", id, e)),
         }
     }
 
@@ -369,7 +381,7 @@ impl Engine for DockerEngine {
         };
         match self.docker.remove_container(id, Some(opts)).await {
             Err(e) if status_of(&e) == Some(404) => Ok(()),
-            other => other.map_err(|e| Self::call_err("remove", id, e)),
+            other => other.map_err(|e| call_err("remove", id, e)),
         }
     }
 
@@ -384,7 +396,7 @@ impl Engine for DockerEngine {
             .docker
             .list_containers(Some(opts))
             .await
-            .map_err(|e| Self::call_err("list", &format!("{key}={value}"), e))?;
+            .map_err(|e| call_err("list", &format!("{key}={value}"), e))?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

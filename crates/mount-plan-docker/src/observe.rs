@@ -6,7 +6,8 @@ use mount_plan_launch::{
     ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount, ObservedTmpfs,
 };
 
-fn propagation_name(p: &MountBindOptionsPropagationEnum) -> &'static str {
+/// A bind propagation as Docker's inspect words it (`private`, `rslave`...).
+pub fn propagation_name(p: &MountBindOptionsPropagationEnum) -> &'static str {
     match p {
         MountBindOptionsPropagationEnum::EMPTY => "",
         MountBindOptionsPropagationEnum::PRIVATE => "private",

@@ -104,27 +104,12 @@ pub struct CreateCall {
     pub body: ContainerCreateBody,
 }
 
-/// Translate `plan`, `spec` and `labels` for the engine `engine`. Which protections the
-/// engine honours is decided by the lifecycle from [`availability`], before this is called.
-///
-/// Mounts are typed `Mount` structs (never `--mount` strings): the tmpfs root with its
-/// read-only flag, mode and size; every bind non-recursive with private propagation,
-/// read-only where planned. `no-new-privileges` stands in for nosuid on binds.
-pub fn translate(
-    plan: &MountPlan,
-    spec: &LaunchSpec,
-    labels: &BTreeMap<String, String>,
-    engine: &EngineInfo,
-) -> Result<CreateCall, LaunchError> {
-    spec.check()?;
-    let api: ApiVersion = engine
-        .api_version
-        .parse()
-        .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
-    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
-
-    let mounts = plan
-        .mounts()
+/// The plan's mounts as Engine API `Mount` structs (never `--mount` strings), as a container
+/// and a Swarm service's task template both take them: the tmpfs root with its read-only flag,
+/// mode and size; every bind with private propagation, read-only where planned, and
+/// `NonRecursive` set to `non_recursive` (`None` below API 1.40, which lacks the field).
+pub fn mounts(plan: &MountPlan, non_recursive: Option<bool>) -> Vec<DockerMount> {
+    plan.mounts()
         .iter()
         .map(|m| match m {
             Mount::Tmpfs(t) => DockerMount {
@@ -151,7 +136,29 @@ pub fn translate(
                 ..DockerMount::default()
             },
         })
-        .collect();
+        .collect()
+}
+
+/// Translate `plan`, `spec` and `labels` for the engine `engine`. Which protections the
+/// engine honours is decided by the lifecycle from [`availability`], before this is called.
+///
+/// Mounts are typed `Mount` structs (never `--mount` strings): the tmpfs root with its
+/// read-only flag, mode and size; every bind non-recursive with private propagation,
+/// read-only where planned. `no-new-privileges` stands in for nosuid on binds.
+pub fn translate(
+    plan: &MountPlan,
+    spec: &LaunchSpec,
+    labels: &BTreeMap<String, String>,
+    engine: &EngineInfo,
+) -> Result<CreateCall, LaunchError> {
+    spec.check()?;
+    let api: ApiVersion = engine
+        .api_version
+        .parse()
+        .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
+    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
+
+    let mounts = mounts(plan, non_recursive);
 
     let network_mode = match &spec.network {
         Network::None => "none".to_owned(),

@@ -493,8 +493,11 @@ pub fn audit(
     }
     // An engine that cannot set nosuid per bind (none of the binds reports flags) must set
     // no-new-privileges instead.
-    let needs_nnp =
-        plan.binds().any(|b| b.flags().nosuid) && observed.binds.iter().all(|b| b.flags.is_none());
+    // (Unless nosuid is accepted as missing: an engine that drops no-new-privileges, Swarm
+    // before API 1.46, runs only a spec that accepts it.)
+    let needs_nnp = plan.binds().any(|b| b.flags().nosuid)
+        && observed.binds.iter().all(|b| b.flags.is_none())
+        && !accepted.contains(&Protection::NoSuidOnBinds);
     if needs_nnp && !observed.no_new_privileges {
         out.push(Difference::NoNewPrivileges);
     }
@@ -633,6 +636,20 @@ mod tests {
             "{}",
             d[0]
         );
+    }
+
+    #[test]
+    fn no_new_privileges_is_not_asked_when_nosuid_is_accepted_missing() {
+        // Swarm at API 1.41 drops NoNewPrivileges: a spec accepting nosuid runs without it.
+        let mut o = conforming();
+        o.no_new_privileges = false;
+        let accepted = BTreeSet::from([Protection::NoExecOnBinds]);
+        assert_eq!(
+            rules(&audit(&plan(), &o, &accepted)),
+            vec!["no-new-privileges"]
+        );
+        let accepted = BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]);
+        assert!(audit(&plan(), &o, &accepted).is_empty());
     }
 
     #[test]

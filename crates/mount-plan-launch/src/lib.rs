@@ -7,12 +7,17 @@
 //! validated newtypes (`"host"` as a network, `io.mount-plan.*` labels, non-numeric users are
 //! refused with a rule-named [`SpecError`]).
 //!
-//! A backend implements [`JobRuntime`]; a launcher holds it as `Box<dyn JobRuntime>` and can
-//! swap engines. A backend's `launch` creates, starts and audits the container, and removes
-//! it on any failure after create. [`audit`] is the pure comparison between what an engine
-//! reports ([`ObservedContainer`]) and the plan; it is unit-tested without an engine.
+//! A backend implements [`Engine`]: a few thin calls (create, start, inspect, wait, logs,
+//! stop, remove, list) and a report of what its engine honours. A launcher holds it as
+//! `Box<dyn Engine>` and can swap engines by one setting. [`launch`] is the one lifecycle
+//! for every engine: it checks the protections, creates, audits, starts, audits again,
+//! forwards output, waits and removes, and cleans up on every path, including cancellation
+//! ([`CancelToken`]), a lost engine answer and a failed wait. [`gc`] removes containers
+//! whose launcher is gone ([`identity`]). [`audit`] is the pure comparison between what an
+//! engine reports ([`ObservedContainer`]) and the plan.
 //!
-//! **Limits.** This crate talks to no engine and runs no async runtime. An engine that cannot
+//! **Limits.** This crate talks to no engine; the lifecycle runs on the caller's tokio
+//! runtime. An engine that cannot
 //! report something (Docker cannot set or report nosuid on binds; Podman reports its tmpfs
 //! mounts only as option strings under `HostConfig.Tmpfs`) says so with `None`, and the audit
 //! checks the substitute instead (for example `no-new-privileges` for nosuid). What the engine
@@ -61,5 +66,6 @@ pub use runtime::{
 };
 pub use spec::{
     ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network, NetworkName,
-    Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX,
+    PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST,
+    LABEL_PREFIX,
 };

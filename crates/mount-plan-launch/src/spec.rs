@@ -117,6 +117,12 @@ pub enum SpecError {
         /// The refused value.
         value: String,
     },
+    /// A placement constraint is not `KEY==VALUE` or `KEY!=VALUE` over a key Swarm knows.
+    #[error("{rule}placement constraint {value:?} is not KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME and a plain VALUE", rule = self.prefix())]
+    Constraint {
+        /// The refused value.
+        value: String,
+    },
 }
 
 mount_plan::rules!(SpecError, "spec", {
@@ -134,6 +140,7 @@ mount_plan::rules!(SpecError, "spec", {
     Resource => "resource",
     Protection => "protection",
     EngineKind => "engine-kind",
+    Constraint => "constraint",
 });
 
 fn plain_name(value: &str) -> bool {
@@ -417,6 +424,77 @@ impl Labels {
     }
 }
 
+/// Where a job may run on a cluster engine (Swarm): `KEY==VALUE` or `KEY!=VALUE`, with KEY
+/// one of `node.id`, `node.hostname`, `node.role`, `node.platform.os`, `node.platform.arch`,
+/// `node.labels.NAME`, `engine.labels.NAME`. Spaces around the operator are dropped; the
+/// value is at most 256 bytes of `[A-Za-z0-9_.:/@+-]`. Single-host engines have one node
+/// and ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlacementConstraint {
+    key: String,
+    equal: bool,
+    value: String,
+}
+
+impl PlacementConstraint {
+    /// The key (`node.hostname`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// Whether the value must match (`==`) or must not (`!=`).
+    pub fn is_equal(&self) -> bool {
+        self.equal
+    }
+    /// The value.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl FromStr for PlacementConstraint {
+    type Err = SpecError;
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        let err = || SpecError::Constraint {
+            value: value.to_owned(),
+        };
+        let (key, rest, equal) = match (value.find("=="), value.find("!=")) {
+            (Some(i), None) => (&value[..i], &value[i + 2..], true),
+            (None, Some(i)) => (&value[..i], &value[i + 2..], false),
+            _ => return Err(err()),
+        };
+        let (key, rest) = (key.trim_matches(' '), rest.trim_matches(' '));
+        let plain = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= 256
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c) || extra.contains(&c))
+        };
+        let key_ok = match key {
+            "node.id" | "node.hostname" | "node.role" | "node.platform.os"
+            | "node.platform.arch" => true,
+            _ => key
+                .strip_prefix("node.labels.")
+                .or_else(|| key.strip_prefix("engine.labels."))
+                .is_some_and(|name| plain(name, b"/")),
+        };
+        if !key_ok || !plain(rest, b":/@+") {
+            return Err(err());
+        }
+        Ok(PlacementConstraint {
+            key: key.to_owned(),
+            equal,
+            value: rest.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for PlacementConstraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.equal { "==" } else { "!=" };
+        write!(f, "{}{op}{}", self.key, self.value)
+    }
+}
+
 /// GPUs to expose to the container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GpuRequest {
@@ -544,6 +622,9 @@ pub struct LaunchSpec {
     /// Protections of the plan that the caller accepts an engine cannot honour. A backend
     /// refuses a plan needing a protection it lacks unless it is listed here.
     pub accept_missing: BTreeSet<Protection>,
+    /// Where the job may run, on a cluster engine (all must hold); empty: the engine's
+    /// default (Swarm: workers).
+    pub placement: Vec<PlacementConstraint>,
 }
 
 impl LaunchSpec {
@@ -560,6 +641,7 @@ impl LaunchSpec {
             gpus: None,
             resources: Resources::new(),
             accept_missing: BTreeSet::new(),
+            placement: Vec::new(),
         }
     }
 
@@ -727,6 +809,41 @@ mod tests {
             Resources::new().with_pids_limit(64).unwrap().pids_limit(),
             Some(64)
         );
+    }
+
+    #[test]
+    fn placement_constraints() {
+        let c: PlacementConstraint = "node.hostname == w-1".parse().unwrap();
+        assert_eq!(
+            (c.key(), c.is_equal(), c.value()),
+            ("node.hostname", true, "w-1")
+        );
+        assert_eq!(c.to_string(), "node.hostname==w-1");
+        assert_eq!(
+            "node.labels.zone!=eu/1"
+                .parse::<PlacementConstraint>()
+                .unwrap()
+                .to_string(),
+            "node.labels.zone!=eu/1"
+        );
+        for bad in [
+            "",
+            "node.hostname",
+            "node.hostname=w1",
+            "node.name==w1",
+            "node.labels.==x",
+            "node.hostname==",
+            "node.hostname==a b",
+            "node.hostname==a==b",
+            "node.hostname==a!=b",
+            "node.hostname==a\nb",
+        ] {
+            assert_eq!(
+                bad.parse::<PlacementConstraint>().unwrap_err().rule(),
+                "constraint",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

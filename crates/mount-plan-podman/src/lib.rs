@@ -78,6 +78,9 @@ pub use version::{
     MIN_VERSION_FEATURE, RUNC_FIXED,
 };
 
+/// Serialises keep-id creates within this process (see [`PodmanEngine`]'s `create`).
+static KEEP_ID_CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A Podman service (rootful or rootless) reached through its libpod API socket.
 #[derive(Debug)]
 pub struct PodmanEngine {
@@ -427,6 +430,13 @@ impl Engine for PodmanEngine {
             &self.options,
             &self.facts,
         )?;
+        // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
+        // which is not thread-safe: concurrent keep-id creates crash the service (SIGSEGV in
+        // subid_get_uid_ranges, seen here). Creates with keep-id go one at a time per process.
+        let _one_at_a_time = match self.options.userns {
+            UserNamespace::KeepId => Some(KEEP_ID_CREATE.lock().await),
+            _ => None,
+        };
         let created = self.podman.containers().create(&opts).await.map_err(|e| {
             if e.to_string().contains("image not known") || is_not_found(&e) {
                 LaunchError::ImageNotFound {

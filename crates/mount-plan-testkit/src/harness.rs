@@ -41,7 +41,8 @@
 //! `MOUNT_PLAN_TEST_ABSENT=all` (or a comma list of [`Need::name`]s, e.g.
 //! `docker,podman-rootless`) makes the probe report those needs missing without asking.
 //! Pointing the real probes elsewhere works as well: `DOCKER_HOST=unix:///nonexistent`,
-//! `MOUNT_PLAN_PODMAN_DIR=/nonexistent` with the `MOUNT_PLAN_PODMAN_*` variables unset.
+//! `MOUNT_PLAN_PODMAN_DIR=/nonexistent` and `MOUNT_PLAN_SWARM_DIR=/nonexistent` with the
+//! `MOUNT_PLAN_PODMAN_*` and `MOUNT_PLAN_SWARM_*` variables unset.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -69,16 +70,20 @@ pub enum Need {
     Root,
     /// Debian's static busybox at `/bin/busybox`, the test image's userland.
     Busybox,
+    /// The three-node Swarm of `.ci/swarm-setup`: its manager (`MOUNT_PLAN_SWARM_SOCKET`)
+    /// answers.
+    Swarm,
 }
 
 impl Need {
     /// Every need, in probe order.
-    pub const ALL: [Need; 5] = [
+    pub const ALL: [Need; 6] = [
         Need::Docker,
         Need::PodmanRootful,
         Need::PodmanRootless,
         Need::Root,
         Need::Busybox,
+        Need::Swarm,
     ];
 
     /// The name used in `MOUNT_PLAN_TEST_ABSENT`.
@@ -89,6 +94,7 @@ impl Need {
             Need::PodmanRootless => "podman-rootless",
             Need::Root => "root",
             Need::Busybox => "busybox",
+            Need::Swarm => "swarm",
         }
     }
 
@@ -100,6 +106,7 @@ impl Need {
             Need::PodmanRootless => "no rootless podman service",
             Need::Root => "not root",
             Need::Busybox => "no busybox-static",
+            Need::Swarm => "no swarm",
         }
     }
 
@@ -148,6 +155,9 @@ impl Need {
                     Err("/bin/busybox is missing (apt-get install busybox-static)".to_owned())
                 }
             }
+            Need::Swarm => ping(&swarm_setting("MOUNT_PLAN_SWARM_SOCKET").ok_or_else(|| {
+                "MOUNT_PLAN_SWARM_SOCKET is not set (run `bash .ci/swarm-setup`)".to_owned()
+            })?),
         }
     }
 }
@@ -179,15 +189,30 @@ pub fn under_ci() -> bool {
 /// the script writes (`$MOUNT_PLAN_PODMAN_DIR/env`, default `/tmp/mount-plan-podman/env`), so
 /// `cargo test` works without sourcing it first.
 pub fn podman_setting(key: &str) -> Option<String> {
+    setup_setting("MOUNT_PLAN_PODMAN_DIR", "/tmp/mount-plan-podman", key)
+}
+
+/// A setting of `.ci/swarm-setup`, as [`podman_setting`] (`$MOUNT_PLAN_SWARM_DIR/env`,
+/// default `/tmp/mount-plan-swarm/env`).
+pub fn swarm_setting(key: &str) -> Option<String> {
+    setup_setting("MOUNT_PLAN_SWARM_DIR", "/tmp/mount-plan-swarm", key)
+}
+
+/// `key` from the environment, else from `<$dir_var or default_dir>/env` (`KEY=value`, the
+/// value possibly in double quotes).
+fn setup_setting(dir_var: &str, default_dir: &str, key: &str) -> Option<String> {
     if let Ok(v) = std::env::var(key) {
         return Some(v);
     }
-    let dir = std::env::var_os("MOUNT_PLAN_PODMAN_DIR")
+    let dir = std::env::var_os(dir_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/mount-plan-podman"));
+        .unwrap_or_else(|| PathBuf::from(default_dir));
     let text = std::fs::read_to_string(dir.join("env")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix('=')
+            .map(|v| v.trim_matches('"').to_owned())
+    })
 }
 
 /// `GET /_ping` on a Docker-compatible API at `url` (`unix://` or `tcp://`): Ok on a 200.

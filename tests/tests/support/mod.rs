@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod docker;
 pub mod image;
+pub mod swarm;
 pub mod workspace;
 
 use std::sync::atomic::{AtomicU32, Ordering};

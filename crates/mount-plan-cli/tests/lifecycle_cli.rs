@@ -1,0 +1,578 @@
+//! The launch lifecycle through the CLI, on every engine this machine runs (Docker, rootful
+//! Podman, rootless Podman run by its unprivileged user), as a launcher drives it:
+//! - SIGTERM one second after start stops and removes the container within the grace period
+//!   plus 5 s, and `launch` exits 143;
+//! - SIGKILL to the launcher, then `mount-plan gc`, leaves no managed container of ours;
+//! - two launches of one job, the first failing late, never remove the second's directory;
+//! - a job whose status is read normally exits with its own status.
+//!
+//! An engine that is missing shows as ignored in the summary; under `CI` it fails.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
+const ENV_FILE: &str = "/tmp/mount-plan-podman/env";
+
+fn env_value(key: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(key) {
+        return Some(v);
+    }
+    let text = std::fs::read_to_string(ENV_FILE).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+/// One engine as the CLI reaches it.
+#[derive(Debug, Clone)]
+struct Engine {
+    name: &'static str,
+    /// `--runtime ...` and its options, without the socket.
+    runtime: Vec<String>,
+    /// `--socket`, when not the default.
+    socket: Option<String>,
+    /// Options of `launch` only.
+    launch_only: Vec<String>,
+    image: String,
+    /// The unprivileged user that runs the CLI (rootless Podman), with its uid.
+    user: Option<(String, u32)>,
+    /// The engine's own CLI, to look for leftovers independently of mount-plan.
+    ps: Vec<String>,
+    conf: Option<String>,
+}
+
+fn output_ok(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The busybox image for Docker, imported once (no registry: built from busybox-static).
+fn docker_image() -> Result<String, String> {
+    const IMAGE: &str = "mount-plan-busybox:lifecycle-test";
+    output_ok(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))?;
+    if output_ok(Command::new("docker").args(["image", "inspect", IMAGE])).is_ok() {
+        return Ok(IMAGE.into());
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let bin = dir.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| e.to_string())?;
+    for a in ["sh", "echo", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(a)).map_err(|e| e.to_string())?;
+    }
+    let tar = dir.path().join("image.tar");
+    output_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(dir.path().join("rootfs"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    )?;
+    output_ok(Command::new("docker").arg("import").arg(&tar).arg(IMAGE))?;
+    Ok(IMAGE.into())
+}
+
+fn docker() -> Result<Engine, String> {
+    Ok(Engine {
+        name: "docker",
+        runtime: vec!["--runtime".into(), "docker".into()],
+        socket: None,
+        launch_only: vec!["--accept-missing".into(), "noexec".into()],
+        image: docker_image()?,
+        user: None,
+        ps: vec!["docker".into()],
+        conf: None,
+    })
+}
+
+fn podman(rootless: bool) -> Result<Engine, String> {
+    let key = if rootless {
+        "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET"
+    } else {
+        "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET"
+    };
+    let missing = || format!("no {key} in {ENV_FILE} (run .ci/podman-setup)");
+    let socket = env_value(key).ok_or_else(missing)?;
+    let conf = env_value("CONTAINERS_CONF").ok_or_else(missing)?;
+    let image = env_value("MOUNT_PLAN_PODMAN_IMAGE").ok_or_else(missing)?;
+    output_ok(
+        Command::new("podman")
+            .args(["--url", &socket, "version"])
+            .env("CONTAINERS_CONF", &conf),
+    )?;
+    let user = if rootless {
+        let name = env_value("MOUNT_PLAN_PODMAN_ROOTLESS_USER").ok_or_else(missing)?;
+        let uid = env_value("MOUNT_PLAN_PODMAN_ROOTLESS_UID")
+            .and_then(|u| u.parse().ok())
+            .ok_or_else(missing)?;
+        Some((name, uid))
+    } else {
+        None
+    };
+    let mut runtime = vec!["--runtime".into(), "podman".into()];
+    if rootless {
+        runtime.extend(["--userns".into(), "keep-id".into()]);
+    }
+    Ok(Engine {
+        name: if rootless {
+            "podman-rootless"
+        } else {
+            "podman-rootful"
+        },
+        runtime,
+        socket: Some(socket.clone()),
+        launch_only: Vec::new(),
+        image,
+        user,
+        ps: vec!["podman".into(), "--url".into(), socket],
+        conf: Some(conf),
+    })
+}
+
+/// A site for one test: W with startup/ and local/, a copy of the binary the user can run,
+/// all owned by the engine's user.
+struct Site {
+    top: tempfile::TempDir,
+    engine: Engine,
+    label: String,
+}
+
+impl Engine {
+    /// `--runtime ...` with the engine's socket.
+    fn args(&self) -> Vec<String> {
+        let mut args = self.runtime.clone();
+        if let Some(s) = &self.socket {
+            args.extend(["--socket".into(), s.clone()]);
+        }
+        args
+    }
+}
+
+impl Site {
+    fn new(engine: &Engine, tag: &str) -> Site {
+        let top = tempfile::Builder::new()
+            .prefix("mp-lifecycle-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let w = top.path().join("ws");
+        for d in ["", "startup", "local"] {
+            std::fs::create_dir_all(w.join(d)).unwrap();
+        }
+        // Where the launcher writes its events: the engine's user must be able to.
+        std::fs::create_dir(top.path().join("run")).unwrap();
+        std::fs::copy(BIN, top.path().join("mount-plan")).unwrap();
+        if let Some((_, uid)) = &engine.user {
+            let st = Command::new("chown")
+                .args(["-R", &format!("{uid}:{uid}")])
+                .arg(&w)
+                .arg(top.path().join("run"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        Site {
+            label: format!(
+                "lifecycle-{tag}-{}-{}",
+                std::process::id(),
+                top.path().file_name().unwrap().to_string_lossy()
+            ),
+            top,
+            engine: engine.clone(),
+        }
+    }
+
+    fn w(&self) -> PathBuf {
+        self.top.path().join("ws")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.top.path().join(name)
+    }
+
+    /// The CLI as the engine's user.
+    fn cli(&self, args: &[&str]) -> Command {
+        let bin = self.path("mount-plan");
+        let mut cmd = match &self.engine.user {
+            Some((user, uid)) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "env"])
+                    .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(args);
+        if let Some(conf) = &self.engine.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        cmd
+    }
+
+    /// `mount-plan launch` of job-1 (spawned), with this test's label and events file.
+    fn launch(&self, extra: &[&str], command: &[&str]) -> Child {
+        let w = self.w();
+        let events = self.path("run/events.jsonl");
+        let label = format!("mount-plan-test.run={}", self.label);
+        let engine_args = self.engine.args();
+        let mut args: Vec<&str> = vec!["launch"];
+        args.extend(engine_args.iter().map(String::as_str));
+        args.extend(self.engine.launch_only.iter().map(String::as_str));
+        args.extend([
+            "--workspace",
+            w.to_str().unwrap(),
+            "--job",
+            "job-1",
+            "--create-job-dir",
+            "--image",
+            &self.engine.image,
+            "--label",
+            &label,
+            "--events",
+            events.to_str().unwrap(),
+        ]);
+        args.extend(extra);
+        args.push("--");
+        args.extend(command);
+        self.cli(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Container ids carrying this test's label, as the engine's own CLI lists them.
+    fn leftovers(&self) -> Vec<String> {
+        let mut cmd = Command::new(&self.engine.ps[0]);
+        cmd.args(&self.engine.ps[1..]).args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=mount-plan-test.run={}", self.label),
+        ]);
+        if let Some(conf) = &self.engine.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        output_ok(&mut cmd)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn events(&self) -> String {
+        std::fs::read_to_string(self.path("run/events.jsonl")).unwrap_or_default()
+    }
+
+    /// Wait until the events file has a `started` event.
+    fn await_started(&self, child: &mut Child) -> Result<(), Failed> {
+        until(Duration::from_secs(60), || {
+            self.events().contains("\"event\":\"started\"")
+        })
+        .map_err(|()| {
+            let _ = child.kill();
+            format!(
+                "{}: the job never started: {}",
+                self.engine.name,
+                collect(child).1
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The mount-plan process itself (not the runuser in front of it).
+    fn launcher_pid(&self, child: &Child) -> i32 {
+        if self.engine.user.is_none() {
+            return child.id() as i32;
+        }
+        let marker = self.path("mount-plan");
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if exe.as_deref() == Some(marker.as_path())
+                && String::from_utf8_lossy(&cmdline).contains(&self.label)
+            {
+                return pid;
+            }
+        }
+        panic!("no mount-plan process for {}", self.label);
+    }
+}
+
+fn until(limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(())
+}
+
+fn collect(child: &mut Child) -> (ExitStatus, String) {
+    let status = child.wait().unwrap();
+    let mut text = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut text);
+    }
+    (status, text)
+}
+
+fn kill(pid: i32, signal: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{signal} {pid}");
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+fn sigterm_stops_and_removes_within_the_grace_period(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "term");
+    let grace = 3;
+    let mut child = site.launch(&["--stop-grace", &grace.to_string()], &["sleep", "60"]);
+    site.await_started(&mut child)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    kill(site.launcher_pid(&child), "TERM");
+    let (status, stderr) = collect(&mut child);
+    let took = signalled.elapsed();
+    check(status.code() == Some(143), || {
+        format!("{}: exit {status:?}, want 143: {stderr}", engine.name)
+    })?;
+    check(took <= Duration::from_secs(grace + 5), || {
+        format!("{}: took {took:?} to stop", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })?;
+    let events = site.events();
+    check(
+        events.contains("\"event\":\"cancelled\"") && events.contains("\"event\":\"removed\""),
+        || format!("{}: events {events}", engine.name),
+    )
+}
+
+fn sigkill_then_gc_leaves_no_container(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "kill");
+    let mut child = site.launch(&[], &["sleep", "60"]);
+    site.await_started(&mut child)?;
+    kill(site.launcher_pid(&child), "KILL");
+    let _ = collect(&mut child);
+    let left = site.leftovers();
+    check(left.len() == 1, || {
+        format!(
+            "{}: a killed launcher leaves its container: {left:?}",
+            engine.name
+        )
+    })?;
+    let engine_args = engine.args();
+    let mut gc_args = vec!["gc"];
+    gc_args.extend(engine_args.iter().map(String::as_str));
+    let out = site
+        .cli(&gc_args)
+        .output()
+        .map_err(|e| format!("gc: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check(out.status.success(), || {
+        format!(
+            "{}: gc failed: {}",
+            engine.name,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    check(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("removed {}", &left[0][..12.min(left[0].len())]))),
+        || format!("{}: gc did not report {left:?}: {stdout}", engine.name),
+    )?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left after gc: {left:?}", engine.name)
+    })
+}
+
+fn a_failing_launch_never_removes_the_directory_another_launch_uses(
+    engine: &Engine,
+) -> Result<(), Failed> {
+    let site = Site::new(engine, "two");
+    // A creates W/J, then waits on an engine socket that never answers and fails late.
+    let silent = site.path("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    std::fs::set_permissions(&silent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let w = site.w();
+    let mut a_args: Vec<String> = vec!["launch".into()];
+    a_args.extend(engine.runtime.iter().cloned());
+    a_args.extend(engine.launch_only.iter().cloned());
+    a_args.extend(
+        [
+            "--socket",
+            &format!("unix://{}", silent.display()),
+            "--connect-timeout",
+            "4",
+            "--workspace",
+            w.to_str().unwrap(),
+            "--job",
+            "job-1",
+            "--create-job-dir",
+            "--image",
+            &engine.image,
+            "--",
+            "true",
+        ]
+        .map(String::from),
+    );
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let mut a = site.cli(&a_args).stderr(Stdio::piped()).spawn().unwrap();
+    if until(Duration::from_secs(10), || w.join("job-1").is_dir()).is_err() {
+        let _ = a.kill();
+        let (_, err) = collect(&mut a);
+        return Err(format!("{}: A never created W/J: {err}", engine.name).into());
+    }
+    // B finds W/J and runs in it while A is still waiting.
+    let mut b = site.launch(
+        &[],
+        &["sh", "-c", "echo b > b-out; sleep 5; echo done > done"],
+    );
+    let b_started = site.await_started(&mut b);
+    let (a_status, a_err) = collect(&mut a);
+    b_started?;
+    check(a_status.code() == Some(125), || {
+        format!("{}: A exit {a_status:?}: {a_err}", engine.name)
+    })?;
+    check(w.join("job-1").is_dir(), || {
+        format!("{}: A removed the directory B uses", engine.name)
+    })?;
+    let (b_status, b_err) = collect(&mut b);
+    check(b_status.code() == Some(0), || {
+        format!("{}: B exit {b_status:?}: {b_err}", engine.name)
+    })?;
+    for f in ["b-out", "done"] {
+        check(w.join("job-1").join(f).is_file(), || {
+            format!("{}: B's output {f} is lost", engine.name)
+        })?;
+    }
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
+fn the_exit_status_is_the_commands_own(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "status");
+    let mut child = site.launch(&[], &["sh", "-c", "echo hi > out; exit 3"]);
+    let (status, stderr) = collect(&mut child);
+    check(status.code() == Some(3), || {
+        format!("{}: exit {status:?}: {stderr}", engine.name)
+    })?;
+    check(site.w().join("job-1/out").is_file(), || {
+        format!("{}: no out in W/J", engine.name)
+    })?;
+    let events = site.events();
+    check(events.contains("\"status\":3"), || {
+        format!("{}: events {events}", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
+type Scenario = fn(&Engine) -> Result<(), Failed>;
+
+const SCENARIOS: [(&str, Scenario); 4] = [
+    (
+        "sigterm_stops_and_removes_within_the_grace_period",
+        sigterm_stops_and_removes_within_the_grace_period,
+    ),
+    (
+        "sigkill_then_gc_leaves_no_container",
+        sigkill_then_gc_leaves_no_container,
+    ),
+    (
+        "a_failing_launch_never_removes_the_directory_another_launch_uses",
+        a_failing_launch_never_removes_the_directory_another_launch_uses,
+    ),
+    (
+        "the_exit_status_is_the_commands_own",
+        the_exit_status_is_the_commands_own,
+    ),
+];
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // One launcher at a time: Podman 4.3's rootless service crashes on concurrent keep-id
+    // creates from several processes (libsubid is not thread-safe), and the timing checks
+    // want the machine's two cores.
+    args.test_threads.get_or_insert(1);
+    let ci = std::env::var_os("CI").is_some();
+    let root = rustix::process::geteuid().is_root();
+    type Probe = Box<dyn Fn() -> Result<Engine, String>>;
+    let engines: [(&str, Probe); 3] = [
+        ("docker", Box::new(docker)),
+        ("podman_rootful", Box::new(|| podman(false))),
+        ("podman_rootless", Box::new(|| podman(true))),
+    ];
+    let mut trials = Vec::new();
+    for (name, probe) in engines {
+        let found = if root {
+            probe()
+        } else {
+            Err("not root (the tests create sites for other users)".into())
+        };
+        for (scenario, run) in SCENARIOS {
+            let trial_name = format!("{name}::{scenario}");
+            let trial = match &found {
+                Ok(engine) => {
+                    let engine = engine.clone();
+                    Trial::test(trial_name, move || run(&engine))
+                }
+                Err(why) if ci => {
+                    let why = format!("{name} is required when CI is set: {why}");
+                    Trial::test(trial_name, move || Err(why.into()))
+                }
+                Err(why) => Trial::test(trial_name, || Ok(()))
+                    .with_kind(format!("no {name}: {why}"))
+                    .with_ignored_flag(true),
+            };
+            trials.push(trial);
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

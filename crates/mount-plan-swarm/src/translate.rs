@@ -1,0 +1,436 @@
+//! Pure translation of a plan and a launch spec into a Swarm service spec: a one-shot service
+//! (`replicated`, restart condition none) created with no replica (nothing runs), and the
+//! update that starts its one replica.
+//!
+//! Why not `replicated-job`: on Docker 20.10 removing a job service neither stops its running
+//! task nor removes its tasks and containers (moby/moby#44312, fixed by moby/swarmkit#3112 in
+//! 2023), so a cancelled job would keep running and every job would leave an exited container
+//! on its node. A replicated service with restart condition none runs its task once, and its
+//! removal stops and removes it (measured on 20.10).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use mount_plan::MountPlan;
+use mount_plan_docker::{ApiVersion, NODEV_SUBSTITUTE, ROOT_MODE_NOTE};
+use mount_plan_launch::{
+    Availability, EngineInfo, LaunchError, LaunchSpec, Network, PlacementConstraint, Protection,
+};
+
+/// The constraint used when the launch spec names none: jobs go to workers, never to the
+/// manager the launcher talks to.
+pub const DEFAULT_CONSTRAINT: &str = "node.role==worker";
+
+/// Swarm API versions that gate what a service can carry.
+pub mod api {
+    use mount_plan_docker::ApiVersion;
+    /// `BindOptions.NonRecursive` in a service's mounts.
+    pub const NON_RECURSIVE: ApiVersion = ApiVersion::new(1, 40);
+    /// `ContainerSpec.Privileges.NoNewPrivileges` in a service (dropped silently before).
+    pub const NO_NEW_PRIVILEGES: ApiVersion = ApiVersion::new(1, 46);
+}
+
+/// How Swarm (at API `api`) honours `nosuid` on binds.
+pub fn nosuid_availability(api: ApiVersion) -> Availability {
+    if api >= api::NO_NEW_PRIVILEGES {
+        Availability::Substitute(
+            "\"NoNewPrivileges\" in the service's privileges (setuid bits give no privileges)"
+                .into(),
+        )
+    } else {
+        Availability::Missing(format!(
+            "a service's mounts take no nosuid option and its privileges take NoNewPrivileges only from API {} (this manager speaks {api} and drops it)",
+            api::NO_NEW_PRIVILEGES
+        ))
+    }
+}
+
+/// How this Swarm manager (at API `api`) honours each protection. Measured on Docker 20.10
+/// (API 1.41): a service keeps the tmpfs `ReadOnly`, `SizeBytes` and `Mode`, and the binds'
+/// `ReadOnly`, `Propagation` and `NonRecursive`; it has no `ReadOnlyForceRecursive`, no
+/// `CreateMountpoint`, no per-bind noexec and (before 1.46) no `NoNewPrivileges`.
+pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
+    Protection::ALL
+        .into_iter()
+        .map(|p| {
+            let a = match p {
+                Protection::NonRecursiveBinds if api < api::NON_RECURSIVE => {
+                    Availability::Missing(format!(
+                        "a service's BindOptions.NonRecursive needs API {}, the manager speaks {api}",
+                        api::NON_RECURSIVE
+                    ))
+                }
+                Protection::RootModeAndSize => Availability::Partial(format!(
+                    "{ROOT_MODE_NOTE}; on Swarm the worker's engine creates the container, so the manager has no window to correct it"
+                )),
+                Protection::NoSuidOnBinds => nosuid_availability(api),
+                Protection::NoDevOnBinds => Availability::Substitute(format!(
+                    "{NODEV_SUBSTITUTE} (a service cannot be privileged nor add devices)"
+                )),
+                Protection::NoExecOnBinds => Availability::Missing(
+                    "a service's mounts take no noexec option, at any API version".into(),
+                ),
+                _ => Availability::Native,
+            };
+            (p, a)
+        })
+        .collect()
+}
+
+/// What the engine report warns about for every Swarm launch.
+pub fn warnings(api: ApiVersion) -> Vec<String> {
+    let mut out = vec![
+        "a job asking for network none gets the node's default bridge: Swarm attaches a service to no local network other than its predefined ones (measured on 20.10: \"network none not found\")".to_owned(),
+        "the audit reads the service spec from the manager; what the worker's engine and kernel made of it is proven only by an in-container check".to_owned(),
+    ];
+    if api < api::NO_NEW_PRIVILEGES {
+        out.push(format!(
+            "NoNewPrivileges is dropped by this manager (API {api} < {}): setuid files in bound directories work unless nosuid comes from the node's mount of W",
+            api::NO_NEW_PRIVILEGES
+        ));
+    }
+    out
+}
+
+/// Translate `plan`, `spec` and `labels` into the spec of a service that runs nothing yet
+/// (`Replicas: 0`); [`started`] is the update that runs it once.
+/// Network `none` and `default` both leave the task on the node's default bridge (see
+/// [`warnings`]); a named network is attached.
+///
+/// Mounts are typed `Mount` structs (never `--mount` strings), as for Docker: the tmpfs root
+/// read-only with its mode and size, every bind non-recursive with private propagation and
+/// read-only where planned. Labels go on the service (for `list` and `gc`) and on its
+/// containers (so a worker's leftovers can be found by label too). No healthcheck, restart
+/// condition none, placement from the spec's constraints or [`DEFAULT_CONSTRAINT`].
+pub fn translate(
+    plan: &MountPlan,
+    spec: &LaunchSpec,
+    labels: &BTreeMap<String, String>,
+    engine: &EngineInfo,
+) -> Result<ServiceSpec, LaunchError> {
+    spec.check()?;
+    let api: ApiVersion = engine
+        .api_version
+        .parse()
+        .map_err(|e: mount_plan_docker::ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
+    if spec.gpus.is_some() {
+        return Err(LaunchError::SpecUnsupported {
+            engine: "swarm",
+            what: "gpus (a service reserves GPUs only as generic resources the nodes advertise)"
+                .into(),
+        });
+    }
+    let non_recursive = (api >= api::NON_RECURSIVE).then_some(true);
+    let mounts = mount_plan_docker::mounts(plan, non_recursive);
+    let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+    let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    let resources = &spec.resources;
+    let limits = (resources.memory_bytes().is_some()
+        || resources.nano_cpus().is_some()
+        || resources.pids_limit().is_some())
+    .then(|| Limit {
+        memory_bytes: as_i64(resources.memory_bytes()),
+        nano_cpus: as_i64(resources.nano_cpus()),
+        pids: as_i64(resources.pids_limit()),
+    });
+    let constraints: Vec<String> = if spec.placement.is_empty() {
+        vec![DEFAULT_CONSTRAINT.to_owned()]
+    } else {
+        spec.placement
+            .iter()
+            .map(PlacementConstraint::to_string)
+            .collect()
+    };
+    let networks = match &spec.network {
+        Network::Named(n) => Some(vec![NetworkAttachmentConfig {
+            target: Some(n.as_str().to_owned()),
+            ..NetworkAttachmentConfig::default()
+        }]),
+        // See `warnings`: neither can be asked of a service; both get the default bridge.
+        Network::None | Network::Default => None,
+    };
+    let container = TaskSpecContainerSpec {
+        image: Some(spec.image.to_string()),
+        labels: Some(labels.clone()),
+        // Args, not Command: the image's entrypoint stays, as `docker run IMAGE CMD...`.
+        args: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(ToString::to_string).collect()),
+        dir: Some(plan.workdir().to_string()),
+        user: spec.user.map(|u| u.to_string()),
+        privileges: (api >= api::NO_NEW_PRIVILEGES).then(|| TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..TaskSpecContainerSpecPrivileges::default()
+        }),
+        tty: Some(false),
+        open_stdin: Some(false),
+        mounts: Some(mounts),
+        health_check: Some(HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..HealthConfig::default()
+        }),
+        ..TaskSpecContainerSpec::default()
+    };
+    Ok(ServiceSpec {
+        name: spec.name.as_ref().map(ToString::to_string),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: limits.map(|l| TaskSpecResources {
+                limits: Some(l),
+                ..TaskSpecResources::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                max_attempts: Some(0),
+                ..TaskSpecRestartPolicy::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(constraints),
+                ..TaskSpecPlacement::default()
+            }),
+            networks,
+            ..TaskSpec::default()
+        }),
+        mode: Some(replicas(0)),
+        ..ServiceSpec::default()
+    })
+}
+
+fn replicas(n: i64) -> ServiceSpecMode {
+    ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }),
+        ..ServiceSpecMode::default()
+    }
+}
+
+/// Whether a service spec asks for its task to run (`Replicas` above 0).
+pub fn is_started(spec: &ServiceSpec) -> bool {
+    spec.mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .is_some_and(|n| n > 0)
+}
+
+/// The update that starts a created service: the same spec asking for one replica. With
+/// restart condition none its task runs once; it is sent once.
+pub fn started(spec: &ServiceSpec) -> ServiceSpec {
+    ServiceSpec {
+        mode: Some(replicas(1)),
+        ..spec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{MountBindOptionsPropagationEnum, MountType};
+    use mount_plan::{HostPath, Layout};
+
+    fn engine(api: &str) -> EngineInfo {
+        EngineInfo {
+            engine: "swarm".into(),
+            endpoint: "unix:///var/run/docker.sock".into(),
+            version: "20.10.24".into(),
+            api_version: api.into(),
+            runtime: Some("runc 1.1.5".into()),
+            rootless: false,
+        }
+    }
+
+    fn plan() -> MountPlan {
+        let layout = Layout::default();
+        layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap()
+    }
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec::new("sha256:abc".parse().unwrap()).with_command(["sh", "-c", "x"])
+    }
+
+    fn service(spec: &LaunchSpec, api: &str) -> ServiceSpec {
+        let plan = plan();
+        let labels = mount_plan_launch::container_labels(&plan, spec);
+        translate(&plan, spec, &labels, &engine(api)).unwrap()
+    }
+
+    fn container(s: &ServiceSpec) -> &TaskSpecContainerSpec {
+        s.task_template
+            .as_ref()
+            .unwrap()
+            .container_spec
+            .as_ref()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_created_service_runs_nothing_until_started() {
+        let s = service(&spec(), "1.41");
+        assert!(!is_started(&s));
+        let r = s.mode.as_ref().unwrap().replicated.as_ref().unwrap();
+        assert_eq!(r.replicas, Some(0));
+        assert_eq!(s.mode.as_ref().unwrap().replicated_job, None);
+        let s2 = started(&s);
+        assert!(is_started(&s2));
+        assert_eq!(s2.task_template, s.task_template, "only the mode changes");
+        let t = s.task_template.as_ref().unwrap();
+        assert_eq!(
+            t.restart_policy.as_ref().unwrap().condition,
+            Some(TaskSpecRestartPolicyConditionEnum::NONE)
+        );
+        assert_eq!(
+            container(&s).health_check.as_ref().unwrap().test,
+            Some(vec!["NONE".to_owned()])
+        );
+    }
+
+    #[test]
+    fn mounts_are_typed_and_hardened() {
+        let s = service(&spec(), "1.41");
+        let c = container(&s);
+        let mounts = c.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 4);
+        let root = &mounts[0];
+        assert_eq!(root.typ, Some(MountType::TMPFS));
+        assert_eq!(root.read_only, Some(true));
+        let t = root.tmpfs_options.as_ref().unwrap();
+        assert_eq!((t.mode, t.size_bytes), (Some(0o555), Some(1 << 20)));
+        for (m, ro) in mounts[1..].iter().zip([true, true, false]) {
+            assert_eq!(m.typ, Some(MountType::BIND));
+            assert_eq!(m.read_only, Some(ro));
+            let b = m.bind_options.as_ref().unwrap();
+            assert_eq!(
+                b.propagation,
+                Some(MountBindOptionsPropagationEnum::PRIVATE)
+            );
+            assert_eq!(b.non_recursive, Some(true));
+        }
+        assert_eq!(mounts[3].source.as_deref(), Some("/srv/w/j1"));
+        assert_eq!(c.dir.as_deref(), Some("/workspace/j1"));
+        assert_eq!(c.command, None, "the image's entrypoint stays");
+        assert_eq!(c.args.as_ref().unwrap()[0], "sh");
+        assert_eq!(c.privileges, None, "API 1.41 has no NoNewPrivileges");
+        let labels = s.labels.as_ref().unwrap();
+        assert_eq!(labels["io.mount-plan.managed"], "1");
+        assert_eq!(c.labels.as_ref(), Some(labels));
+    }
+
+    #[test]
+    fn a_path_with_commas_stays_one_field() {
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/a,readonly=false,source=/x").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap();
+        let labels = mount_plan_launch::container_labels(&plan, &spec());
+        let s = translate(&plan, &spec(), &labels, &engine("1.41")).unwrap();
+        let json = serde_json::to_value(&s).unwrap();
+        let m = &json["TaskTemplate"]["ContainerSpec"]["Mounts"][1];
+        assert_eq!(m["Source"], "/srv/a,readonly=false,source=/x/startup");
+        assert_eq!(m["ReadOnly"], true);
+        assert_eq!(m["BindOptions"]["NonRecursive"], true);
+    }
+
+    #[test]
+    fn placement_defaults_to_workers() {
+        let s = service(&spec(), "1.41");
+        let p = s
+            .task_template
+            .as_ref()
+            .unwrap()
+            .placement
+            .as_ref()
+            .unwrap();
+        assert_eq!(p.constraints, Some(vec![DEFAULT_CONSTRAINT.to_owned()]));
+        let mut sp = spec();
+        sp.placement = vec![
+            "node.hostname==w1".parse().unwrap(),
+            "node.labels.gpu != no".parse().unwrap(),
+        ];
+        let s = service(&sp, "1.41");
+        let p = s
+            .task_template
+            .as_ref()
+            .unwrap()
+            .placement
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            p.constraints,
+            Some(vec![
+                "node.hostname==w1".to_owned(),
+                "node.labels.gpu!=no".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn versions_gate_the_service() {
+        // Below 1.40 a service cannot be non-recursive: the field is left out and the
+        // lifecycle refuses the plan from `availability`.
+        let old = service(&spec(), "1.39");
+        let m = &container(&old).mounts.as_ref().unwrap()[1];
+        assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
+        assert!(!availability(ApiVersion::new(1, 39))
+            .iter()
+            .any(|(p, a)| *p == Protection::NonRecursiveBinds && a.is_available()));
+        let s = service(&spec(), "1.46");
+        assert_eq!(
+            container(&s).privileges.as_ref().unwrap().no_new_privileges,
+            Some(true)
+        );
+        let a = availability(ApiVersion::new(1, 41));
+        let get = |p| a.iter().find(|(q, _)| *q == p).unwrap().1.clone();
+        assert!(!get(Protection::NoSuidOnBinds).is_available());
+        assert!(!get(Protection::NoExecOnBinds).is_available());
+        assert_eq!(get(Protection::NonRecursiveBinds), Availability::Native);
+        assert_eq!(get(Protection::ReadOnlyRoot), Availability::Native);
+        assert!(matches!(
+            get(Protection::RootModeAndSize),
+            Availability::Partial(_)
+        ));
+        assert!(nosuid_availability(ApiVersion::new(1, 46)).is_available());
+    }
+
+    #[test]
+    fn spec_fields_map() {
+        let mut s = spec();
+        s.user = Some("1000:1000".parse().unwrap());
+        s.env.push("A=b=c".parse().unwrap());
+        s.network = "fl-net".parse().unwrap();
+        s.name = Some("job-x".parse().unwrap());
+        s.resources = mount_plan_launch::Resources::new()
+            .with_memory_bytes(64 << 20)
+            .unwrap()
+            .with_pids_limit(100)
+            .unwrap();
+        let svc = service(&s, "1.41");
+        assert_eq!(svc.name.as_deref(), Some("job-x"));
+        let c = container(&svc);
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
+        assert_eq!(c.env.as_deref(), Some(&["A=b=c".to_owned()][..]));
+        let t = svc.task_template.as_ref().unwrap();
+        assert_eq!(
+            t.networks.as_ref().unwrap()[0].target.as_deref(),
+            Some("fl-net")
+        );
+        let l = t.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!((l.memory_bytes, l.pids), (Some(64 << 20), Some(100)));
+        s.gpus = Some("1".parse().unwrap());
+        let plan = plan();
+        let labels = mount_plan_launch::container_labels(&plan, &s);
+        let err = translate(&plan, &s, &labels, &engine("1.41")).unwrap_err();
+        assert_eq!(err.rule(), "spec-unsupported");
+    }
+}

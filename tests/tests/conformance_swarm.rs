@@ -1,0 +1,100 @@
+//! The conformance suite on the three-node Swarm of `.ci/swarm-setup`, through
+//! `SwarmEngine`: the probe runs as a one-shot service on a worker (the default placement),
+//! in a workspace that every node sees at the same path.
+//!
+//! Needs the swarm (`bash .ci/swarm-setup`), root and Debian's busybox-static. Without them:
+//! fails under `CI`, otherwise shown as ignored.
+
+mod support;
+
+use mount_plan_launch::{Engine, Protection};
+use support::conformance::{self, Scenario};
+
+async fn setup() -> Option<(Box<dyn Engine>, conformance::EngineFixture)> {
+    let cluster = support::swarm::cluster()?;
+    let image = support::require(
+        "the probe image on every node",
+        support::swarm::probe_image(&cluster),
+    )?;
+    let engine = support::swarm::engine(&cluster).await;
+    Some((Box::new(engine), support::swarm::fixture(&cluster, image)))
+}
+
+async fn swarm_as_root_conforms() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot).await;
+    conformance::assert_conforms("swarm", Scenario::AsRoot, &failures);
+}
+
+async fn swarm_as_user_conforms() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser).await;
+    conformance::assert_conforms("swarm", Scenario::AsUser, &failures);
+}
+
+async fn swarm_labels_and_audit() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    conformance::labels_and_audit(rt.as_ref(), &fx).await;
+}
+
+async fn swarm_doctor_reports_versions_and_protections() {
+    let Some((rt, _fx)) = setup().await else {
+        return;
+    };
+    let report = rt.report();
+    assert_eq!(rt.info().engine, "swarm");
+    assert_eq!(report.protections.len(), Protection::ALL.len());
+    for missing in [Protection::NoExecOnBinds, Protection::NoSuidOnBinds] {
+        assert!(!report.availability(missing).is_available(), "{missing}");
+    }
+    for native in [
+        Protection::ReadOnlyRoot,
+        Protection::ReadOnlyBinds,
+        Protection::NonRecursiveBinds,
+        Protection::PrivatePropagation,
+    ] {
+        assert!(report.availability(native).is_available(), "{native}");
+    }
+    assert!(
+        report.warnings.iter().any(|w| w.contains("network none")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const SWARM: &[Need] = &[Need::Swarm, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_as_root_conforms",
+            SWARM,
+            swarm_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_as_user_conforms",
+            SWARM,
+            swarm_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_labels_and_audit",
+            SWARM,
+            swarm_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_doctor_reports_versions_and_protections",
+            SWARM,
+            swarm_doctor_reports_versions_and_protections,
+        ),
+    ]);
+}
