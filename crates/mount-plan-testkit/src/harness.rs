@@ -1,6 +1,6 @@
 //! The engine tests' harness: each test names what it needs (an engine, root, busybox); a
 //! need that is missing makes the test **ignored** with the reason, in the summary itself
-//! (`test docker_as_root_conforms ... ignored, no docker engine: ...`, `N ignored`), and
+//! (`test docker_as_root_conforms ... ignored (no docker engine: ...)`, `N ignored`), and
 //! under `CI` (the variable set) a **failure** that names the need. A `SKIPPED` line on
 //! stderr would be swallowed by the output capture; this is STYLE rule 11.
 //!
@@ -41,8 +41,9 @@
 //! `MOUNT_PLAN_TEST_ABSENT=all` (or a comma list of [`Need::name`]s, e.g.
 //! `docker,podman-rootless`) makes the probe report those needs missing without asking.
 //! Pointing the real probes elsewhere works as well: `DOCKER_HOST=unix:///nonexistent`,
-//! `MOUNT_PLAN_PODMAN_DIR=/nonexistent` and `MOUNT_PLAN_SWARM_DIR=/nonexistent` with the
-//! `MOUNT_PLAN_PODMAN_*` and `MOUNT_PLAN_SWARM_*` variables unset.
+//! `MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET=unix:///nonexistent` (the rootful default socket is
+//! otherwise tried), `MOUNT_PLAN_PODMAN_DIR=/nonexistent` and `MOUNT_PLAN_SWARM_DIR=/nonexistent`
+//! with the other `MOUNT_PLAN_PODMAN_*` and `MOUNT_PLAN_SWARM_*` variables unset.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -98,7 +99,7 @@ impl Need {
         }
     }
 
-    /// What is missing, as the summary says it (`ignored, <this>: <why>`).
+    /// What is missing, as the summary says it (`ignored (<this>: <why>)`).
     fn missing(self) -> &'static str {
         match self {
             Need::Docker => "no docker engine",
@@ -273,8 +274,8 @@ fn gate(needs: &[Need]) -> Option<Result<Completion, Failed>> {
 /// A plain test needing `needs`.
 ///
 /// A missing need is decided when the test runs, so the reason is printed on the test's
-/// own line (`ignored, <why>`) and counted in `N ignored`; libtest-mimic prints no reason
-/// for a trial flagged ignored before the run.
+/// own line (`ignored (<why>)`) and counted in `N ignored`; libtest-mimic 0.8 prints no
+/// reason for a trial flagged with `with_ignored_flag(true)` before the run.
 pub fn test(name: &str, needs: &'static [Need], body: fn()) -> Trial {
     Trial::ignorable_test(name, move || match gate(needs) {
         Some(outcome) => outcome,
