@@ -55,6 +55,21 @@ async fn docker_doctor_reports_versions_and_protections() {
         .is_available());
 }
 
+/// The version table's answer for R's mode is what a probe container observes (0755 on
+/// Docker 20.10 / runc 1.1.5).
+async fn docker_root_mode_observed_matches_the_version_table() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    let seen = mount_plan_docker::probe::observe_root_mode(rt.client(), &fx.image)
+        .await
+        .expect("probe");
+    assert_eq!(
+        mount_plan_docker::root_mode_from_runtime(rt.info().runtime.as_deref()),
+        Some(seen)
+    );
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
@@ -82,6 +97,12 @@ fn main() {
             "docker_doctor_reports_versions_and_protections",
             DOCKER,
             docker_doctor_reports_versions_and_protections,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_root_mode_observed_matches_the_version_table",
+            DOCKER,
+            docker_root_mode_observed_matches_the_version_table,
         ),
     ]);
 }

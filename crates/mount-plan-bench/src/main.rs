@@ -1,7 +1,11 @@
 //! `mount-plan-bench`: complete job lifecycles (verify, create, start, wait, remove; a trivial
 //! command) through mount-plan, through bare Engine API calls (the floor) and through the
 //! engines' own CLIs, side by side, at several concurrency levels. Prints a table.
+//!
+//! `check-stream` instead measures `mount-plan check --json` as a whole process against the
+//! reference launcher's job-name guard.
 
+mod check_stream;
 mod raw;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +25,17 @@ enum Engine {
     Docker,
     PodmanRootful,
     PodmanRootless,
+    /// Docker 26 started by .ci/engines-setup (MOUNT_PLAN_DOCKER26_SOCKET)
+    Docker26,
+    /// Rootful Podman 5 started by .ci/engines-setup (MOUNT_PLAN_PODMAN5_SOCKET)
+    Podman5,
+}
+
+impl Engine {
+    /// Whether it speaks the Docker Engine API (else libpod's).
+    fn is_docker(self) -> bool {
+        matches!(self, Engine::Docker | Engine::Docker26)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,8 +50,10 @@ enum Method {
 
 /// Benchmark mount-plan's job lifecycle against the raw engine API and the engines' CLIs.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Engines to measure
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
     engines: Vec<Engine>,
@@ -59,6 +76,13 @@ struct Args {
     /// raw-API steps) and print the median of each
     #[arg(long)]
     breakdown: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// `mount-plan check --json` as a whole process on UUID names, against the reference
+    /// launcher's job-name guard in Python (needs the release `mount-plan` binary)
+    CheckStream(check_stream::CheckStreamArgs),
 }
 
 struct Target {
@@ -85,6 +109,9 @@ struct Row {
 
 fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let Some(Mode::CheckStream(check)) = &args.mode {
+        return check_stream::run(check);
+    }
     if args.smoke {
         args.runs = 2;
         args.concurrency = vec![1, 2];
@@ -141,9 +168,22 @@ fn rootless_uid() -> Result<u32> {
     Ok(env_or("MOUNT_PLAN_PODMAN_ROOTLESS_UID", "1001").parse()?)
 }
 
+/// The socket of an engine that .ci/engines-setup started (`key` in its env file, exported).
+fn nested_socket(key: &str) -> Result<String> {
+    std::env::var(key).with_context(|| {
+        format!("{key} is not set: run .ci/engines-setup and source /tmp/mount-plan-engines/env")
+    })
+}
+
 async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
-    let workspace =
-        std::env::temp_dir().join(format!("mp-bench-{}-{engine:?}", std::process::id()));
+    // The engines in containers see only their shared work directory of the host.
+    let base = match engine {
+        Engine::Docker26 | Engine::Podman5 => {
+            PathBuf::from(nested_socket("MOUNT_PLAN_ENGINES_WORKDIR")?)
+        }
+        _ => std::env::temp_dir(),
+    };
+    let workspace = base.join(format!("mp-bench-{}-{engine:?}", std::process::id()));
     for d in ["startup", "local"] {
         std::fs::create_dir_all(workspace.join(d))?;
     }
@@ -169,6 +209,24 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
                 ("podman".to_owned(), vec![], podman_env()),
                 Box::new(rt),
             )
+        }
+        Engine::Docker26 => {
+            let url = nested_socket("MOUNT_PLAN_DOCKER26_SOCKET")?;
+            let options = mount_plan_docker::ConnectOptions {
+                host: Some(url.clone()),
+                ..Default::default()
+            };
+            let rt = mount_plan_docker::DockerEngine::connect(&options).await?;
+            let socket = PathBuf::from(url.trim_start_matches("unix://"));
+            let lead = vec!["--host".to_owned(), url];
+            (socket, ("docker".to_owned(), lead, vec![]), Box::new(rt))
+        }
+        Engine::Podman5 => {
+            let url = nested_socket("MOUNT_PLAN_PODMAN5_SOCKET")?;
+            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
+            let socket = PathBuf::from(url.trim_start_matches("unix://"));
+            let lead = vec!["--url".to_owned(), url];
+            (socket, ("podman".to_owned(), lead, vec![]), Box::new(rt))
         }
         Engine::PodmanRootless => {
             let uid = rootless_uid()?;
@@ -328,7 +386,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize)
                 .envs(env.iter().cloned())
                 .args(["run", "--rm", "--network", "none"]);
             match t.engine {
-                Engine::Docker => cmd.args(plan.docker_args()),
+                e if e.is_docker() => cmd.args(plan.docker_args()),
                 _ => cmd.args(plan.podman_args()),
             };
             let out = cmd.args([&t.image, "true"]).output()?;
@@ -346,7 +404,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize)
 fn spec(t: &Target) -> Result<LaunchSpec> {
     let mut spec = LaunchSpec::new(t.image.parse()?).with_command(["true"]);
     spec.network = "none".parse()?;
-    if t.engine == Engine::Docker {
+    if t.engine.is_docker() {
         spec.accept_missing
             .insert(mount_plan_launch::Protection::NoExecOnBinds);
     }
@@ -359,11 +417,16 @@ fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
         "Type": "tmpfs", "Target": tmpfs.target().as_str(), "ReadOnly": tmpfs.read_only(),
         "TmpfsOptions": {"SizeBytes": tmpfs.size_bytes(), "Mode": tmpfs.mode()},
     })];
+    // API 1.44 and later: the backend also forces read-only binds (ReadOnlyForceRecursive).
+    let force = t.engine == Engine::Docker26;
     for b in plan.binds() {
+        let mut options = serde_json::json!({"Propagation": "private", "NonRecursive": true});
+        if force && b.read_only() {
+            options["ReadOnlyForceRecursive"] = true.into();
+        }
         mounts.push(serde_json::json!({
             "Type": "bind", "Source": b.source().as_str(), "Target": b.target().as_str(),
-            "ReadOnly": b.read_only(),
-            "BindOptions": {"Propagation": "private", "NonRecursive": true},
+            "ReadOnly": b.read_only(), "BindOptions": options,
         }));
     }
     serde_json::json!({
@@ -520,18 +583,17 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
 /// The floor's endpoints: (API prefix, wait query) for Docker's API or libpod's.
 fn raw_api(t: &Target) -> (&'static str, &'static str) {
     match t.engine {
-        Engine::Docker => ("/v1.41", "wait"),
-        Engine::PodmanRootful | Engine::PodmanRootless => {
-            ("/v4.3.1/libpod", "wait?condition=stopped&interval=5ms")
-        }
+        Engine::Docker26 => ("/v1.45", "wait"),
+        e if e.is_docker() => ("/v1.41", "wait"),
+        _ => ("/v4.3.1/libpod", "wait?condition=stopped&interval=5ms"),
     }
 }
 
 /// The create body the backend would send, in the engine's own API form.
 fn raw_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
     match t.engine {
-        Engine::Docker => docker_body(t, plan),
-        Engine::PodmanRootful | Engine::PodmanRootless => podman_body(t, plan),
+        e if e.is_docker() => docker_body(t, plan),
+        _ => podman_body(t, plan),
     }
 }
 

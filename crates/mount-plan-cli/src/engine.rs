@@ -63,6 +63,10 @@ pub struct EngineArgs {
     /// Seconds to wait for the engine to answer the version handshake
     #[arg(long, value_name = "SECS", default_value = "10")]
     pub connect_timeout: u64,
+    /// Docker only: an image with `stat`, to observe (once per engine version, cached) what
+    /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
+    #[arg(long, value_name = "IMAGE")]
+    pub probe_image: Option<String>,
 }
 
 /// Protections accepted as missing on the chosen engine.
@@ -102,6 +106,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
             let options = ConnectOptions {
                 host: args.socket.clone(),
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                probe_image: args.probe_image.clone(),
                 ..ConnectOptions::default()
             };
             Ok(Box::new(DockerEngine::connect(&options).await?))
@@ -378,6 +383,10 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
                 };
             }
         };
+        // Say what this engine does differently from the plan (from its own report).
+        for d in engine.report().differences_for(verified.plan()) {
+            eprintln!("warning: {d}");
+        }
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
             stop_grace: Duration::from_secs(cmd.stop_grace),
@@ -459,6 +468,10 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         for d in &differences {
             writeln!(out, "{d}")?;
+        }
+        // What the engine made of what it was asked, which its inspect answer cannot show.
+        for d in engine.report().differences_for(&plan) {
+            writeln!(out, "note: {d}")?;
         }
         if differences.is_empty() {
             writeln!(

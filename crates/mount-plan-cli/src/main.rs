@@ -1,14 +1,16 @@
 //! `mount-plan`: plan (and check) the isolated workspace view of a job container.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use mount_plan::{Mount, MountPlan};
+use mount_plan_host::VerifiedPlan;
 
 mod engine;
 mod plan_args;
+mod stream;
 
 use plan_args::{LayoutArgs, PlanArgs, VerifyArgs};
 
@@ -35,12 +37,26 @@ enum Command {
     /// Exit status: 0 with the plan on stdout; 2 when an input breaks a rule or a host check
     /// fails (nothing on stdout, `error: ...` on stderr naming the rule, the path and what was
     /// found).
+    ///
+    /// With --json-lines, plans many jobs from one process: reads one request object
+    /// `{"workspace":"W","job":"J"}` per line from stdin and answers each line at once (output
+    /// is flushed whenever no further line is waiting), with the plan as `--format json` prints
+    /// it, on one line, or `{"error":"...","line":N,"ok":false,"rule":"..."}` (rule `bad-json`
+    /// for a line that is not such an object). Blank lines get no answer; a refused line does
+    /// not stop the stream. The layout and host-check flags apply to every request. Exit
+    /// status: 0 when every line got a plan, 1 otherwise, 2 when the stream cannot run.
     Plan(PlanCmd),
     /// Check job names against the name rules: one line per name
     ///
     /// Prints `ok NAME` or `invalid NAME: <reason>`; exit 0 when all are valid, 1 otherwise.
+    ///
     /// With --json, reads one JSON string per line from stdin (so NUL, newlines and any
-    /// character can be tried) and prints one JSON object per line.
+    /// character can be tried) and answers each line at once with one JSON object
+    /// `{"error":...,"name":...,"ok":...,"rule":...}`, flushed whenever no further line is
+    /// waiting, so a launcher can keep it running as a co-process. A line that is not a JSON
+    /// string gets `{"error":"...","line":N,"name":null,"ok":false,"rule":"bad-json"}` and the
+    /// stream goes on; blank lines get no answer. Exit 0 when every line was a valid name, 1
+    /// otherwise.
     Check(CheckCmd),
     /// Verify the host, launch the job container, stream its output, wait, remove it
     ///
@@ -88,6 +104,10 @@ enum Format {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    mut_arg("workspace", |a| a.required(false).required_unless_present("json_lines")),
+    mut_arg("job", |a| a.required(false).required_unless_present("json_lines")),
+)]
 struct PlanCmd {
     #[command(flatten)]
     plan: PlanArgs,
@@ -96,6 +116,10 @@ struct PlanCmd {
     /// Output format
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    /// Read one request {"workspace":"W","job":"J"} per line from stdin; answer each with a
+    /// plan (as --format json, on one line) or an error object, at once
+    #[arg(long, conflicts_with_all = ["workspace", "job", "format"])]
+    json_lines: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,7 +127,7 @@ struct CheckCmd {
     /// Names to check
     #[arg(value_name = "NAME", required_unless_present = "json")]
     names: Vec<String>,
-    /// Read JSON strings from stdin, one per line; print one JSON object per line
+    /// Read JSON strings from stdin, one per line; answer each with one JSON object, at once
     #[arg(long, conflicts_with = "names")]
     json: bool,
     #[command(flatten)]
@@ -150,6 +174,17 @@ fn usage_exit_code(e: &clap::Error) -> u8 {
 }
 
 fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
+    if cmd.json_lines {
+        let layout = cmd.plan.layout.layout()?;
+        let options = cmd.verify.wanted().then(|| cmd.verify.options());
+        let all_ok = stream::plan(
+            &layout,
+            options.as_ref(),
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        )?;
+        return Ok(exit_all_ok(all_ok));
+    }
     let plan = cmd.plan.plan()?;
     let verified = if cmd.verify.wanted() {
         Some(cmd.verify.verify(plan.clone())?)
@@ -157,20 +192,7 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
         None
     };
     let out = match cmd.format {
-        Format::Json => {
-            let mut value = serde_json::to_value(&plan)?;
-            if let Some(v) = &verified {
-                let obj = value.as_object_mut().expect("a plan is a JSON object");
-                obj.insert("pins".into(), serde_json::to_value(v.pins())?);
-                obj.insert(
-                    "launcher_workspace".into(),
-                    serde_json::to_value(v.launcher_workspace())?,
-                );
-                obj.insert("job_dir_created".into(), v.job_dir_created().into());
-                obj.insert("warnings".into(), serde_json::to_value(v.warnings())?);
-            }
-            serde_json::to_string_pretty(&value)?
-        }
+        Format::Json => serde_json::to_string_pretty(&plan_json(&plan, verified.as_ref()))?,
         Format::Table => {
             let mut t = table(&plan);
             if let Some(v) = &verified {
@@ -201,6 +223,25 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
     };
     write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as `plan --format json` prints it; with host checks, their pins and findings too.
+fn plan_json(plan: &MountPlan, verified: Option<&VerifiedPlan>) -> serde_json::Value {
+    let json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.expect("plans and pins have string keys and no failing Serialize")
+    };
+    let mut value = json(serde_json::to_value(plan));
+    if let Some(v) = verified {
+        let obj = value.as_object_mut().expect("a plan is a JSON object");
+        obj.insert("pins".into(), json(serde_json::to_value(v.pins())));
+        obj.insert(
+            "launcher_workspace".into(),
+            json(serde_json::to_value(v.launcher_workspace())),
+        );
+        obj.insert("job_dir_created".into(), v.job_dir_created().into());
+        obj.insert("warnings".into(), json(serde_json::to_value(v.warnings())));
+    }
+    value
 }
 
 fn write_stdout(text: &str) -> Result<()> {
@@ -274,49 +315,30 @@ fn role_name(role: mount_plan::BindRole) -> &'static str {
 
 fn run_check(cmd: &CheckCmd) -> Result<ExitCode> {
     let layout = cmd.layout.layout()?;
+    if cmd.json {
+        let all_ok = stream::check(&layout, std::io::stdin().lock(), std::io::stdout().lock())?;
+        return Ok(exit_all_ok(all_ok));
+    }
     let mut all_ok = true;
     let mut out = String::new();
-    if cmd.json {
-        for (lineno, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = line.context("cannot read stdin")?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let name: String = serde_json::from_str(&line).with_context(|| {
-                format!(
-                    "stdin line {}: expected a JSON string, got {line:?}",
-                    lineno + 1
-                )
-            })?;
-            let result = layout.job(&name);
-            all_ok &= result.is_ok();
-            let obj = serde_json::json!({
-                "name": name,
-                "ok": result.is_ok(),
-                "rule": result.as_ref().err().map(|e| e.rule()),
-                "error": result.as_ref().err().map(|e| e.to_string()),
-            });
-            out.push_str(&obj.to_string());
-            out.push('\n');
-        }
-    } else {
-        for name in &cmd.names {
-            match layout.job(name) {
-                Ok(_) => out.push_str(&format!("ok {}\n", name.escape_debug())),
-                Err(e) => {
-                    all_ok = false;
-                    out.push_str(&format!("invalid {}: {e}\n", name.escape_debug()));
-                }
+    for name in &cmd.names {
+        match layout.job(name) {
+            Ok(_) => out.push_str(&format!("ok {}\n", name.escape_debug())),
+            Err(e) => {
+                all_ok = false;
+                out.push_str(&format!("invalid {}: {e}\n", name.escape_debug()));
             }
         }
     }
-    std::io::stdout()
-        .lock()
-        .write_all(out.as_bytes())
-        .context("cannot write to stdout")?;
-    Ok(if all_ok {
+    write_stdout(out.trim_end_matches('\n'))?;
+    Ok(exit_all_ok(all_ok))
+}
+
+/// `check` and the JSON-lines modes: 0 when every name or line was ok, 1 otherwise.
+fn exit_all_ok(all_ok: bool) -> ExitCode {
+    if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use mount_plan::{HostPath, JobName, Layout, LayoutSpec, MountPlan, RootKind};
+use mount_plan::{Layout, LayoutSpec, MountPlan, RootKind};
 
 /// The root tmpfs policy, as a command-line value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,12 +75,14 @@ impl LayoutArgs {
 /// Workspace, job and layout: everything a plan needs.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
+    // W and J are required; they are `Option`s only so that `plan --json-lines`, which reads
+    // them per request, can lift the requirement.
     /// Host workspace W, as the engine sees it (absolute, normalised)
-    #[arg(long, value_name = "W")]
-    pub workspace: String,
+    #[arg(long, value_name = "W", required = true)]
+    pub workspace: Option<String>,
     /// Job directory name J (W/J is the only writable host path)
-    #[arg(long, value_name = "J")]
-    pub job: String,
+    #[arg(long, value_name = "J", required = true)]
+    pub job: Option<String>,
     #[command(flatten)]
     pub layout: LayoutArgs,
 }
@@ -89,9 +91,10 @@ impl PlanArgs {
     /// Validate everything and build the plan.
     pub fn plan(&self) -> Result<MountPlan> {
         let layout = self.layout.layout()?;
-        let workspace = HostPath::parse_as(&self.workspace, "host workspace")?;
-        let job: JobName = layout.job(&self.job)?;
-        Ok(layout.plan(&workspace, &job)?)
+        let (Some(workspace), Some(job)) = (&self.workspace, &self.job) else {
+            anyhow::bail!("--workspace and --job are required");
+        };
+        Ok(crate::stream::plan_for(&layout, workspace, job)?)
     }
 }
 
@@ -199,10 +202,18 @@ impl VerifyArgs {
 
     /// Run the host checks on `plan`; print any warnings to stderr.
     pub fn verify(&self, plan: MountPlan) -> Result<mount_plan_host::VerifiedPlan> {
-        let verified = mount_plan_host::verify(plan, &self.options())?;
-        for w in verified.warnings() {
-            eprintln!("warning: {w}");
-        }
-        Ok(verified)
+        Ok(verify_with(plan, &self.options())?)
     }
+}
+
+/// Run the host checks on `plan` with `options`; print any warnings to stderr.
+pub fn verify_with(
+    plan: MountPlan,
+    options: &mount_plan_host::VerifyOptions,
+) -> Result<mount_plan_host::VerifiedPlan, mount_plan_host::HostError> {
+    let verified = mount_plan_host::verify(plan, options)?;
+    for w in verified.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(verified)
 }

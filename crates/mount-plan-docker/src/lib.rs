@@ -15,19 +15,23 @@
 //! `nodev` through the device cgroup still lets a job open the few default devices Docker
 //! allows (null, zero, full, random, urandom, tty, console, ptmx, pts, net/tun) if such a
 //! node is planted in a bound directory. R's tmpfs gets the planned size and `mode=` option,
-//! but its root inode ends up 0755: Docker creates the working directory R/J in the
-//! container's own filesystem before runc mounts anything, and runc gives a tmpfs the mode of
-//! the directory it covers (measured on Docker 20.10 / runc 1.1.5; [`ROOT_MODE_NOTE`]). A
-//! read-only root still refuses every write; a scratch root (1777) refuses non-root writers.
-//! Images are never pulled.
+//! but with runc before 1.1.8 its root inode ends up 0755: Docker creates the working
+//! directory R/J in the container's own filesystem before runc mounts anything, and such a
+//! runc gives a tmpfs the mode of the directory it covers (measured on Docker 20.10 / runc
+//! 1.1.5; Docker 26 / runc 1.1.15 keeps 0555; [`root_mode_from_runtime`], and for another
+//! runtime an observation, [`probe`]). A read-only root still refuses every write; a scratch
+//! root (1777) refuses non-root writers. Images are never pulled.
 //!
-//! The translation ([`translate`]) and the inspect mapping ([`observe`]) are pure and
-//! unit-tested without a daemon; the rest is thin async glue.
+//! What an engine honours is decided from its versions ([`version`]); the translation
+//! ([`translate`]) and the inspect mapping ([`observe`]) are pure and unit-tested without a
+//! daemon; the rest is thin async glue.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod observe;
+pub mod probe;
 mod translate;
+pub mod version;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,15 +49,14 @@ use mount_plan_launch::{
 };
 
 pub use observe::{observe, propagation_name};
-pub use translate::{
-    availability, mounts, translate, ApiVersion, ApiVersionError, CreateCall, NODEV_SUBSTITUTE,
-    NOSUID_SUBSTITUTE, ROOT_MODE_NOTE,
+pub use translate::{engine_mounts, mounts, translate, CreateCall};
+pub use version::{
+    availability, root_mode_from_runtime, ApiVersion, ApiVersionError, EngineFacts, RootMode,
+    NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED,
 };
 
 /// The socket used when neither an explicit host nor `DOCKER_HOST` is given.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
-/// The oldest runc without the CVE-2024-21626 working-directory escape.
-pub const RUNC_FIXED: (u32, u32, u32) = (1, 1, 12);
 
 /// How to reach the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,9 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// How long any later request may take to answer (streams are not cut).
     pub request_timeout: Duration,
+    /// An image with `stat`, to observe at connect what the versions cannot tell
+    /// ([`probe`]); `None`: report what the versions and earlier observations tell.
+    pub probe_image: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -73,6 +79,7 @@ impl Default for ConnectOptions {
             host: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            probe_image: None,
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct DockerEngine {
     docker: Docker,
     info: EngineInfo,
     api: ApiVersion,
+    /// What was observed of R's mode on this engine (cache or probe), if anything.
+    observed: Option<RootMode>,
 }
 
 /// An engine client's error, boxed for [`LaunchError`].
@@ -141,16 +150,6 @@ pub fn log_chunk(
         Ok(LogOutput::StdIn { .. }) => None,
         Err(e) => Some(Err(err(e))),
     }
-}
-
-fn parse_semver(v: &str) -> Option<(u32, u32, u32)> {
-    let core: String = v
-        .trim_start_matches('v')
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
-    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
 impl DockerEngine {
@@ -225,7 +224,13 @@ impl DockerEngine {
             runtime,
             rootless,
         };
-        Ok(DockerEngine { docker, info, api })
+        let observed = probe::root_mode(&docker, &info, options.probe_image.as_deref()).await?;
+        Ok(DockerEngine {
+            docker,
+            info,
+            api,
+            observed,
+        })
     }
 
     /// The negotiated API version.
@@ -240,25 +245,11 @@ impl DockerEngine {
 
     /// Versions, protections and warnings (pure: from what `connect` learnt).
     fn report_of(&self) -> EngineReport {
-        let mut warnings = Vec::new();
-        match self.info.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
-            Some(v) => match parse_semver(v) {
-                Some(found) if found < RUNC_FIXED => warnings.push(format!(
-                    "runc {v} predates 1.1.12: it is exposed to CVE-2024-21626 (working directory escape); the plan's working directory is fixed, but upgrade runc"
-                )),
-                Some(_) => {}
-                None => warnings.push(format!("runc version {v:?} could not be parsed")),
-            },
-            None => warnings.push("the engine does not report its runc version".into()),
-        }
-        if self.info.rootless {
-            warnings
-                .push("rootless Docker: uid 0 in the container maps to the daemon's user".into());
-        }
+        let facts = EngineFacts::new(self.api, self.info.runtime.as_deref(), self.observed);
         EngineReport {
             engine: self.info.clone(),
-            protections: availability(self.api),
-            warnings,
+            protections: availability(&facts),
+            warnings: version::warnings(&self.info),
         }
     }
 }
@@ -408,19 +399,5 @@ impl Engine for DockerEngine {
                 })
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn semver() {
-        assert_eq!(parse_semver("1.1.5+ds1"), Some((1, 1, 5)));
-        assert_eq!(parse_semver("v1.1.12"), Some((1, 1, 12)));
-        assert_eq!(parse_semver("1.2"), Some((1, 2, 0)));
-        assert_eq!(parse_semver("x"), None);
-        assert!(parse_semver("1.1.5+ds1").unwrap() < RUNC_FIXED);
     }
 }

@@ -1,8 +1,6 @@
 //! Pure translation of a plan and a launch spec into a Docker Engine API create call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::str::FromStr;
 
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, HostConfig, Mount as DockerMount, MountBindOptions,
@@ -10,90 +8,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::CreateContainerOptions;
 use mount_plan::{Mount, MountPlan};
-use mount_plan_launch::{
-    Availability, EngineInfo, GpuRequest, LaunchError, LaunchSpec, Network, Protection,
-};
+use mount_plan_launch::{EngineInfo, GpuRequest, LaunchError, LaunchSpec, Network};
 
-/// An Engine API version, `major.minor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ApiVersion {
-    /// Major (always 1 so far).
-    pub major: u32,
-    /// Minor.
-    pub minor: u32,
-}
-
-impl ApiVersion {
-    /// `BindOptions.NonRecursive`.
-    pub const NON_RECURSIVE: ApiVersion = ApiVersion::new(1, 40);
-    /// `BindOptions.CreateMountpoint`.
-    pub const CREATE_MOUNTPOINT: ApiVersion = ApiVersion::new(1, 42);
-    /// `BindOptions.ReadOnlyNonRecursive` / `ReadOnlyForceRecursive`.
-    pub const READ_ONLY_RECURSIVE: ApiVersion = ApiVersion::new(1, 44);
-    /// `TmpfsOptions.Options`.
-    pub const TMPFS_OPTIONS: ApiVersion = ApiVersion::new(1, 46);
-
-    /// A version.
-    pub const fn new(major: u32, minor: u32) -> Self {
-        ApiVersion { major, minor }
-    }
-}
-
-impl fmt::Display for ApiVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-/// An API version string that is not `major.minor`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("docker rule `api-version-format`: API version {0:?} is not MAJOR.MINOR")]
-pub struct ApiVersionError(pub String);
-
-impl FromStr for ApiVersion {
-    type Err = ApiVersionError;
-    fn from_str(s: &str) -> Result<Self, ApiVersionError> {
-        let err = || ApiVersionError(s.to_owned());
-        let (a, b) = s.split_once('.').ok_or_else(err)?;
-        Ok(ApiVersion::new(
-            a.parse().map_err(|_| err())?,
-            b.parse().map_err(|_| err())?,
-        ))
-    }
-}
-
-/// How Docker's root tmpfs differs from the plan.
-pub const ROOT_MODE_NOTE: &str = "the size is as planned, but R's mode becomes 0755: Docker creates the working directory R/J in the container's own filesystem first, and runc gives a tmpfs the mode of the directory it covers (a read-only root still refuses every write; a scratch root refuses non-root writers)";
-/// How Docker honours `nosuid` on binds, which the Engine API cannot set per mount.
-pub const NOSUID_SUBSTITUTE: &str =
-    "\"no-new-privileges\" on the container (setuid bits give no privileges)";
-/// How Docker honours `nodev` on binds, which the Engine API cannot set per mount.
-pub const NODEV_SUBSTITUTE: &str = "Docker's device cgroup (never privileged, no devices or device rules added): only the default devices null, zero, full, random, urandom, tty, console, ptmx, pts and net/tun can be opened";
-
-/// How this engine (at API `api`) honours each protection.
-pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
-    Protection::ALL
-        .into_iter()
-        .map(|p| {
-            let a = match p {
-                Protection::NonRecursiveBinds if api < ApiVersion::NON_RECURSIVE => {
-                    Availability::Missing(format!(
-                        "BindOptions.NonRecursive needs API {}, the engine speaks {api}",
-                        ApiVersion::NON_RECURSIVE
-                    ))
-                }
-                Protection::RootModeAndSize => Availability::Partial(ROOT_MODE_NOTE.into()),
-                Protection::NoSuidOnBinds => Availability::Substitute(NOSUID_SUBSTITUTE.into()),
-                Protection::NoDevOnBinds => Availability::Substitute(NODEV_SUBSTITUTE.into()),
-                Protection::NoExecOnBinds => Availability::Missing(
-                    "the Engine API has no noexec option for bind mounts, at any version".into(),
-                ),
-                _ => Availability::Native,
-            };
-            (p, a)
-        })
-        .collect()
-}
+use crate::version::{ApiVersion, ApiVersionError, EngineFacts, ReadOnlyBinds};
 
 /// A create call: its query options and its body.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,9 +23,14 @@ pub struct CreateCall {
 
 /// The plan's mounts as Engine API `Mount` structs (never `--mount` strings), as a container
 /// and a Swarm service's task template both take them: the tmpfs root with its read-only flag,
-/// mode and size; every bind with private propagation, read-only where planned, and
-/// `NonRecursive` set to `non_recursive` (`None` below API 1.40, which lacks the field).
-pub fn mounts(plan: &MountPlan, non_recursive: Option<bool>) -> Vec<DockerMount> {
+/// mode and size; every bind with private propagation, read-only where planned,
+/// `NonRecursive` set to `non_recursive` (`None` below API 1.40, which lacks the field), and
+/// `ReadOnlyForceRecursive` on read-only binds when `force_recursive` (API 1.44).
+pub fn mounts(
+    plan: &MountPlan,
+    non_recursive: Option<bool>,
+    force_recursive: bool,
+) -> Vec<DockerMount> {
     plan.mounts()
         .iter()
         .map(|m| match m {
@@ -131,6 +53,7 @@ pub fn mounts(plan: &MountPlan, non_recursive: Option<bool>) -> Vec<DockerMount>
                 bind_options: Some(MountBindOptions {
                     propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
                     non_recursive,
+                    read_only_force_recursive: (force_recursive && b.read_only()).then_some(true),
                     ..MountBindOptions::default()
                 }),
                 ..DockerMount::default()
@@ -139,12 +62,25 @@ pub fn mounts(plan: &MountPlan, non_recursive: Option<bool>) -> Vec<DockerMount>
         .collect()
 }
 
+/// The plan's mounts as the Engine API's `HostConfig.Mounts` for an engine speaking `api`,
+/// exactly as [`translate`] sends them: serialised with serde, this is the JSON list the
+/// Engine API (and docker-py's `mounts=`) takes.
+pub fn engine_mounts(plan: &MountPlan, api: ApiVersion) -> Vec<DockerMount> {
+    let facts = EngineFacts::new(api, None, None);
+    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
+    let force_recursive = facts.read_only_binds() == ReadOnlyBinds::ForceRecursive;
+    mounts(plan, non_recursive, force_recursive)
+}
+
 /// Translate `plan`, `spec` and `labels` for the engine `engine`. Which protections the
-/// engine honours is decided by the lifecycle from [`availability`], before this is called.
+/// engine honours is decided by the lifecycle from [`crate::availability`], before this is
+/// called.
 ///
 /// Mounts are typed `Mount` structs (never `--mount` strings): the tmpfs root with its
 /// read-only flag, mode and size; every bind non-recursive with private propagation,
-/// read-only where planned. `no-new-privileges` stands in for nosuid on binds.
+/// read-only where planned (from API 1.44 also `ReadOnlyForceRecursive`, so the engine fails
+/// the start rather than leave a bind writable). `no-new-privileges` stands in for nosuid on
+/// binds. The fields sent follow [`EngineFacts`] of `engine`.
 pub fn translate(
     plan: &MountPlan,
     spec: &LaunchSpec,
@@ -152,13 +88,9 @@ pub fn translate(
     engine: &EngineInfo,
 ) -> Result<CreateCall, LaunchError> {
     spec.check()?;
-    let api: ApiVersion = engine
-        .api_version
-        .parse()
+    let facts = EngineFacts::of(engine, None)
         .map_err(|e: ApiVersionError| LaunchError::Unsupported(e.to_string()))?;
-    let non_recursive = (api >= ApiVersion::NON_RECURSIVE).then_some(true);
-
-    let mounts = mounts(plan, non_recursive);
+    let mounts = engine_mounts(plan, facts.api);
 
     let network_mode = match &spec.network {
         Network::None => "none".to_owned(),
@@ -223,6 +155,7 @@ pub fn translate(
 mod tests {
     use super::*;
     use mount_plan::{HostPath, Layout};
+    use mount_plan_launch::Protection;
 
     fn engine(api: &str) -> EngineInfo {
         EngineInfo {
@@ -253,7 +186,7 @@ mod tests {
     fn refusal(spec: &LaunchSpec, api: &str) -> LaunchError {
         let report = mount_plan_launch::EngineReport {
             engine: engine(api),
-            protections: availability(api.parse().unwrap()),
+            protections: crate::availability(&EngineFacts::new(api.parse().unwrap(), None, None)),
             warnings: vec![],
         };
         mount_plan_launch::check_protections(&report, &plan(), &spec.accept_missing).unwrap_err()
@@ -295,6 +228,10 @@ mod tests {
             );
             assert_eq!(b.non_recursive, Some(true));
             assert_eq!(b.create_mountpoint, None);
+            assert_eq!(
+                b.read_only_force_recursive, None,
+                "API 1.41 has no such field"
+            );
         }
         assert_eq!(
             hc.security_opt.as_deref(),
@@ -311,6 +248,21 @@ mod tests {
         assert_eq!(labels["io.mount-plan.managed"], "1");
         assert_eq!(labels["io.mount-plan.job"], "j1");
         assert!(labels["io.mount-plan.plan-digest"].starts_with("sha256:"));
+    }
+
+    #[test]
+    fn read_only_binds_are_forced_from_api_1_44() {
+        for (api, forced) in [("1.43", false), ("1.44", true), ("1.45", true)] {
+            let call = call(&plan(), &spec(), api);
+            let mounts = call.body.host_config.unwrap().mounts.unwrap();
+            for m in &mounts[1..] {
+                let b = m.bind_options.as_ref().unwrap();
+                let want = (forced && m.read_only == Some(true)).then_some(true);
+                assert_eq!(b.read_only_force_recursive, want, "API {api}: {m:?}");
+                assert_eq!(b.non_recursive, Some(true));
+                assert_eq!(b.read_only_non_recursive, None);
+            }
+        }
     }
 
     #[test]
@@ -390,30 +342,5 @@ mod tests {
         assert_eq!(hc.pids_limit, Some(100));
         let dr = &hc.device_requests.as_ref().unwrap()[0];
         assert_eq!(dr.count, Some(2));
-    }
-
-    #[test]
-    fn availability_by_version() {
-        let a = availability(ApiVersion::new(1, 41));
-        let get = |p| a.iter().find(|(q, _)| *q == p).unwrap().1.clone();
-        assert_eq!(get(Protection::NonRecursiveBinds), Availability::Native);
-        assert!(matches!(
-            get(Protection::NoSuidOnBinds),
-            Availability::Substitute(_)
-        ));
-        assert!(!get(Protection::NoExecOnBinds).is_available());
-        let old = availability(ApiVersion::new(1, 39));
-        assert!(!old
-            .iter()
-            .find(|(q, _)| *q == Protection::NonRecursiveBinds)
-            .unwrap()
-            .1
-            .is_available());
-        assert_eq!(
-            "1.41".parse::<ApiVersion>().unwrap(),
-            ApiVersion::new(1, 41)
-        );
-        assert!("1".parse::<ApiVersion>().is_err());
-        assert!(ApiVersion::new(1, 9) < ApiVersion::new(1, 40));
     }
 }

@@ -182,6 +182,22 @@ impl EngineReport {
             .filter(|p| !accepted.contains(p) && !self.availability(*p).is_available())
             .collect()
     }
+
+    /// What this engine does differently from what `plan` asks, for the protections it
+    /// honours with a difference (`root-mode-size: ...`): said at launch and by `audit`, so a
+    /// launcher reads what this engine does, not what another version did.
+    pub fn differences_for(&self, plan: &MountPlan) -> Vec<String> {
+        Protection::required_by(plan)
+            .into_iter()
+            .filter_map(|p| match self.availability(p) {
+                Availability::Partial(note) => Some(format!(
+                    "{} {}: {p}: {note}",
+                    self.engine.engine, self.engine.version
+                )),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn unmet_honours_acceptance() {
+    fn unmet_honours_acceptance_and_differences_name_the_engine() {
         let layout = Layout::default();
         let plan = layout
             .plan(
@@ -234,7 +250,7 @@ mod tests {
                 &layout.job("j").unwrap(),
             )
             .unwrap();
-        let report = EngineReport {
+        let mut report = EngineReport {
             engine: EngineInfo {
                 engine: "test".into(),
                 endpoint: "x".into(),
@@ -263,5 +279,14 @@ mod tests {
         assert!(report
             .unmet(&plan, &BTreeSet::from([Protection::NoExecOnBinds]))
             .is_empty());
+        assert!(report.differences_for(&plan).is_empty());
+        report.protections[1] = (
+            Protection::RootModeAndSize,
+            Availability::Partial("R's mode becomes 0755".into()),
+        );
+        assert_eq!(
+            report.differences_for(&plan),
+            vec!["test 1: root-mode-size: R's mode becomes 0755".to_owned()]
+        );
     }
 }

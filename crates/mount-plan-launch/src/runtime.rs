@@ -191,6 +191,30 @@ fn join_differences(d: &[Difference]) -> String {
         .join("; ")
 }
 
+impl LaunchError {
+    /// The value the failure concerns, as text, when there is one: the endpoint, the
+    /// protection id, the refused spec value, the image, the job or the container.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            LaunchError::Connect { endpoint, .. } => Some(endpoint),
+            LaunchError::ApiTooOld { api_version, .. } => Some(api_version),
+            LaunchError::ProtectionUnavailable { protection, .. } => Some(protection.id()),
+            LaunchError::Spec(e) => Some(e.value()),
+            LaunchError::SpecUnsupported { what, .. } => Some(what),
+            LaunchError::ImageNotFound { image, .. } => Some(image),
+            LaunchError::Create { job, .. } => Some(job),
+            LaunchError::Start { container, .. }
+            | LaunchError::Audit { container, .. }
+            | LaunchError::Cleanup { container, .. }
+            | LaunchError::NotFound { container }
+            | LaunchError::Engine { container, .. }
+            | LaunchError::AnswerLost { container, .. } => Some(container),
+            LaunchError::Leftover { what, .. } => Some(what),
+            LaunchError::Unsupported(_) | LaunchError::Cancelled => None,
+        }
+    }
+}
+
 /// How a container's command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {

@@ -143,6 +143,29 @@ mount_plan::rules!(SpecError, "spec", {
     Constraint => "constraint",
 });
 
+impl SpecError {
+    /// The refused value, as text.
+    pub fn value(&self) -> &str {
+        match self {
+            SpecError::EnvDuplicate { key } => key,
+            SpecError::Image { value }
+            | SpecError::EnvKey { value }
+            | SpecError::Value { value, .. }
+            | SpecError::User { value }
+            | SpecError::NetworkNamespace { value }
+            | SpecError::NetworkName { value }
+            | SpecError::ContainerName { value }
+            | SpecError::LabelKey { value }
+            | SpecError::LabelReserved { value }
+            | SpecError::Gpus { value }
+            | SpecError::Resource { value, .. }
+            | SpecError::Protection { value, .. }
+            | SpecError::EngineKind { value }
+            | SpecError::Constraint { value, .. } => value,
+        }
+    }
+}
+
 fn plain_name(value: &str) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
@@ -676,6 +699,7 @@ impl LaunchSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LaunchError;
 
     #[test]
     fn env_keys() {
@@ -712,7 +736,10 @@ mod tests {
             "+1",
             "99999999999",
         ] {
-            assert_eq!(bad.parse::<User>().unwrap_err().rule(), "user", "{bad}");
+            let err = bad.parse::<User>().unwrap_err();
+            assert_eq!(err.rule(), "user", "{bad}");
+            assert_eq!(err.value(), bad);
+            assert_eq!(LaunchError::from(err).value(), Some(bad));
         }
     }
 

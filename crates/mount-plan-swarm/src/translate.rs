@@ -17,7 +17,11 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum,
 };
 use mount_plan::MountPlan;
-use mount_plan_docker::{ApiVersion, NODEV_SUBSTITUTE, ROOT_MODE_NOTE};
+use mount_plan_docker::{ApiVersion, NODEV_SUBSTITUTE};
+
+/// How R's tmpfs differs from the plan on a worker: the manager cannot see the worker's
+/// runtime, so the drift of runc before 1.1.8 is assumed.
+const ROOT_MODE_NOTE: &str = "the size is as planned, but R's mode becomes 0755 on a worker whose runc predates 1.1.8: Docker creates the working directory R/J in the container's own filesystem first, and that runc gives the tmpfs the mode of the directory it covers (a read-only root still refuses every write; a scratch root refuses non-root writers)";
 use mount_plan_launch::{
     Availability, EngineInfo, LaunchError, LaunchSpec, Network, PlacementConstraint, Protection,
 };
@@ -126,7 +130,7 @@ pub fn translate(
         });
     }
     let non_recursive = (api >= api::NON_RECURSIVE).then_some(true);
-    let mounts = mount_plan_docker::mounts(plan, non_recursive);
+    let mounts = mount_plan_docker::mounts(plan, non_recursive, false);
     let labels: HashMap<String, String> = labels.clone().into_iter().collect();
     let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let resources = &spec.resources;

@@ -42,8 +42,9 @@
 //! `docker,podman-rootless`) makes the probe report those needs missing without asking.
 //! Pointing the real probes elsewhere works as well: `DOCKER_HOST=unix:///nonexistent`,
 //! `MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET=unix:///nonexistent` (the rootful default socket is
-//! otherwise tried), `MOUNT_PLAN_PODMAN_DIR=/nonexistent` and `MOUNT_PLAN_SWARM_DIR=/nonexistent`
-//! with the other `MOUNT_PLAN_PODMAN_*` and `MOUNT_PLAN_SWARM_*` variables unset.
+//! otherwise tried), `MOUNT_PLAN_PODMAN_DIR`, `MOUNT_PLAN_SWARM_DIR` and `MOUNT_PLAN_ENGINES_DIR` set to
+//! `/nonexistent`, with the other `MOUNT_PLAN_PODMAN_*`, `MOUNT_PLAN_SWARM_*`,
+//! `MOUNT_PLAN_DOCKER26_SOCKET` and `MOUNT_PLAN_PODMAN5_SOCKET` variables unset.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -74,17 +75,23 @@ pub enum Need {
     /// The three-node Swarm of `.ci/swarm-setup`: its manager (`MOUNT_PLAN_SWARM_SOCKET`)
     /// answers.
     Swarm,
+    /// The Docker 26 engine of `.ci/engines-setup` (`MOUNT_PLAN_DOCKER26_SOCKET`) answers.
+    Docker26,
+    /// The rootful Podman 5 of `.ci/engines-setup` (`MOUNT_PLAN_PODMAN5_SOCKET`) answers.
+    Podman5,
 }
 
 impl Need {
     /// Every need, in probe order.
-    pub const ALL: [Need; 6] = [
+    pub const ALL: [Need; 8] = [
         Need::Docker,
         Need::PodmanRootful,
         Need::PodmanRootless,
         Need::Root,
         Need::Busybox,
         Need::Swarm,
+        Need::Docker26,
+        Need::Podman5,
     ];
 
     /// The name used in `MOUNT_PLAN_TEST_ABSENT`.
@@ -96,6 +103,8 @@ impl Need {
             Need::Root => "root",
             Need::Busybox => "busybox",
             Need::Swarm => "swarm",
+            Need::Docker26 => "docker26",
+            Need::Podman5 => "podman5",
         }
     }
 
@@ -108,6 +117,8 @@ impl Need {
             Need::Root => "not root",
             Need::Busybox => "no busybox-static",
             Need::Swarm => "no swarm",
+            Need::Docker26 => "no docker 26 engine",
+            Need::Podman5 => "no podman 5 engine",
         }
     }
 
@@ -159,6 +170,18 @@ impl Need {
             Need::Swarm => ping(&swarm_setting("MOUNT_PLAN_SWARM_SOCKET").ok_or_else(|| {
                 "MOUNT_PLAN_SWARM_SOCKET is not set (run `bash .ci/swarm-setup`)".to_owned()
             })?),
+            Need::Docker26 | Need::Podman5 => {
+                let key = if self == Need::Docker26 {
+                    "MOUNT_PLAN_DOCKER26_SOCKET"
+                } else {
+                    "MOUNT_PLAN_PODMAN5_SOCKET"
+                };
+                ping(
+                    &engines_setting(key).ok_or_else(|| {
+                        format!("{key} is not set (run `bash .ci/engines-setup`)")
+                    })?,
+                )
+            }
         }
     }
 }
@@ -197,6 +220,12 @@ pub fn podman_setting(key: &str) -> Option<String> {
 /// default `/tmp/mount-plan-swarm/env`).
 pub fn swarm_setting(key: &str) -> Option<String> {
     setup_setting("MOUNT_PLAN_SWARM_DIR", "/tmp/mount-plan-swarm", key)
+}
+
+/// A setting of `.ci/engines-setup`, as [`podman_setting`] (`$MOUNT_PLAN_ENGINES_DIR/env`,
+/// default `/tmp/mount-plan-engines/env`).
+pub fn engines_setting(key: &str) -> Option<String> {
+    setup_setting("MOUNT_PLAN_ENGINES_DIR", "/tmp/mount-plan-engines", key)
 }
 
 /// `key` from the environment, else from `<$dir_var or default_dir>/env` (`KEY=value`, the

@@ -193,6 +193,24 @@ crate::rules!(LayoutError, "layout", {
     ExtraDuplicateTarget => "extra-duplicate-target",
 });
 
+impl LayoutError {
+    /// The refused value, as text (a size in decimal), when the rule concerns one value.
+    pub fn value(&self) -> Option<String> {
+        match self {
+            LayoutError::ContainerRoot(e) | LayoutError::ExtraPath { source: e, .. } => {
+                Some(e.value().to_owned())
+            }
+            LayoutError::SharedName { value, .. } | LayoutError::SharedDuplicate { value } => {
+                Some(value.clone())
+            }
+            LayoutError::ScratchNeedsSize => None,
+            LayoutError::RootSizeTooSmall { value } => Some(value.to_string()),
+            LayoutError::ExtraOverlapsRoot { target, .. }
+            | LayoutError::ExtraDuplicateTarget { target } => Some(target.clone()),
+        }
+    }
+}
+
 /// A validated layout. Build one with [`Layout::default`] or [`LayoutSpec::build`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {

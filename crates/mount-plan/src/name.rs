@@ -71,6 +71,20 @@ crate::rules!(NameError, "name", {
     Reserved => "reserved",
 });
 
+impl NameError {
+    /// The refused name, as text (lossy for bytes that are not UTF-8; empty for [`NameError::Empty`]).
+    pub fn value(&self) -> &str {
+        match self {
+            NameError::Empty => "",
+            NameError::TooLong { value, .. }
+            | NameError::BadFirstChar { value, .. }
+            | NameError::BadChar { value, .. }
+            | NameError::TrailingDot { value }
+            | NameError::Reserved { value, .. } => value,
+        }
+    }
+}
+
 /// A validated directory name: a job name or a shared directory name.
 ///
 /// Grammar: 1 to [`MAX_NAME_LEN`] bytes; the first character an ASCII letter or digit; the
@@ -107,10 +121,7 @@ impl JobName {
                 found: char_at(value, 0),
             });
         }
-        if let Some(index) = value
-            .iter()
-            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
-        {
+        if let Some(index) = value.iter().position(|&b| !NAME_BYTE[usize::from(b)]) {
             return Err(NameError::BadChar {
                 value: quoted(),
                 found: char_at(value, index),
@@ -120,8 +131,10 @@ impl JobName {
         if value.last() == Some(&b'.') {
             return Err(NameError::TrailingDot { value: quoted() });
         }
-        // Every byte was checked to be ASCII above.
-        Ok(JobName(String::from_utf8_lossy(value).into_owned()))
+        let text = String::from_utf8(value.to_vec());
+        Ok(JobName(
+            text.expect("every byte was checked to be ASCII above"),
+        ))
     }
 
     /// The name as text.
@@ -146,6 +159,20 @@ impl JobName {
         }
     }
 }
+
+/// Whether a byte may appear in a name after its first: ASCII letters, digits, `.`, `_`, `-`.
+/// A table, because `parse_bytes` looks every byte of every name up in it (the launch path
+/// and `check --json` check each name once, but a stream of them checks millions).
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+        b += 1;
+    }
+    table
+};
 
 /// The character starting at byte `index`, or U+FFFD when the bytes there are not UTF-8.
 fn char_at(value: &[u8], index: usize) -> char {

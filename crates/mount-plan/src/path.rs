@@ -97,6 +97,21 @@ crate::rules!(PathError, "path", {
     KernelFs => "kernel-fs",
 });
 
+impl PathError {
+    /// The refused path, as text.
+    pub fn value(&self) -> &str {
+        match self {
+            PathError::Empty { .. } => "",
+            PathError::IsRoot { .. } => "/",
+            PathError::NotAbsolute { value, .. }
+            | PathError::NotNormal { value, .. }
+            | PathError::ControlChar { value, .. }
+            | PathError::TooLong { value, .. }
+            | PathError::KernelFs { value, .. } => value,
+        }
+    }
+}
+
 /// Check the grammar shared by every absolute path here.
 fn check_abs(value: &str, what: &'static str) -> Result<(), PathError> {
     if value.is_empty() {

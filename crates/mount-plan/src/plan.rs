@@ -216,6 +216,17 @@ crate::rules!(PlanError, "plan", {
         ExtraOverlapsWorkspace => "extra-overlaps-workspace",
     } via { Name });
 
+impl PlanError {
+    /// The refused value, as text: the name, the over-long path or the overlapping source.
+    pub fn value(&self) -> &str {
+        match self {
+            PlanError::Name(e) => e.value(),
+            PlanError::PathTooLong(e) => e.value(),
+            PlanError::ExtraOverlapsWorkspace { source_path, .. } => source_path,
+        }
+    }
+}
+
 /// The mounts and working directory of one job container. Only [`Layout::plan`] builds one.
 ///
 /// Order: the tmpfs at R; the read-only binds `W/<shared>` at `R/<shared>`; the one read-write

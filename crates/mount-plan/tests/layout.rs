@@ -17,6 +17,7 @@ fn refused(spec: LayoutSpec, rule: &str, value: Option<&str>) -> LayoutError {
     );
     if let Some(value) = value {
         assert!(message.contains(&format!("{value:?}")), "{message}");
+        assert_eq!(err.value().as_deref(), Some(value), "{err}");
     }
     err
 }

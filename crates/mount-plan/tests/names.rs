@@ -10,6 +10,7 @@ use mount_plan::{JobName, Layout, LayoutSpec, NameError, MAX_NAME_LEN};
 fn refused(value: &str, rule: &str) -> NameError {
     let err = JobName::parse(value).expect_err(value);
     assert_eq!(err.rule(), rule, "{value:?}: {err}");
+    assert_eq!(err.value(), value, "{err}");
     let message = err.to_string();
     assert!(message.contains(&format!("`{rule}`")), "{message}");
     assert!(message.contains(&format!("{value:?}")), "{message}");

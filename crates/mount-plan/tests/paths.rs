@@ -17,6 +17,7 @@ fn container_refused(value: &str, rule: &str) -> PathError {
 
 fn check(value: &str, rule: &str, err: &PathError) {
     assert_eq!(err.rule(), rule, "{value:?}: {err}");
+    assert_eq!(err.value(), value, "{err}");
     let message = err.to_string();
     assert!(message.contains(&format!("`{rule}`")), "{message}");
     assert!(message.contains(&format!("{value:?}")), "{message}");

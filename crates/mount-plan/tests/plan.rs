@@ -203,6 +203,7 @@ fn extra_mounts_may_not_overlap_the_workspace() {
             .plan(&ws("/srv/site"), &job("job-1"))
             .unwrap_err();
         assert_eq!(err.rule(), "extra-overlaps-workspace", "{source:?}");
+        assert_eq!(err.value(), source);
         assert_eq!(
             err,
             PlanError::ExtraOverlapsWorkspace {
@@ -271,6 +272,7 @@ fn joined_paths_over_the_limit_are_refused() {
     let over = format!("{fits}w");
     let err = layout.plan(&ws(&over), &name).unwrap_err();
     assert_eq!(err.rule(), "mount-path-too-long");
+    assert_eq!(err.value(), format!("{over}/{name}"));
     let message = err.to_string();
     assert!(message.contains("`mount-path-too-long`"), "{message}");
     assert!(message.contains("`path-too-long`"), "{message}");

@@ -1,31 +1,71 @@
-//! The Docker runtime and conformance fixture shared by the Docker test binaries.
+//! The Docker runtime and conformance fixture shared by the Docker test binaries, on this
+//! machine's engine or on one that `.ci/engines-setup` started ([`super::engines`]).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
-use mount_plan_docker::{ConnectOptions, DockerEngine};
-use mount_plan_launch::Protection;
+use mount_plan_docker::{root_mode_from_runtime, ConnectOptions, DockerEngine, RootMode};
+use mount_plan_launch::{Engine, Protection};
 
 use super::conformance::EngineFixture;
+use super::engines::NestedEngine;
 
-/// The Docker runtime and fixture, or `None` (skipped; a failure under CI). With
-/// `shared_tmpfs`, workspaces sit on their own shared-propagation tmpfs, so a bind without
-/// private propagation becomes visible.
+/// The Docker runtime and fixture of this machine's engine, or `None` (skipped; a failure
+/// under CI). With `shared_tmpfs`, workspaces sit on their own shared-propagation tmpfs, so a
+/// bind without private propagation becomes visible.
 pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerEngine, EngineFixture)> {
+    fixture_at("docker", None, std::env::temp_dir(), shared_tmpfs).await
+}
+
+/// The same on an engine started by `.ci/engines-setup`.
+pub async fn nested_fixture(
+    engine: &NestedEngine,
+    shared_tmpfs: bool,
+) -> Option<(DockerEngine, EngineFixture)> {
+    fixture_at(
+        engine.name,
+        Some(&engine.url),
+        engine.workdir.clone(),
+        shared_tmpfs,
+    )
+    .await
+}
+
+async fn fixture_at(
+    name: &str,
+    host: Option<&str>,
+    base_dir: PathBuf,
+    shared_tmpfs: bool,
+) -> Option<(DockerEngine, EngineFixture)> {
+    let options = ConnectOptions {
+        host: host.map(str::to_owned),
+        ..ConnectOptions::default()
+    };
     let rt = super::require(
-        "a docker engine",
-        DockerEngine::connect(&ConnectOptions::default())
+        &format!("the {name} engine"),
+        DockerEngine::connect(&options)
             .await
             .map_err(|e| e.to_string()),
     )?;
     let root = rustix::process::geteuid().is_root();
     super::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
-    let image = super::require("the docker test image", super::image::docker_image())?;
+    let image = super::require("the docker test image", super::image::docker_image_on(host))?;
     let probe = super::image::probe_binary().expect("probe built with the image");
+    // What R's root inode really shows is what the backend reports for this engine's
+    // runtime: the suite checks the report against the container.
+    let root_inode_mode = match root_mode_from_runtime(rt.info().runtime.as_deref()) {
+        Some(RootMode::Kept) => None,
+        Some(RootMode::Becomes(mode)) => Some(mode),
+        None => panic!(
+            "{name}: runtime {:?} is not in the version table; the suite needs it",
+            rt.info().runtime
+        ),
+    };
     let fx = EngineFixture {
-        name: "docker".into(),
+        name: name.into(),
         image,
         probe,
-        base_dir: std::env::temp_dir(),
+        base_dir,
         nonroot: "1000:1000".parse().unwrap(),
         job_owner: Some((1000, 1000)),
         // Docker cannot set noexec on binds: the suite runs with that gap accepted, and
@@ -33,8 +73,7 @@ pub async fn fixture(shared_tmpfs: bool) -> Option<(DockerEngine, EngineFixture)
         accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
         bind_flags_in_mountinfo: false,
         shared_tmpfs,
-        // Docker creates R/J in the image filesystem first; runc gives the tmpfs its mode.
-        root_inode_mode: Some(0o755),
+        root_inode_mode,
     };
     Some((rt, fx))
 }

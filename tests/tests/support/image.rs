@@ -88,14 +88,35 @@ pub fn image_tar(dir: &Path) -> Result<(PathBuf, String), String> {
 
 /// The Docker test image, imported once per content (`docker import`), or why not.
 pub fn docker_image() -> Result<String, String> {
-    static IMAGE_READY: OnceLock<Result<String, String>> = OnceLock::new();
-    IMAGE_READY
-        .get_or_init(|| {
-            run(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
-                .map_err(|e| format!("the docker engine does not answer: {e}"))?;
-            docker_import(IMAGE, &[])
-        })
-        .clone()
+    docker_image_on(None)
+}
+
+/// The `docker` CLI talking to `host` (`unix:///...`; `None`: this machine's engine).
+pub fn docker_cli(host: Option<&str>) -> Command {
+    let mut cmd = Command::new("docker");
+    if let Some(h) = host {
+        cmd.arg("--host").arg(h);
+    }
+    cmd
+}
+
+/// The Docker test image on the engine at `host`, imported once per content and engine.
+pub fn docker_image_on(host: Option<&str>) -> Result<String, String> {
+    /// (host, import result), one per engine.
+    type Imported = Vec<(Option<String>, Result<String, String>)>;
+    static DONE: OnceLock<std::sync::Mutex<Imported>> = OnceLock::new();
+    let mut done = DONE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = done.iter().find(|(h, _)| h.as_deref() == host) {
+        return r.clone();
+    }
+    let result = run(docker_cli(host).args(["version", "--format", "{{.Server.Version}}"]))
+        .map_err(|e| format!("the docker engine does not answer: {e}"))
+        .and_then(|_| docker_import(host, IMAGE, &[]));
+    done.push((host.map(str::to_owned), result.clone()));
+    result
 }
 
 /// The Docker test image plus `VOLUME /data`: the engine adds an anonymous volume that no
@@ -108,18 +129,18 @@ pub fn docker_volume_image() -> Result<String, String> {
     READY
         .get_or_init(|| {
             docker_image()?;
-            docker_import(VOLUME_IMAGE, &["VOLUME /data"])
+            docker_import(None, VOLUME_IMAGE, &["VOLUME /data"])
         })
         .clone()
 }
 
-/// Import the probe image into Docker as `tag` (with extra `--change` lines) unless an image
-/// of that tag already carries this content's digest label.
-fn docker_import(tag: &str, changes: &[&str]) -> Result<String, String> {
+/// Import the probe image into the Docker engine at `host` as `tag` (with extra `--change`
+/// lines) unless an image of that tag already carries this content's digest label.
+fn docker_import(host: Option<&str>, tag: &str, changes: &[&str]) -> Result<String, String> {
     let work = repo_root().join("target").join("probe").join("image");
     locked(&repo_root().join("target/probe/.image.lock"), || {
         let (tar, digest) = image_tar(&work)?;
-        let current = run(Command::new("docker").args([
+        let current = run(docker_cli(host).args([
             "image",
             "inspect",
             "--format",
@@ -131,7 +152,7 @@ fn docker_import(tag: &str, changes: &[&str]) -> Result<String, String> {
             let changes: Vec<String> = std::iter::once(format!("LABEL {CONTENT_LABEL}={digest}"))
                 .chain(changes.iter().map(|c| c.to_string()))
                 .collect();
-            mount_plan_testkit::image::import(&mut Command::new("docker"), &tar, tag, &changes)?;
+            mount_plan_testkit::image::import(&mut docker_cli(host), &tar, tag, &changes)?;
         }
         Ok(tag.to_owned())
     })

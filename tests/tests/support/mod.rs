@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod docker;
+pub mod engines;
 pub mod image;
 pub mod swarm;
 pub mod workspace;
@@ -21,6 +22,20 @@ pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
         Ok(v) => Some(v),
         Err(why) => panic!("{what} is not available although the harness found its needs: {why}"),
     }
+}
+
+/// A setting of a `.ci` setup script: the environment variable `key`, else its `KEY=value`
+/// line in the env file the script writes (so `cargo test` works without sourcing it first).
+pub fn env_setting(file: &str, key: &str) -> Result<String, std::env::VarError> {
+    std::env::var(key).or_else(|e| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+            })
+            .ok_or(e)
+    })
 }
 
 /// Create and start the container of `spec` through the engine's own calls (not the

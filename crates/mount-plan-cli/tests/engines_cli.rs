@@ -1,0 +1,92 @@
+//! `mount-plan doctor` says what the engine in front of it does: R's mode is reported from
+//! that engine's versions, on this machine's Docker and on the Docker 26 that
+//! `.ci/engines-setup` starts (its socket in `/tmp/mount-plan-engines/env`).
+//!
+//! Without an engine: fails under `CI`, otherwise shown as ignored (`mount_plan_testkit`).
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
+
+/// The harness already ignored the test (failed it under CI) when its engine is missing.
+fn skip_or_fail(why: &str) {
+    panic!("the engine was found by the harness, but: {why}");
+}
+
+fn doctor(socket: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["doctor", "--runtime", "docker"]);
+    if let Some(s) = socket {
+        cmd.args(["--socket", s]);
+    }
+    cmd.output().expect("run mount-plan doctor")
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+}
+
+/// `major.minor.patch` of `runc X.Y.Z...` in doctor's `runtime:` line.
+fn runc_version(out: &str) -> Option<(u32, u32, u32)> {
+    let v = line(out, "runtime:").split_whitespace().nth(2)?;
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+fn doctor_reports_r_mode_from_this_engines_runtime() {
+    let o = doctor(None);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if out.contains("unreachable") {
+        return skip_or_fail("this machine's docker engine does not answer");
+    }
+    let mode = line(&out, "root-mode-size");
+    match runc_version(&out) {
+        Some(v) if v < (1, 1, 8) => assert!(mode.contains("becomes 0755"), "{out}"),
+        Some(_) => assert!(mode.ends_with("root-mode-size       available"), "{out}"),
+        None => assert!(mode.contains("not known"), "{out}"),
+    }
+}
+
+fn doctor_on_docker26_reports_r_mode_kept() {
+    let socket = mount_plan_testkit::harness::engines_setting("MOUNT_PLAN_DOCKER26_SOCKET");
+    let Some(socket) = socket else {
+        return skip_or_fail("no Docker 26: run `bash .ci/engines-setup`");
+    };
+    let o = doctor(Some(&socket));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if out.contains("unreachable") {
+        return skip_or_fail(&format!("Docker 26 does not answer at {socket}"));
+    }
+    assert!(line(&out, "engine:").contains("docker 26."), "{out}");
+    assert_eq!(
+        line(&out, "root-mode-size").trim(),
+        "root-mode-size       available",
+        "{out}"
+    );
+    assert_eq!(
+        line(&out, "read-only-binds").trim(),
+        "read-only-binds      available"
+    );
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need};
+    const DOCKER: &[Need] = &[Need::Docker];
+    const D26: &[Need] = &[Need::Docker26];
+    harness::run(vec![
+        harness::test(
+            "doctor_reports_r_mode_from_this_engines_runtime",
+            DOCKER,
+            doctor_reports_r_mode_from_this_engines_runtime,
+        ),
+        harness::test(
+            "doctor_on_docker26_reports_r_mode_kept",
+            D26,
+            doctor_on_docker26_reports_r_mode_kept,
+        ),
+    ]);
+}
