@@ -1,14 +1,13 @@
 //! The conformance suite against the real Docker engine, through `DockerEngine`.
 //!
 //! Needs a Docker engine, root (the fixture mounts tmpfs and makes device nodes) and
-//! Debian's busybox-static. Without them: fails under `CI`, otherwise prints SKIPPED.
+//! Debian's busybox-static. Without them: fails under `CI`, otherwise shown as ignored.
 
 mod support;
 
 use mount_plan_launch::{Engine, Protection};
 use support::conformance::{self, Scenario};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_as_root_conforms() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
@@ -18,7 +17,6 @@ async fn docker_as_root_conforms() {
     conformance::assert_conforms("docker", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_as_user_conforms() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
@@ -28,7 +26,6 @@ async fn docker_as_user_conforms() {
     conformance::assert_conforms("docker", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_labels_and_audit() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
@@ -36,7 +33,6 @@ async fn docker_labels_and_audit() {
     conformance::labels_and_audit(&rt, &fx).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = support::docker::fixture(true).await else {
         return;
@@ -61,7 +57,6 @@ async fn docker_doctor_reports_versions_and_protections() {
 
 /// The version table's answer for R's mode is what a probe container observes (0755 on
 /// Docker 20.10 / runc 1.1.5).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_root_mode_observed_matches_the_version_table() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
@@ -73,4 +68,41 @@ async fn docker_root_mode_observed_matches_the_version_table() {
         mount_plan_docker::root_mode_from_runtime(rt.info().runtime.as_deref()),
         Some(seen)
     );
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_as_root_conforms",
+            DOCKER,
+            docker_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_as_user_conforms",
+            DOCKER,
+            docker_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_labels_and_audit",
+            DOCKER,
+            docker_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_doctor_reports_versions_and_protections",
+            DOCKER,
+            docker_doctor_reports_versions_and_protections,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_root_mode_observed_matches_the_version_table",
+            DOCKER,
+            docker_root_mode_observed_matches_the_version_table,
+        ),
+    ]);
 }

@@ -4,7 +4,7 @@
 //! forced with `ReadOnlyForceRecursive`, R keeping its planned mode).
 //!
 //! Needs that engine (`MOUNT_PLAN_DOCKER26_SOCKET`), root and Debian's busybox-static.
-//! Without them: fails under `CI`, otherwise prints SKIPPED.
+//! Without them: fails under `CI`, otherwise shown as ignored.
 
 mod support;
 
@@ -18,7 +18,6 @@ async fn docker26() -> Option<(DockerEngine, EngineFixture)> {
     support::docker::nested_fixture(&engine, true).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_as_root_conforms() {
     let Some((rt, fx)) = docker26().await else {
         return;
@@ -27,7 +26,6 @@ async fn docker26_as_root_conforms() {
     conformance::assert_conforms("docker26", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_as_user_conforms() {
     let Some((rt, fx)) = docker26().await else {
         return;
@@ -36,7 +34,6 @@ async fn docker26_as_user_conforms() {
     conformance::assert_conforms("docker26", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_labels_and_audit() {
     let Some((rt, fx)) = docker26().await else {
         return;
@@ -44,7 +41,6 @@ async fn docker26_labels_and_audit() {
     conformance::labels_and_audit(&rt, &fx).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_doctor_reports_what_this_engine_does() {
     let Some((rt, _fx)) = docker26().await else {
         return;
@@ -73,7 +69,6 @@ async fn docker26_doctor_reports_what_this_engine_does() {
 }
 
 /// The version table's answer for R's mode is what a probe container observes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_root_mode_observed_matches_the_version_table() {
     let Some((rt, fx)) = docker26().await else {
         return;
@@ -90,7 +85,6 @@ async fn docker26_root_mode_observed_matches_the_version_table() {
 
 /// From API 1.44 read-only binds are asked with `ReadOnlyForceRecursive`, and the engine
 /// keeps it (a launched container conforms: see the scenarios above).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker26_read_only_binds_are_forced() {
     let Some((rt, fx)) = docker26().await else {
         return;
@@ -122,4 +116,47 @@ async fn docker26_read_only_binds_are_forced() {
             .and_then(|b| b.read_only_force_recursive);
         assert_eq!(forced, m.read_only.filter(|ro| *ro), "{m:?}");
     }
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_as_root_conforms",
+            D26,
+            docker26_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_as_user_conforms",
+            D26,
+            docker26_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_labels_and_audit",
+            D26,
+            docker26_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_doctor_reports_what_this_engine_does",
+            D26,
+            docker26_doctor_reports_what_this_engine_does,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_root_mode_observed_matches_the_version_table",
+            D26,
+            docker26_root_mode_observed_matches_the_version_table,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_read_only_binds_are_forced",
+            D26,
+            docker26_read_only_binds_are_forced,
+        ),
+    ]);
 }

@@ -3,7 +3,7 @@
 //! libpod 4.3): the same module and checks as on this machine's Podman 4.3.
 //!
 //! Needs that engine (`MOUNT_PLAN_PODMAN5_SOCKET`), root and Debian's busybox-static.
-//! Without them: fails under `CI`, otherwise prints SKIPPED.
+//! Without them: fails under `CI`, otherwise shown as ignored.
 
 #[path = "support/podman.rs"]
 mod podman_support;
@@ -32,7 +32,6 @@ async fn podman5() -> Option<(PodmanEngine, EngineFixture)> {
     Some((rt, fx))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman5_as_root_conforms() {
     let Some((rt, fx)) = podman5().await else {
         return;
@@ -46,7 +45,6 @@ async fn podman5_as_root_conforms() {
     conformance::assert_conforms("podman5", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman5_as_user_conforms() {
     let Some((rt, fx)) = podman5().await else {
         return;
@@ -60,7 +58,6 @@ async fn podman5_as_user_conforms() {
     conformance::assert_conforms("podman5", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman5_labels_and_audit() {
     let Some((rt, fx)) = podman5().await else {
         return;
@@ -73,7 +70,6 @@ async fn podman5_labels_and_audit() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman5_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = podman5().await else {
         return;
@@ -88,4 +84,35 @@ async fn podman5_doctor_reports_versions_and_protections() {
     for p in Protection::ALL {
         assert!(report.availability(p).is_available(), "{p}: {report:?}");
     }
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_as_root_conforms",
+            P5,
+            podman5_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_as_user_conforms",
+            P5,
+            podman5_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_labels_and_audit",
+            P5,
+            podman5_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_doctor_reports_versions_and_protections",
+            P5,
+            podman5_doctor_reports_versions_and_protections,
+        ),
+    ]);
 }

@@ -3,7 +3,7 @@
 //!
 //! Needs the rootful service of `.ci/podman-setup` (`MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET`, by
 //! default `unix:///run/podman/podman.sock`), root (the fixture mounts tmpfs and makes device
-//! nodes) and Debian's busybox-static. Without them: fails under `CI`, otherwise SKIPPED.
+//! nodes) and Debian's busybox-static. Without them: fails under `CI`, otherwise shown as ignored.
 
 #[path = "support/podman.rs"]
 mod podman_support;
@@ -37,7 +37,6 @@ async fn rootful(
     Some((Box::new(rt), fx, service))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_as_root_conforms() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -52,7 +51,6 @@ async fn podman_rootful_as_root_conforms() {
     conformance::assert_conforms("podman rootful", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_as_user_conforms() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -67,7 +65,6 @@ async fn podman_rootful_as_user_conforms() {
     conformance::assert_conforms("podman rootful", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_labels_and_audit() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -81,7 +78,6 @@ async fn podman_rootful_labels_and_audit() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_doctor_reports_versions_and_protections() {
     let Some((rt, _, service)) =
         rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
@@ -134,7 +130,6 @@ async fn leftovers(rt: &dyn Engine, service: &Service, run_label: &str) -> Vec<S
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_failed_launches_leave_nothing_behind() {
     let Some((rt, fx, service)) =
         rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
@@ -204,7 +199,6 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_exit_codes_and_output() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -228,7 +222,6 @@ async fn podman_rootful_exit_codes_and_output() {
     assert_eq!(out.stderr, "to-stderr\n");
 }
 
-#[tokio::test]
 async fn an_unreachable_service_says_how_to_start_one() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("unix://{}/podman.sock", dir.path().display());
@@ -254,7 +247,6 @@ async fn an_unreachable_service_says_how_to_start_one() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_audit_catches_a_container_made_without_the_plan() {
     let Some((rt, fx, service)) =
         rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
@@ -310,7 +302,6 @@ async fn podman_rootful_audit_catches_a_container_made_without_the_plan() {
 /// The log is read once more when the follower lags after the container stopped: a job that
 /// writes a lot, interleaved on both streams, while it exits at once, must still deliver every
 /// byte exactly once and in order per stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootful_large_output_arrives_complete_and_once() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -346,4 +337,66 @@ async fn podman_rootful_large_output_arrives_complete_and_once() {
             want("err").len()
         );
     }
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const ROOTFUL: &[Need] = &[Need::PodmanRootful, Need::Root, Need::Busybox];
+    const NOTHING: &[Need] = &[];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_as_root_conforms",
+            ROOTFUL,
+            podman_rootful_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_as_user_conforms",
+            ROOTFUL,
+            podman_rootful_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_labels_and_audit",
+            ROOTFUL,
+            podman_rootful_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_doctor_reports_versions_and_protections",
+            ROOTFUL,
+            podman_rootful_doctor_reports_versions_and_protections,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_failed_launches_leave_nothing_behind",
+            ROOTFUL,
+            podman_rootful_failed_launches_leave_nothing_behind,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_exit_codes_and_output",
+            ROOTFUL,
+            podman_rootful_exit_codes_and_output,
+        ),
+        harness::tokio(
+            Runtime::CurrentThread,
+            "an_unreachable_service_says_how_to_start_one",
+            NOTHING,
+            an_unreachable_service_says_how_to_start_one,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_audit_catches_a_container_made_without_the_plan",
+            ROOTFUL,
+            podman_rootful_audit_catches_a_container_made_without_the_plan,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_large_output_arrives_complete_and_once",
+            ROOTFUL,
+            podman_rootful_large_output_arrives_complete_and_once,
+        ),
+    ]);
 }

@@ -4,7 +4,7 @@
 //! Needs the rootless service of `.ci/podman-setup` (`MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET`,
 //! `MOUNT_PLAN_PODMAN_ROOTLESS_USER`), root for the test process (the fixture makes device
 //! nodes and chowns W/J to the ids the container user maps to) and Debian's busybox-static.
-//! Without them: fails under `CI`, otherwise SKIPPED.
+//! Without them: fails under `CI`, otherwise shown as ignored.
 //!
 //! Scenarios: as the container's root (the rootless user itself on the host), as a non-root
 //! container user (a subordinate id on the host), and as the launching user with `keep-id`.
@@ -56,7 +56,6 @@ async fn rootless(who: As) -> Option<(Box<dyn Engine>, EngineFixture, Service)> 
     Some((Box::new(rt), fx, service))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_as_root_conforms() {
     let Some((rt, fx, _)) = rootless(As::Root).await else {
         return;
@@ -70,7 +69,6 @@ async fn podman_rootless_as_root_conforms() {
     conformance::assert_conforms("podman rootless", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_as_user_conforms() {
     let Some((rt, fx, _)) = rootless(As::User).await else {
         return;
@@ -84,7 +82,6 @@ async fn podman_rootless_as_user_conforms() {
     conformance::assert_conforms("podman rootless", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_keep_id_as_user_conforms() {
     let Some((rt, fx, _)) = rootless(As::KeepId).await else {
         return;
@@ -98,7 +95,6 @@ async fn podman_rootless_keep_id_as_user_conforms() {
     conformance::assert_conforms("podman rootless keep-id", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_labels_and_audit() {
     let Some((rt, fx, _)) = rootless(As::Root).await else {
         return;
@@ -111,7 +107,6 @@ async fn podman_rootless_labels_and_audit() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_doctor_reports_versions_and_protections() {
     let Some((rt, _, service)) = rootless(As::Root).await else {
         return;
@@ -152,7 +147,6 @@ impl Drop for NamespaceMount<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_rootless_submount_in_the_service_namespace_is_not_carried_in() {
     let Some((rt, fx, service)) = rootless(As::Root).await else {
         return;
@@ -226,4 +220,47 @@ async fn podman_rootless_submount_in_the_service_namespace_is_not_carried_in() {
         Scenario::AsRoot,
         &failures,
     );
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_as_root_conforms",
+            ROOTLESS,
+            podman_rootless_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_as_user_conforms",
+            ROOTLESS,
+            podman_rootless_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_keep_id_as_user_conforms",
+            ROOTLESS,
+            podman_rootless_keep_id_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_labels_and_audit",
+            ROOTLESS,
+            podman_rootless_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_doctor_reports_versions_and_protections",
+            ROOTLESS,
+            podman_rootless_doctor_reports_versions_and_protections,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_submount_in_the_service_namespace_is_not_carried_in",
+            ROOTLESS,
+            podman_rootless_submount_in_the_service_namespace_is_not_carried_in,
+        ),
+    ]);
 }

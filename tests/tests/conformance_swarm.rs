@@ -3,7 +3,7 @@
 //! in a workspace that every node sees at the same path.
 //!
 //! Needs the swarm (`bash .ci/swarm-setup`), root and Debian's busybox-static. Without them:
-//! fails under `CI`, otherwise prints SKIPPED.
+//! fails under `CI`, otherwise shown as ignored.
 
 mod support;
 
@@ -20,7 +20,6 @@ async fn setup() -> Option<(Box<dyn Engine>, conformance::EngineFixture)> {
     Some((Box::new(engine), support::swarm::fixture(&cluster, image)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_as_root_conforms() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -29,7 +28,6 @@ async fn swarm_as_root_conforms() {
     conformance::assert_conforms("swarm", Scenario::AsRoot, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_as_user_conforms() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -38,7 +36,6 @@ async fn swarm_as_user_conforms() {
     conformance::assert_conforms("swarm", Scenario::AsUser, &failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_labels_and_audit() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -46,7 +43,6 @@ async fn swarm_labels_and_audit() {
     conformance::labels_and_audit(rt.as_ref(), &fx).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = setup().await else {
         return;
@@ -70,4 +66,35 @@ async fn swarm_doctor_reports_versions_and_protections() {
         "{:?}",
         report.warnings
     );
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const SWARM: &[Need] = &[Need::Swarm, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_as_root_conforms",
+            SWARM,
+            swarm_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_as_user_conforms",
+            SWARM,
+            swarm_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_labels_and_audit",
+            SWARM,
+            swarm_labels_and_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_doctor_reports_versions_and_protections",
+            SWARM,
+            swarm_doctor_reports_versions_and_protections,
+        ),
+    ]);
 }

@@ -34,7 +34,6 @@ fn assert_nothing_left(label: &str) {
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -53,7 +52,6 @@ async fn missing_image() {
     assert_nothing_left(&label);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_command() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -72,7 +70,6 @@ async fn missing_command() {
     assert_nothing_left(&label);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_run() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -98,7 +95,6 @@ async fn killed_mid_run() {
     assert_nothing_left(&label);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_nobody_listens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dead.sock");
@@ -113,7 +109,6 @@ async fn socket_nobody_listens() {
     assert!(err.to_string().contains("dead.sock"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_never_answers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("silent.sock");
@@ -141,7 +136,6 @@ async fn socket_never_answers() {
     assert!(err.to_string().contains("no answer within"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_before_create_leaves_nothing() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -162,7 +156,6 @@ async fn refused_before_create_leaves_nothing() {
     assert_nothing_left(&label);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_added_volume_is_refused_by_the_audit() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -186,7 +179,6 @@ async fn engine_added_volume_is_refused_by_the_audit() {
     assert_nothing_left(&label);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kills_after_the_grace_period() {
     let Some((rt, fx)) = support::docker::fixture(false).await else {
         return;
@@ -210,4 +202,55 @@ async fn stop_kills_after_the_grace_period() {
     );
     assert_eq!(status.code, 137, "killed after the grace period");
     assert_nothing_left(&label);
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
+    const NOTHING: &[Need] = &[];
+    harness::run(vec![
+        harness::tokio(Runtime::Workers(2), "missing_image", DOCKER, missing_image),
+        harness::tokio(
+            Runtime::Workers(2),
+            "missing_command",
+            DOCKER,
+            missing_command,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "killed_mid_run",
+            DOCKER,
+            killed_mid_run,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "socket_nobody_listens",
+            NOTHING,
+            socket_nobody_listens,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "socket_never_answers",
+            NOTHING,
+            socket_never_answers,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "refused_before_create_leaves_nothing",
+            DOCKER,
+            refused_before_create_leaves_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "engine_added_volume_is_refused_by_the_audit",
+            DOCKER,
+            engine_added_volume_is_refused_by_the_audit,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "stop_kills_after_the_grace_period",
+            DOCKER,
+            stop_kills_after_the_grace_period,
+        ),
+    ]);
 }

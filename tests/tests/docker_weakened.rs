@@ -95,7 +95,6 @@ fn assert_caught(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untouched_translation_passes() {
     let Some((failed, audit_rules)) = run_weakened(Scenario::AsRoot, |_| {}).await else {
         return;
@@ -104,13 +103,11 @@ async fn untouched_translation_passes() {
     assert_eq!(audit_rules, Vec::<&str>::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_tmpfs_read_only_removed() {
     let r = run_weakened(Scenario::AsRoot, |b| mounts(b)[0].read_only = Some(false)).await;
     assert_caught(r, &["root-mount", "root-write"], "read-only");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_tmpfs_size_changed() {
     let r = run_weakened(Scenario::AsRoot, |b| {
         mounts(b)[0].tmpfs_options.as_mut().unwrap().size_bytes = Some(2 << 20)
@@ -119,7 +116,6 @@ async fn root_tmpfs_size_changed() {
     assert_caught(r, &["root-mount"], "tmpfs-size");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_bind_read_only_removed() {
     let r = run_weakened(Scenario::AsRoot, |b| {
         binds(b).next().unwrap().read_only = Some(false)
@@ -128,7 +124,6 @@ async fn shared_bind_read_only_removed() {
     assert_caught(r, &["shared-mount", "shared-write"], "read-only");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_recursive_removed() {
     let r = run_weakened(Scenario::AsRoot, |b| {
         for m in binds(b) {
@@ -139,7 +134,6 @@ async fn non_recursive_removed() {
     assert_caught(r, &["submount"], "recursive");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_propagation_removed() {
     let r = run_weakened(Scenario::AsRoot, |b| {
         for m in binds(b) {
@@ -151,7 +145,6 @@ async fn private_propagation_removed() {
     assert_caught(r, &["propagation"], "propagation");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_new_privileges_removed() {
     let r = run_weakened(Scenario::AsUser, |b| {
         b.host_config.as_mut().unwrap().security_opt = None
@@ -160,7 +153,6 @@ async fn no_new_privileges_removed() {
     assert_caught(r, &["nosuid"], "no-new-privileges");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_cgroup_widened() {
     let r = run_weakened(Scenario::AsRoot, |b| {
         b.host_config.as_mut().unwrap().device_cgroup_rules = Some(vec!["c 1:11 rwm".into()])
@@ -169,8 +161,68 @@ async fn device_cgroup_widened() {
     assert_caught(r, &["nodev"], "devices");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn working_dir_moved() {
     let r = run_weakened(Scenario::AsRoot, |b| b.working_dir = Some("/".into())).await;
     assert_caught(r, &["cwd", "cwd-write"], "working-dir");
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "untouched_translation_passes",
+            DOCKER,
+            untouched_translation_passes,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "root_tmpfs_read_only_removed",
+            DOCKER,
+            root_tmpfs_read_only_removed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "root_tmpfs_size_changed",
+            DOCKER,
+            root_tmpfs_size_changed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "shared_bind_read_only_removed",
+            DOCKER,
+            shared_bind_read_only_removed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "non_recursive_removed",
+            DOCKER,
+            non_recursive_removed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "private_propagation_removed",
+            DOCKER,
+            private_propagation_removed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "no_new_privileges_removed",
+            DOCKER,
+            no_new_privileges_removed,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "device_cgroup_widened",
+            DOCKER,
+            device_cgroup_widened,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "working_dir_moved",
+            DOCKER,
+            working_dir_moved,
+        ),
+    ]);
 }

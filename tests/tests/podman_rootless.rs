@@ -4,7 +4,7 @@
 //! Needs the rootless service that `.ci/podman-setup` starts (its env file names the socket,
 //! the user and the image). The test process runs as root and talks to the user's socket;
 //! workspaces live in a fresh world-readable directory under /tmp, the job directory owned by
-//! that user. Without the service: a failure when `CI` is set, a loud skip otherwise.
+//! that user. Without the service: a failure when `CI` is set, ignored otherwise.
 
 #[path = "support/podman.rs"]
 mod podman_support;
@@ -107,7 +107,6 @@ async fn run(rt: &dyn Engine, ws: &Workspace, image: &str, script: &str) -> (i64
     (done.status.code, String::from_utf8_lossy(&out).into_owned())
 }
 
-#[tokio::test]
 async fn keep_id_job_output_is_owned_by_the_launching_user() {
     let Some((rt, r)) = rootless(UserNamespace::KeepId).await else {
         return;
@@ -141,7 +140,6 @@ async fn keep_id_job_output_is_owned_by_the_launching_user() {
     );
 }
 
-#[tokio::test]
 async fn default_userns_root_in_the_container_is_the_launching_user_on_the_host() {
     let Some((rt, r)) = rootless(UserNamespace::EngineDefault).await else {
         return;
@@ -162,7 +160,6 @@ fn dev_of(path: &Path) -> String {
     format!("{major}:{minor}")
 }
 
-#[tokio::test]
 async fn a_job_cannot_see_or_write_the_rest_of_the_users_home() {
     let Some((rt, r)) = rootless(UserNamespace::KeepId).await else {
         return;
@@ -236,7 +233,6 @@ async fn a_job_cannot_see_or_write_the_rest_of_the_users_home() {
 /// Quick jobs, one after another: every one returns all its output and its exit code.
 /// Podman 4.3's followed log waits for a "died" event that it can miss when the command
 /// exits at once; the backend must neither hang nor lose output then.
-#[tokio::test]
 async fn quick_jobs_return_all_output_and_never_hang() {
     let Some((rt, r)) = rootless(UserNamespace::KeepId).await else {
         return;
@@ -271,4 +267,35 @@ async fn quick_jobs_return_all_output_and_never_hang() {
             "job {i}"
         );
     }
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::CurrentThread,
+            "keep_id_job_output_is_owned_by_the_launching_user",
+            ROOTLESS,
+            keep_id_job_output_is_owned_by_the_launching_user,
+        ),
+        harness::tokio(
+            Runtime::CurrentThread,
+            "default_userns_root_in_the_container_is_the_launching_user_on_the_host",
+            ROOTLESS,
+            default_userns_root_in_the_container_is_the_launching_user_on_the_host,
+        ),
+        harness::tokio(
+            Runtime::CurrentThread,
+            "a_job_cannot_see_or_write_the_rest_of_the_users_home",
+            ROOTLESS,
+            a_job_cannot_see_or_write_the_rest_of_the_users_home,
+        ),
+        harness::tokio(
+            Runtime::CurrentThread,
+            "quick_jobs_return_all_output_and_never_hang",
+            ROOTLESS,
+            quick_jobs_return_all_output_and_never_hang,
+        ),
+    ]);
 }

@@ -2,7 +2,7 @@
 //! each worker, eight jobs at once over both workers, and a node that cannot see W.
 //!
 //! Needs the swarm (`bash .ci/swarm-setup`) and root. Without them: fails under `CI`,
-//! otherwise prints SKIPPED.
+//! otherwise shown as ignored.
 
 mod support;
 
@@ -14,7 +14,6 @@ use support::swarm::{self, SharedWorkspace};
 
 /// A job pinned to each worker in turn runs there (its cgroup path names that worker's
 /// container) and its output appears in W/J on the host.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_job_pinned_to_each_worker_runs_there() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -54,7 +53,6 @@ async fn swarm_job_pinned_to_each_worker_runs_there() {
 /// A launch cancelled while its command runs stops the command on its node: the service is
 /// removed and the node's container goes (SIGTERM, SIGKILL after the 10 s grace), well
 /// before the command would have ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_cancelled_job_is_stopped_on_its_node() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -95,7 +93,6 @@ async fn swarm_cancelled_job_is_stopped_on_its_node() {
 
 /// Eight jobs launched at once, spread over the two workers by constraint, each see only
 /// their own job directory at R (plus the shared ones), and write only there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_eight_jobs_at_once_see_only_their_own_job_dir() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -152,7 +149,6 @@ async fn swarm_eight_jobs_at_once_see_only_their_own_job_dir() {
 /// A node that cannot see W (here: W outside the shared directory, so the bind source is
 /// missing on every worker) rejects the task: the launch fails as a start error naming the
 /// node, the command never ran, and no service is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_node_without_the_workspace_fails_naming_the_node() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -189,7 +185,6 @@ async fn swarm_node_without_the_workspace_fails_naming_the_node() {
 
 /// `gc` finds services as it finds containers: one whose launcher is gone is removed, one
 /// whose launcher runs (this test) is kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -231,4 +226,41 @@ async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
     assert_eq!(left, vec![alive.clone()]);
     engine.remove(&alive).await.expect("remove");
     assert!(support::leftovers(&engine, &run).await.is_empty());
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const SWARM: &[Need] = &[Need::Swarm, Need::Root];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_job_pinned_to_each_worker_runs_there",
+            SWARM,
+            swarm_job_pinned_to_each_worker_runs_there,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_cancelled_job_is_stopped_on_its_node",
+            SWARM,
+            swarm_cancelled_job_is_stopped_on_its_node,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_eight_jobs_at_once_see_only_their_own_job_dir",
+            SWARM,
+            swarm_eight_jobs_at_once_see_only_their_own_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_node_without_the_workspace_fails_naming_the_node",
+            SWARM,
+            swarm_node_without_the_workspace_fails_naming_the_node,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_gc_removes_only_services_whose_launcher_is_gone",
+            SWARM,
+            swarm_gc_removes_only_services_whose_launcher_is_gone,
+        ),
+    ]);
 }

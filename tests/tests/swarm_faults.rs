@@ -4,7 +4,7 @@
 //! the job wrote to W/J before the loss. Each test restores its worker.
 //!
 //! Needs the swarm (`bash .ci/swarm-setup`) and root. Without them: fails under `CI`,
-//! otherwise prints SKIPPED.
+//! otherwise shown as ignored.
 
 mod support;
 
@@ -94,7 +94,6 @@ async fn lose_worker_mid_job(worker: &Worker, break_it: impl FnOnce()) -> String
 }
 
 /// The worker's container is stopped mid-job, then started again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_worker_stopped_mid_job_ends_bounded_and_leaks_nothing() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -115,7 +114,6 @@ async fn swarm_worker_stopped_mid_job_ends_bounded_and_leaks_nothing() {
 
 /// The dockerd inside the worker's container is restarted mid-job (its supervisor starts it
 /// again); this machine's engine is never touched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_worker_engine_restarted_mid_job_is_reported_never_hangs() {
     let Some(cluster) = swarm::cluster() else {
         return;
@@ -134,4 +132,23 @@ async fn swarm_worker_engine_restarted_mid_job_is_reported_never_hangs() {
     })
     .await;
     eprintln!("worker engine restarted: {outcome}");
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need, Runtime};
+    const SWARM: &[Need] = &[Need::Swarm, Need::Root];
+    harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_worker_stopped_mid_job_ends_bounded_and_leaks_nothing",
+            SWARM,
+            swarm_worker_stopped_mid_job_ends_bounded_and_leaks_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_worker_engine_restarted_mid_job_is_reported_never_hangs",
+            SWARM,
+            swarm_worker_engine_restarted_mid_job_is_reported_never_hangs,
+        ),
+    ]);
 }

@@ -274,45 +274,16 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
 /// Import a busybox image (Debian's static busybox, no registry needed).
 fn import_image(t: &Target) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("mp-bench-img-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("rootfs/bin"))?;
-    std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox"))
-        .context("Debian's busybox-static must be installed at /bin/busybox")?;
-    for a in ["sh", "true"] {
-        let _ = std::os::unix::fs::symlink("busybox", dir.join("rootfs/bin").join(a));
-    }
-    let tar = dir.join("image.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("rootfs"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()?
-        .success();
-    if !ok {
-        bail!("tar failed");
-    }
-    Command::new("chmod")
-        .arg("-R")
-        .arg("a+rX")
-        .arg(&dir)
-        .status()?;
+    let (tar, _) = mount_plan_testkit::image::busybox_tar(&dir, &[]).map_err(anyhow::Error::msg)?;
     let (prog, lead, env) = &t.cli;
-    let out = Command::new(prog)
-        .args(lead)
-        .envs(env.iter().cloned())
-        .arg("import")
-        .arg(&tar)
-        .arg(&t.image)
-        .output()?;
+    let imported = mount_plan_testkit::image::import(
+        Command::new(prog).args(lead).envs(env.iter().cloned()),
+        &tar,
+        &t.image,
+        &[],
+    );
     std::fs::remove_dir_all(&dir)?;
-    if !out.status.success() {
-        bail!(
-            "image import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    imported.map_err(|e| anyhow::anyhow!("image import failed: {e}"))
 }
 
 fn plan_for(t: &Target, i: usize) -> Result<MountPlan> {

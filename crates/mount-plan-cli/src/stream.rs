@@ -34,14 +34,11 @@ pub enum LineError {
     },
 }
 
-impl LineError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            LineError::BadJson { .. } => "bad-json",
-        }
-    }
+mount_plan::rules!(LineError, "input", {
+    BadJson => "bad-json",
+});
 
+impl LineError {
     fn bad_json(expected: &'static str, e: &serde_json::Error) -> Self {
         let text = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
@@ -55,7 +52,7 @@ impl LineError {
 
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "input rule `{}`: ", self.rule())?;
+        write!(f, "{}", self.prefix())?;
         match self {
             LineError::BadJson {
                 expected,

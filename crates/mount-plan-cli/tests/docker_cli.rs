@@ -1,11 +1,11 @@
 //! `mount-plan launch`, `audit` and `doctor` against the real Docker engine.
 //!
 //! Needs Docker, root and Debian's busybox-static; without them: fails under `CI`,
-//! otherwise prints SKIPPED.
+//! otherwise shown as ignored.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -17,7 +17,7 @@ fn sh(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// Docker answers and the busybox image is imported; or skip (fail under CI).
+/// Docker answers and the busybox image (`mount_plan_testkit::image`) is imported.
 fn docker_ready() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let r = READY.get_or_init(|| {
@@ -28,9 +28,6 @@ fn docker_ready() -> bool {
                 String::from_utf8_lossy(&v.stderr)
             ));
         }
-        if !Path::new("/bin/busybox").is_file() {
-            return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
-        }
         if sh(Command::new("docker").args(["image", "inspect", IMAGE]))
             .status
             .success()
@@ -38,38 +35,16 @@ fn docker_ready() -> bool {
             return Ok(());
         }
         let dir = std::env::temp_dir().join(format!("mp-cli-image-{}", std::process::id()));
-        let root = dir.join("rootfs");
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for a in ["sh", "echo", "cat", "sleep", "pwd", "ls"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        let tar = dir.join("image.tar");
-        let t = sh(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."));
-        assert!(t.status.success());
-        let i = sh(Command::new("docker").arg("import").arg(&tar).arg(IMAGE));
+        let (tar, _) = mount_plan_testkit::image::busybox_tar(&dir, &[])?;
+        let imported =
+            mount_plan_testkit::image::import(&mut Command::new("docker"), &tar, IMAGE, &[]);
         let _ = fs::remove_dir_all(&dir);
-        if i.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "docker import: {}",
-                String::from_utf8_lossy(&i.stderr)
-            ))
-        }
+        imported
     });
+    // The harness ignored the test (failed it under CI) when Docker or busybox is missing.
     match r {
         Ok(()) => true,
-        Err(why) if std::env::var_os("CI").is_some() => panic!("docker is required in CI: {why}"),
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            false
-        }
+        Err(why) => panic!("the docker test image: {why}"),
     }
 }
 
@@ -159,7 +134,6 @@ fn text(b: &[u8]) -> String {
 
 const ACCEPT: [&str; 2] = ["--accept-missing", "noexec"];
 
-#[test]
 fn launch_leaves_out_in_the_job_dir_and_exits_0() {
     if !docker_ready() {
         return;
@@ -171,7 +145,6 @@ fn launch_leaves_out_in_the_job_dir_and_exits_0() {
     assert_eq!(ws.leftovers(), "", "no container remains");
 }
 
-#[test]
 fn launch_exits_with_the_container_status_and_streams_output() {
     if !docker_ready() {
         return;
@@ -184,7 +157,6 @@ fn launch_exits_with_the_container_status_and_streams_output() {
     assert_eq!(ws.leftovers(), "");
 }
 
-#[test]
 fn failures_before_the_command_exit_125_and_leave_nothing() {
     if !docker_ready() {
         return;
@@ -239,7 +211,6 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
     assert_eq!(ws.leftovers(), "");
 }
 
-#[test]
 fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
     if !docker_ready() {
         return;
@@ -329,7 +300,6 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
     assert_eq!(ws.leftovers(), "");
 }
 
-#[test]
 fn doctor_exit_status_follows_the_default_plan() {
     if !docker_ready() {
         return;
@@ -363,7 +333,6 @@ fn doctor_exit_status_follows_the_default_plan() {
     );
 }
 
-#[test]
 fn a_refused_launch_removes_the_job_directory_it_created() {
     if !docker_ready() {
         return;
@@ -414,4 +383,41 @@ fn a_refused_launch_removes_the_job_directory_it_created() {
         "ran\n"
     );
     assert_eq!(ws.leftovers(), "");
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need};
+    const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
+    harness::run(vec![
+        harness::test(
+            "launch_leaves_out_in_the_job_dir_and_exits_0",
+            DOCKER,
+            launch_leaves_out_in_the_job_dir_and_exits_0,
+        ),
+        harness::test(
+            "launch_exits_with_the_container_status_and_streams_output",
+            DOCKER,
+            launch_exits_with_the_container_status_and_streams_output,
+        ),
+        harness::test(
+            "failures_before_the_command_exit_125_and_leave_nothing",
+            DOCKER,
+            failures_before_the_command_exit_125_and_leave_nothing,
+        ),
+        harness::test(
+            "audit_reports_a_wider_mount_and_passes_a_launched_container",
+            DOCKER,
+            audit_reports_a_wider_mount_and_passes_a_launched_container,
+        ),
+        harness::test(
+            "doctor_exit_status_follows_the_default_plan",
+            DOCKER,
+            doctor_exit_status_follows_the_default_plan,
+        ),
+        harness::test(
+            "a_refused_launch_removes_the_job_directory_it_created",
+            DOCKER,
+            a_refused_launch_removes_the_job_directory_it_created,
+        ),
+    ]);
 }

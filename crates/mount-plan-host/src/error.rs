@@ -51,31 +51,31 @@ impl fmt::Display for Subject {
 #[non_exhaustive]
 pub enum HostError {
     /// The launcher's view of the workspace is a relative path.
-    #[error("host rule `launcher-path`: the launcher's view of the workspace {path:?} is not an absolute path")]
+    #[error("{rule}the launcher's view of the workspace {path:?} is not an absolute path", rule = self.prefix())]
     LauncherPath {
         /// The refused path.
         path: PathBuf,
     },
     /// A job directory mode with bits outside 0o7777.
-    #[error("host rule `mode`: the job directory mode {mode:#o} has bits outside 0o7777")]
+    #[error("{rule}the job directory mode {mode:#o} has bits outside 0o7777", rule = self.prefix())]
     InvalidMode {
         /// The refused mode.
         mode: u32,
     },
     /// The object is a symbolic link.
-    #[error("host rule `symlink`: {at} is a symlink")]
+    #[error("{rule}{at} is a symlink", rule = self.prefix())]
     Symlink {
         /// What was checked.
         at: Subject,
     },
     /// A component of the path before the object is a symbolic link (strict paths only).
-    #[error("host rule `symlink-in-path`: {at} has a symlink among its parent components and strict paths were asked for")]
+    #[error("{rule}{at} has a symlink among its parent components and strict paths were asked for", rule = self.prefix())]
     SymlinkInPath {
         /// What was checked.
         at: Subject,
     },
     /// The object exists but is not a directory.
-    #[error("host rule `not-a-directory`: {at} is a {found}, not a directory")]
+    #[error("{rule}{at} is a {found}, not a directory", rule = self.prefix())]
     NotADirectory {
         /// What was checked.
         at: Subject,
@@ -83,16 +83,17 @@ pub enum HostError {
         found: &'static str,
     },
     /// The object does not exist.
-    #[error("host rule `missing`: {at} does not exist")]
+    #[error("{rule}{at} does not exist", rule = self.prefix())]
     Missing {
         /// What was checked.
         at: Subject,
     },
     /// The object is not on the workspace's own mount: another filesystem or a mount point.
     #[error(
-        "host rule `other-filesystem`: {at} is a mount point or on another filesystem (device {}, the workspace's device {workspace_dev}{}); a bind source must be a plain directory of the workspace's own mount",
+        "{rule}{at} is a mount point or on another filesystem (device {}, the workspace's device {workspace_dev}{}); a bind source must be a plain directory of the workspace's own mount",
         fmt_dev(*.dev),
-        fmt_mount_ids(*.mount_ids)
+        fmt_mount_ids(*.mount_ids),
+        rule = self.prefix()
     )]
     OtherFilesystem {
         /// What was checked.
@@ -106,15 +107,15 @@ pub enum HostError {
         mount_ids: Option<(u64, u64)>,
     },
     /// A fresh job directory was asked for, and the name is taken.
-    #[error("host rule `exists`: {at} already exists and a fresh job directory was asked for")]
+    #[error("{rule}{at} already exists and a fresh job directory was asked for", rule = self.prefix())]
     Exists {
         /// What was checked.
         at: Subject,
     },
     /// The workspace or a shared directory is writable by group or others.
     #[error(
-        "host rule `permissions`: {at} is writable by {} (mode {mode:04o}); whoever can write there can swap the directories it holds",
-        writers(*.mode)
+        "{rule}{at} is writable by {} (mode {mode:04o}); whoever can write there can swap the directories it holds",
+        writers(*.mode), rule = self.prefix()
     )]
     Permissions {
         /// What was checked.
@@ -123,7 +124,7 @@ pub enum HostError {
         mode: u32,
     },
     /// The workspace or a shared directory is owned by another user than expected.
-    #[error("host rule `owner`: {at} is owned by uid {uid}, expected uid {expected}")]
+    #[error("{rule}{at} is owned by uid {uid}, expected uid {expected}", rule = self.prefix())]
     Owner {
         /// What was checked.
         at: Subject,
@@ -133,7 +134,7 @@ pub enum HostError {
         expected: u32,
     },
     /// A regular file in the job directory has more than one link.
-    #[error("host rule `hard-link`: {at} is a regular file with {links} links; a hard link can expose a file from outside the job directory")]
+    #[error("{rule}{at} is a regular file with {links} links; a hard link can expose a file from outside the job directory", rule = self.prefix())]
     HardLink {
         /// The file.
         at: Subject,
@@ -141,7 +142,7 @@ pub enum HostError {
         links: u64,
     },
     /// The hard-link scan met a directory nested too deep.
-    #[error("host rule `too-deep`: {at} is nested more than {limit} directories below the job directory; the hard-link scan refuses to go further")]
+    #[error("{rule}{at} is nested more than {limit} directories below the job directory; the hard-link scan refuses to go further", rule = self.prefix())]
     TooDeep {
         /// The directory.
         at: Subject,
@@ -150,13 +151,13 @@ pub enum HostError {
     },
     /// The job directory was removed (by a failing concurrent launch that had created it)
     /// between its check and its claim.
-    #[error("host rule `job-dir-removed`: {at} was removed by a concurrent launch's clean-up while this launch was checking it; nothing ran in it: launch again")]
+    #[error("{rule}{at} was removed by a concurrent launch's clean-up while this launch was checking it; nothing ran in it: launch again", rule = self.prefix())]
     JobDirRemoved {
         /// The job directory.
         at: Subject,
     },
     /// A system call failed for another reason.
-    #[error("host rule `io`: could not {op} {at}: {source}")]
+    #[error("{rule}could not {op} {at}: {source}", rule = self.prefix())]
     Io {
         /// What was being checked.
         at: Subject,
@@ -167,6 +168,23 @@ pub enum HostError {
         source: std::io::Error,
     },
 }
+
+mount_plan::rules!(HostError, "host", {
+    LauncherPath => "launcher-path",
+    InvalidMode => "mode",
+    Symlink => "symlink",
+    SymlinkInPath => "symlink-in-path",
+    NotADirectory => "not-a-directory",
+    Missing => "missing",
+    OtherFilesystem => "other-filesystem",
+    Exists => "exists",
+    Permissions => "permissions",
+    Owner => "owner",
+    HardLink => "hard-link",
+    TooDeep => "too-deep",
+    JobDirRemoved => "job-dir-removed",
+    Io => "io",
+});
 
 fn fmt_dev(dev: Option<u64>) -> String {
     dev.map_or_else(|| "unknown".to_owned(), |d| d.to_string())
@@ -187,26 +205,6 @@ fn writers(mode: u32) -> &'static str {
 }
 
 impl HostError {
-    /// The stable short id of the rule that refused the plan.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            HostError::LauncherPath { .. } => "launcher-path",
-            HostError::InvalidMode { .. } => "mode",
-            HostError::Symlink { .. } => "symlink",
-            HostError::SymlinkInPath { .. } => "symlink-in-path",
-            HostError::NotADirectory { .. } => "not-a-directory",
-            HostError::Missing { .. } => "missing",
-            HostError::OtherFilesystem { .. } => "other-filesystem",
-            HostError::Exists { .. } => "exists",
-            HostError::Permissions { .. } => "permissions",
-            HostError::Owner { .. } => "owner",
-            HostError::HardLink { .. } => "hard-link",
-            HostError::TooDeep { .. } => "too-deep",
-            HostError::JobDirRemoved { .. } => "job-dir-removed",
-            HostError::Io { .. } => "io",
-        }
-    }
-
     /// What the refusal concerned, when it concerned a path.
     pub fn subject(&self) -> Option<&Subject> {
         match self {

@@ -8,7 +8,6 @@ use std::os::unix::fs::chown;
 use common::{chmod, opts, Site, RESOLVERS};
 use mount_plan_host::{verify, PermissionPolicy, VerifyOptions};
 
-#[test]
 fn a_group_writable_workspace_is_refused() {
     let site = Site::new();
     chmod(&site.ws, 0o775);
@@ -25,7 +24,6 @@ fn a_group_writable_workspace_is_refused() {
     }
 }
 
-#[test]
 fn a_sticky_world_writable_workspace_is_refused() {
     // The sticky bit stops deleting others' entries, not creating a planted link at a missing J.
     let site = Site::new();
@@ -35,7 +33,6 @@ fn a_sticky_world_writable_workspace_is_refused() {
     assert!(err.to_string().contains("group and others"), "{err}");
 }
 
-#[test]
 fn a_world_writable_shared_directory_is_refused() {
     let site = Site::new();
     chmod(&site.ws.join("startup"), 0o757);
@@ -46,7 +43,6 @@ fn a_world_writable_shared_directory_is_refused() {
     }
 }
 
-#[test]
 fn warn_lets_it_through_with_warnings() {
     let site = Site::new();
     chmod(&site.ws, 0o770);
@@ -61,7 +57,6 @@ fn warn_lets_it_through_with_warnings() {
     assert!(v.warnings()[1].starts_with("host rule `permissions`: shared directory"));
 }
 
-#[test]
 fn another_owner_is_refused() {
     let site = Site::new();
     // The workspace is ours (this process's euid): expecting someone else refuses it.
@@ -72,17 +67,12 @@ fn another_owner_is_refused() {
     let err = verify(site.plan("job1"), &options).unwrap_err();
     assert_eq!(err.rule(), "owner", "{err}");
     assert!(err.to_string().contains("expected uid 4242"), "{err}");
+}
 
-    // A shared directory owned by another user, with the default expectation (our euid).
-    let euid = rustix::process::geteuid().as_raw();
-    if euid != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chown to another uid needs root, and CI must cover it"
-        );
-        eprintln!("SKIPPED: chown to another uid needs root; the expected-owner case above ran");
-        return;
-    }
+/// A shared directory owned by another user, with the default expectation (our euid). Needs
+/// root (chown to another uid): the harness ignores it otherwise, fails it under CI.
+fn a_shared_directory_of_another_owner_is_refused() {
+    let site = Site::new();
     chown(site.ws.join("startup"), Some(4242), None).unwrap();
     for resolver in RESOLVERS {
         let err = verify(site.plan("job1"), &opts(resolver)).unwrap_err();
@@ -96,9 +86,51 @@ fn another_owner_is_refused() {
     }
 }
 
-#[test]
 fn the_job_directory_may_be_group_writable() {
     let site = Site::new();
     chmod(&site.ws.join("job1"), 0o2770);
     verify(site.plan("job1"), &VerifyOptions::default()).unwrap();
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need};
+    const NOTHING: &[Need] = &[];
+    const ROOT: &[Need] = &[Need::Root];
+    harness::run(vec![
+        harness::test(
+            "a_group_writable_workspace_is_refused",
+            NOTHING,
+            a_group_writable_workspace_is_refused,
+        ),
+        harness::test(
+            "a_sticky_world_writable_workspace_is_refused",
+            NOTHING,
+            a_sticky_world_writable_workspace_is_refused,
+        ),
+        harness::test(
+            "a_world_writable_shared_directory_is_refused",
+            NOTHING,
+            a_world_writable_shared_directory_is_refused,
+        ),
+        harness::test(
+            "warn_lets_it_through_with_warnings",
+            NOTHING,
+            warn_lets_it_through_with_warnings,
+        ),
+        harness::test(
+            "another_owner_is_refused",
+            NOTHING,
+            another_owner_is_refused,
+        ),
+        harness::test(
+            "a_shared_directory_of_another_owner_is_refused",
+            ROOT,
+            a_shared_directory_of_another_owner_is_refused,
+        ),
+        harness::test(
+            "the_job_directory_may_be_group_writable",
+            NOTHING,
+            the_job_directory_may_be_group_writable,
+        ),
+    ]);
 }

@@ -222,31 +222,26 @@ pub enum Difference {
     SecurityOpt(String),
 }
 
-impl Difference {
-    /// The stable short id of the audit rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            Difference::MissingMount { .. } => "missing-mount",
-            Difference::UnplannedMount { .. } => "unplanned-mount",
-            Difference::Source { .. } => "source",
-            Difference::ReadOnly { .. } => "read-only",
-            Difference::Propagation { .. } => "propagation",
-            Difference::Recursive { .. } => "recursive",
-            Difference::TmpfsMode { .. } => "tmpfs-mode",
-            Difference::TmpfsSize { .. } => "tmpfs-size",
-            Difference::TmpfsCopyUp { .. } => "tmpfs-copy-up",
-            Difference::MissingFlag { .. } => "missing-flag",
-            Difference::WorkingDir { .. } => "working-dir",
-            Difference::Privileged => "privileged",
-            Difference::NoNewPrivileges => "no-new-privileges",
-            Difference::CapAdd(_) => "cap-add",
-            Difference::Devices(_) => "devices",
-            Difference::HostNamespace { .. } => "host-namespace",
-            Difference::VolumesFrom(_) => "volumes-from",
-            Difference::SecurityOpt(_) => "security-opt",
-        }
-    }
-}
+mount_plan::rules!(Difference, "audit", {
+    MissingMount => "missing-mount",
+    UnplannedMount => "unplanned-mount",
+    Source => "source",
+    ReadOnly => "read-only",
+    Propagation => "propagation",
+    Recursive => "recursive",
+    TmpfsMode => "tmpfs-mode",
+    TmpfsSize => "tmpfs-size",
+    TmpfsCopyUp => "tmpfs-copy-up",
+    MissingFlag => "missing-flag",
+    WorkingDir => "working-dir",
+    Privileged => "privileged",
+    NoNewPrivileges => "no-new-privileges",
+    CapAdd => "cap-add",
+    Devices => "devices",
+    HostNamespace => "host-namespace",
+    VolumesFrom => "volumes-from",
+    SecurityOpt => "security-opt",
+});
 
 fn rw(read_only: bool) -> &'static str {
     if read_only {
@@ -258,7 +253,7 @@ fn rw(read_only: bool) -> &'static str {
 
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "audit rule `{}`: ", self.rule())?;
+        write!(f, "{}", self.prefix())?;
         match self {
             Difference::MissingMount { target, kind } => {
                 write!(f, "planned {kind} mount at {target:?} is missing")

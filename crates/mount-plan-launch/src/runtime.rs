@@ -21,7 +21,7 @@ pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum LaunchError {
     /// The engine could not be reached.
-    #[error("engine rule `connect`: cannot reach the {engine} engine at {endpoint:?}: {source}")]
+    #[error("{rule}cannot reach the {engine} engine at {endpoint:?}: {source}", rule = self.prefix())]
     Connect {
         /// Engine kind.
         engine: &'static str,
@@ -32,7 +32,7 @@ pub enum LaunchError {
         source: EngineError,
     },
     /// The engine's API is older than a feature the plan needs.
-    #[error("engine rule `api-version`: {engine} {engine_version} (API {api_version}) lacks {feature:?}, which needs API {needed} or later")]
+    #[error("{rule}{engine} {engine_version} (API {api_version}) lacks {feature:?}, which needs API {needed} or later", rule = self.prefix())]
     ApiTooOld {
         /// Engine kind.
         engine: &'static str,
@@ -47,7 +47,7 @@ pub enum LaunchError {
     },
     /// The plan needs a protection this engine cannot honour and the spec does not accept
     /// it as missing.
-    #[error("engine rule `protection-unavailable`: {engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id())]
+    #[error("{rule}{engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id(), rule = self.prefix())]
     ProtectionUnavailable {
         /// Engine kind.
         engine: String,
@@ -64,7 +64,7 @@ pub enum LaunchError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The spec asks for something this engine cannot do (GPUs on an engine without them...).
-    #[error("engine rule `spec-unsupported`: {engine} cannot apply {what:?}")]
+    #[error("{rule}{engine} cannot apply {what:?}", rule = self.prefix())]
     SpecUnsupported {
         /// Engine kind.
         engine: &'static str,
@@ -72,7 +72,7 @@ pub enum LaunchError {
         what: String,
     },
     /// The image does not exist locally (nothing is pulled).
-    #[error("engine rule `image-missing`: image {image:?} is not present on the engine (nothing is pulled): {source}")]
+    #[error("{rule}image {image:?} is not present on the engine (nothing is pulled): {source}", rule = self.prefix())]
     ImageNotFound {
         /// The image.
         image: String,
@@ -81,7 +81,7 @@ pub enum LaunchError {
         source: EngineError,
     },
     /// Creating the container failed.
-    #[error("engine rule `create`: creating the container for job {job:?} failed: {source}")]
+    #[error("{rule}creating the container for job {job:?} failed: {source}", rule = self.prefix())]
     Create {
         /// The job.
         job: String,
@@ -91,7 +91,7 @@ pub enum LaunchError {
     },
     /// Starting the container failed (a missing command, say). The container was removed.
     #[error(
-        "engine rule `start`: starting container {container:?} failed (it was removed): {source}"
+        "{rule}starting container {container:?} failed (it was removed): {source}", rule = self.prefix()
     )]
     Start {
         /// The container id.
@@ -101,7 +101,7 @@ pub enum LaunchError {
         source: EngineError,
     },
     /// The engine reports a container that differs from the plan. It was stopped and removed.
-    #[error("engine rule `audit`: container {container:?} differs from the plan (it was removed): {}", join_differences(.differences))]
+    #[error("{rule}container {container:?} differs from the plan (it was removed): {}", join_differences(.differences), rule = self.prefix())]
     Audit {
         /// The container id.
         container: String,
@@ -109,7 +109,7 @@ pub enum LaunchError {
         differences: Vec<Difference>,
     },
     /// A launch failed, and removing the container failed too: it may be left behind.
-    #[error("engine rule `cleanup`: {first}; then removing container {container:?} failed too: {source}")]
+    #[error("{rule}{first}; then removing container {container:?} failed too: {source}", rule = self.prefix())]
     Cleanup {
         /// The container id.
         container: String,
@@ -120,13 +120,13 @@ pub enum LaunchError {
         source: EngineError,
     },
     /// No such container.
-    #[error("engine rule `container`: no container {container:?}")]
+    #[error("{rule}no container {container:?}", rule = self.prefix())]
     NotFound {
         /// The id or name asked for.
         container: String,
     },
     /// Another engine call failed.
-    #[error("engine rule `call`: {op} of container {container:?} failed: {source}")]
+    #[error("{rule}{op} of container {container:?} failed: {source}", rule = self.prefix())]
     Engine {
         /// The call (`wait`, `inspect`...).
         op: &'static str,
@@ -137,11 +137,11 @@ pub enum LaunchError {
         source: EngineError,
     },
     /// The runtime cannot serve this request at all (an engine that is not built in).
-    #[error("engine rule `unsupported`: {0}")]
+    #[error("{rule}{0}", rule = self.prefix())]
     Unsupported(String),
     /// The engine's answer to a call was lost (connection reset, timeout, a truncated
     /// body): whether the call took effect is unknown.
-    #[error("engine rule `answer-lost`: the answer to {op} of container {container:?} was lost: {source}")]
+    #[error("{rule}the answer to {op} of container {container:?} was lost: {source}", rule = self.prefix())]
     AnswerLost {
         /// The call.
         op: &'static str,
@@ -153,10 +153,10 @@ pub enum LaunchError {
     },
     /// The launch was cancelled (a signal, a KeyboardInterrupt...); what it created was
     /// removed.
-    #[error("engine rule `cancelled`: the launch was cancelled")]
+    #[error("{rule}the launch was cancelled", rule = self.prefix())]
     Cancelled,
     /// Something could not be removed and is left for `mount-plan gc`.
-    #[error("engine rule `leftover`: {what} could not be removed (`mount-plan gc` removes it once this launcher is gone): {source}")]
+    #[error("{rule}{what} could not be removed (`mount-plan gc` removes it once this launcher is gone): {source}", rule = self.prefix())]
     Leftover {
         /// What is left.
         what: String,
@@ -166,6 +166,24 @@ pub enum LaunchError {
     },
 }
 
+mount_plan::rules!(LaunchError, "engine", {
+        Connect => "connect",
+        ApiTooOld => "api-version",
+        ProtectionUnavailable => "protection-unavailable",
+        SpecUnsupported => "spec-unsupported",
+        ImageNotFound => "image-missing",
+        Create => "create",
+        Start => "start",
+        Audit => "audit",
+        Cleanup => "cleanup",
+        NotFound => "container",
+        Engine => "call",
+        Unsupported => "unsupported",
+        AnswerLost => "answer-lost",
+        Cancelled => "cancelled",
+        Leftover => "leftover",
+    } via { Spec });
+
 fn join_differences(d: &[Difference]) -> String {
     d.iter()
         .map(ToString::to_string)
@@ -174,28 +192,6 @@ fn join_differences(d: &[Difference]) -> String {
 }
 
 impl LaunchError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            LaunchError::Connect { .. } => "connect",
-            LaunchError::ApiTooOld { .. } => "api-version",
-            LaunchError::ProtectionUnavailable { .. } => "protection-unavailable",
-            LaunchError::Spec(e) => e.rule(),
-            LaunchError::SpecUnsupported { .. } => "spec-unsupported",
-            LaunchError::ImageNotFound { .. } => "image-missing",
-            LaunchError::Create { .. } => "create",
-            LaunchError::Start { .. } => "start",
-            LaunchError::Audit { .. } => "audit",
-            LaunchError::Cleanup { .. } => "cleanup",
-            LaunchError::NotFound { .. } => "container",
-            LaunchError::Engine { .. } => "call",
-            LaunchError::Unsupported(_) => "unsupported",
-            LaunchError::AnswerLost { .. } => "answer-lost",
-            LaunchError::Cancelled => "cancelled",
-            LaunchError::Leftover { .. } => "leftover",
-        }
-    }
-
     /// The value the failure concerns, as text, when there is one: the endpoint, the
     /// protection id, the refused spec value, the image, the job or the container.
     pub fn value(&self) -> Option<&str> {

@@ -24,19 +24,19 @@ const MAX_VALUE_LEN: usize = 4096;
 pub enum SpecError {
     /// The image reference is empty, too long, starts with `-` or holds whitespace/control
     /// characters.
-    #[error("spec rule `image`: image {value:?} is not a plain image reference (non-empty, at most 512 bytes, no whitespace or control characters, not starting with '-')")]
+    #[error("{rule}image {value:?} is not a plain image reference (non-empty, at most 512 bytes, no whitespace or control characters, not starting with '-')", rule = self.prefix())]
     Image {
         /// The refused value.
         value: String,
     },
     /// An environment entry is not `KEY=VALUE`, or its key breaks `[A-Za-z_][A-Za-z0-9_]*`.
-    #[error("spec rule `env-key`: environment entry {value:?} needs the form KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*")]
+    #[error("{rule}environment entry {value:?} needs the form KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*", rule = self.prefix())]
     EnvKey {
         /// The refused entry.
         value: String,
     },
     /// A value holds a NUL byte or is too long.
-    #[error("spec rule `value`: {what} {value:?} holds a NUL byte or is longer than 4096 bytes")]
+    #[error("{rule}{what} {value:?} holds a NUL byte or is longer than 4096 bytes", rule = self.prefix())]
     Value {
         /// What the value is (`environment value`, `command argument`, `label value`).
         what: &'static str,
@@ -44,57 +44,57 @@ pub enum SpecError {
         value: String,
     },
     /// The same environment key is given twice.
-    #[error("spec rule `env-duplicate`: environment key {key:?} is given twice")]
+    #[error("{rule}environment key {key:?} is given twice", rule = self.prefix())]
     EnvDuplicate {
         /// The repeated key.
         key: String,
     },
     /// The user is not `UID[:GID]` with numeric ids.
-    #[error("spec rule `user`: user {value:?} is not UID or UID:GID with numeric ids")]
+    #[error("{rule}user {value:?} is not UID or UID:GID with numeric ids", rule = self.prefix())]
     User {
         /// The refused value.
         value: String,
     },
     /// The network would join a host or another container's namespace.
-    #[error("spec rule `network-namespace`: network {value:?} would share a host or container network namespace; use none, default or a named network")]
+    #[error("{rule}network {value:?} would share a host or container network namespace; use none, default or a named network", rule = self.prefix())]
     NetworkNamespace {
         /// The refused value.
         value: String,
     },
     /// The network name breaks `[A-Za-z0-9][A-Za-z0-9_.-]*` (at most 128 bytes).
-    #[error("spec rule `network-name`: network {value:?} is not a plain network name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 bytes)")]
+    #[error("{rule}network {value:?} is not a plain network name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 bytes)", rule = self.prefix())]
     NetworkName {
         /// The refused value.
         value: String,
     },
     /// The container name breaks `[A-Za-z0-9][A-Za-z0-9_.-]*` (at most 128 bytes).
-    #[error("spec rule `container-name`: container name {value:?} does not match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 bytes)")]
+    #[error("{rule}container name {value:?} does not match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 bytes)", rule = self.prefix())]
     ContainerName {
         /// The refused value.
         value: String,
     },
     /// A label key is empty, too long or holds characters outside `[A-Za-z0-9._/-]`.
-    #[error("spec rule `label-key`: label key {value:?} does not match [A-Za-z0-9][A-Za-z0-9._/-]* (at most 256 bytes)")]
+    #[error("{rule}label key {value:?} does not match [A-Za-z0-9][A-Za-z0-9._/-]* (at most 256 bytes)", rule = self.prefix())]
     LabelKey {
         /// The refused key.
         value: String,
     },
     /// A label key uses the reserved `io.mount-plan.` prefix.
-    #[error("spec rule `label-reserved`: label key {value:?} uses the reserved prefix \"io.mount-plan.\"")]
+    #[error("{rule}label key {value:?} uses the reserved prefix \"io.mount-plan.\"", rule = self.prefix())]
     LabelReserved {
         /// The refused key.
         value: String,
     },
     /// A GPU request is malformed.
     #[error(
-        "spec rule `gpus`: gpu request {value:?} is not \"all\", a count above 0, or device ids"
+        "{rule}gpu request {value:?} is not \"all\", a count above 0, or device ids", rule = self.prefix()
     )]
     Gpus {
         /// The refused value.
         value: String,
     },
     /// A resource limit is out of range.
-    #[error("spec rule `resource`: {what} {value:?} is out of range ({range})")]
+    #[error("{rule}{what} {value:?} is out of range ({range})", rule = self.prefix())]
     Resource {
         /// Which limit.
         what: &'static str,
@@ -104,7 +104,7 @@ pub enum SpecError {
         range: &'static str,
     },
     /// The protection id is unknown.
-    #[error("spec rule `protection`: {value:?} is not a protection id (one of {known})")]
+    #[error("{rule}{value:?} is not a protection id (one of {known})", rule = self.prefix())]
     Protection {
         /// The refused value.
         value: String,
@@ -112,41 +112,38 @@ pub enum SpecError {
         known: String,
     },
     /// The engine kind is unknown.
-    #[error("spec rule `engine-kind`: {value:?} is not an engine kind (one of docker, podman, swarm, kubernetes)")]
+    #[error("{rule}{value:?} is not an engine kind (one of docker, podman, swarm, kubernetes)", rule = self.prefix())]
     EngineKind {
         /// The refused value.
         value: String,
     },
     /// A placement constraint is not `KEY==VALUE` or `KEY!=VALUE` over a key Swarm knows.
-    #[error("spec rule `constraint`: placement constraint {value:?} is not KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME and a plain VALUE")]
+    #[error("{rule}placement constraint {value:?} is not KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME and a plain VALUE", rule = self.prefix())]
     Constraint {
         /// The refused value.
         value: String,
     },
 }
 
-impl SpecError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            SpecError::Image { .. } => "image",
-            SpecError::EnvKey { .. } => "env-key",
-            SpecError::Value { .. } => "value",
-            SpecError::EnvDuplicate { .. } => "env-duplicate",
-            SpecError::User { .. } => "user",
-            SpecError::NetworkNamespace { .. } => "network-namespace",
-            SpecError::NetworkName { .. } => "network-name",
-            SpecError::ContainerName { .. } => "container-name",
-            SpecError::LabelKey { .. } => "label-key",
-            SpecError::LabelReserved { .. } => "label-reserved",
-            SpecError::Gpus { .. } => "gpus",
-            SpecError::Resource { .. } => "resource",
-            SpecError::Protection { .. } => "protection",
-            SpecError::EngineKind { .. } => "engine-kind",
-            SpecError::Constraint { .. } => "constraint",
-        }
-    }
+mount_plan::rules!(SpecError, "spec", {
+    Image => "image",
+    EnvKey => "env-key",
+    Value => "value",
+    EnvDuplicate => "env-duplicate",
+    User => "user",
+    NetworkNamespace => "network-namespace",
+    NetworkName => "network-name",
+    ContainerName => "container-name",
+    LabelKey => "label-key",
+    LabelReserved => "label-reserved",
+    Gpus => "gpus",
+    Resource => "resource",
+    Protection => "protection",
+    EngineKind => "engine-kind",
+    Constraint => "constraint",
+});
 
+impl SpecError {
     /// The refused value, as text.
     pub fn value(&self) -> &str {
         match self {

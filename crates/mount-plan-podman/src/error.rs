@@ -6,13 +6,13 @@
 #[non_exhaustive]
 pub enum PodmanError {
     /// The endpoint is not a unix socket path.
-    #[error("podman rule `podman-endpoint`: endpoint {value:?} is not a unix socket (unix:///absolute/path or /absolute/path)")]
+    #[error("{rule}endpoint {value:?} is not a unix socket (unix:///absolute/path or /absolute/path)", rule = self.prefix())]
     Endpoint {
         /// The refused value.
         value: String,
     },
     /// Nothing answers on the socket.
-    #[error("podman rule `unreachable`: no podman service answers on {endpoint:?} ({source}); start one with `podman system service --time=0 {endpoint}` (as root for the rootful socket; for a rootless one as that user, with XDG_RUNTIME_DIR set)")]
+    #[error("{rule}no podman service answers on {endpoint:?} ({source}); start one with `podman system service --time=0 {endpoint}` (as root for the rootful socket; for a rootless one as that user, with XDG_RUNTIME_DIR set)", rule = self.prefix())]
     Unreachable {
         /// The endpoint tried.
         endpoint: String,
@@ -21,19 +21,19 @@ pub enum PodmanError {
         source: podman_api::Error,
     },
     /// The service answered, but not with a version we can read.
-    #[error("podman rule `version-unreadable`: cannot read a version from {value:?}")]
+    #[error("{rule}cannot read a version from {value:?}", rule = self.prefix())]
     Version {
         /// The reported value.
         value: String,
     },
     /// The user namespace mode is unknown.
-    #[error("podman rule `user-namespace`: user namespace {value:?} is not one of \"default\", \"keep-id\"")]
+    #[error("{rule}user namespace {value:?} is not one of \"default\", \"keep-id\"", rule = self.prefix())]
     UserNamespace {
         /// The refused value.
         value: String,
     },
     /// The service refused or failed a call.
-    #[error("podman rule `service`: the service answered {op} with: {source}")]
+    #[error("{rule}the service answered {op} with: {source}", rule = self.prefix())]
     Service {
         /// The call (`create`, `start`, ...).
         op: &'static str,
@@ -42,23 +42,18 @@ pub enum PodmanError {
         source: podman_api::Error,
     },
     /// A stopped container reports no exit code.
-    #[error("podman rule `exit-code`: container {container:?} stopped but reports no exit code")]
+    #[error("{rule}container {container:?} stopped but reports no exit code", rule = self.prefix())]
     NoExitCode {
         /// The container id.
         container: String,
     },
 }
 
-impl PodmanError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            PodmanError::Endpoint { .. } => "podman-endpoint",
-            PodmanError::Unreachable { .. } => "unreachable",
-            PodmanError::Version { .. } => "version-unreadable",
-            PodmanError::UserNamespace { .. } => "user-namespace",
-            PodmanError::Service { .. } => "service",
-            PodmanError::NoExitCode { .. } => "exit-code",
-        }
-    }
-}
+mount_plan::rules!(PodmanError, "podman", {
+    Endpoint => "podman-endpoint",
+    Unreachable => "unreachable",
+    Version => "version-unreadable",
+    UserNamespace => "user-namespace",
+    Service => "service",
+    NoExitCode => "exit-code",
+});

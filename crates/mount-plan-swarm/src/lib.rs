@@ -218,7 +218,7 @@ impl Engine for SwarmEngine {
         created.id.ok_or_else(|| LaunchError::AnswerLost {
             op: "create",
             container: String::new(),
-            source: "swarm rule `create`: the manager answered without a service id".into(),
+            source: "swarm rule `no-service-id`: the manager answered without a service id".into(),
         })
     }
 

@@ -129,10 +129,10 @@ pub struct LayoutSpec {
 #[non_exhaustive]
 pub enum LayoutError {
     /// The container root is not an acceptable container path.
-    #[error("layout rule `container-root`: {0}")]
+    #[error("{rule}{0}", rule = self.prefix())]
     ContainerRoot(#[source] PathError),
     /// A shared directory name breaks the name grammar.
-    #[error("layout rule `shared-name`: shared directory {value:?}: {source}")]
+    #[error("{rule}shared directory {value:?}: {source}", rule = self.prefix())]
     SharedName {
         /// The refused value.
         value: String,
@@ -141,22 +141,22 @@ pub enum LayoutError {
         source: NameError,
     },
     /// Two shared names are equal ignoring ASCII case.
-    #[error("layout rule `shared-duplicate`: shared directory {value:?} is listed twice (ignoring ASCII case)")]
+    #[error("{rule}shared directory {value:?} is listed twice (ignoring ASCII case)", rule = self.prefix())]
     SharedDuplicate {
         /// The repeated name.
         value: String,
     },
     /// The scratch policy needs an explicit size.
-    #[error("layout rule `scratch-size`: a scratch root needs a size cap (root_size_bytes / --scratch-size)")]
+    #[error("{rule}a scratch root needs a size cap (root_size_bytes / --scratch-size)", rule = self.prefix())]
     ScratchNeedsSize,
     /// A zero-byte tmpfs.
-    #[error("layout rule `root-size`: the root size cap must be at least 4096 bytes, got {value}")]
+    #[error("{rule}the root size cap must be at least 4096 bytes, got {value}", rule = self.prefix())]
     RootSizeTooSmall {
         /// The refused size.
         value: u64,
     },
     /// An extra mount's source or target is not an acceptable path.
-    #[error("layout rule `extra-path`: extra mount {index}: {source}")]
+    #[error("{rule}extra mount {index}: {source}", rule = self.prefix())]
     ExtraPath {
         /// Position in the list.
         index: usize,
@@ -166,7 +166,7 @@ pub enum LayoutError {
     },
     /// An extra mount's target overlaps the container root.
     #[error(
-        "layout rule `extra-overlaps-root`: extra mount target {target:?} overlaps the container root {root:?}; it may neither contain it nor lie inside it"
+        "{rule}extra mount target {target:?} overlaps the container root {root:?}; it may neither contain it nor lie inside it", rule = self.prefix()
     )]
     ExtraOverlapsRoot {
         /// The refused target.
@@ -175,28 +175,25 @@ pub enum LayoutError {
         root: String,
     },
     /// Two extra mounts share a target.
-    #[error("layout rule `extra-duplicate-target`: two extra mounts have the target {target:?}")]
+    #[error("{rule}two extra mounts have the target {target:?}", rule = self.prefix())]
     ExtraDuplicateTarget {
         /// The repeated target.
         target: String,
     },
 }
 
-impl LayoutError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            LayoutError::ContainerRoot(_) => "container-root",
-            LayoutError::SharedName { .. } => "shared-name",
-            LayoutError::SharedDuplicate { .. } => "shared-duplicate",
-            LayoutError::ScratchNeedsSize => "scratch-size",
-            LayoutError::RootSizeTooSmall { .. } => "root-size",
-            LayoutError::ExtraPath { .. } => "extra-path",
-            LayoutError::ExtraOverlapsRoot { .. } => "extra-overlaps-root",
-            LayoutError::ExtraDuplicateTarget { .. } => "extra-duplicate-target",
-        }
-    }
+crate::rules!(LayoutError, "layout", {
+    ContainerRoot => "container-root",
+    SharedName => "shared-name",
+    SharedDuplicate => "shared-duplicate",
+    ScratchNeedsSize => "scratch-size",
+    RootSizeTooSmall => "root-size",
+    ExtraPath => "extra-path",
+    ExtraOverlapsRoot => "extra-overlaps-root",
+    ExtraDuplicateTarget => "extra-duplicate-target",
+});
 
+impl LayoutError {
     /// The refused value, as text (a size in decimal), when the rule concerns one value.
     pub fn value(&self) -> Option<String> {
         match self {

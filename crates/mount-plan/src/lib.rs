@@ -38,6 +38,7 @@ mod name;
 mod path;
 mod plan;
 mod render;
+pub mod rule;
 
 pub use layout::{
     ExtraMount, ExtraMountSpec, Layout, LayoutError, LayoutSpec, RootKind, RootPolicy,
@@ -51,3 +52,4 @@ pub use plan::{
     PLAN_FORMAT_VERSION,
 };
 pub use render::{csv_quote, OciMount, DOCKER_BIND_FLAGS_NOT_EXPRESSIBLE};
+pub use rule::RulePrefix;

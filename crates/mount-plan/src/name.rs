@@ -12,10 +12,10 @@ pub const MAX_NAME_LEN: usize = 128;
 #[non_exhaustive]
 pub enum NameError {
     /// The name is empty.
-    #[error("name rule `empty`: the name \"\" is empty")]
+    #[error("{rule}the name \"\" is empty", rule = self.prefix())]
     Empty,
     /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("name rule `too-long`: {value:?} is {len} bytes, the limit is {MAX_NAME_LEN}")]
+    #[error("{rule}{value:?} is {len} bytes, the limit is {MAX_NAME_LEN}", rule = self.prefix())]
     TooLong {
         /// The refused value.
         value: String,
@@ -24,7 +24,7 @@ pub enum NameError {
     },
     /// The first character is not an ASCII letter or digit.
     #[error(
-        "name rule `bad-first-char`: {value:?} starts with {found:?}; a name starts with an ASCII letter or digit"
+        "{rule}{value:?} starts with {found:?}; a name starts with an ASCII letter or digit", rule = self.prefix()
     )]
     BadFirstChar {
         /// The refused value.
@@ -34,7 +34,7 @@ pub enum NameError {
     },
     /// A character outside `[A-Za-z0-9._-]`.
     #[error(
-        "name rule `bad-char`: {value:?} contains {found:?} at byte {index}; allowed are ASCII letters, digits, '.', '_' and '-'"
+        "{rule}{value:?} contains {found:?} at byte {index}; allowed are ASCII letters, digits, '.', '_' and '-'", rule = self.prefix()
     )]
     BadChar {
         /// The refused value.
@@ -45,14 +45,14 @@ pub enum NameError {
         index: usize,
     },
     /// The name ends with `.`.
-    #[error("name rule `trailing-dot`: {value:?} ends with '.'")]
+    #[error("{rule}{value:?} ends with '.'", rule = self.prefix())]
     TrailingDot {
         /// The refused value.
         value: String,
     },
     /// The name equals a reserved (shared) name, ignoring ASCII case.
     #[error(
-        "name rule `reserved`: {value:?} is the shared directory {reserved:?} (names are compared ignoring ASCII case)"
+        "{rule}{value:?} is the shared directory {reserved:?} (names are compared ignoring ASCII case)", rule = self.prefix()
     )]
     Reserved {
         /// The refused value.
@@ -62,19 +62,16 @@ pub enum NameError {
     },
 }
 
-impl NameError {
-    /// The stable short id of the rule that refused the name.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            NameError::Empty => "empty",
-            NameError::TooLong { .. } => "too-long",
-            NameError::BadFirstChar { .. } => "bad-first-char",
-            NameError::BadChar { .. } => "bad-char",
-            NameError::TrailingDot { .. } => "trailing-dot",
-            NameError::Reserved { .. } => "reserved",
-        }
-    }
+crate::rules!(NameError, "name", {
+    Empty => "empty",
+    TooLong => "too-long",
+    BadFirstChar => "bad-first-char",
+    BadChar => "bad-char",
+    TrailingDot => "trailing-dot",
+    Reserved => "reserved",
+});
 
+impl NameError {
     /// The refused name, as text (lossy for bytes that are not UTF-8; empty for [`NameError::Empty`]).
     pub fn value(&self) -> &str {
         match self {

@@ -16,13 +16,13 @@ pub const FORBIDDEN_CONTAINER_PREFIXES: [&str; 3] = ["/proc", "/sys", "/dev"];
 #[non_exhaustive]
 pub enum PathError {
     /// The path is empty.
-    #[error("path rule `empty`: the {what} \"\" is empty")]
+    #[error("{rule}the {what} \"\" is empty", rule = self.prefix())]
     Empty {
         /// Which path this is (for example "host workspace").
         what: &'static str,
     },
     /// The path does not start with `/`.
-    #[error("path rule `not-absolute`: the {what} {value:?} does not start with '/'")]
+    #[error("{rule}the {what} {value:?} does not start with '/'", rule = self.prefix())]
     NotAbsolute {
         /// Which path this is.
         what: &'static str,
@@ -31,7 +31,7 @@ pub enum PathError {
     },
     /// The path is `/` itself.
     #[error(
-        "path rule `is-root`: the {what} \"/\" is the filesystem root, which is not allowed here"
+        "{rule}the {what} \"/\" is the filesystem root, which is not allowed here", rule = self.prefix()
     )]
     IsRoot {
         /// Which path this is.
@@ -39,7 +39,7 @@ pub enum PathError {
     },
     /// The path is not in normal form.
     #[error(
-        "path rule `not-normal`: the {what} {value:?} is not normalised ({detail}); write it without '.', '..', '//' or a trailing '/'"
+        "{rule}the {what} {value:?} is not normalised ({detail}); write it without '.', '..', '//' or a trailing '/'", rule = self.prefix()
     )]
     NotNormal {
         /// Which path this is.
@@ -51,7 +51,7 @@ pub enum PathError {
     },
     /// The path contains NUL or another control character.
     #[error(
-        "path rule `control-char`: the {what} {value:?} contains the control character {found:?}"
+        "{rule}the {what} {value:?} contains the control character {found:?}", rule = self.prefix()
     )]
     ControlChar {
         /// Which path this is.
@@ -63,7 +63,7 @@ pub enum PathError {
     },
     /// The path is longer than [`MAX_PATH_LEN`].
     #[error(
-        "path rule `too-long`: the {what} {value:?} is {len} bytes, the limit is {MAX_PATH_LEN}"
+        "{rule}the {what} {value:?} is {len} bytes, the limit is {MAX_PATH_LEN}", rule = self.prefix()
     )]
     TooLong {
         /// Which path this is.
@@ -75,7 +75,7 @@ pub enum PathError {
     },
     /// A container path under `/proc`, `/sys` or `/dev`.
     #[error(
-        "path rule `kernel-fs`: the {what} {value:?} is at or under {prefix:?}, which the kernel and engine own"
+        "{rule}the {what} {value:?} is at or under {prefix:?}, which the kernel and engine own", rule = self.prefix()
     )]
     KernelFs {
         /// Which path this is.
@@ -87,20 +87,17 @@ pub enum PathError {
     },
 }
 
-impl PathError {
-    /// The stable short id of the rule that refused the path.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            PathError::Empty { .. } => "empty",
-            PathError::NotAbsolute { .. } => "not-absolute",
-            PathError::IsRoot { .. } => "is-root",
-            PathError::NotNormal { .. } => "not-normal",
-            PathError::ControlChar { .. } => "control-char",
-            PathError::TooLong { .. } => "too-long",
-            PathError::KernelFs { .. } => "kernel-fs",
-        }
-    }
+crate::rules!(PathError, "path", {
+    Empty => "path-empty",
+    NotAbsolute => "not-absolute",
+    IsRoot => "is-root",
+    NotNormal => "not-normal",
+    ControlChar => "control-char",
+    TooLong => "path-too-long",
+    KernelFs => "kernel-fs",
+});
 
+impl PathError {
     /// The refused path, as text.
     pub fn value(&self) -> &str {
         match self {
@@ -198,7 +195,7 @@ macro_rules! abs_path_type {
                 &self.0
             }
 
-            /// This path with one validated name appended. Refused (rule `too-long`) when the
+            /// This path with one validated name appended. Refused (rule `path-too-long`) when the
             /// result would be longer than [`MAX_PATH_LEN`]: a name never adds `.`, `..`, `/`
             /// or a control character, so length is the only rule the join can break.
             pub fn join(&self, name: &JobName) -> Result<$name, PathError> {

@@ -197,11 +197,11 @@ pub enum PlanError {
     Name(#[from] NameError),
     /// A bind source `W/<name>` or target `R/<name>` would be longer than
     /// [`crate::MAX_PATH_LEN`].
-    #[error("plan rule `path-too-long`: {0}")]
+    #[error("{rule}{0}", rule = self.prefix())]
     PathTooLong(#[source] PathError),
     /// An extra mount's source overlaps the workspace.
     #[error(
-        "plan rule `extra-overlaps-workspace`: extra mount source {source_path:?} overlaps the workspace {workspace:?}; it may neither contain it nor lie inside it"
+        "{rule}extra mount source {source_path:?} overlaps the workspace {workspace:?}; it may neither contain it nor lie inside it", rule = self.prefix()
     )]
     ExtraOverlapsWorkspace {
         /// The refused source.
@@ -211,16 +211,12 @@ pub enum PlanError {
     },
 }
 
-impl PlanError {
-    /// The stable short id of the rule.
-    pub fn rule(&self) -> &'static str {
-        match self {
-            PlanError::Name(e) => e.rule(),
-            PlanError::PathTooLong(_) => "path-too-long",
-            PlanError::ExtraOverlapsWorkspace { .. } => "extra-overlaps-workspace",
-        }
-    }
+crate::rules!(PlanError, "plan", {
+        PathTooLong => "mount-path-too-long",
+        ExtraOverlapsWorkspace => "extra-overlaps-workspace",
+    } via { Name });
 
+impl PlanError {
     /// The refused value, as text: the name, the over-long path or the overlapping source.
     pub fn value(&self) -> &str {
         match self {

@@ -75,7 +75,7 @@ fn container_root_rules() {
         ("workspace", "not-absolute", "workspace"),
         ("/workspace/", "not-normal", "/workspace/"),
         ("/a/../b", "not-normal", "/a/../b"),
-        ("", "empty", ""),
+        ("", "path-empty", ""),
         ("/work\nspace", "control-char", "/work\nspace"),
     ] {
         let err = refused(with_root(root), "container-root", Some(value));

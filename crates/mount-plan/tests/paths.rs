@@ -48,7 +48,7 @@ fn host_paths_with_option_syntax_characters_are_accepted() {
 
 #[test]
 fn host_path_refusals() {
-    host_refused("", "empty");
+    host_refused("", "path-empty");
     host_refused("/", "is-root");
     host_refused("srv/site", "not-absolute");
     host_refused("./srv", "not-absolute");
@@ -79,7 +79,7 @@ fn host_path_refusals() {
         assert!(matches!(err, PathError::ControlChar { found: f, .. } if f == found));
     }
     let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
-    let err = host_refused(&long, "too-long");
+    let err = host_refused(&long, "path-too-long");
     assert!(matches!(err, PathError::TooLong { len, .. } if len == MAX_PATH_LEN + 1));
     let longest = format!("/{}", "a".repeat(MAX_PATH_LEN - 1));
     assert!(HostPath::parse(&longest).is_ok());
@@ -125,7 +125,7 @@ fn container_paths() {
     container_refused("workspace", "not-absolute");
     container_refused("/workspace/", "not-normal");
     container_refused("/proc/../workspace", "not-normal");
-    container_refused("", "empty");
+    container_refused("", "path-empty");
 }
 
 #[test]
@@ -164,10 +164,10 @@ fn join_refuses_to_pass_the_length_limit() {
     let over = format!("{}w", fits.as_str());
     let over = HostPath::parse(&over).unwrap();
     let err = over.join(&job).unwrap_err();
-    assert_eq!(err.rule(), "too-long");
+    assert_eq!(err.rule(), "path-too-long");
     assert!(matches!(err, PathError::TooLong { len, .. } if len == MAX_PATH_LEN + 1));
     let root = ContainerPath::parse(over.as_str()).unwrap();
-    assert_eq!(root.join(&job).unwrap_err().rule(), "too-long");
+    assert_eq!(root.join(&job).unwrap_err().rule(), "path-too-long");
 }
 
 #[cfg(feature = "serde")]

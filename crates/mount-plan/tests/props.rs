@@ -411,7 +411,7 @@ fn plan_inputs_reach_every_outcome() {
     for rule in [
         "built",
         "reserved",
-        "path-too-long",
+        "mount-path-too-long",
         "extra-overlaps-workspace",
         "container-root",
         "shared-name",
@@ -423,7 +423,7 @@ fn plan_inputs_reach_every_outcome() {
         "extra-duplicate-target",
         "workspace-not-normal",
         "workspace-not-absolute",
-        "workspace-too-long",
+        "workspace-path-too-long",
         "job-bad-char",
         "job-too-long",
     ] {

@@ -7,12 +7,9 @@
 //! once per content digest (label [`CONTENT_LABEL`]).
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-
-use sha2::{Digest, Sha256};
 
 use super::run;
 
@@ -22,13 +19,6 @@ pub const IMAGE: &str = "mount-plan-probe:test";
 pub const CONTENT_LABEL: &str = "mount-plan-test.content";
 /// Where the probe lives in the image.
 pub const PROBE_IN_IMAGE: &str = "/probe";
-/// Debian's static busybox.
-pub const BUSYBOX: &str = "/bin/busybox";
-
-const APPLETS: [&str; 16] = [
-    "sh", "echo", "cat", "ls", "sleep", "mkdir", "touch", "id", "true", "false", "rm", "stat",
-    "test", "env", "pwd", "dd",
-];
 
 /// The workspace root (the directory holding the root `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
@@ -90,44 +80,10 @@ pub fn probe_binary() -> Result<PathBuf, String> {
         .clone()
 }
 
-/// Write the image tar into `dir` and return its path and sha256.
+/// Write the image tar (busybox and the probe) into `dir`; its path and sha256.
 pub fn image_tar(dir: &Path) -> Result<(PathBuf, String), String> {
     let probe = probe_binary()?;
-    if !Path::new(BUSYBOX).is_file() {
-        return Err(format!(
-            "{BUSYBOX} is missing (apt-get install busybox-static)"
-        ));
-    }
-    let rootfs = dir.join("rootfs");
-    let _ = fs::remove_dir_all(&rootfs);
-    fs::create_dir_all(rootfs.join("bin")).map_err(|e| e.to_string())?;
-    fs::create_dir_all(rootfs.join("tmp")).map_err(|e| e.to_string())?;
-    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).map_err(|e| e.to_string())?;
-    for applet in APPLETS {
-        symlink("busybox", rootfs.join("bin").join(applet)).map_err(|e| e.to_string())?;
-    }
-    let dst = rootfs.join(PROBE_IN_IMAGE.trim_start_matches('/'));
-    fs::copy(&probe, &dst).map_err(|e| e.to_string())?;
-    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let tar = dir.join("image.tar");
-    // Fixed owner and mtime: the same inputs give the same digest.
-    run(Command::new("tar")
-        .arg("--sort=name")
-        .arg("--owner=0")
-        .arg("--group=0")
-        .arg("--numeric-owner")
-        .arg("--mtime=@0")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."))?;
-    let bytes = fs::read(&tar).map_err(|e| e.to_string())?;
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((tar, digest))
+    mount_plan_testkit::image::busybox_tar(dir, &[(&probe, PROBE_IN_IMAGE)])
 }
 
 /// The Docker test image, imported once per content (`docker import`), or why not.
@@ -193,15 +149,10 @@ fn docker_import(host: Option<&str>, tag: &str, changes: &[&str]) -> Result<Stri
         ]))
         .unwrap_or_default();
         if current.trim() != digest {
-            let mut import = docker_cli(host);
-            import
-                .arg("import")
-                .arg("--change")
-                .arg(format!("LABEL {CONTENT_LABEL}={digest}"));
-            for change in changes {
-                import.arg("--change").arg(change);
-            }
-            run(import.arg(&tar).arg(tag))?;
+            let changes: Vec<String> = std::iter::once(format!("LABEL {CONTENT_LABEL}={digest}"))
+                .chain(changes.iter().map(|c| c.to_string()))
+                .collect();
+            mount_plan_testkit::image::import(&mut docker_cli(host), &tar, tag, &changes)?;
         }
         Ok(tag.to_owned())
     })

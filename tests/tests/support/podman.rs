@@ -120,8 +120,8 @@ fn subordinate(file: &str, user: &str) -> Result<u32, String> {
 
 /// A setting of `.ci/podman-setup`: the environment variable, else its line in the env file
 /// that the script writes (so `cargo test` works without sourcing it first).
-pub fn setting(key: &str) -> Result<String, std::env::VarError> {
-    crate::support::env_setting("/tmp/mount-plan-podman/env", key)
+pub fn setting(key: &str) -> Result<String, String> {
+    mount_plan_testkit::harness::podman_setting(key).ok_or_else(|| format!("{key} is not set"))
 }
 
 fn lookup(mode: Mode) -> Result<Service, String> {
@@ -212,11 +212,12 @@ pub fn podman_image(url: &str) -> Result<String, String> {
         ]))
         .unwrap_or_default();
         if current.trim() != digest {
-            run(Command::new("podman")
-                .args(["--url", url, "import", "--quiet", "--change"])
-                .arg(format!("LABEL {CONTENT_LABEL}={digest}"))
-                .arg(&tar)
-                .arg(IMAGE))?;
+            mount_plan_testkit::image::import(
+                Command::new("podman").args(["--url", url]),
+                &tar,
+                IMAGE,
+                &[format!("LABEL {CONTENT_LABEL}={digest}")],
+            )?;
         }
         Ok(IMAGE.to_owned())
     });

@@ -4,7 +4,7 @@
 //! The cluster is named by the env file that `.ci/swarm-setup` writes
 //! (`/tmp/mount-plan-swarm/env`): `MOUNT_PLAN_SWARM_SOCKET`, `MOUNT_PLAN_SWARM_WORKERS`,
 //! `MOUNT_PLAN_SWARM_WORKER_SOCKETS`, `MOUNT_PLAN_SWARM_IMAGE`, `MOUNT_PLAN_SWARM_WORKDIR`.
-//! Without it: a failure under `CI`, otherwise SKIPPED.
+//! Without it: a failure under `CI`, otherwise shown as ignored.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -93,15 +93,7 @@ pub struct Cluster {
 
 /// A setting of `.ci/swarm-setup`: the environment variable, else its line in the env file.
 pub fn setting(key: &str) -> Option<String> {
-    std::env::var(key).ok().or_else(|| {
-        fs::read_to_string(ENV_FILE).ok().and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(key)?
-                    .strip_prefix('=')
-                    .map(|v| v.trim_matches('"').to_owned())
-            })
-        })
-    })
+    mount_plan_testkit::harness::swarm_setting(key)
 }
 
 fn lookup() -> Result<Cluster, String> {
@@ -132,7 +124,8 @@ fn lookup() -> Result<Cluster, String> {
     Ok(cluster)
 }
 
-/// The cluster, or `None` (skipped; a failure under CI).
+/// The cluster, or `None`; a failure when it cannot be read, since the harness already
+/// ignored the test (failed it under CI) when the swarm or root is missing.
 pub fn cluster() -> Option<Cluster> {
     let root = rustix::process::geteuid().is_root();
     super::require("root", if root { Ok(()) } else { Err("not root".into()) })?;

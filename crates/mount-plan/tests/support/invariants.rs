@@ -126,13 +126,13 @@ pub fn reference_name(value: &[u8]) -> Result<(), &'static str> {
 /// (`std::path` drops `.`, `//` and a trailing `/`; `..` is refused outright).
 pub fn reference_host_path(value: &str) -> Result<(), &'static str> {
     if value.is_empty() {
-        return Err("empty");
+        return Err("path-empty");
     }
     if value.chars().any(char::is_control) {
         return Err("control-char");
     }
     if value.len() > 4095 {
-        return Err("too-long");
+        return Err("path-too-long");
     }
     if !value.starts_with('/') {
         return Err("not-absolute");
@@ -232,7 +232,7 @@ pub fn reference_plan(layout: &Layout, ws: &HostPath, job: &JobName) -> Result<(
     for name in names {
         for base in [ws.as_str(), root] {
             if base.len() + 1 + name.as_str().len() > 4095 {
-                return Err("path-too-long");
+                return Err("mount-path-too-long");
             }
         }
     }

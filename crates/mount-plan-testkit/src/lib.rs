@@ -1,0 +1,10 @@
+//! Test support shared by the crates' engine tests (dev-only, never published).
+//!
+//! - [`harness`]: a test binary with `harness = false` whose tests need an engine, root or a
+//!   fixture: a missing need shows as `ignored (<why>)` in the summary (a failure under `CI`).
+//! - [`image`]: the offline busybox image (tar and import) for the tests and the benchmark.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod harness;
+pub mod image;
