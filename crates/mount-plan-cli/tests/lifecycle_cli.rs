@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use mount_plan_testkit::harness::{self, Need};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
 const ENV_FILE: &str = "/tmp/mount-plan-podman/env";
@@ -89,6 +90,9 @@ fn docker_image() -> Result<String, String> {
 }
 
 fn docker() -> Result<Engine, String> {
+    for need in [Need::Docker, Need::Busybox] {
+        harness::check(need)?;
+    }
     Ok(Engine {
         name: "docker",
         runtime: vec!["--runtime".into(), "docker".into()],
@@ -102,6 +106,11 @@ fn docker() -> Result<Engine, String> {
 }
 
 fn podman(rootless: bool) -> Result<Engine, String> {
+    harness::check(if rootless {
+        Need::PodmanRootless
+    } else {
+        Need::PodmanRootful
+    })?;
     let key = if rootless {
         "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET"
     } else {
@@ -541,8 +550,8 @@ fn main() {
     // creates from several processes (libsubid is not thread-safe), and the timing checks
     // want the machine's two cores.
     args.test_threads.get_or_insert(1);
-    let ci = std::env::var_os("CI").is_some();
-    let root = rustix::process::geteuid().is_root();
+    let ci = harness::under_ci();
+    let root = harness::check(Need::Root);
     type Probe = Box<dyn Fn() -> Result<Engine, String>>;
     let engines: [(&str, Probe); 3] = [
         ("docker", Box::new(docker)),
@@ -551,11 +560,7 @@ fn main() {
     ];
     let mut trials = Vec::new();
     for (name, probe) in engines {
-        let found = if root {
-            probe()
-        } else {
-            Err("not root (the tests create sites for other users)".into())
-        };
+        let found = root.clone().and_then(|()| probe());
         for (scenario, run) in SCENARIOS {
             let trial_name = format!("{name}::{scenario}");
             let trial = match &found {
