@@ -50,20 +50,20 @@ impl K8sArgs {
         if self.k8s_host_path {
             if !self.k8s_extra_claim.is_empty() {
                 return Err(anyhow!(
-                    "kubernetes rule `k8s-extra-mount`: --k8s-extra-claim and --k8s-host-path exclude each other"
+                    "kubernetes rule `k8s-volumes-exclusive`: --k8s-extra-claim and --k8s-host-path exclude each other"
                 ));
             }
             return Ok(Volumes::HostPath);
         }
         let Some(claim) = &self.k8s_claim else {
             return Err(anyhow!(
-                "kubernetes rule `k8s-claim-name`: give the workspace's claim (--k8s-claim NAME), or --k8s-host-path"
+                "kubernetes rule `k8s-claim-missing`: give the workspace's claim (--k8s-claim NAME), or --k8s-host-path"
             ));
         };
         let mut extra = BTreeMap::new();
         for pair in &self.k8s_extra_claim {
             let (source, claim) = pair.rsplit_once('=').ok_or_else(|| {
-                anyhow!("kubernetes rule `k8s-extra-mount`: {pair:?} is not SOURCE=CLAIM")
+                anyhow!("kubernetes rule `k8s-extra-claim-form`: {pair:?} is not SOURCE=CLAIM")
             })?;
             extra.insert(source.to_owned(), claim.parse::<ClaimName>()?);
         }

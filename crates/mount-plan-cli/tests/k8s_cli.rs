@@ -82,7 +82,7 @@ fn each_version_prints_its_golden_pod() {
 #[test]
 fn refusals_name_their_rule() {
     for (extra, rule) in [
-        (&["--format", "k8s-pod"][..], "k8s-claim-name"),
+        (&["--format", "k8s-pod"][..], "k8s-claim-missing"),
         (
             &["--format", "k8s-pod", "--k8s-claim", "Site_WS"][..],
             "k8s-claim-name",
@@ -107,7 +107,7 @@ fn refusals_name_their_rule() {
                 "--k8s-feature-gate",
                 "VolumeBindMountOptions",
             ][..],
-            "k8s-feature-gate",
+            "k8s-gate-version",
         ),
         (
             &["--format", "k8s-pod", "--k8s-claim", "ws", "--user", "0:0"][..],

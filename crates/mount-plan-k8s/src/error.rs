@@ -21,7 +21,7 @@ pub enum PodError {
         known: String,
     },
     /// A gate whose field the version does not have.
-    #[error("kubernetes rule `k8s-feature-gate`: the feature gate {gate} has no field before Kubernetes {since}, and the target is {version}")]
+    #[error("kubernetes rule `k8s-gate-version`: the feature gate {gate} has no field before Kubernetes {since}, and the target is {version}")]
     GateNotInVersion {
         /// The gate.
         gate: FeatureGate,
@@ -51,7 +51,7 @@ pub enum PodError {
         target: String,
     },
     /// A claim given for an extra mount source that the plan does not have.
-    #[error("kubernetes rule `k8s-extra-mount`: a claim is given for {source_path:?}, which is no extra mount source of the plan")]
+    #[error("kubernetes rule `k8s-extra-claim-unused`: a claim is given for {source_path:?}, which is no extra mount source of the plan")]
     UnusedExtraClaim {
         /// The source named.
         source_path: String,
@@ -69,12 +69,12 @@ impl PodError {
     pub fn rule(&self) -> &'static str {
         match self {
             PodError::Version { .. } => "k8s-version",
-            PodError::FeatureGate { .. } | PodError::GateNotInVersion { .. } => "k8s-feature-gate",
+            PodError::FeatureGate { .. } => "k8s-feature-gate",
+            PodError::GateNotInVersion { .. } => "k8s-gate-version",
             PodError::ClaimName { .. } => "k8s-claim-name",
             PodError::MetadataKey { .. } => "k8s-metadata-key",
-            PodError::ExtraMountSource { .. } | PodError::UnusedExtraClaim { .. } => {
-                "k8s-extra-mount"
-            }
+            PodError::ExtraMountSource { .. } => "k8s-extra-mount",
+            PodError::UnusedExtraClaim { .. } => "k8s-extra-claim-unused",
             PodError::RunAsRoot { .. } => "k8s-run-as-root",
         }
     }

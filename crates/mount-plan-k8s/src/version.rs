@@ -294,7 +294,7 @@ mod tests {
     fn a_gate_before_its_version_is_refused() {
         let v36: K8sVersion = "1.36".parse().unwrap();
         let err = Target::new(v36, [FeatureGate::VolumeBindMountOptions]).unwrap_err();
-        assert_eq!(err.rule(), "k8s-feature-gate");
+        assert_eq!(err.rule(), "k8s-gate-version");
         assert!(err.to_string().contains("1.37"), "{err}");
         assert!(Target::new("1.37".parse().unwrap(), FeatureGate::ALL).is_ok());
         assert!("NoSuchGate".parse::<FeatureGate>().is_err());
