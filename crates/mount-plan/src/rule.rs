@@ -3,13 +3,13 @@
 //!
 //! [`rules!`](crate::rules) writes an error enum's ids once: it generates `rule()`, the list
 //! `RULES` (the ids its own variants name; a variant that wraps another refusal delegates to
-//! it), `KIND` and the message prefix `<kind> rule `<id>`: ` ([`RulePrefix`]), which each
+//! it), `KIND` and the message prefix ``<kind> rule `<id>`:`` ([`RulePrefix`]), which each
 //! `#[error]` string starts with as `{rule}` (`rule = self.prefix()`), so a message can
 //! never name another id than `rule()`.
 
 use std::fmt;
 
-/// The start of a refusal's message: `<kind> rule `<id>`: `.
+/// The start of a refusal's message: ``<kind> rule `<id>`:``.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RulePrefix {
     /// The concern that refused (`path`, `host`, `spec`, `engine`, ...).
@@ -35,7 +35,7 @@ macro_rules! rules {
         $(via { $($wrap:ident),* $(,)? })?
     ) => {
         impl $ty {
-            /// The concern named at the start of each message (`<kind> rule `<id>`: `).
+            /// The concern named at the start of each message (``<kind> rule `<id>`:``).
             pub const KIND: &'static str = $kind;
             /// The ids of the rules this type's own variants name (a wrapped refusal keeps
             /// its own), each unique across the project.
@@ -49,7 +49,7 @@ macro_rules! rules {
                 }
             }
 
-            /// The start of the message: `<kind> rule `<id>`: `.
+            /// The start of the message: ``<kind> rule `<id>`:``.
             #[allow(dead_code)]
             fn prefix(&self) -> $crate::RulePrefix {
                 $crate::RulePrefix {
