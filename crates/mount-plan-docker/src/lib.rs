@@ -112,21 +112,7 @@ pub fn status_of(e: &DockerError) -> Option<u16> {
 /// [`LaunchError::Engine`], no answer [`LaunchError::AnswerLost`] (the call may have taken
 /// effect). Shared by the Docker and Swarm backends.
 pub fn call_err(op: &'static str, container: &str, e: DockerError) -> LaunchError {
-    match status_of(&e) {
-        Some(404) => LaunchError::NotFound {
-            container: container.to_owned(),
-        },
-        Some(_) => LaunchError::Engine {
-            op,
-            container: container.to_owned(),
-            source: boxed(e),
-        },
-        None => LaunchError::AnswerLost {
-            op,
-            container: container.to_owned(),
-            source: boxed(e),
-        },
-    }
+    LaunchError::from_call(op, container, status_of(&e), boxed(e))
 }
 
 /// One item of an engine log stream (a container's, or a Swarm service's) as a [`LogChunk`]

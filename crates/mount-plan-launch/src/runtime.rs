@@ -192,6 +192,32 @@ fn join_differences(d: &[Difference]) -> String {
 }
 
 impl LaunchError {
+    /// An engine call's failure, classified once for every backend: an answer with status 404
+    /// is [`LaunchError::NotFound`], any other answer [`LaunchError::Engine`], no answer at
+    /// all (`status` `None`: a reset connection, a timeout, a broken body)
+    /// [`LaunchError::AnswerLost`], since the call may have taken effect.
+    pub fn from_call(
+        op: &'static str,
+        container: &str,
+        status: Option<u16>,
+        source: EngineError,
+    ) -> LaunchError {
+        let container = container.to_owned();
+        match status {
+            Some(404) => LaunchError::NotFound { container },
+            Some(_) => LaunchError::Engine {
+                op,
+                container,
+                source,
+            },
+            None => LaunchError::AnswerLost {
+                op,
+                container,
+                source,
+            },
+        }
+    }
+
     /// The value the failure concerns, as text, when there is one: the endpoint, the
     /// protection id, the refused spec value, the image, the job or the container.
     pub fn value(&self) -> Option<&str> {
@@ -324,5 +350,20 @@ mod tests {
         assert_eq!(labels[LABEL_PLAN_DIGEST], plan_digest(&plan));
         assert_eq!(labels["team"], "x");
         assert_eq!(labels.len(), 4);
+    }
+
+    #[test]
+    fn a_call_failure_is_classified_by_its_answer() {
+        let lost = || -> EngineError { "reset".into() };
+        assert!(matches!(
+            LaunchError::from_call("wait", "c1", Some(404), lost()),
+            LaunchError::NotFound { container } if container == "c1"
+        ));
+        assert!(matches!(
+            LaunchError::from_call("wait", "c1", Some(500), lost()),
+            LaunchError::Engine { op: "wait", .. }
+        ));
+        let e = LaunchError::from_call("create", "", None, lost());
+        assert_eq!(e.rule(), "answer-lost");
     }
 }

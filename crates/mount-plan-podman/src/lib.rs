@@ -104,21 +104,9 @@ fn is_not_found(e: &podman_api::Error) -> bool {
 /// An engine call's failure: the service's answer (an HTTP status) as the matching error; a
 /// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
 fn call_error(op: &'static str, container: &str, source: podman_api::Error) -> LaunchError {
-    match status_of(&source) {
-        Some(404) => LaunchError::NotFound {
-            container: container.to_owned(),
-        },
-        Some(_) => LaunchError::Engine {
-            op,
-            container: container.to_owned(),
-            source: Box::new(PodmanError::Service { op, source }),
-        },
-        None => LaunchError::AnswerLost {
-            op,
-            container: container.to_owned(),
-            source: Box::new(PodmanError::Service { op, source }),
-        },
-    }
+    let status = status_of(&source);
+    let source = Box::new(PodmanError::Service { op, source });
+    LaunchError::from_call(op, container, status, source)
 }
 
 impl PodmanEngine {
