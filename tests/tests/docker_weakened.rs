@@ -34,7 +34,7 @@ async fn run_weakened(
         .id;
     let job = id.clone();
     let observed = rt.inspect(&id).await.expect("inspect");
-    let audit_rules: Vec<&'static str> = audit(verified.plan(), &observed, &spec.accept_missing)
+    let audit_rules: Vec<&'static str> = audit(verified.plan(), &observed, &fx.lacks_hardening)
         .iter()
         .map(|d| d.rule())
         .collect();

@@ -76,8 +76,10 @@ enum Command {
     Audit(engine::AuditCmd),
     /// Engine, API and runtime versions, and which protections the engine can honour
     ///
-    /// Exit status: 0 when the default plan can be honoured (given --accept-missing), 1
-    /// otherwise.
+    /// Each protection is contract (a launch without it is refused unless --accept-missing) or
+    /// hardening (nosuid, nodev, noexec on binds: a launch without it goes ahead with one
+    /// warning, unless --require makes it refuse). Exit status: 0 when the default plan can be
+    /// honoured (given --accept-missing and --require), 1 otherwise.
     Doctor(engine::DoctorCmd),
     /// Remove managed containers whose launcher is gone (killed, crashed, host rebooted)
     ///
@@ -278,9 +280,14 @@ fn k8s_pod(cmd: &PlanCmd, plan: &MountPlan) -> Result<String> {
         if mount_plan_launch::Protection::required_by(plan).contains(&protection)
             && !availability.is_available()
         {
-            eprintln!(
-                "note: {protection} is {availability}; `launch --runtime kubernetes` refuses this plan unless --accept-missing {protection}"
-            );
+            match protection.class() {
+                mount_plan_launch::Class::Hardening => eprintln!(
+                    "note: {protection} is {availability}; `launch --runtime kubernetes` goes ahead without it with a warning (--require {protection} refuses instead)"
+                ),
+                mount_plan_launch::Class::Required => eprintln!(
+                    "note: {protection} is {availability}; `launch --runtime kubernetes` refuses this plan unless --accept-missing {protection}"
+                ),
+            }
         }
     }
     for w in target.warnings() {

@@ -253,7 +253,7 @@ pub fn fixture(
         base_dir: std::env::temp_dir(),
         nonroot: nonroot.parse().expect("user"),
         job_owner: Some(job_owner),
-        accept_missing: BTreeSet::new(),
+        lacks_hardening: BTreeSet::new(),
         bind_flags_in_mountinfo: true,
         shared_tmpfs: !rootless,
         // Podman mounts the tmpfs with the planned mode and R's inode keeps it (0555 read
