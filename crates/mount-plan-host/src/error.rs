@@ -345,7 +345,10 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "host rule `io`: could not open shared directory \"/srv/w/startup\""
+            format!(
+                "{}could not open shared directory \"/srv/w/startup\"",
+                e.prefix()
+            )
         );
         let cause = std::error::Error::source(&e).unwrap().to_string();
         assert!(cause.contains("os error 13"), "{cause}");
