@@ -7,6 +7,17 @@
 //! (`st_dev`, `st_ino`) on one walk is compared with the other's start: a source whose
 //! ancestors include W lies inside it; a W whose ancestors include the source lies inside the
 //! source.
+//!
+//! A bind mount of a directory *below* W (W/job-2 alone, mounted at `/x/j2`) shares no
+//! ancestor with W: `..` from its root leads out of the mount. For that case each handle's
+//! place in its filesystem is read from `/proc/self/mountinfo` (the mount's device and the
+//! path of its root in the filesystem) and `/proc/self/fd` (the handle's path below the mount
+//! point), and the two filesystem paths are compared component-wise. Where either cannot be
+//! read (no `/proc`, a handle outside this process's root), only the walks decide.
+
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{fstat, openat, Mode, OFlags};
@@ -50,11 +61,13 @@ pub(crate) fn ancestors(fd: BorrowedFd<'_>, at: &Subject) -> Result<Vec<Pin>, Ho
 }
 
 /// Refuse the extra mount source `source` (opened at `at`) when it is W, lies inside W or
-/// contains W, by identity. `workspace_up`: [`ancestors`] of W's handle.
+/// contains W, by identity, or by place in the same filesystem. `workspace_up`: [`ancestors`]
+/// of W's handle `workspace_fd`.
 pub(crate) fn check_extra(
     source: BorrowedFd<'_>,
     at: &Subject,
     workspace: &str,
+    workspace_fd: BorrowedFd<'_>,
     workspace_up: &[Pin],
 ) -> Result<(), HostError> {
     let source_up = ancestors(source, at)?;
@@ -66,7 +79,15 @@ pub(crate) fn check_extra(
     } else if workspace_up[1..].contains(&source_pin) {
         Some(Overlap::Contains)
     } else {
-        None
+        match (
+            place_in_filesystem(source),
+            place_in_filesystem(workspace_fd),
+        ) {
+            (Some((dev, path)), Some((ws_dev, ws_path))) if dev == ws_dev => {
+                overlap(&path, &ws_path)
+            }
+            _ => None,
+        }
     };
     match relation {
         None => Ok(()),
@@ -77,5 +98,93 @@ pub(crate) fn check_extra(
             source_pin,
             workspace_pin,
         }),
+    }
+}
+
+/// How the filesystem path `path` relates to the workspace's `workspace` (component-wise).
+fn overlap(path: &Path, workspace: &Path) -> Option<Overlap> {
+    if path == workspace {
+        Some(Overlap::Is)
+    } else if path.starts_with(workspace) {
+        Some(Overlap::Inside)
+    } else if workspace.starts_with(path) {
+        Some(Overlap::Contains)
+    } else {
+        None
+    }
+}
+
+/// Where the open directory `fd` lies in its filesystem: (the mount's `major:minor`, its path
+/// from the filesystem's root), from the mount's entry in `/proc/self/mountinfo` (its root in
+/// the filesystem, its mount point) and the handle's path in `/proc/self/fd`.
+fn place_in_filesystem(fd: BorrowedFd<'_>) -> Option<(String, PathBuf)> {
+    let id = mount_id(fd)?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (dev, root, mount_point) = mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let _parent = fields.next()?;
+        let dev = fields.next()?.to_owned();
+        let root = unescape(fields.next()?);
+        let mount_point = unescape(fields.next()?);
+        Some((dev, root, mount_point))
+    })?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    // A handle this process cannot name ("/x (deleted)", outside its root) is left to the walks.
+    if !path.is_absolute() || !path.exists() {
+        return None;
+    }
+    let below = path.strip_prefix(&mount_point).ok()?;
+    Some((dev, root.join(below)))
+}
+
+/// A `/proc/self/mountinfo` path field: space, tab, newline and backslash are written as
+/// three octal digits after a backslash.
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/a\\040b\\134c"), Path::new("/a b\\c"));
+        assert_eq!(unescape("/plain"), Path::new("/plain"));
+        assert_eq!(unescape("/trailing\\04"), Path::new("/trailing\\04"));
+    }
+
+    #[test]
+    fn overlap_is_component_wise() {
+        let ws = Path::new("/srv/site");
+        assert_eq!(overlap(Path::new("/srv/site"), ws), Some(Overlap::Is));
+        assert_eq!(
+            overlap(Path::new("/srv/site/job-2"), ws),
+            Some(Overlap::Inside)
+        );
+        assert_eq!(overlap(Path::new("/srv"), ws), Some(Overlap::Contains));
+        assert_eq!(overlap(Path::new("/srv/site2"), ws), None);
+        assert_eq!(overlap(Path::new("/data"), ws), None);
     }
 }

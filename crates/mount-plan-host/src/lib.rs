@@ -16,8 +16,9 @@
 //! - the shared directories pass the same owner and permission rules as W;
 //! - every extra mount's source is a directory whose last component is not a symlink, and is
 //!   neither W, nor inside W, nor above W **by identity**: the opened source and W's handle
-//!   are each walked up with `..` to `/`, so a path that reaches W through a symlink or a bind
-//!   mount (`/x/alias/job-2`, `alias` a bind of W) is refused (`extra-aliases-workspace`).
+//!   are each walked up with `..` to `/`, and their places in the filesystem are compared, so
+//!   a path that reaches W through a symlink or a bind mount (`/x/alias/job-2`, `alias` a bind
+//!   of W, or a bind of W/job-2 alone) is refused (`extra-aliases-workspace`).
 //!
 //! The shared directories and W/J are scanned (same mount, no link followed, at most
 //! [`MAX_SCAN_DEPTH`] levels): sockets, fifos and device nodes that a bind would carry into the
@@ -100,9 +101,10 @@
 //! - **The scan** reads every directory of the shared directories and of W/J on each
 //!   verification: its cost is proportional to their number of entries. Without
 //!   `refuse_hard_links`, a directory it cannot read is a [`FindingKind::Incomplete`] finding.
-//! - **Extra mounts by identity** compare W with the source and its ancestors. A bind mount of
-//!   a directory *below* W (of W/job-2 alone, say) mounted elsewhere has no ancestor in common
-//!   with W and is not caught: its identity would have to be searched in W's tree.
+//! - **Extra mounts by identity** compare W with the source and its ancestors, and, for a bind
+//!   mount of a directory *below* W mounted elsewhere (no ancestor in common with W), the two
+//!   places in their filesystem read from `/proc/self/mountinfo` and `/proc/self/fd`. Without
+//!   a readable `/proc`, only the walks decide and such a bind of a subdirectory is not caught.
 //! - **After the job**, [`VerifiedPlan::sweep_job_dir`] clears set-user-ID and set-group-ID
 //!   bits in W/J and [`VerifiedPlan::workspace_mount_flags`] says whether W's mount is `nosuid`
 //!   and `nodev`; [`VerifiedPlan::compare_sources`] compares the bind sources an engine reports
@@ -583,6 +585,7 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
                         fd.as_fd(),
                         &at,
                         plan.workspace().as_str(),
+                        ws.as_fd(),
                         workspace_up.as_deref().unwrap_or_default(),
                     )?;
                     pins[i] = Some(Pin::of(&st));

@@ -77,6 +77,38 @@ fn a_bind_mount_of_an_ancestor_of_the_workspace_is_refused() {
     refused(&site, &up, "contains");
 }
 
+fn a_bind_mount_of_a_directory_below_the_workspace_is_refused() {
+    // A sibling job's directory (and a directory deeper in it) mounted elsewhere alone: no
+    // ancestor in common with W; the place in the filesystem (mountinfo) shows it.
+    let site = site_with_sibling();
+    fs::create_dir(site.ws.join("job2/sub")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (j2, sub) = (elsewhere.path().join("j2"), elsewhere.path().join("sub"));
+    fs::create_dir(&j2).unwrap();
+    fs::create_dir(&sub).unwrap();
+    let Some(_j2) = bind_mount(&site.ws.join("job2"), &j2) else {
+        return;
+    };
+    let Some(_sub) = bind_mount(&site.ws.join("job2/sub"), &sub) else {
+        return;
+    };
+    refused(&site, &j2, "lies inside");
+    refused(&site, &sub, "lies inside");
+    // A bind of an unrelated directory of the same filesystem passes.
+    let data = site.path("data");
+    fs::create_dir(&data).unwrap();
+    let other = elsewhere.path().join("data");
+    fs::create_dir(&other).unwrap();
+    let Some(_data) = bind_mount(&data, &other) else {
+        return;
+    };
+    verify(
+        plan_with_extra(&site.ws, "job1", &other),
+        &opts(RESOLVERS[0]),
+    )
+    .unwrap();
+}
+
 fn an_unrelated_source_passes_and_is_pinned() {
     let site = site_with_sibling();
     for resolver in RESOLVERS {
@@ -116,6 +148,11 @@ fn main() {
             "a_bind_mount_of_an_ancestor_of_the_workspace_is_refused",
             ROOT,
             a_bind_mount_of_an_ancestor_of_the_workspace_is_refused,
+        ),
+        harness::test(
+            "a_bind_mount_of_a_directory_below_the_workspace_is_refused",
+            ROOT,
+            a_bind_mount_of_a_directory_below_the_workspace_is_refused,
         ),
         harness::test(
             "an_unrelated_source_passes_and_is_pinned",
