@@ -72,23 +72,7 @@ pub(crate) fn check_extra(
 ) -> Result<(), HostError> {
     let source_up = ancestors(source, at)?;
     let (source_pin, workspace_pin) = (source_up[0], workspace_up[0]);
-    let relation = if source_pin == workspace_pin {
-        Some(Overlap::Is)
-    } else if source_up[1..].contains(&workspace_pin) {
-        Some(Overlap::Inside)
-    } else if workspace_up[1..].contains(&source_pin) {
-        Some(Overlap::Contains)
-    } else {
-        match (
-            place_in_filesystem(source),
-            place_in_filesystem(workspace_fd),
-        ) {
-            (Some((dev, path)), Some((ws_dev, ws_path))) if dev == ws_dev => {
-                overlap(&path, &ws_path)
-            }
-            _ => None,
-        }
-    };
+    let relation = by_walks(&source_up, workspace_up).or_else(|| by_place(source, workspace_fd));
     match relation {
         None => Ok(()),
         Some(relation) => Err(HostError::ExtraAliasesWorkspace {
@@ -98,6 +82,29 @@ pub(crate) fn check_extra(
             source_pin,
             workspace_pin,
         }),
+    }
+}
+
+/// How a source relates to W by their walks up to `/` (each starting with its own identity).
+fn by_walks(source_up: &[Pin], workspace_up: &[Pin]) -> Option<Overlap> {
+    let (source_pin, workspace_pin) = (source_up[0], workspace_up[0]);
+    if source_pin == workspace_pin {
+        Some(Overlap::Is)
+    } else if source_up[1..].contains(&workspace_pin) {
+        Some(Overlap::Inside)
+    } else if workspace_up[1..].contains(&source_pin) {
+        Some(Overlap::Contains)
+    } else {
+        None
+    }
+}
+
+/// How the directory `source` relates to W (`workspace`) by their places in one filesystem;
+/// `None` when they are on different filesystems or a place cannot be read.
+fn by_place(source: BorrowedFd<'_>, workspace: BorrowedFd<'_>) -> Option<Overlap> {
+    match (place_in_filesystem(source), place_in_filesystem(workspace)) {
+        (Some((dev, path)), Some((ws_dev, ws_path))) if dev == ws_dev => overlap(&path, &ws_path),
+        _ => None,
     }
 }
 
@@ -173,6 +180,44 @@ mod tests {
         assert_eq!(unescape("/a\\040b\\134c"), Path::new("/a b\\c"));
         assert_eq!(unescape("/plain"), Path::new("/plain"));
         assert_eq!(unescape("/trailing\\04"), Path::new("/trailing\\04"));
+    }
+
+    fn open(path: &Path) -> OwnedFd {
+        openat(
+            rustix::fs::CWD,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    fn walks(source: &Path, ws: &Path) -> Option<Overlap> {
+        let at = Subject::new("extra mount source", String::new(), PathBuf::new());
+        let up = |p: &Path| ancestors(open(p).as_fd(), &at).unwrap();
+        by_walks(&up(source), &up(ws))
+    }
+
+    fn place(source: &Path, ws: &Path) -> Option<Overlap> {
+        by_place(open(source).as_fd(), open(ws).as_fd())
+    }
+
+    /// Each comparison alone sees a path that reaches W through a symlinked parent, W's
+    /// parent, and W itself; neither sees a sibling of W.
+    #[test]
+    fn the_walks_and_the_places_each_see_an_alias() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir_all(ws.join("job2")).unwrap();
+        std::fs::create_dir(tmp.path().join("ws2")).unwrap();
+        std::os::unix::fs::symlink(&ws, tmp.path().join("alias")).unwrap();
+        let alias_job = tmp.path().join("alias/job2");
+        for compare in [walks, place] {
+            assert_eq!(compare(&alias_job, &ws), Some(Overlap::Inside));
+            assert_eq!(compare(&tmp.path().join("alias"), &ws), Some(Overlap::Is));
+            assert_eq!(compare(tmp.path(), &ws), Some(Overlap::Contains));
+            assert_eq!(compare(&tmp.path().join("ws2"), &ws), None);
+        }
     }
 
     #[test]
