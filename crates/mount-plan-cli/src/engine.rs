@@ -458,9 +458,9 @@ pub struct AuditCmd {
     engine: EngineArgs,
     #[command(flatten)]
     plan: PlanArgs,
-    /// With --verify (or any host-check flag): run the host checks on the plan, then look at
-    /// each bind source the engine reports on this host (lstat, no link followed) and compare
-    /// it with the pinned (device, inode)
+    // With --verify (or any host-check flag): run the host checks on the plan, then look at
+    // each bind source the engine reports on this host (lstat, no link followed) and compare
+    // it with the pinned (device, inode). The subcommand's help says so.
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
