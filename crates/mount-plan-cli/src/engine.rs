@@ -361,7 +361,7 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         // A LaunchError's message already ends with the engine's answer: print it once.
         match e.downcast_ref::<LaunchError>() {
             Some(l) => eprintln!("error: {l}"),
-            None => eprintln!("error: {e:#}"),
+            None => crate::print_error(&e),
         }
         ExitCode::from(EXIT_LAUNCH_FAILED)
     };
@@ -482,6 +482,11 @@ pub struct AuditCmd {
     engine: EngineArgs,
     #[command(flatten)]
     plan: PlanArgs,
+    // With --verify (or any host-check flag): run the host checks on the plan, then look at
+    // each bind source the engine reports on this host (lstat, no link followed) and compare
+    // it with the pinned (device, inode). The subcommand's help says so.
+    #[command(flatten)]
+    verify: VerifyArgs,
     #[command(flatten)]
     accept: AcceptArgs,
     /// The container (id or name)
@@ -495,6 +500,11 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
     let mut accepted = cmd.accept.set()?;
     let required = cmd.accept.required()?;
+    let verified = if cmd.verify.wanted() {
+        Some(cmd.verify.verify(plan.clone())?)
+    } else {
+        None
+    };
     tokio_runtime()?.block_on(async {
         // A LaunchError's message already ends with the engine's answer: keep it once.
         let once = |e: LaunchError| anyhow!("{e}");
@@ -509,7 +519,25 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
                 .into_iter()
                 .map(|(p, _)| p),
         );
-        let differences = audit(&plan, &observed, &accepted);
+        let mut differences: Vec<String> = audit(&plan, &observed, &accepted)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // The bind sources on this host, by identity: a source path swapped or made a link
+        // since the check (the engine mounted what the path led to then).
+        if let Some(verified) = &verified {
+            let sources = observed
+                .binds
+                .iter()
+                .map(|b| (b.target.as_str(), b.source.as_str()));
+            for m in verified.compare_sources(sources) {
+                let chain =
+                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                        e.source()
+                    });
+                differences.push(crate::stream::chain_text(chain));
+            }
+        }
         let mut out = std::io::stdout().lock();
         for d in &differences {
             writeln!(out, "{d}")?;

@@ -308,6 +308,87 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
     assert_eq!(ws.leftovers(), "");
 }
 
+/// `audit --verify`: the bind sources Docker reports are looked at on this host and compared
+/// with the pins of the audit's own host check. A launched (kept) container conforms; a
+/// container whose source paths are a symlink to `startup/` and a sibling job directory gets
+/// one difference each, naming the mount and both identities.
+fn audit_verify_compares_bind_sources_with_the_pins() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("audit-verify");
+    let w = ws.w.to_str().unwrap();
+    let name = format!("mp-{}", ws.label);
+    let o = ws.launch(
+        &["--accept-missing", "noexec", "--keep", "--name", &name],
+        &["sh", "-c", ":"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let audit = |container: &str| {
+        sh(Command::new(BIN).args([
+            "audit",
+            "--runtime",
+            "docker",
+            container,
+            "--workspace",
+            w,
+            "--job",
+            "job1",
+            "--accept-missing",
+            "noexec",
+            "--verify",
+        ]))
+    };
+    let a = audit(&name);
+    let _ = sh(Command::new("docker").args(["rm", "-f", &name]));
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}{}",
+        text(&a.stdout),
+        text(&a.stderr)
+    );
+
+    // By hand: startup through a symlink, a sibling job's directory as the job bind.
+    fs::create_dir(ws.w.join("job2")).unwrap();
+    let link = ws.top.join("startup-link");
+    std::os::unix::fs::symlink(ws.w.join("startup"), &link).unwrap();
+    let o = sh(Command::new("docker").args([
+        "run",
+        "-d",
+        "--label",
+        &format!("mount-plan-test.run={}", ws.label),
+        "-v",
+        &format!("{}:/workspace/startup:ro", link.to_str().unwrap()),
+        "-v",
+        &format!("{w}/job2:/workspace/job1"),
+        IMAGE,
+        "sleep",
+        "30",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    let a = audit(&id);
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let report = text(&a.stdout);
+    assert_eq!(a.status.code(), Some(1), "{report}{}", text(&a.stderr));
+    assert!(
+        report.contains(&format!(
+            "pin rule `pin-identity`: the bind at \"/workspace/job1\" has the source {:?} with identity",
+            ws.w.join("job2").to_str().unwrap()
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "pin rule `pin-link`: the bind at \"/workspace/startup\" has the source {:?}, which is a symlink",
+            link.to_str().unwrap()
+        )),
+        "{report}"
+    );
+    assert_eq!(report.matches("pin rule").count(), 2, "{report}");
+}
+
 fn doctor_exit_status_follows_the_default_plan() {
     if !docker_ready() {
         return;
@@ -429,6 +510,11 @@ fn main() {
             "audit_reports_a_wider_mount_and_passes_a_launched_container",
             DOCKER,
             audit_reports_a_wider_mount_and_passes_a_launched_container,
+        ),
+        harness::test(
+            "audit_verify_compares_bind_sources_with_the_pins",
+            DOCKER,
+            audit_verify_compares_bind_sources_with_the_pins,
         ),
         harness::test(
             "doctor_exit_status_follows_the_default_plan",

@@ -709,8 +709,9 @@ pub async fn swapped_job_dir_is_refused_by_the_gate(rt: &dyn Engine, fx: &Engine
     if let Some((uid, gid)) = fx.job_owner {
         std::os::unix::fs::chown(&elsewhere, Some(uid), Some(gid)).expect("chown elsewhere");
     }
-    // The swap: the verified directory moves away, a link takes its name.
-    let moved = ws.top.join("verified-job-dir");
+    // The swap: the verified directory moves away (within W's filesystem), a link takes its
+    // name.
+    let moved = ws.w.join("verified-job-dir");
     std::fs::rename(&job, &moved).expect("move W/J away");
     std::os::unix::fs::symlink(&elsewhere, &job).expect("link W/J elsewhere");
 
