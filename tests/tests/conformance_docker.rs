@@ -78,6 +78,14 @@ async fn docker_gate_refuses_a_swapped_job_dir() {
     conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
 }
 
+async fn docker_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    let rt: Box<dyn Engine> = Box::new(rt);
+    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
@@ -93,6 +101,12 @@ fn main() {
             "docker_gate_refuses_a_swapped_job_dir",
             DOCKER,
             docker_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_planted_setuid_and_devices_give_host_users_nothing",
+            DOCKER,
+            docker_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

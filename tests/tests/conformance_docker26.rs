@@ -125,6 +125,13 @@ async fn docker26_gate_refuses_a_swapped_job_dir() {
     conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
 }
 
+async fn docker26_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx)) = docker26().await else {
+        return;
+    };
+    conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
@@ -140,6 +147,12 @@ fn main() {
             "docker26_gate_refuses_a_swapped_job_dir",
             D26,
             docker26_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_planted_setuid_and_devices_give_host_users_nothing",
+            D26,
+            docker26_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

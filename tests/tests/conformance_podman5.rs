@@ -93,6 +93,13 @@ async fn podman5_gate_refuses_a_swapped_job_dir() {
     conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
 }
 
+async fn podman5_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx)) = podman5().await else {
+        return;
+    };
+    conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
@@ -108,6 +115,12 @@ fn main() {
             "podman5_gate_refuses_a_swapped_job_dir",
             P5,
             podman5_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_planted_setuid_and_devices_give_host_users_nothing",
+            P5,
+            podman5_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -147,13 +147,17 @@ async fn podman_rootful_failed_launches_leave_nothing_behind() {
     assert_eq!(e.rule(), "image-missing", "{e}");
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
 
-    // A command that does not exist: create succeeds, start fails, the container is removed.
+    // A command that does not exist: the gate cannot exec it (the command never ran), the
+    // container is removed.
     let label = support::unique("run");
     let mut spec = conformance::spec_for(&fx, verified.plan(), Scenario::AsRoot, &label);
     spec.command = vec!["/no/such/command".into()];
     let e = refused(rt.as_ref(), &verified, &spec).await;
-    assert_eq!(e.rule(), "start", "{e}");
-    assert!(e.to_string().contains("/no/such/command"), "{e}");
+    assert_eq!(e.rule(), "gate-refused", "{e}");
+    assert!(
+        e.to_string().contains("gate-exec") && e.to_string().contains("/no/such/command"),
+        "{e}"
+    );
     assert!(leftovers(rt.as_ref(), &service, &label).await.is_empty());
 
     // A name that is taken: the second create fails, the first container is untouched.
@@ -347,6 +351,14 @@ async fn podman_rootful_gate_refuses_a_swapped_job_dir() {
     conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootful_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
+    else {
+        return;
+    };
+    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTFUL: &[Need] = &[Need::PodmanRootful, Need::Root, Need::Busybox];
@@ -363,6 +375,12 @@ fn main() {
             "podman_rootful_gate_refuses_a_swapped_job_dir",
             ROOTFUL,
             podman_rootful_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_planted_setuid_and_devices_give_host_users_nothing",
+            ROOTFUL,
+            podman_rootful_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

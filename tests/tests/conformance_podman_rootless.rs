@@ -229,6 +229,13 @@ async fn podman_rootless_gate_refuses_a_swapped_job_dir() {
     conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootless_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx, _)) = rootless(As::Root).await else {
+        return;
+    };
+    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root, Need::Busybox];
@@ -244,6 +251,12 @@ fn main() {
             "podman_rootless_gate_refuses_a_swapped_job_dir",
             ROOTLESS,
             podman_rootless_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_planted_setuid_and_devices_give_host_users_nothing",
+            ROOTLESS,
+            podman_rootless_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

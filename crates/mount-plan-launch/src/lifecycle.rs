@@ -479,6 +479,72 @@ impl Driver<'_> {
         self.follow(&id).await
     }
 
+    /// After a command ran (its container stopped or gone): clear the set-user-ID and
+    /// set-group-ID bits of every file it left in W/J, so that a binary a root job planted
+    /// gives no host user its owner's identity (`mount_plan_host::VerifiedPlan::sweep_job_dir`).
+    /// What was cleared, device nodes found, and what could not be handled are warnings.
+    fn sweep(&mut self) {
+        const SHOWN: usize = 5;
+        let names = |paths: Vec<String>| {
+            let more = paths.len().saturating_sub(SHOWN);
+            let mut shown: Vec<String> = paths.into_iter().take(SHOWN).collect();
+            if more > 0 {
+                shown.push(format!("and {more} more"));
+            }
+            shown.join(", ")
+        };
+        let job = self.plan.plan().job().as_str().to_owned();
+        match self.plan.sweep_job_dir() {
+            Ok(report) => {
+                if !report.cleared.is_empty() {
+                    let n = report.cleared.len();
+                    let paths = report
+                        .cleared
+                        .iter()
+                        .map(|c| format!("{:?} (was {:04o})", c.path, c.mode_before & 0o7777))
+                        .collect();
+                    self.warn(format!(
+                        "cleared the set-user-ID/set-group-ID bits of {n} file(s) the job left in {job}/ (they would give host users their owner's identity): {}",
+                        names(paths)
+                    ));
+                }
+                let devices: Vec<String> = report
+                    .special
+                    .iter()
+                    .filter(|f| {
+                        matches!(
+                            f.kind,
+                            mount_plan_host::FindingKind::CharDevice
+                                | mount_plan_host::FindingKind::BlockDevice
+                        )
+                    })
+                    .map(|f| format!("{:?} ({})", f.path, f.kind))
+                    .collect();
+                if !devices.is_empty() {
+                    self.warn(format!(
+                        "device nodes in {job}/ (left in place; a host user who can reach them can open them): {}",
+                        names(devices)
+                    ));
+                }
+                if !report.unhandled.is_empty() {
+                    let problems = report
+                        .unhandled
+                        .iter()
+                        .map(|p| format!("{:?}: {}", p.path, with_causes(&p.error)))
+                        .collect();
+                    self.warn(format!(
+                        "the sweep of {job}/ for set-user-ID files could not handle: {}",
+                        names(problems)
+                    ));
+                }
+            }
+            Err(e) => self.warn(format!(
+                "the sweep of {job}/ for set-user-ID files failed: {}",
+                with_causes(&e)
+            )),
+        }
+    }
+
     /// Keep the beginning of stderr: the gate writes its refusal there before anything else
     /// can run.
     fn keep_for_gate(&mut self, chunk: &LogChunk) {
@@ -659,6 +725,7 @@ impl Driver<'_> {
                 }
             },
         };
+        self.sweep();
         Finished {
             launch: self.launch.to_string(),
             container: id,
@@ -694,8 +761,10 @@ impl Driver<'_> {
         if !self.started {
             // Nothing ran in a job directory created for this launch: release it.
             if let Err(e) = self.plan.release_job_dir() {
-                self.warn(format!("{e}"));
+                self.warn(with_causes(&e));
             }
+        } else {
+            self.sweep();
         }
         if matches!(error, LaunchError::Cancelled) {
             self.observer.event(&Event::Cancelled {
@@ -714,6 +783,20 @@ impl Driver<'_> {
             container: self.container,
         }
     }
+}
+
+/// An error with its causes, each once (a cause already in the text is not repeated).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn lost(op: &'static str, container: &str, options: &LaunchOptions) -> LaunchError {

@@ -766,3 +766,97 @@ pub async fn swapped_job_dir_is_refused_by_the_gate(rt: &dyn Engine, fx: &Engine
     std::fs::remove_file(&job).expect("remove the link");
     std::fs::rename(&moved, &job).expect("move W/J back");
 }
+
+/// The outside direction: what a host user finds in W/J after a job that ran as root in the
+/// container. The job copies a program into its directory and makes it set-user-ID (its
+/// owner: host root on a rootful engine, the service's user rootless) and tries to make a
+/// device node. Afterwards no device node exists in W/J, and the program, run by another
+/// host user (nobody), does not run with its owner's identity: the launch cleared the set-id
+/// bits of what the job left (`VerifiedPlan::sweep_job_dir`) and said so.
+pub async fn planted_setuid_and_devices_give_host_users_nothing(
+    rt: &dyn Engine,
+    fx: &EngineFixture,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run_label = unique("plant");
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
+    spec.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "cp {PROBE_IN_IMAGE} ./planted && chmod 6755 ./planted && ls -ln ./planted; \
+             mknod ./console c 5 1; mknod ./loop b 7 0; true"
+        ),
+    ];
+    let mut stdout = Vec::new();
+    let done = {
+        let mut sink = |c: &LogChunk| stdout.extend_from_slice(&c.bytes);
+        launch(rt, &verified, &spec, &LaunchOptions::default(), &mut sink)
+            .await
+            .unwrap_or_else(|f| panic!("{}: the planting job failed: {}", fx.name, f.error))
+    };
+    let out = String::from_utf8_lossy(&stdout);
+    assert!(
+        out.contains("-rwsr-sr-x"),
+        "{}: the job did not plant a set-id program: {out}",
+        fx.name
+    );
+    let job = ws.job_dir();
+    for node in ["console", "loop"] {
+        assert!(
+            std::fs::symlink_metadata(job.join(node)).is_err(),
+            "{}: the job made a device node {node:?} in W/J",
+            fx.name
+        );
+    }
+    let planted = job.join("planted");
+    let meta = std::fs::metadata(&planted).expect("the planted program is in W/J");
+    assert_eq!(
+        meta.permissions().mode() & 0o6000,
+        0,
+        "{}: set-id bits left on {planted:?}",
+        fx.name
+    );
+    assert!(
+        done.warnings
+            .iter()
+            .any(|w| w.contains("cleared the set-user-ID") && w.contains("planted")),
+        "{}: no warning about what was cleared: {:?}",
+        fx.name,
+        done.warnings
+    );
+    // Another host user runs it: W's path must be reachable for the attempt to mean anything.
+    for dir in [&ws.top, &ws.w, &job] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o005)).unwrap();
+    }
+    let ran = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&planted)
+        .arg("ids")
+        .output()
+        .expect("setpriv");
+    let ids: Ids = serde_json::from_slice(&ran.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: the planted program did not run as nobody ({e}): {}",
+            fx.name,
+            String::from_utf8_lossy(&ran.stderr)
+        )
+    });
+    assert_eq!(
+        ids.uid.get(1),
+        Some(&65534),
+        "{}: effective uid {:?}",
+        fx.name,
+        ids.uid
+    );
+    assert_eq!(
+        ids.gid.get(1),
+        Some(&65534),
+        "{}: effective gid {:?}",
+        fx.name,
+        ids.gid
+    );
+}
