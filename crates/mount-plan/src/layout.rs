@@ -122,6 +122,37 @@ pub struct LayoutSpec {
     pub root_size_bytes: Option<u64>,
     /// Site-configured extra mounts.
     pub extra_mounts: Vec<ExtraMountSpec>,
+    /// Hardening the site requires (`require = ["noexec"]`): a launch on an engine that
+    /// cannot apply it is refused instead of going ahead with a warning.
+    pub require: Vec<Hardening>,
+}
+
+/// A mount flag on binds that an engine may be unable to set: hardening on top of the
+/// contract, which a site can require ([`LayoutSpec::require`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Hardening {
+    /// `nosuid` on every bind.
+    NoSuid,
+    /// `nodev` on every bind.
+    NoDev,
+    /// `noexec` on read-only binds.
+    NoExec,
+}
+
+impl Hardening {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Hardening; 3] = [Hardening::NoSuid, Hardening::NoDev, Hardening::NoExec];
+
+    /// The stable id (`nosuid`, `nodev`, `noexec`), as in a layout file and `--require`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Hardening::NoSuid => "nosuid",
+            Hardening::NoDev => "nodev",
+            Hardening::NoExec => "noexec",
+        }
+    }
 }
 
 /// Why a layout was refused.
@@ -218,6 +249,7 @@ pub struct Layout {
     pub(crate) shared: Vec<JobName>,
     pub(crate) root: RootPolicy,
     pub(crate) extra_mounts: Vec<ExtraMount>,
+    pub(crate) require: std::collections::BTreeSet<Hardening>,
 }
 
 impl Default for Layout {
@@ -302,6 +334,7 @@ impl LayoutSpec {
             shared,
             root,
             extra_mounts,
+            require: self.require.iter().copied().collect(),
         })
     }
 }

@@ -41,7 +41,7 @@ mod render;
 pub mod rule;
 
 pub use layout::{
-    ExtraMount, ExtraMountSpec, Layout, LayoutError, LayoutSpec, RootKind, RootPolicy,
+    ExtraMount, ExtraMountSpec, Hardening, Layout, LayoutError, LayoutSpec, RootKind, RootPolicy,
     DEFAULT_CONTAINER_ROOT, DEFAULT_READ_ONLY_ROOT_SIZE, DEFAULT_SHARED, READ_ONLY_ROOT_MODE,
     SCRATCH_ROOT_MODE,
 };

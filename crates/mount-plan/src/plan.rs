@@ -240,6 +240,11 @@ pub struct MountPlan {
     container_root: ContainerPath,
     workdir: ContainerPath,
     mounts: Vec<Mount>,
+    #[cfg_attr(
+        feature = "serde",
+        serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")
+    )]
+    require: std::collections::BTreeSet<crate::layout::Hardening>,
 }
 
 impl Layout {
@@ -301,11 +306,18 @@ impl Layout {
             container_root: root.clone(),
             workdir: root.join(job).map_err(PlanError::PathTooLong)?,
             mounts,
+            require: self.require.clone(),
         })
     }
 }
 
 impl MountPlan {
+    /// Hardening the site's layout requires ([`crate::LayoutSpec::require`]): a launcher
+    /// refuses to launch this plan on an engine that cannot apply it.
+    pub fn required_hardening(&self) -> &std::collections::BTreeSet<crate::layout::Hardening> {
+        &self.require
+    }
+
     /// The job name J.
     pub fn job(&self) -> &JobName {
         &self.job
