@@ -442,7 +442,12 @@ impl Driver<'_> {
 
     async fn audited(&self, id: &str, spec: &LaunchSpec) -> Result<(), Stop> {
         let observed = self.call("inspect", self.engine.inspect(id)).await?;
-        let differences = audit(self.plan.plan(), &observed, &spec.accept_missing);
+        let differences = audit(
+            self.plan.plan(),
+            &observed,
+            &spec.accept_missing,
+            &spec.cap_add,
+        );
         if differences.is_empty() {
             Ok(())
         } else {
