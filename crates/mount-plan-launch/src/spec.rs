@@ -1042,7 +1042,7 @@ mod tests {
         assert_eq!(err.value(), "mknod");
         let msg = err.to_string();
         assert!(
-            msg.starts_with("spec rule `capability-forbidden`: capability \"mknod\""),
+            msg.starts_with(&format!("spec rule `{}`: capability \"mknod\"", err.rule())),
             "{msg}"
         );
         assert!(msg.contains("device nodes"), "{msg}");
