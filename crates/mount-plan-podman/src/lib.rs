@@ -155,9 +155,10 @@ impl PodmanEngine {
             // runc's package version when reported (`1.1.5+ds1-1+deb12u1`): only the
             // distribution's revision says whether a security fix was backported.
             runtime: facts.runtime_name.as_ref().map(|name| {
-                let package = (name == "runc")
-                    .then(|| facts.runtime_package.as_deref())
-                    .flatten()
+                let package = facts
+                    .runtime_package
+                    .as_deref()
+                    .filter(|_| name == "runc")
                     .and_then(mount_plan_launch::runc_version_of_package);
                 match (package, facts.runtime_version) {
                     (Some(p), _) => format!("{name} {p}"),
