@@ -162,7 +162,7 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
         return;
     }
     let ws = Ws::new("fail");
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             "mount-plan-no-such-image:x",
             &ACCEPT,
@@ -178,6 +178,11 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
             IMAGE,
             &["--accept-missing", "noexec", "--user", "root"],
             "spec rule `user`",
+        ),
+        (
+            IMAGE,
+            &["--accept-missing", "noexec", "--cap-add", "mknod"],
+            "spec rule `capability-forbidden`: capability \"mknod\" is never granted to a job: it lets a job plant device nodes",
         ),
         (
             IMAGE,
@@ -208,6 +213,26 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
         "{}",
         text(&o.stderr)
     );
+    assert_eq!(ws.leftovers(), "");
+}
+
+/// Every capability is dropped; `--cap-add` adds back exactly the one asked (CAP_CHOWN is
+/// bit 0 of the bounding set).
+fn cap_add_grants_only_what_is_asked() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("caps");
+    let script = ["sh", "-c", "grep CapBnd /proc/self/status"];
+    let o = ws.launch(&ACCEPT, &script);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000000\n");
+    let o = ws.launch(
+        &["--accept-missing", "noexec", "--cap-add", "cap_chown"],
+        &script,
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000001\n");
     assert_eq!(ws.leftovers(), "");
 }
 
@@ -403,6 +428,11 @@ fn main() {
             "failures_before_the_command_exit_125_and_leave_nothing",
             DOCKER,
             failures_before_the_command_exit_125_and_leave_nothing,
+        ),
+        harness::test(
+            "cap_add_grants_only_what_is_asked",
+            DOCKER,
+            cap_add_grants_only_what_is_asked,
         ),
         harness::test(
             "audit_reports_a_wider_mount_and_passes_a_launched_container",
