@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
     CancelToken, Capability, Engine, Event, Failed, Finished, Keep, LaunchError, LaunchOptions,
-    LaunchSpec,
-    LogChunk, Observer, OutputStream, Protection, Resources,
+    LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
