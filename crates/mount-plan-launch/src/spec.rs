@@ -581,10 +581,18 @@ macro_rules! capabilities {
         /// set-id bit on a file it writes (no `FSETID`), set file capabilities (no
         /// `SETFCAP`), mount, trace or load modules.
         ///
-        /// Only capabilities whose effect stays inside the container are listed; each
-        /// capability that could leave something in W/J a host user can use, or that
-        /// reaches past the container, is refused by [`FromStr`] with the reason
-        /// (rule `capability-forbidden`). Parsed from `NAME` or `CAP_NAME`, any case.
+        /// Listed are the capabilities that act only on what the container sees and leave
+        /// nothing in W/J a host user gains from: `CHOWN` can give a file away, but the
+        /// kernel clears its set-id bits; `DAC_OVERRIDE` and `FOWNER` bypass permission and
+        /// owner checks, but read-only binds stay read-only; the rest act on the container's
+        /// own processes and network namespace. Every other capability is refused by
+        /// [`FromStr`], a known one with the reason (rule `capability-forbidden`). Parsed
+        /// from `NAME` or `CAP_NAME`, any case.
+        ///
+        /// Limit: dropping capabilities does not stop root in a rootful container from
+        /// making a set-user-id root file in W/J (the owner's chmod needs none); only a
+        /// `nosuid` mount of W on the host, or a non-root job user, stops a host user from
+        /// running it.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[non_exhaustive]
         pub enum Capability {
