@@ -70,6 +70,14 @@ async fn docker_root_mode_observed_matches_the_version_table() {
     );
 }
 
+async fn docker_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    let rt: Box<dyn Engine> = Box::new(rt);
+    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
@@ -79,6 +87,12 @@ fn main() {
             "docker_as_root_conforms",
             DOCKER,
             docker_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_gate_refuses_a_swapped_job_dir",
+            DOCKER,
+            docker_gate_refuses_a_swapped_job_dir,
         ),
         harness::tokio(
             Runtime::Workers(2),

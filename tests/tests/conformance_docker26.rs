@@ -118,6 +118,13 @@ async fn docker26_read_only_binds_are_forced() {
     }
 }
 
+async fn docker26_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx)) = docker26().await else {
+        return;
+    };
+    conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
@@ -127,6 +134,12 @@ fn main() {
             "docker26_as_root_conforms",
             D26,
             docker26_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_gate_refuses_a_swapped_job_dir",
+            D26,
+            docker26_gate_refuses_a_swapped_job_dir,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -86,6 +86,13 @@ async fn podman5_doctor_reports_versions_and_protections() {
     }
 }
 
+async fn podman5_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx)) = podman5().await else {
+        return;
+    };
+    conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
@@ -95,6 +102,12 @@ fn main() {
             "podman5_as_root_conforms",
             P5,
             podman5_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_gate_refuses_a_swapped_job_dir",
+            P5,
+            podman5_gate_refuses_a_swapped_job_dir,
         ),
         harness::tokio(
             Runtime::Workers(2),

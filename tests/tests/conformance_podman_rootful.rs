@@ -281,7 +281,7 @@ async fn podman_rootful_audit_catches_a_container_made_without_the_plan() {
     .expect("podman rm");
     let observed = observed.expect("inspect");
     let rules: std::collections::BTreeSet<&str> =
-        mount_plan_launch::audit(plan, &observed, &fx.accept_missing, &Default::default())
+        mount_plan_launch::audit(plan, &observed, &fx.lacks_hardening, &Default::default())
             .iter()
             .map(|d| d.rule())
             .collect();
@@ -341,6 +341,14 @@ async fn podman_rootful_large_output_arrives_complete_and_once() {
     }
 }
 
+async fn podman_rootful_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
+    else {
+        return;
+    };
+    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTFUL: &[Need] = &[Need::PodmanRootful, Need::Root, Need::Busybox];
@@ -351,6 +359,12 @@ fn main() {
             "podman_rootful_as_root_conforms",
             ROOTFUL,
             podman_rootful_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_gate_refuses_a_swapped_job_dir",
+            ROOTFUL,
+            podman_rootful_gate_refuses_a_swapped_job_dir,
         ),
         harness::tokio(
             Runtime::Workers(2),

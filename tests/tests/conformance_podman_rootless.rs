@@ -222,6 +222,13 @@ async fn podman_rootless_submount_in_the_service_namespace_is_not_carried_in() {
     );
 }
 
+async fn podman_rootless_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx, _)) = rootless(As::Root).await else {
+        return;
+    };
+    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root, Need::Busybox];
@@ -231,6 +238,12 @@ fn main() {
             "podman_rootless_as_root_conforms",
             ROOTLESS,
             podman_rootless_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_gate_refuses_a_swapped_job_dir",
+            ROOTLESS,
+            podman_rootless_gate_refuses_a_swapped_job_dir,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -61,7 +61,11 @@ async fn missing_command() {
     let label = support::unique("fault");
     let spec = spec(&fx, verified.plan(), &label).with_command(["/no/such/command"]);
     let err = refused(&rt, &verified, &spec).await;
-    assert!(matches!(err, LaunchError::Start { .. }), "{err:?}");
+    // The gate's exec fails: the command never ran (its check is `gate-exec`).
+    assert!(
+        matches!(&err, LaunchError::GateRefused { check, .. } if check == "gate-exec"),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("/no/such/command") && msg.contains("was removed"),
@@ -144,7 +148,9 @@ async fn refused_before_create_leaves_nothing() {
     let verified = ws.verified();
     let label = support::unique("fault");
     let mut spec = spec(&fx, verified.plan(), &label);
-    spec.accept_missing.clear(); // noexec is then refused on Docker
+    // The site requires noexec, which Docker cannot set on binds at any API version.
+    spec.require
+        .insert(mount_plan_launch::Protection::NoExecOnBinds);
     let err = refused(&rt, &verified, &spec).await;
     assert_eq!(err.rule(), "protection-unavailable", "{err}");
     let msg = err.to_string();

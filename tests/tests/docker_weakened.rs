@@ -37,7 +37,7 @@ async fn run_weakened(
     let audit_rules: Vec<&'static str> = audit(
         verified.plan(),
         &observed,
-        &spec.accept_missing,
+        &fx.lacks_hardening,
         &spec.cap_add,
     )
     .iter()

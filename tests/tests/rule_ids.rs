@@ -20,6 +20,7 @@ fn all() -> Vec<(&'static str, &'static str, &'static [&'static str])> {
         rules_of!(mount_plan::LayoutError),
         rules_of!(mount_plan::PlanError),
         rules_of!(mount_plan_host::HostError),
+        rules_of!(mount_plan_host::PinMismatch),
         rules_of!(mount_plan_launch::SpecError),
         rules_of!(mount_plan_launch::LaunchError),
         rules_of!(mount_plan_launch::Difference),
@@ -210,4 +211,26 @@ fn messages_start_with_their_kind_and_rule() {
         .unwrap();
     let e = mount_plan_host::verify(plan, &mount_plan_host::VerifyOptions::default()).unwrap_err();
     starts_with_its_rule!(e, mount_plan_host::HostError);
+    let tmp = std::env::temp_dir().join(format!("mp-rule-ids-{}", std::process::id()));
+    for d in ["startup", "local", "job1"] {
+        std::fs::create_dir_all(tmp.join(d)).unwrap();
+    }
+    let plan = layout
+        .plan(
+            &HostPath::parse(tmp.to_str().unwrap()).unwrap(),
+            &JobName::parse("job1").unwrap(),
+        )
+        .unwrap();
+    let options = mount_plan_host::VerifyOptions {
+        permissions: mount_plan_host::PermissionPolicy::Warn,
+        ..Default::default()
+    };
+    let verified = mount_plan_host::verify(plan, &options).unwrap();
+    let e = verified
+        .compare_sources([("/workspace/job1", "/nonexistent-mount-plan-rule-ids")])
+        .pop()
+        .unwrap();
+    starts_with_its_rule!(e, mount_plan_host::PinMismatch);
+    drop(verified);
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -204,8 +204,10 @@ async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
         &mount_plan_launch::LaunchId::new(),
         &gone,
     );
+    let gate = mount_plan_launch::gate::Gate::new(&orphan_plan);
     let request = mount_plan_launch::CreateRequest {
         plan: &orphan_plan,
+        gate: &gate,
         spec: &spec,
         labels: &labels,
     };

@@ -9,8 +9,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Capability, Engine, Event, GcOptions, Keep, LaunchError,
-    LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources, Verdict,
+    audit, Availability, CancelToken, Capability, Class, Engine, Event, GcOptions, Keep,
+    LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection,
+    Resources, Verdict,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use mount_plan_swarm::SwarmEngine;
@@ -75,14 +76,21 @@ pub struct EngineArgs {
     pub kube: crate::k8s_args::KubeEngineArgs,
 }
 
-/// Protections accepted as missing on the chosen engine.
+/// Which protections decide whether a launch runs: contract protections accepted as
+/// missing, hardening required.
 #[derive(Debug, Clone, Args)]
 pub struct AcceptArgs {
-    /// Run although the engine cannot honour this protection of the plan (repeat; ids:
-    /// read-only-root, root-mode-size, read-only-binds, non-recursive, private-propagation,
-    /// nosuid, nodev, noexec). Docker cannot set noexec on binds: `--accept-missing noexec`.
+    /// Run although the engine cannot honour this contract protection of the plan (repeat;
+    /// ids: read-only-root, root-mode-size, read-only-binds, non-recursive,
+    /// private-propagation). Hardening (nosuid, nodev, noexec) never needs it: an engine that
+    /// cannot apply it runs the job with one warning.
     #[arg(long = "accept-missing", value_name = "PROTECTION")]
     pub accept_missing: Vec<String>,
+    /// Refuse to launch (exit 125) when the engine cannot apply this hardening of the plan
+    /// (repeat; ids: nosuid, nodev, noexec). Docker cannot set noexec on binds: with
+    /// `--require noexec` every Docker launch is refused.
+    #[arg(long = "require", value_name = "HARDENING")]
+    pub require: Vec<String>,
 }
 
 impl AcceptArgs {
@@ -90,6 +98,22 @@ impl AcceptArgs {
         self.accept_missing
             .iter()
             .map(|p| p.parse::<Protection>().map_err(Into::into))
+            .collect()
+    }
+
+    /// The hardening required; a contract protection is refused (it is always required).
+    pub fn required(&self) -> Result<BTreeSet<Protection>> {
+        self.require
+            .iter()
+            .map(|p| {
+                let p = p.parse::<Protection>()?;
+                if p.class() != Class::Hardening {
+                    return Err(anyhow!(
+                        "--require {p}: {p} is part of the contract and always required; --require names hardening (nosuid, nodev, noexec)"
+                    ));
+                }
+                Ok(p)
+            })
             .collect()
     }
 }
@@ -263,6 +287,7 @@ impl LaunchCmd {
         spec.resources = res;
         spec.accept_missing = self.accept.set()?;
         spec.cap_add = self.caps.set()?;
+        spec.require = self.accept.required()?;
         if !self.constraints.is_empty() && self.engine.runtime != RuntimeArg::Swarm {
             return Err(anyhow!(
                 "--constraint places a job on a cluster node: --runtime swarm only"
@@ -360,7 +385,7 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         // A LaunchError's message already ends with the engine's answer: print it once.
         match e.downcast_ref::<LaunchError>() {
             Some(l) => eprintln!("error: {l}"),
-            None => eprintln!("error: {e:#}"),
+            None => crate::print_error(&e),
         }
         ExitCode::from(EXIT_LAUNCH_FAILED)
     };
@@ -481,6 +506,11 @@ pub struct AuditCmd {
     engine: EngineArgs,
     #[command(flatten)]
     plan: PlanArgs,
+    // With --verify (or any host-check flag): run the host checks on the plan, then look at
+    // each bind source the engine reports on this host (lstat, no link followed) and compare
+    // it with the pinned (device, inode). The subcommand's help says so.
+    #[command(flatten)]
+    verify: VerifyArgs,
     #[command(flatten)]
     accept: AcceptArgs,
     // The capabilities the container was launched with (its `--cap-add`): any other one
@@ -496,14 +526,47 @@ pub struct AuditCmd {
 /// differs, 2 when it could not be audited.
 pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
-    let accepted = cmd.accept.set()?;
+    let mut accepted = cmd.accept.set()?;
+    let required = cmd.accept.required()?;
     let granted = cmd.caps.set()?;
+    let verified = if cmd.verify.wanted() {
+        Some(cmd.verify.verify(plan.clone())?)
+    } else {
+        None
+    };
     tokio_runtime()?.block_on(async {
         // A LaunchError's message already ends with the engine's answer: keep it once.
         let once = |e: LaunchError| anyhow!("{e}");
         let engine = connect(&cmd.engine).await.map_err(once)?;
         let observed = engine.inspect(&cmd.container).await.map_err(once)?;
-        let differences = audit(&plan, &observed, &accepted, &granted);
+        // Hardening this engine cannot apply and the site does not require is not asked for,
+        // as at launch.
+        let report = engine.report();
+        accepted.extend(
+            report
+                .hardening_missing(&plan, &required)
+                .into_iter()
+                .map(|(p, _)| p),
+        );
+        let mut differences: Vec<String> = audit(&plan, &observed, &accepted, &granted)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // The bind sources on this host, by identity: a source path swapped or made a link
+        // since the check (the engine mounted what the path led to then).
+        if let Some(verified) = &verified {
+            let sources = observed
+                .binds
+                .iter()
+                .map(|b| (b.target.as_str(), b.source.as_str()));
+            for m in verified.compare_sources(sources) {
+                let chain =
+                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                        e.source()
+                    });
+                differences.push(crate::stream::chain_text(chain));
+            }
+        }
         let mut out = std::io::stdout().lock();
         for d in &differences {
             writeln!(out, "{d}")?;
@@ -539,6 +602,7 @@ pub struct DoctorCmd {
 /// honoured (given `--accept-missing`), 1 otherwise.
 pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
     let accepted = cmd.accept.set()?;
+    let required = cmd.accept.required()?;
     let layout = mount_plan::Layout::default();
     let plan = layout.plan(
         &mount_plan::HostPath::parse("/srv/workspace")?,
@@ -558,7 +622,11 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
         writeln!(out, "engine:   {} {}", e.engine, e.version)?;
         writeln!(out, "endpoint: {}", e.endpoint)?;
         writeln!(out, "api:      {}", e.api_version)?;
-        writeln!(out, "runtime:  {}", e.runtime.as_deref().unwrap_or("not reported"))?;
+        writeln!(
+            out,
+            "runtime:  {}",
+            e.runtime.as_deref().unwrap_or("not reported")
+        )?;
         if let Some(v) = e.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
             writeln!(
                 out,
@@ -569,8 +637,16 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
         writeln!(out, "rootless: {}", e.rootless)?;
         writeln!(out, "protections:")?;
         for (p, a) in &report.protections {
-            let note = match (a, accepted.contains(p)) {
-                (Availability::Missing(_), true) => " (accepted as missing)",
+            let note = match (a, p.class()) {
+                (Availability::Missing(_), Class::Required) if accepted.contains(p) => {
+                    " (accepted as missing)"
+                }
+                (Availability::Missing(_), Class::Hardening) if required.contains(p) => {
+                    " (hardening required by --require: launches are refused)"
+                }
+                (Availability::Missing(_), Class::Hardening) => {
+                    " (hardening: launches go ahead with a warning; --require refuses them)"
+                }
                 _ => "",
             };
             writeln!(out, "  {:<20} {a}{note}", p.id())?;
@@ -578,17 +654,30 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
         for w in &report.warnings {
             writeln!(out, "warning: {w}")?;
         }
-        let unmet = report.unmet(&plan, &accepted);
+        let unmet = report.unmet(&plan, &accepted, &required);
         if unmet.is_empty() {
             writeln!(out, "the default plan can be honoured")?;
             Ok(ExitCode::SUCCESS)
         } else {
             let ids: Vec<&str> = unmet.iter().map(|p| p.id()).collect();
+            let contract: Vec<&str> = unmet
+                .iter()
+                .filter(|p| p.class() == Class::Required)
+                .map(|p| p.id())
+                .collect();
+            let remedy = if contract.is_empty() {
+                "drop the --require of what this engine cannot apply, or use another engine"
+                    .to_owned()
+            } else {
+                format!(
+                    "pass --accept-missing {} to run without",
+                    contract.join(" --accept-missing ")
+                )
+            };
             writeln!(
                 out,
-                "the default plan cannot be honoured: missing {}; pass --accept-missing {} to run without",
+                "the default plan cannot be honoured: missing {}; {remedy}",
                 ids.join(", "),
-                ids.join(" --accept-missing ")
             )?;
             Ok(ExitCode::from(1))
         }

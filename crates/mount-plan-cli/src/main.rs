@@ -32,13 +32,16 @@ struct Cli {
 enum Command {
     /// Print the mount plan of one job container (no engine needed)
     ///
-    /// Without --verify it touches no filesystem. With --verify (or --create-job-dir,
-    /// --launcher-workspace) it opens W and each bind source from a directory handle without
-    /// following any link or crossing filesystems, and adds their (device, inode) pins.
+    /// Without --verify it touches no filesystem. With --verify (or any host-check flag:
+    /// --create-job-dir, --launcher-workspace, --refuse-hard-links, --expected-owner,
+    /// --permissions, --strict-paths, --job-dir-mode, --job-dir-owner; each implies --verify)
+    /// it opens W and each bind source from a directory handle without following any link or
+    /// crossing filesystems, and adds their (device, inode) pins and the scan's findings
+    /// (sockets, fifos and device nodes in a shared directory or W/J).
     ///
     /// Exit status: 0 with the plan on stdout; 2 when an input breaks a rule or a host check
     /// fails (nothing on stdout, `error: ...` on stderr naming the rule, the path and what was
-    /// found).
+    /// found, then `hint: ...` saying what to do).
     ///
     /// With --json-lines, plans many jobs from one process: reads one request object
     /// `{"workspace":"W","job":"J"}` per line from stdin and answers each line at once (output
@@ -72,12 +75,20 @@ enum Command {
     Launch(Box<engine::LaunchCmd>),
     /// Compare a container with the plan: print each difference
     ///
+    /// With --verify (or any host-check flag, which implies it), the host checks run on the
+    /// plan first, and each bind source the engine reports is looked at on this host (lstat,
+    /// no link followed) and compared with the pinned (device, inode): a source that is a
+    /// symlink, is another directory, or cannot be looked at is a difference (rules `pin-link`,
+    /// `pin-identity`, `pin-unreadable`) naming the mount and both identities.
+    ///
     /// Exit status: 0 when it conforms, 1 when it differs, 2 when it cannot be audited.
     Audit(engine::AuditCmd),
     /// Engine, API and runtime versions, and which protections the engine can honour
     ///
-    /// Exit status: 0 when the default plan can be honoured (given --accept-missing), 1
-    /// otherwise.
+    /// Each protection is contract (a launch without it is refused unless --accept-missing) or
+    /// hardening (nosuid, nodev, noexec on binds: a launch without it goes ahead with one
+    /// warning, unless --require makes it refuse). Exit status: 0 when the default plan can be
+    /// honoured (given --accept-missing and --require), 1 otherwise.
     Doctor(engine::DoctorCmd),
     /// Remove managed containers whose launcher is gone (killed, crashed, host rebooted)
     ///
@@ -172,9 +183,18 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            print_error(&err);
             ExitCode::from(2)
         }
+    }
+}
+
+/// Print `err` and its causes on one line, each cause once, then what to do about a host
+/// refusal on a line of its own.
+pub(crate) fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {}", stream::chain_text(err.chain()));
+    if let Some(host) = err.downcast_ref::<mount_plan_host::HostError>() {
+        eprintln!("hint: {}", host.hint());
     }
 }
 
@@ -226,6 +246,9 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
                         b.target, b.pin.dev, b.pin.ino
                     ));
                 }
+                for f in v.findings() {
+                    t.push_str(&format!("\nfinding: {f}"));
+                }
             }
             t
         }
@@ -261,6 +284,7 @@ fn plan_json(plan: &MountPlan, verified: Option<&VerifiedPlan>) -> serde_json::V
         );
         obj.insert("job_dir_created".into(), v.job_dir_created().into());
         obj.insert("warnings".into(), json(serde_json::to_value(v.warnings())));
+        obj.insert("findings".into(), json(serde_json::to_value(v.findings())));
     }
     value
 }
@@ -278,9 +302,14 @@ fn k8s_pod(cmd: &PlanCmd, plan: &MountPlan) -> Result<String> {
         if mount_plan_launch::Protection::required_by(plan).contains(&protection)
             && !availability.is_available()
         {
-            eprintln!(
-                "note: {protection} is {availability}; `launch --runtime kubernetes` refuses this plan unless --accept-missing {protection}"
-            );
+            match protection.class() {
+                mount_plan_launch::Class::Hardening => eprintln!(
+                    "note: {protection} is {availability}; `launch --runtime kubernetes` goes ahead without it with a warning (--require {protection} refuses instead)"
+                ),
+                mount_plan_launch::Class::Required => eprintln!(
+                    "note: {protection} is {availability}; `launch --runtime kubernetes` refuses this plan unless --accept-missing {protection}"
+                ),
+            }
         }
     }
     for w in target.warnings() {

@@ -120,6 +120,29 @@ fn json_string(line: &[u8]) -> Result<Cow<'_, str>, serde_json::Error> {
     Ok(value)
 }
 
+/// An error's message followed by its causes, `: `-separated, each once: a cause whose text
+/// the message already holds (a wrapper that shows the refusal it wraps) is not repeated.
+pub fn chain_text<'a>(
+    errors: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = String::new();
+    for e in errors {
+        let part = e.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+/// An error and its causes, as [`chain_text`] writes them.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    chain_text(std::iter::successors(Some(e), |e| e.source()))
+}
+
 /// Serialize a message through `Display`, without an intermediate `String`.
 struct Shown<'a>(&'a dyn fmt::Display);
 
@@ -227,6 +250,14 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// What to do about a host refusal.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            RequestError::Host(e) => Some(e.hint()),
+            _ => None,
+        }
+    }
+
     /// The stable short id of the rule.
     pub fn rule(&self) -> &'static str {
         match self {
@@ -246,10 +277,13 @@ pub fn plan_for(layout: &Layout, workspace: &str, job: &str) -> Result<MountPlan
     Ok(layout.plan(&workspace, &job)?)
 }
 
-/// The error answer of `plan --json-lines`: `{"error":…,"line":N,"ok":false,"rule":…}`.
+/// The error answer of `plan --json-lines`: `{"error":…,"line":N,"ok":false,"rule":…}`, and
+/// `"hint":…` (what to do) after `error` for a host refusal.
 #[derive(Serialize)]
 struct PlanErrorAnswer<'a> {
     error: Shown<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'static str>,
     line: u64,
     ok: bool,
     rule: &'static str,
@@ -272,8 +306,11 @@ pub fn plan(
                 Ok(true)
             }
             Err(e) => {
+                // A host refusal's cause (the OS error) is its source, not in its message.
+                let error = with_causes(&e);
                 let answer = PlanErrorAnswer {
-                    error: Shown(&e),
+                    error: Shown(&error),
+                    hint: e.hint(),
                     line: number,
                     ok: false,
                     rule: e.rule(),

@@ -132,17 +132,43 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const ACCEPT: [&str; 2] = ["--accept-missing", "noexec"];
-
 fn launch_leaves_out_in_the_job_dir_and_exits_0() {
     if !docker_ready() {
         return;
     }
     let ws = Ws::new("out");
-    let o = ws.launch(&ACCEPT, &["sh", "-c", "echo hi > out"]);
+    let o = ws.launch(&[], &["sh", "-c", "echo hi > out"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     assert_eq!(fs::read_to_string(ws.w.join("job1/out")).unwrap(), "hi\n");
     assert_eq!(ws.leftovers(), "", "no container remains");
+}
+
+/// The first try of a new user: no flags. Docker cannot set noexec on binds (hardening): the
+/// launch runs, with exactly one warning naming it; a site that requires it gets 125.
+fn default_launch_runs_with_one_hardening_warning_and_require_refuses() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("default");
+    let o = ws.launch(&[], &["true"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "exactly one warning: {err}");
+    assert!(
+        warnings[0].contains("noexec") && warnings[0].contains("--require noexec"),
+        "{err}"
+    );
+    assert_eq!(ws.leftovers(), "");
+    let o = ws.launch(&["--require", "noexec"], &["sh", "-c", "echo ran > ran"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "stderr: {err}");
+    assert!(
+        err.contains("protection-unavailable") && err.contains("noexec"),
+        "{err}"
+    );
+    assert!(!ws.w.join("job1/ran").exists(), "the command ran");
+    assert_eq!(ws.leftovers(), "");
 }
 
 fn launch_exits_with_the_container_status_and_streams_output() {
@@ -150,7 +176,7 @@ fn launch_exits_with_the_container_status_and_streams_output() {
         return;
     }
     let ws = Ws::new("exit");
-    let o = ws.launch(&ACCEPT, &["sh", "-c", "pwd; echo to-stderr >&2; exit 3"]);
+    let o = ws.launch(&[], &["sh", "-c", "pwd; echo to-stderr >&2; exit 3"]);
     assert_eq!(o.status.code(), Some(3), "stderr: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "/workspace/job1\n");
     assert!(text(&o.stderr).contains("to-stderr"), "{}", text(&o.stderr));
@@ -165,33 +191,24 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
     let cases: [(&str, &[&str], &str); 6] = [
         (
             "mount-plan-no-such-image:x",
-            &ACCEPT,
+            &[],
             "engine rule `image-missing`",
         ),
-        (IMAGE, &[], "cannot honour \"noexec\""),
+        (IMAGE, &["--require", "noexec"], "cannot honour \"noexec\""),
         (
             IMAGE,
-            &["--accept-missing", "noexec", "--network", "host"],
+            &["--network", "host"],
             "spec rule `network-namespace`",
         ),
+        (IMAGE, &["--user", "root"], "spec rule `user`"),
         (
             IMAGE,
-            &["--accept-missing", "noexec", "--user", "root"],
-            "spec rule `user`",
-        ),
-        (
-            IMAGE,
-            &["--accept-missing", "noexec", "--cap-add", "mknod"],
+            &["--cap-add", "mknod"],
             "spec rule `capability-forbidden`: capability \"mknod\" is never granted to a job: it lets a job plant device nodes",
         ),
         (
             IMAGE,
-            &[
-                "--accept-missing",
-                "noexec",
-                "--socket",
-                "/nonexistent/docker.sock",
-            ],
+            &["--socket", "/nonexistent/docker.sock"],
             "engine rule `connect`",
         ),
     ];
@@ -205,11 +222,12 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
             "{extra:?}: the command ran"
         );
     }
-    // A command that does not exist fails at start: 125 too, container removed.
-    let o = ws.launch(&ACCEPT, &["/no/such/command"]);
+    // A command that does not exist: the gate cannot exec it; 125 too, container removed.
+    let o = ws.launch(&[], &["/no/such/command"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
     assert!(
-        text(&o.stderr).contains("engine rule `start`"),
+        text(&o.stderr).contains("engine rule `gate-refused`")
+            && text(&o.stderr).contains("gate-exec"),
         "{}",
         text(&o.stderr)
     );
@@ -224,13 +242,10 @@ fn cap_add_grants_only_what_is_asked() {
     }
     let ws = Ws::new("caps");
     let script = ["sh", "-c", "grep CapBnd /proc/self/status"];
-    let o = ws.launch(&ACCEPT, &script);
+    let o = ws.launch(&[], &script);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000000\n");
-    let o = ws.launch(
-        &["--accept-missing", "noexec", "--cap-add", "cap_chown"],
-        &script,
-    );
+    let o = ws.launch(&["--cap-add", "cap_chown"], &script);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000001\n");
     assert_eq!(ws.leftovers(), "");
@@ -267,8 +282,6 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
         w,
         "--job",
         "job1",
-        "--accept-missing",
-        "noexec",
     ]));
     let report = text(&a.stdout);
     let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
@@ -290,13 +303,7 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
 
     // A container launched by mount-plan (kept) conforms.
     let o = ws.launch(
-        &[
-            "--accept-missing",
-            "noexec",
-            "--keep",
-            "--name",
-            &format!("mp-{}", ws.label),
-        ],
+        &["--keep", "--name", &format!("mp-{}", ws.label)],
         &["sh", "-c", ":"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -310,8 +317,6 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
         w,
         "--job",
         "job1",
-        "--accept-missing",
-        "noexec",
     ]));
     let _ = sh(Command::new("docker").args(["rm", "-f", &name]));
     assert_eq!(
@@ -325,24 +330,116 @@ fn audit_reports_a_wider_mount_and_passes_a_launched_container() {
     assert_eq!(ws.leftovers(), "");
 }
 
+/// `audit --verify`: the bind sources Docker reports are looked at on this host and compared
+/// with the pins of the audit's own host check. A launched (kept) container conforms; a
+/// container whose source paths are a symlink to `startup/` and a sibling job directory gets
+/// one difference each, naming the mount and both identities.
+fn audit_verify_compares_bind_sources_with_the_pins() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("audit-verify");
+    let w = ws.w.to_str().unwrap();
+    let name = format!("mp-{}", ws.label);
+    let o = ws.launch(
+        &["--accept-missing", "noexec", "--keep", "--name", &name],
+        &["sh", "-c", ":"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let audit = |container: &str| {
+        sh(Command::new(BIN).args([
+            "audit",
+            "--runtime",
+            "docker",
+            container,
+            "--workspace",
+            w,
+            "--job",
+            "job1",
+            "--accept-missing",
+            "noexec",
+            "--verify",
+        ]))
+    };
+    let a = audit(&name);
+    let _ = sh(Command::new("docker").args(["rm", "-f", &name]));
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}{}",
+        text(&a.stdout),
+        text(&a.stderr)
+    );
+
+    // By hand: startup through a symlink, a sibling job's directory as the job bind.
+    fs::create_dir(ws.w.join("job2")).unwrap();
+    let link = ws.top.join("startup-link");
+    std::os::unix::fs::symlink(ws.w.join("startup"), &link).unwrap();
+    let o = sh(Command::new("docker").args([
+        "run",
+        "-d",
+        "--label",
+        &format!("mount-plan-test.run={}", ws.label),
+        "-v",
+        &format!("{}:/workspace/startup:ro", link.to_str().unwrap()),
+        "-v",
+        &format!("{w}/job2:/workspace/job1"),
+        IMAGE,
+        "sleep",
+        "30",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    let a = audit(&id);
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let report = text(&a.stdout);
+    assert_eq!(a.status.code(), Some(1), "{report}{}", text(&a.stderr));
+    assert!(
+        report.contains(&format!(
+            "pin rule `pin-identity`: the bind at \"/workspace/job1\" has the source {:?} with identity",
+            ws.w.join("job2").to_str().unwrap()
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "pin rule `pin-link`: the bind at \"/workspace/startup\" has the source {:?}, which is a symlink",
+            link.to_str().unwrap()
+        )),
+        "{report}"
+    );
+    assert_eq!(report.matches("pin rule").count(), 2, "{report}");
+}
+
 fn doctor_exit_status_follows_the_default_plan() {
     if !docker_ready() {
         return;
     }
     let o = sh(Command::new(BIN).args(["doctor", "--runtime", "docker"]));
     let out = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    // noexec is hardening: Docker cannot apply it, and the default plan runs with a warning.
+    assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("api:      1."), "{out}");
     assert!(out.contains("noexec               not available"), "{out}");
-    assert!(out.contains("--accept-missing noexec"), "{out}");
+    assert!(out.contains("--require refuses them"), "{out}");
+    let o = sh(Command::new(BIN).args(["doctor", "--runtime", "docker", "--require", "noexec"]));
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("hardening required by --require"), "{out}");
+    // A contract protection is always required: naming it in --require is a usage error.
     let o = sh(Command::new(BIN).args([
         "doctor",
         "--runtime",
         "docker",
-        "--accept-missing",
-        "noexec",
+        "--require",
+        "read-only-root",
     ]));
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("part of the contract"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = sh(Command::new(BIN).args([
         "doctor",
         "--runtime",
@@ -382,26 +479,23 @@ fn a_refused_launch_removes_the_job_directory_it_created() {
             .args(["--", "sh", "-c", "echo ran > ran"]))
     };
     let launch = |extra: &[&str]| launch_image(IMAGE, extra);
-    // Refused by the engine check (noexec not accepted): the directory created by the host
-    // check must not survive.
-    let o = launch(&[]);
+    // Refused by the engine check (the site requires noexec, which Docker cannot apply): the
+    // directory created by the host check must not survive.
+    let o = launch(&["--require", "noexec"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
     assert!(
         !ws.w.join("job-new").exists(),
         "a half-created job directory was left"
     );
     // The same for an image that does not exist.
-    let o = launch_image(
-        "mount-plan-no-such-image:x",
-        &["--accept-missing", "noexec"],
-    );
+    let o = launch_image("mount-plan-no-such-image:x", &[]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
     assert!(
         !ws.w.join("job-new").exists(),
         "a half-created job directory was left"
     );
     // A successful launch keeps it, with the output.
-    let o = launch(&["--accept-missing", "noexec"]);
+    let o = launch(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(
         fs::read_to_string(ws.w.join("job-new/ran")).unwrap(),
@@ -414,6 +508,11 @@ fn main() {
     use mount_plan_testkit::harness::{self, Need};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
     harness::run(vec![
+        harness::test(
+            "default_launch_runs_with_one_hardening_warning_and_require_refuses",
+            DOCKER,
+            default_launch_runs_with_one_hardening_warning_and_require_refuses,
+        ),
         harness::test(
             "launch_leaves_out_in_the_job_dir_and_exits_0",
             DOCKER,
@@ -438,6 +537,11 @@ fn main() {
             "audit_reports_a_wider_mount_and_passes_a_launched_container",
             DOCKER,
             audit_reports_a_wider_mount_and_passes_a_launched_container,
+        ),
+        harness::test(
+            "audit_verify_compares_bind_sources_with_the_pins",
+            DOCKER,
+            audit_verify_compares_bind_sources_with_the_pins,
         ),
         harness::test(
             "doctor_exit_status_follows_the_default_plan",

@@ -37,7 +37,7 @@ fn the_done_when_command_prints_the_golden_pod() {
         golden("default-1.33.json")
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("--accept-missing noexec"), "{stderr}");
+    assert!(stderr.contains("--require noexec"), "{stderr}");
 
     let out = mount_plan(
         &[

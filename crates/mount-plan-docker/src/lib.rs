@@ -39,7 +39,7 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
+    StopContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -258,28 +258,63 @@ impl Engine for DockerEngine {
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
         let plan = request.plan.plan();
-        let call = translate(plan, request.spec, request.labels, &self.info)?;
+        let mut call = translate(plan, request.spec, request.labels, &self.info)?;
+        let not_created = |e: DockerError| {
+            let no_image = status_of(&e) == Some(404)
+                || matches!(&e, DockerError::DockerResponseServerError { message, .. } if message.contains("No such image"));
+            if no_image {
+                LaunchError::ImageNotFound {
+                    image: request.spec.image.to_string(),
+                    source: boxed(e),
+                }
+            } else if status_of(&e).is_some() {
+                LaunchError::Create {
+                    job: plan.job().to_string(),
+                    source: boxed(e),
+                }
+            } else {
+                call_err("create", "", e)
+            }
+        };
+        // The gate runs first, then the image's entrypoint with the launch's command (or the
+        // image's): the image's own configuration says what that is.
+        let image = self
+            .docker
+            .inspect_image(&request.spec.image.to_string())
+            .await
+            .map_err(not_created)?;
+        let config = image.config.unwrap_or_default();
+        let (entrypoint, cmd) = request
+            .gate
+            .command_line(
+                request.spec,
+                &config.entrypoint.unwrap_or_default(),
+                &config.cmd.unwrap_or_default(),
+            )
+            .ok_or_else(|| LaunchError::Create {
+                job: plan.job().to_string(),
+                source: "no command: neither the launch nor the image gives one".into(),
+            })?;
+        call.body.entrypoint = Some(entrypoint);
+        call.body.cmd = Some(cmd);
         let created = self
             .docker
             .create_container(Some(call.options), call.body)
             .await
-            .map_err(|e| {
-                let no_image = status_of(&e) == Some(404)
-                    || matches!(&e, DockerError::DockerResponseServerError { message, .. } if message.contains("No such image"));
-                if no_image {
-                    LaunchError::ImageNotFound {
-                        image: request.spec.image.to_string(),
-                        source: boxed(e),
-                    }
-                } else if status_of(&e).is_some() {
-                    LaunchError::Create {
-                        job: plan.job().to_string(),
-                        source: boxed(e),
-                    }
-                } else {
-                    call_err("create", "", e)
-                }
-            })?;
+            .map_err(not_created)?;
+        // The gate and R's directory entry, before anything starts. A failure leaves the
+        // container to the lifecycle, which removes every container of this launch.
+        self.docker
+            .upload_to_container(
+                &created.id,
+                Some(UploadToContainerOptions {
+                    path: "/".into(),
+                    ..UploadToContainerOptions::default()
+                }),
+                bollard::body_full(bytes::Bytes::from(request.gate.archive())),
+            )
+            .await
+            .map_err(|e| call_err("upload", &created.id, e))?;
         Ok(created.id)
     }
 

@@ -193,13 +193,12 @@ mod tests {
             protections: crate::availability(&EngineFacts::new(api.parse().unwrap(), None, None)),
             warnings: vec![],
         };
-        mount_plan_launch::check_protections(&report, &plan(), &spec.accept_missing).unwrap_err()
+        mount_plan_launch::check_protections(&report, &plan(), &spec.accept_missing, &spec.require)
+            .unwrap_err()
     }
 
     fn spec() -> LaunchSpec {
-        let mut s = LaunchSpec::new("img:1".parse().unwrap()).with_command(["sh", "-c", "x"]);
-        s.accept_missing.insert(Protection::NoExecOnBinds);
-        s
+        LaunchSpec::new("img:1".parse().unwrap()).with_command(["sh", "-c", "x"])
     }
 
     #[test]
@@ -290,9 +289,22 @@ mod tests {
     }
 
     #[test]
-    fn noexec_is_refused_unless_accepted() {
+    fn noexec_is_hardening_refused_only_when_required() {
+        let report = mount_plan_launch::EngineReport {
+            engine: engine("1.41"),
+            protections: crate::availability(&EngineFacts::new(ApiVersion::new(1, 41), None, None)),
+            warnings: vec![],
+        };
+        let s = spec();
+        mount_plan_launch::check_protections(&report, &plan(), &s.accept_missing, &s.require)
+            .expect("hardening Docker cannot apply is not refused by default");
+        let warning = report.hardening_warning(&plan(), &s.require).unwrap();
+        assert!(
+            warning.contains("noexec") && warning.contains("--require noexec"),
+            "{warning}"
+        );
         let mut s = spec();
-        s.accept_missing.clear();
+        s.require.insert(Protection::NoExecOnBinds);
         let err = refusal(&s, "1.41");
         assert_eq!(err.rule(), "protection-unavailable");
         let msg = err.to_string();

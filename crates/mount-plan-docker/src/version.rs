@@ -225,7 +225,7 @@ pub fn root_mode_note(mode: u32, known: Known, runtime: Option<&str>) -> String 
         Known::Observed => "observed on this engine".to_owned(),
     };
     format!(
-        "the size is as planned, but R's mode becomes {mode:04o} ({how}): Docker creates the working directory R/J in the container's own filesystem first, and the runtime gives the tmpfs the mode of the directory it covers (a read-only root still refuses every write; a scratch root refuses non-root writers)"
+        "R's directory entry is written with the planned mode before the container starts (the engine's archive call), so the tmpfs gets the planned mode; without it R's mode would become {mode:04o} ({how}: Docker creates the working directory R/J in the container's own filesystem, and the runtime gives the tmpfs the mode of the directory it covers); the in-container gate checks the mode"
     )
 }
 
@@ -245,10 +245,10 @@ pub fn availability(facts: &EngineFacts) -> Vec<(Protection, Availability)> {
                 Protection::RootModeAndSize => match facts.root_mode {
                     Some((RootMode::Kept, _)) => Availability::Native,
                     Some((RootMode::Becomes(m), known)) => {
-                        Availability::Partial(root_mode_note(m, known, facts.runtime.as_deref()))
+                        Availability::Substitute(root_mode_note(m, known, facts.runtime.as_deref()))
                     }
-                    None => Availability::Partial(format!(
-                        "the size is as planned; whether R keeps its mode is not known for runtime {:?} (runc before {}.{}.{} gives it {WORKDIR_PARENT_MODE:04o}): run doctor with --probe-image to observe it",
+                    None => Availability::Substitute(format!(
+                        "R's directory entry is written with the planned mode before the container starts (whether runtime {:?} would keep it is not known: runc before {}.{}.{} gives the tmpfs {WORKDIR_PARENT_MODE:04o}); the in-container gate checks the mode",
                         facts.runtime.as_deref().unwrap_or("(not reported)"),
                         RUNC_KEEPS_TMPFS_MODE.0,
                         RUNC_KEEPS_TMPFS_MODE.1,
@@ -381,12 +381,14 @@ mod tests {
     #[test]
     fn root_mode_availability_follows_the_runtime() {
         let old = EngineFacts::new(ApiVersion::new(1, 41), Some("runc 1.1.5+ds1"), None);
-        let Availability::Partial(note) = get(&availability(&old), Protection::RootModeAndSize)
+        let Availability::Substitute(note) = get(&availability(&old), Protection::RootModeAndSize)
         else {
-            panic!("runc 1.1.5: partial");
+            panic!("runc 1.1.5: written before start");
         };
         assert!(
-            note.contains("becomes 0755") && note.contains("runc 1.1.5+ds1"),
+            note.contains("written with the planned mode")
+                && note.contains("become 0755")
+                && note.contains("runc 1.1.5+ds1"),
             "{note}"
         );
 
@@ -398,12 +400,12 @@ mod tests {
 
         // The version wins over an observation; an observation fills in what it cannot tell.
         let crun = EngineFacts::new(ApiVersion::new(1, 45), Some("crun 1.8"), None);
-        let Availability::Partial(note) = get(&availability(&crun), Protection::RootModeAndSize)
+        let Availability::Substitute(note) = get(&availability(&crun), Protection::RootModeAndSize)
         else {
-            panic!("unknown: partial");
+            panic!("unknown: written before start");
         };
         assert!(
-            note.contains("not known") && note.contains("--probe-image"),
+            note.contains("not known") && note.contains("written with the planned mode"),
             "{note}"
         );
         let seen = EngineFacts::new(
@@ -415,7 +417,7 @@ mod tests {
             seen.root_mode,
             Some((RootMode::Becomes(0o700), Known::Observed))
         );
-        let Availability::Partial(note) = get(&availability(&seen), Protection::RootModeAndSize)
+        let Availability::Substitute(note) = get(&availability(&seen), Protection::RootModeAndSize)
         else {
             panic!("observed drift: partial");
         };

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::Pin;
+
 /// What a check concerned: the path the engine will mount and the path the check ran on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -43,6 +45,28 @@ impl fmt::Display for Subject {
             write!(f, " (checked at {:?})", self.launcher_path)?;
         }
         Ok(())
+    }
+}
+
+/// How an extra mount source overlaps the workspace ([`HostError::ExtraAliasesWorkspace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overlap {
+    /// The source is the workspace.
+    Is,
+    /// The source lies inside the workspace.
+    Inside,
+    /// The source contains the workspace.
+    Contains,
+}
+
+impl fmt::Display for Overlap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Overlap::Is => "is",
+            Overlap::Inside => "lies inside",
+            Overlap::Contains => "contains",
+        })
     }
 }
 
@@ -133,11 +157,14 @@ pub enum HostError {
         /// The expected owner.
         expected: u32,
     },
-    /// A regular file in the job directory has more than one link.
-    #[error("{rule}{at} is a regular file with {links} links; a hard link can expose a file from outside the job directory", rule = self.prefix())]
+    /// A non-directory in the job directory (regular file, socket, fifo, device node,
+    /// symlink) has more than one link.
+    #[error("{rule}{at} is a {found} with {links} links; a hard link can expose a file from outside the job directory", rule = self.prefix())]
     HardLink {
-        /// The file.
+        /// The entry.
         at: Subject,
+        /// What it is ("regular file", "socket", "fifo"...).
+        found: &'static str,
         /// Its link count.
         links: u64,
     },
@@ -156,8 +183,30 @@ pub enum HostError {
         /// The job directory.
         at: Subject,
     },
-    /// A system call failed for another reason.
-    #[error("{rule}could not {op} {at}: {source}", rule = self.prefix())]
+    /// An extra mount's source is the workspace, lies inside it or contains it, reached
+    /// through a symlink or a bind mount that the textual overlap rule of the plan cannot see.
+    #[error(
+        "{rule}{at} {relation} the workspace {workspace:?} (identity dev {} ino {}, the workspace's dev {} ino {}); an extra mount must not expose the workspace or a job directory",
+        .source_pin.dev, .source_pin.ino, .workspace_pin.dev, .workspace_pin.ino,
+        rule = self.prefix()
+    )]
+    ExtraAliasesWorkspace {
+        /// The extra mount source.
+        at: Subject,
+        /// How it overlaps the workspace.
+        relation: Overlap,
+        /// The workspace's host path.
+        workspace: Box<str>,
+        /// The identity of the opened source.
+        source_pin: Pin,
+        /// The identity of the workspace.
+        workspace_pin: Pin,
+    },
+    /// A system call failed for another reason. The OS error is the [`source`]
+    /// (`std::error::Error::source`), not repeated in this message.
+    ///
+    /// [`source`]: std::error::Error::source
+    #[error("{rule}could not {op} {at}", rule = self.prefix())]
     Io {
         /// What was being checked.
         at: Subject,
@@ -183,6 +232,7 @@ mount_plan::rules!(HostError, "host", {
     HardLink => "hard-link",
     TooDeep => "too-deep",
     JobDirRemoved => "job-dir-removed",
+    ExtraAliasesWorkspace => "extra-aliases-workspace",
     Io => "io",
 });
 
@@ -220,7 +270,99 @@ impl HostError {
             | HostError::HardLink { at, .. }
             | HostError::TooDeep { at, .. }
             | HostError::JobDirRemoved { at }
+            | HostError::ExtraAliasesWorkspace { at, .. }
             | HostError::Io { at, .. } => Some(at),
         }
+    }
+
+    /// What to do about this refusal, in one sentence (the CLI prints it on its own line after
+    /// the error, and as `hint` in JSON).
+    pub fn hint(&self) -> &'static str {
+        let what = self.subject().map(|s| s.what);
+        match self {
+            HostError::LauncherPath { .. } => "give the launcher's view of the workspace as an absolute path",
+            HostError::InvalidMode { .. } => "give the job directory mode as octal permission bits between 0 and 7777",
+            HostError::Symlink { .. } if what == Some("extra mount source") => {
+                "pass the real path of the extra mount source, not a symlink to it"
+            }
+            HostError::Symlink { .. } if what == Some("job directory") => {
+                "remove the symlink and create the job directory as a real directory of the workspace (--create-job-dir=fresh)"
+            }
+            HostError::Symlink { .. } => {
+                "pass the real path, or flip releases by renaming a directory (rename is atomic) instead of repointing a symlink"
+            }
+            HostError::SymlinkInPath { .. } => {
+                "pass the path with its symlinks resolved (realpath), or drop --strict-paths"
+            }
+            HostError::NotADirectory { .. } => "replace it with a directory, or fix the path",
+            HostError::Missing { .. } if what == Some("job directory") => {
+                "create the job directory first, or let the check create it (--create-job-dir)"
+            }
+            HostError::Missing { .. } => "create the directory, or fix the path",
+            HostError::OtherFilesystem { .. } => {
+                "unmount what is mounted there, or move the workspace so that it and its bind sources are one mount"
+            }
+            HostError::Exists { .. } => {
+                "pick a new job name, or reuse the directory with --create-job-dir=if-missing"
+            }
+            HostError::Permissions { .. } => {
+                "remove group and other write access (chmod go-w), or pass --permissions warn to go on"
+            }
+            HostError::Owner { .. } => {
+                "chown it to the launcher's user, or name its owner with --expected-owner"
+            }
+            HostError::HardLink { .. } => {
+                "remove the extra links, or start from a fresh job directory (--create-job-dir=fresh)"
+            }
+            HostError::TooDeep { .. } => {
+                "flatten the job directory, or start from a fresh one (--create-job-dir=fresh)"
+            }
+            HostError::JobDirRemoved { .. } => "launch again: nothing ran",
+            HostError::ExtraAliasesWorkspace { .. } => {
+                "mount a directory outside the workspace, not a path that reaches it through a symlink or a bind mount"
+            }
+            HostError::Io { .. } => {
+                "check that this process may open the path (its user, permissions, SELinux or AppArmor)"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(what: &'static str) -> Subject {
+        Subject::new(what, "/srv/w/startup".into(), "/srv/w/startup".into())
+    }
+
+    #[test]
+    fn an_io_cause_is_the_source_not_part_of_the_message() {
+        let e = HostError::Io {
+            at: at("shared directory"),
+            op: "open",
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}could not open shared directory \"/srv/w/startup\"",
+                e.prefix()
+            )
+        );
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("os error 13"), "{cause}");
+    }
+
+    #[test]
+    fn a_symlinked_shared_directory_hints_at_an_atomic_rename() {
+        let e = HostError::Symlink {
+            at: at("shared directory"),
+        };
+        assert!(e.hint().contains("rename is atomic"), "{}", e.hint());
+        let e = HostError::Symlink {
+            at: at("job directory"),
+        };
+        assert!(e.hint().contains("--create-job-dir=fresh"), "{}", e.hint());
     }
 }

@@ -14,7 +14,15 @@
 //!   and mount-id comparison ([`Resolver`]). A bind source on another filesystem, or that is
 //!   itself a mount point, is refused with both device numbers in the error;
 //! - the shared directories pass the same owner and permission rules as W;
-//! - every extra mount's source is a directory whose last component is not a symlink.
+//! - every extra mount's source is a directory whose last component is not a symlink, and is
+//!   neither W, nor inside W, nor above W **by identity**: the opened source and W's handle
+//!   are each walked up with `..` to `/`, and their places in the filesystem are compared, so
+//!   a path that reaches W through a symlink or a bind mount (`/x/alias/job-2`, `alias` a bind
+//!   of W, or a bind of W/job-2 alone) is refused (`extra-aliases-workspace`).
+//!
+//! The shared directories and W/J are scanned (same mount, no link followed, at most
+//! [`MAX_SCAN_DEPTH`] levels): sockets, fifos and device nodes that a bind would carry into the
+//! container are reported as [`Finding`]s ([`VerifiedPlan::findings`]), not refused.
 //!
 //! The decision is always taken on the descriptor that was opened (`fstat` on it), never on a
 //! second lookup by name, so a directory swapped for a symlink mid-check yields either the real
@@ -85,22 +93,35 @@
 //! - **Permissions** are read from the mode bits. POSIX ACL entries that grant write show up
 //!   in the group bits (the ACL mask), so they are refused too; other access control (SELinux,
 //!   capabilities of other processes, root) is out of scope.
-//! - **Hard links.** [`VerifyOptions::refuse_hard_links`] scans W/J recursively (same mount
-//!   only, at most [`MAX_SCAN_DEPTH`] levels, no link followed) and refuses a regular file with
-//!   more than one link. It is off by default: legitimate job directories can hold hard links
-//!   (`cp -al` snapshots, package caches), the scan costs time proportional to the directory,
-//!   and a fresh job directory ([`JobDir::CreateFresh`]) is the stronger defence. Like every
-//!   check, it is a snapshot.
+//! - **Hard links.** [`VerifyOptions::refuse_hard_links`] makes the scan of W/J refuse any
+//!   non-directory (regular file, socket, fifo, device node, symlink) with more than one link,
+//!   and any place it cannot look into. It is off by default: legitimate job directories can
+//!   hold hard links (`cp -al` snapshots, package caches), and a fresh job directory
+//!   ([`JobDir::CreateFresh`]) is the stronger defence. Like every check, it is a snapshot.
+//! - **The scan** reads every directory of the shared directories and of W/J on each
+//!   verification: its cost is proportional to their number of entries. Without
+//!   `refuse_hard_links`, a directory it cannot read is a [`FindingKind::Incomplete`] finding.
+//! - **Extra mounts by identity** compare W with the source and its ancestors, and, for a bind
+//!   mount of a directory *below* W mounted elsewhere (no ancestor in common with W), the two
+//!   places in their filesystem read from `/proc/self/mountinfo` and `/proc/self/fd`. Without
+//!   a readable `/proc`, only the walks decide and such a bind of a subdirectory is not caught.
+//! - **After the job**, [`VerifiedPlan::sweep_job_dir`] clears set-user-ID and set-group-ID
+//!   bits in W/J and [`VerifiedPlan::workspace_mount_flags`] says whether W's mount is `nosuid`
+//!   and `nodev`; [`VerifiedPlan::compare_sources`] compares the bind sources an engine reports
+//!   with the pins.
 //! - Linux only. `openat2` needs Linux 5.6; the mount-id comparison of the fallback walk needs
 //!   `statx` with `STATX_MNT_ID` (5.8) and is skipped where the kernel does not report it (the
 //!   device comparison still applies).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod alias;
 mod claim;
+mod compare;
 mod error;
 mod open;
 mod scan;
+mod sweep;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -112,8 +133,10 @@ use rustix::fs::{fchmod, fstat, mkdirat, Mode};
 use rustix::io::Errno;
 
 pub use claim::JobDirRelease;
-pub use error::{HostError, Subject};
-pub use scan::MAX_SCAN_DEPTH;
+pub use compare::PinMismatch;
+pub use error::{HostError, Overlap, Subject};
+pub use scan::{Finding, FindingKind, MAX_SCAN_DEPTH};
+pub use sweep::{ClearedFile, SpecialFile, SweepProblem, SweepReport, WorkspaceMountFlags};
 
 use open::{Base, Method};
 
@@ -271,8 +294,8 @@ pub struct VerifyOptions {
     pub permissions: PermissionPolicy,
     /// Expected owner uid of W and shared dirs (default: this process's effective uid).
     pub expected_owner: Option<u32>,
-    /// Refuse a regular file with more than one link anywhere in W/J (default off: see the
-    /// crate docs' limits).
+    /// Refuse a non-directory (regular file, socket, fifo, device node, symlink) with more than
+    /// one link anywhere in W/J (default off: see the crate docs' limits).
     pub refuse_hard_links: bool,
     /// Refuse a symlink in any component of W's launcher path and of extra sources' paths,
     /// not only the last (default off: see the crate docs' limits).
@@ -312,7 +335,7 @@ pub struct Pins {
 ///
 /// Serialises as `{"plan": {...}, "pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
 /// "source", "role", "dev", "ino"}]}, "launcher_workspace", "resolver", "job_dir_created",
-/// "warnings"}`.
+/// "warnings", "findings"}`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedPlan {
     plan: MountPlan,
@@ -322,9 +345,22 @@ pub struct VerifiedPlan {
     resolver: Resolver,
     job_dir_created: bool,
     warnings: Vec<String>,
+    findings: Vec<Finding>,
     /// The shared lock on W/J, held while this plan (or a clone) lives.
     #[serde(skip)]
     claim: Arc<claim::JobDirClaim>,
+    /// W's and W/J's pinned handles.
+    #[serde(skip)]
+    handles: Arc<Handles>,
+}
+
+/// The handles a verification opened, kept for the host facts asked after it.
+#[derive(Debug)]
+struct Handles {
+    workspace: OwnedFd,
+    workspace_at: Subject,
+    job: OwnedFd,
+    job_at: Subject,
 }
 
 fn ser_lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -376,6 +412,36 @@ impl VerifiedPlan {
     /// Whether this verification created W/J.
     pub fn job_dir_created(&self) -> bool {
         self.job_dir_created
+    }
+    /// What the scan of the shared directories and W/J found that is not a refusal: sockets,
+    /// fifos and device nodes a bind carries into the container, and places the scan could not
+    /// look into.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The mount flags of W's filesystem, read with `fstatvfs` on W's pinned handle (so on the
+    /// directory that was checked, wherever it is now). A launcher uses them to know whether a
+    /// set-user-ID file or a device node a job leaves in W/J matters to host users: on a
+    /// `nosuid`, `nodev` mount it does not.
+    pub fn workspace_mount_flags(&self) -> Result<WorkspaceMountFlags, HostError> {
+        sweep::mount_flags(self.handles.workspace.as_fd(), &self.handles.workspace_at)
+    }
+
+    /// Sweep the job directory after its container is gone: walk W/J from its pinned handle
+    /// (every directory opened `O_RDONLY | O_DIRECTORY | O_NOFOLLOW` from its parent's handle,
+    /// no link followed, never leaving W/J's mount, at most [`MAX_SCAN_DEPTH`] levels) and
+    /// clear the set-user-ID and set-group-ID bits of every regular file (opened `O_NOFOLLOW |
+    /// O_NONBLOCK | O_NOCTTY`, then `fstat` and `fchmod` on that descriptor), so that a
+    /// set-user-ID binary a root job planted gives host users no privilege. Sockets, fifos and
+    /// device nodes are reported, not removed; entries that could not be handled are listed
+    /// with why. Fails only when W/J itself cannot be read.
+    ///
+    /// Entries swapped while the sweep runs are either the same kind of object (decided on the
+    /// opened descriptor) or skipped; a set-id file renamed into a directory already swept
+    /// stays set-id, so run it when nothing writes to W/J any more.
+    pub fn sweep_job_dir(&self) -> Result<SweepReport, HostError> {
+        sweep::sweep(self.handles.job.as_fd(), &self.handles.job_at)
     }
 
     /// Release the job directory after a launch whose command never ran: W/J is removed
@@ -437,17 +503,26 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         mount_id: open::mount_id(ws.as_fd()),
     };
     let mut pins: Vec<Option<Pin>> = vec![None; plan.binds().count()];
+    let mut findings = Vec::new();
 
-    // Shared directories.
+    // Shared directories: checked, pinned, and scanned for sockets, fifos and devices.
     for (i, bind) in plan.binds().enumerate() {
         if bind.role() != BindRole::Shared {
             continue;
         }
         let name = leaf_name(plan.workspace(), bind.source());
         let at = ws_at.child("shared directory", name);
-        let st = open_below(&ws, OsStr::new(name), &at, &base, method)?.1;
+        let (fd, st) = open_below(&ws, OsStr::new(name), &at, &base, method)?;
         police(&st, &at)?;
         pins[i] = Some(Pin::of(&st));
+        scan::Scan {
+            base: &base,
+            method,
+            refuse_hard_links: false,
+            entry: "shared directory entry",
+            findings: &mut findings,
+        }
+        .dir(&fd, &at, 0)?;
     }
 
     // The job directory: from here on, a directory created here is removed on failure.
@@ -481,10 +556,17 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
     drop(cleanup);
 
     let mut rest = || -> Result<(), HostError> {
-        if options.refuse_hard_links {
-            scan::refuse_hard_links(&job_fd, &job_at, &base, method, 0)?;
+        scan::Scan {
+            base: &base,
+            method,
+            refuse_hard_links: options.refuse_hard_links,
+            entry: "job directory entry",
+            findings: &mut findings,
         }
-        // Extra mounts: outside W, any filesystem; last component not followed.
+        .dir(&job_fd, &job_at, 0)?;
+        // Extra mounts: outside W, any filesystem; last component not followed; neither W,
+        // inside W nor above W by identity, however the path reaches it.
+        let mut workspace_up = None;
         for (i, bind) in plan.binds().enumerate() {
             match bind.role() {
                 BindRole::Job => pins[i] = Some(Pin::of(&job_st)),
@@ -495,7 +577,17 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
                         bind.source().as_str().to_owned(),
                         path.clone(),
                     );
-                    let (_, st) = open::open_absolute(&path, options.strict_paths, method, &at)?;
+                    let (fd, st) = open::open_absolute(&path, options.strict_paths, method, &at)?;
+                    if workspace_up.is_none() {
+                        workspace_up = Some(alias::ancestors(ws.as_fd(), &ws_at)?);
+                    }
+                    alias::check_extra(
+                        fd.as_fd(),
+                        &at,
+                        plan.workspace().as_str(),
+                        ws.as_fd(),
+                        workspace_up.as_deref().unwrap_or_default(),
+                    )?;
                     pins[i] = Some(Pin::of(&st));
                 }
                 BindRole::Shared => {}
@@ -529,7 +621,14 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         resolver: method.public(),
         job_dir_created: created,
         warnings,
+        findings,
         claim: Arc::new(claim),
+        handles: Arc::new(Handles {
+            workspace: ws,
+            workspace_at: ws_at,
+            job: job_fd,
+            job_at,
+        }),
     })
 }
 

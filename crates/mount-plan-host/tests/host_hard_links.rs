@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 
 use common::{opts, Site, RESOLVERS};
-use mount_plan_host::{verify, VerifyOptions, MAX_SCAN_DEPTH};
+use mount_plan_host::{verify, FindingKind, VerifyOptions, MAX_SCAN_DEPTH};
 
 fn refusing(resolver: mount_plan_host::Resolver) -> VerifyOptions {
     VerifyOptions {
@@ -72,4 +72,96 @@ fn the_scan_stops_at_its_depth_limit() {
     fs::create_dir_all(&dir).unwrap();
     let err = verify(site.plan("job1"), &refusing(RESOLVERS[0])).unwrap_err();
     assert_eq!(err.rule(), "too-deep", "{err}");
+}
+
+/// A socket and a fifo made outside W, hard-linked into W/J: a job could reach a host service
+/// through the socket, or pass data to a host reader through the fifo. Refused like a file.
+#[test]
+fn a_hard_linked_socket_or_fifo_from_outside_is_refused() {
+    let site = Site::new();
+    let _listener = std::os::unix::net::UnixListener::bind(site.outside.join("service.sock"))
+        .expect("bind a unix socket");
+    fs::hard_link(site.outside.join("service.sock"), site.ws.join("job1/sock")).unwrap();
+    for resolver in RESOLVERS {
+        let err = verify(site.plan("job1"), &refusing(resolver)).unwrap_err();
+        assert_eq!(err.rule(), "hard-link", "{err}");
+        assert!(
+            err.to_string().contains("is a socket with 2 links"),
+            "{err}"
+        );
+    }
+
+    let site = Site::new();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        site.outside.join("pipe").as_path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    fs::create_dir(site.ws.join("job1/deep")).unwrap();
+    fs::hard_link(site.outside.join("pipe"), site.ws.join("job1/deep/pipe")).unwrap();
+    for resolver in RESOLVERS {
+        let err = verify(site.plan("job1"), &refusing(resolver)).unwrap_err();
+        assert_eq!(err.rule(), "hard-link", "{err}");
+        assert!(err.to_string().contains("is a fifo with 2 links"), "{err}");
+        // Not refused without the option, but reported.
+        let v = verify(site.plan("job1"), &opts(resolver)).unwrap();
+        assert_eq!(v.findings().len(), 1, "{:?}", v.findings());
+        assert_eq!(v.findings()[0].kind, FindingKind::Fifo);
+    }
+}
+
+/// A symlink hard-linked into W/J (a second name for a link made elsewhere) is refused too.
+#[test]
+fn a_hard_linked_symlink_is_refused() {
+    let site = Site::new();
+    symlink("/etc/shadow", site.outside.join("link")).unwrap();
+    fs::hard_link(site.outside.join("link"), site.ws.join("job1/link")).unwrap();
+    let err = verify(site.plan("job1"), &refusing(RESOLVERS[0])).unwrap_err();
+    assert_eq!(err.rule(), "hard-link", "{err}");
+    assert!(
+        err.to_string().contains("is a symlink with 2 links"),
+        "{err}"
+    );
+}
+
+/// A lone socket (one link) in W/J or in a shared directory is not refused, even with hard
+/// links refused, but reported with its host path.
+#[test]
+fn a_lone_socket_is_reported_not_refused() {
+    let site = Site::new();
+    let _a = std::os::unix::net::UnixListener::bind(site.ws.join("job1/own.sock")).unwrap();
+    let _b = std::os::unix::net::UnixListener::bind(site.ws.join("startup/shared.sock")).unwrap();
+    for resolver in RESOLVERS {
+        for options in [opts(resolver), refusing(resolver)] {
+            let v = verify(site.plan("job1"), &options).unwrap();
+            let mut found: Vec<(FindingKind, String)> = v
+                .findings()
+                .iter()
+                .map(|f| (f.kind, f.path.clone()))
+                .collect();
+            found.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(
+                found,
+                vec![
+                    (
+                        FindingKind::Socket,
+                        site.ws.join("job1/own.sock").to_str().unwrap().to_owned()
+                    ),
+                    (
+                        FindingKind::Socket,
+                        site.ws
+                            .join("startup/shared.sock")
+                            .to_str()
+                            .unwrap()
+                            .to_owned()
+                    ),
+                ]
+            );
+            let json = serde_json::to_value(&v).unwrap();
+            assert_eq!(json["findings"][0]["kind"], "socket", "{json}");
+        }
+    }
 }

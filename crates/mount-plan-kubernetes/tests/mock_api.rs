@@ -319,8 +319,10 @@ async fn run(h: &Harness, options: LaunchOptions) -> (Result<Finished, Failed>, 
 
 /// The Pod the backend posts for the harness's plan with these labels.
 fn pod_for(h: &Harness, labels: &BTreeMap<String, String>) -> Pod {
+    let gate = mount_plan_launch::gate::Gate::new(&h.plan);
     let request = CreateRequest {
         plan: &h.plan,
+        gate: &gate,
         spec: &spec(),
         labels,
     };
@@ -701,8 +703,10 @@ async fn what_a_pod_cannot_express_is_refused_before_any_request() {
     let h = harness(ApiServer::default());
     let labels = BTreeMap::new();
     let refused = |spec: LaunchSpec| {
+        let gate = mount_plan_launch::gate::Gate::new(&h.plan);
         let request = CreateRequest {
             plan: &h.plan,
+            gate: &gate,
             spec: &spec,
             labels: &labels,
         };
@@ -731,8 +735,10 @@ async fn what_a_pod_cannot_express_is_refused_before_any_request() {
         "io.mount-plan.launch".to_owned(),
         "0123456789abcdef".to_owned(),
     )]);
+    let gate = mount_plan_launch::gate::Gate::new(&h.plan);
     let request = CreateRequest {
         plan: &h.plan,
+        gate: &gate,
         spec: &limited,
         labels: &labels,
     };

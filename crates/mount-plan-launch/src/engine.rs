@@ -14,6 +14,7 @@ use std::time::Duration;
 use mount_plan_host::VerifiedPlan;
 
 use crate::audit::ObservedContainer;
+use crate::gate::Gate;
 use crate::protection::{EngineInfo, EngineReport};
 use crate::runtime::{ExitStatus, LaunchError, LogStream};
 use crate::spec::LaunchSpec;
@@ -88,6 +89,9 @@ pub struct CreateRequest<'a> {
     pub spec: &'a LaunchSpec,
     /// Every label to set, ours included.
     pub labels: &'a BTreeMap<String, String>,
+    /// The in-container gate: the container's entrypoint starts with it, and its archive is
+    /// copied into the container before `create` returns ([`crate::gate`]).
+    pub gate: &'a Gate,
 }
 
 /// A container (or service, or Pod) as an engine's list call reports it.

@@ -45,6 +45,7 @@ mod audit;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 mod protection;
@@ -62,7 +63,7 @@ pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
     GcOptions, LaunchOptions, Observer,
 };
-pub use protection::{Availability, EngineInfo, EngineReport, Protection};
+pub use protection::{Availability, Class, EngineInfo, EngineReport, Protection};
 pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
 pub use runtime::{
     container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,

@@ -35,10 +35,11 @@ use mount_plan_host::VerifiedPlan;
 
 use crate::audit::{audit, ObservedContainer};
 use crate::engine::{CreateRequest, Engine};
+use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
 use crate::protection::{Availability, EngineReport, Protection};
-use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk};
-use crate::spec::{LaunchSpec, LABEL_MANAGED};
+use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
+use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
 /// How many times a clean-up call (remove, the look-up by launch id) is tried.
 const CLEANUP_ATTEMPTS: u32 = 3;
@@ -229,14 +230,16 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// The protections `plan` needs that the engine `report` describes cannot honour and that
-/// are not in `accepted`: the first one is refused, naming the engine, its versions and why.
+/// The protections `plan` needs that the engine `report` describes cannot honour, and that
+/// fail the launch: contract protections not in `accepted`, hardening in `required` (see
+/// [`crate::Class`]). The first one is refused, naming the engine, its versions and why.
 pub fn check_protections(
     report: &EngineReport,
     plan: &MountPlan,
     accepted: &BTreeSet<Protection>,
+    required: &BTreeSet<Protection>,
 ) -> Result<(), LaunchError> {
-    let Some(&protection) = report.unmet(plan, accepted).first() else {
+    let Some(&protection) = report.unmet(plan, accepted, required).first() else {
         return Ok(());
     };
     let why = match report.availability(protection) {
@@ -300,6 +303,10 @@ pub async fn launch(
         launch,
         plan,
         container: None,
+        tolerated: BTreeSet::new(),
+        granted: BTreeSet::new(),
+        gate: None,
+        gate_output: Vec::new(),
         create_attempted: false,
         started: false,
         warnings: Vec::new(),
@@ -323,6 +330,15 @@ struct Driver<'a> {
     plan: &'a VerifiedPlan,
     /// The container, once created.
     container: Option<String>,
+    /// Protections the audit does not ask for: those accepted missing, and hardening the
+    /// engine cannot apply that the site does not require.
+    tolerated: BTreeSet<Protection>,
+    /// The capabilities the spec adds back after all are dropped: the audit allows no other.
+    granted: BTreeSet<Capability>,
+    /// The gate of this launch (its nonce recognises a refusal).
+    gate: Option<Gate>,
+    /// The beginning of the container's stderr, where a gate refusal would be.
+    gate_output: Vec<u8>,
     /// Whether `create` was called (its effect is unknown until it answers).
     create_attempted: bool,
     /// Whether the command may have run.
@@ -392,16 +408,43 @@ impl Driver<'_> {
     async fn run(&mut self, spec: &LaunchSpec) -> Result<ExitStatus, Stop> {
         let engine = self.engine;
         spec.check().map_err(LaunchError::from)?;
-        check_protections(&engine.report(), self.plan.plan(), &spec.accept_missing)?;
+        let report = engine.report();
+        check_protections(
+            &report,
+            self.plan.plan(),
+            &spec.accept_missing,
+            &spec.require,
+        )?;
+        // Hardening the engine cannot apply and the site does not require: one warning, and
+        // the audit does not ask for it.
+        if let Some(warning) = report.hardening_warning(self.plan.plan(), &spec.require) {
+            self.warn(warning);
+        }
+        self.granted = spec.cap_add.clone();
+        self.tolerated = spec.accept_missing.clone();
+        self.tolerated.extend(
+            report
+                .hardening_missing(self.plan.plan(), &spec.require)
+                .into_iter()
+                .map(|(p, _)| p),
+        );
         if self.options.cancel.is_cancelled() {
             return Err(Stop::Cancelled);
         }
+        if !Gate::available() {
+            return Err(Stop::Error(LaunchError::Unsupported(
+                "this build of mount-plan has no in-container gate (its build could not link it statically: install the static C library, e.g. Debian's libc6-dev, and rebuild): no launch runs unchecked".into(),
+            )));
+        }
         let labels = launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
+        let gate = Gate::new(self.plan);
         let request = CreateRequest {
             plan: self.plan,
             spec,
             labels: &labels,
+            gate: &gate,
         };
+        self.gate = Some(gate.clone());
         // From here, a failure looks for containers of this launch (see `fail`).
         self.create_attempted = true;
         let id = self.call("create", engine.create(&request)).await?;
@@ -411,7 +454,7 @@ impl Driver<'_> {
         });
 
         // Audit what the engine made of the request before anything runs...
-        self.audited(&id, spec).await?;
+        self.audited(&id).await?;
         if let Err(stop) = self.call("start", engine.start(&id)).await {
             // The engine said no: the command did not run.
             let uncertain = matches!(
@@ -436,18 +479,30 @@ impl Driver<'_> {
             container: id.clone(),
         });
         // ...and again once it runs.
-        self.audited(&id, spec).await?;
+        self.audited(&id).await?;
         self.follow(&id).await
     }
 
-    async fn audited(&self, id: &str, spec: &LaunchSpec) -> Result<(), Stop> {
+    /// Keep the beginning of stderr: the gate writes its refusal there before anything else
+    /// can run.
+    fn keep_for_gate(&mut self, chunk: &LogChunk) {
+        const KEEP: usize = 16 * 1024;
+        if chunk.stream == OutputStream::Stderr && self.gate_output.len() < KEEP {
+            let room = KEEP - self.gate_output.len();
+            self.gate_output
+                .extend_from_slice(&chunk.bytes[..chunk.bytes.len().min(room)]);
+        }
+    }
+
+    fn gate_refusal(&self) -> Option<crate::gate::GateRefusal> {
+        self.gate
+            .as_ref()?
+            .refusal(&String::from_utf8_lossy(&self.gate_output))
+    }
+
+    async fn audited(&self, id: &str) -> Result<(), Stop> {
         let observed = self.call("inspect", self.engine.inspect(id)).await?;
-        let differences = audit(
-            self.plan.plan(),
-            &observed,
-            &spec.accept_missing,
-            &spec.cap_add,
-        );
+        let differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
         if differences.is_empty() {
             Ok(())
         } else {
@@ -476,7 +531,10 @@ impl Driver<'_> {
                 biased;
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
                 chunk = logs.next(), if !logs_done => match chunk {
-                    Some(Ok(chunk)) => self.observer.output(&chunk),
+                    Some(Ok(chunk)) => {
+                        self.keep_for_gate(&chunk);
+                        self.observer.output(&chunk);
+                    }
                     Some(Err(e)) => {
                         logs_done = true;
                         late = Some(format!("the output stream failed, output may be incomplete: {e}"));
@@ -498,6 +556,16 @@ impl Driver<'_> {
             self.warn(message);
         }
         match status.expect("the loop ends with a status") {
+            Ok(status) if status.code == GATE_REFUSED && self.gate_refusal().is_some() => {
+                // The gate refused before `exec`: the command never ran.
+                self.started = false;
+                let refusal = self.gate_refusal().expect("checked");
+                Err(Stop::Error(LaunchError::GateRefused {
+                    container: id.to_owned(),
+                    check: refusal.check,
+                    message: refusal.message,
+                }))
+            }
             Ok(status) => {
                 self.observer.event(&Event::Exited {
                     container: id.to_owned(),

@@ -30,6 +30,19 @@ pub enum Protection {
     NoExecOnBinds,
 }
 
+/// Whether a protection is part of the contract or hardening on top of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// Part of the contract (the root, the binds' read-only flags, non-recursive binds,
+    /// private propagation, R's mode): a launch on an engine that cannot honour it is
+    /// refused, unless the caller explicitly accepts the gap (`--accept-missing`).
+    Required,
+    /// Mount flags on binds (nosuid, nodev, noexec): applied where the engine can, reported
+    /// by `doctor` and by one warning at launch where it cannot, and refused only when the
+    /// site requires them (`--require`).
+    Hardening,
+}
+
 impl Protection {
     /// Every protection, in a fixed order.
     pub const ALL: [Protection; 8] = [
@@ -54,6 +67,16 @@ impl Protection {
             Protection::NoSuidOnBinds => "nosuid",
             Protection::NoDevOnBinds => "nodev",
             Protection::NoExecOnBinds => "noexec",
+        }
+    }
+
+    /// Whether it is part of the contract or hardening.
+    pub fn class(self) -> Class {
+        match self {
+            Protection::NoSuidOnBinds | Protection::NoDevOnBinds | Protection::NoExecOnBinds => {
+                Class::Hardening
+            }
+            _ => Class::Required,
         }
     }
 
@@ -174,13 +197,67 @@ impl EngineReport {
             .unwrap_or_else(|| Availability::Missing("the backend does not report it".into()))
     }
 
-    /// The protections `plan` needs that this engine cannot honour and that are not in
-    /// `accepted`.
-    pub fn unmet(&self, plan: &MountPlan, accepted: &BTreeSet<Protection>) -> Vec<Protection> {
+    /// The protections `plan` asks for that this engine cannot honour and that make the
+    /// launch fail: contract protections not in `accepted`, and hardening the site requires
+    /// (`required`).
+    pub fn unmet(
+        &self,
+        plan: &MountPlan,
+        accepted: &BTreeSet<Protection>,
+        required: &BTreeSet<Protection>,
+    ) -> Vec<Protection> {
         Protection::required_by(plan)
             .into_iter()
-            .filter(|p| !accepted.contains(p) && !self.availability(*p).is_available())
+            .filter(|p| !self.availability(*p).is_available())
+            .filter(|p| match p.class() {
+                Class::Required => !accepted.contains(p),
+                Class::Hardening => required.contains(p),
+            })
             .collect()
+    }
+
+    /// The hardening `plan` asks for that this engine cannot apply and that the site does
+    /// not require: the launch goes ahead without it, and says so.
+    pub fn hardening_missing(
+        &self,
+        plan: &MountPlan,
+        required: &BTreeSet<Protection>,
+    ) -> Vec<(Protection, String)> {
+        Protection::required_by(plan)
+            .into_iter()
+            .filter(|p| p.class() == Class::Hardening && !required.contains(p))
+            .filter_map(|p| match self.availability(p) {
+                Availability::Missing(why) => Some((p, why)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one warning line of a launch that goes ahead without some hardening, or `None`.
+    pub fn hardening_warning(
+        &self,
+        plan: &MountPlan,
+        required: &BTreeSet<Protection>,
+    ) -> Option<String> {
+        let missing = self.hardening_missing(plan, required);
+        if missing.is_empty() {
+            return None;
+        }
+        let what: Vec<String> = missing
+            .iter()
+            .map(|(p, why)| format!("{p} ({why})"))
+            .collect();
+        let flags: Vec<String> = missing
+            .iter()
+            .map(|(p, _)| format!("--require {p}"))
+            .collect();
+        Some(format!(
+            "{} {} cannot apply this hardening, the launch goes ahead without it: {}; to refuse such launches instead, pass {}",
+            self.engine.engine,
+            self.engine.version,
+            what.join("; "),
+            flags.join(" ")
+        ))
     }
 
     /// What this engine does differently from what `plan` asks, for the protections it
@@ -272,13 +349,41 @@ mod tests {
                 .collect(),
             warnings: vec![],
         };
+        let none = BTreeSet::new();
+        let noexec = BTreeSet::from([Protection::NoExecOnBinds]);
+        // Hardening: a warning, not a refusal, unless required.
+        assert!(report.unmet(&plan, &none, &none).is_empty());
         assert_eq!(
-            report.unmet(&plan, &BTreeSet::new()),
+            report.unmet(&plan, &none, &noexec),
             vec![Protection::NoExecOnBinds]
         );
-        assert!(report
-            .unmet(&plan, &BTreeSet::from([Protection::NoExecOnBinds]))
-            .is_empty());
+        assert_eq!(
+            report.hardening_missing(&plan, &none),
+            vec![(Protection::NoExecOnBinds, "no field".to_owned())]
+        );
+        let warning = report.hardening_warning(&plan, &none).unwrap();
+        assert!(
+            warning.starts_with("test 1 cannot apply")
+                && warning.contains("noexec (no field)")
+                && warning.contains("--require noexec"),
+            "{warning}"
+        );
+        assert!(report.hardening_warning(&plan, &noexec).is_none());
+        assert!(report.hardening_missing(&plan, &noexec).is_empty());
+        // The contract: refused unless accepted.
+        report.protections[3] = (
+            Protection::NonRecursiveBinds,
+            Availability::Missing("old API".into()),
+        );
+        assert_eq!(
+            report.unmet(&plan, &none, &none),
+            vec![Protection::NonRecursiveBinds]
+        );
+        let accepted = BTreeSet::from([Protection::NonRecursiveBinds]);
+        assert!(report.unmet(&plan, &accepted, &none).is_empty());
+        // Accepting hardening changes nothing: it is never refused unless required.
+        assert!(report.unmet(&plan, &noexec, &none).len() == 1);
+        report.protections[3] = (Protection::NonRecursiveBinds, Availability::Native);
         assert!(report.differences_for(&plan).is_empty());
         report.protections[1] = (
             Protection::RootModeAndSize,

@@ -155,6 +155,18 @@ pub enum LaunchError {
     /// removed.
     #[error("{rule}the launch was cancelled", rule = self.prefix())]
     Cancelled,
+    /// The in-container gate found that the container did not get the verified mounts (a
+    /// bind of another directory than the one pinned, a flag, R's mode...). The command never
+    /// ran; the container was removed.
+    #[error("{rule}the gate in container {container:?} did not run the command (it was removed): {check}: {message}", rule = self.prefix())]
+    GateRefused {
+        /// The container id.
+        container: String,
+        /// The gate's check (`gate-bind-identity`, `gate-root-mode`...).
+        check: String,
+        /// What it saw, against what was verified.
+        message: String,
+    },
     /// Something could not be removed and is left for `mount-plan gc`.
     #[error("{rule}{what} could not be removed (`mount-plan gc` removes it once this launcher is gone): {source}", rule = self.prefix())]
     Leftover {
@@ -182,6 +194,7 @@ mount_plan::rules!(LaunchError, "engine", {
         AnswerLost => "answer-lost",
         Cancelled => "cancelled",
         Leftover => "leftover",
+        GateRefused => "gate-refused",
     } via { Spec });
 
 fn join_differences(d: &[Difference]) -> String {
@@ -234,7 +247,8 @@ impl LaunchError {
             | LaunchError::Cleanup { container, .. }
             | LaunchError::NotFound { container }
             | LaunchError::Engine { container, .. }
-            | LaunchError::AnswerLost { container, .. } => Some(container),
+            | LaunchError::AnswerLost { container, .. }
+            | LaunchError::GateRefused { container, .. } => Some(container),
             LaunchError::Leftover { what, .. } => Some(what),
             LaunchError::Unsupported(_) | LaunchError::Cancelled => None,
         }

@@ -795,6 +795,10 @@ pub struct LaunchSpec {
     /// Protections of the plan that the caller accepts an engine cannot honour. A backend
     /// refuses a plan needing a protection it lacks unless it is listed here.
     pub accept_missing: BTreeSet<Protection>,
+    /// Hardening the site requires ([`crate::Class::Hardening`]: nosuid, nodev, noexec): a
+    /// launch on an engine that cannot apply one of them is refused instead of going ahead
+    /// with a warning.
+    pub require: BTreeSet<Protection>,
     /// Where the job may run, on a cluster engine (all must hold); empty: the engine's
     /// default (Swarm: workers).
     pub placement: Vec<PlacementConstraint>,
@@ -816,6 +820,7 @@ impl LaunchSpec {
             gpus: None,
             resources: Resources::new(),
             accept_missing: BTreeSet::new(),
+            require: BTreeSet::new(),
             placement: Vec::new(),
             cap_add: BTreeSet::new(),
         }

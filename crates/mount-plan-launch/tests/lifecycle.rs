@@ -361,8 +361,10 @@ async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
         labels("999999999", &me.host),         // gone
         labels("999999999", "elsewhere"),      // cannot be judged here
     ] {
+        let gate = mount_plan_launch::gate::Gate::new(&verified);
         let req = mount_plan_launch::CreateRequest {
             plan: &verified,
+            gate: &gate,
             spec: &spec(),
             labels: &l,
         };

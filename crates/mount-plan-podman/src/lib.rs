@@ -418,21 +418,7 @@ impl Engine for PodmanEngine {
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
         let plan = request.plan.plan();
-        let opts = translate(
-            plan,
-            request.spec,
-            request.labels,
-            &self.options,
-            &self.facts,
-        )?;
-        // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
-        // which is not thread-safe: concurrent keep-id creates crash the service (SIGSEGV in
-        // subid_get_uid_ranges, seen here). Creates with keep-id go one at a time per process.
-        let _one_at_a_time = match self.options.userns {
-            UserNamespace::KeepId => Some(KEEP_ID_CREATE.lock().await),
-            _ => None,
-        };
-        let created = self.podman.containers().create(&opts).await.map_err(|e| {
+        let not_created = |e: podman_api::Error| {
             if e.to_string().contains("image not known") || is_not_found(&e) {
                 LaunchError::ImageNotFound {
                     image: request.spec.image.to_string(),
@@ -449,7 +435,60 @@ impl Engine for PodmanEngine {
             } else {
                 call_error("create", "", e)
             }
-        })?;
+        };
+        // The gate runs first, then the image's entrypoint with the launch's command (or the
+        // image's): the image's own configuration says what that is.
+        let image = self
+            .podman
+            .images()
+            .get(request.spec.image.as_str())
+            .inspect()
+            .await
+            .map_err(not_created)?;
+        let (image_entrypoint, image_cmd) = image
+            .config
+            .map(|c| (c.entrypoint, c.cmd))
+            .unwrap_or_default();
+        let line = request
+            .gate
+            .command_line(
+                request.spec,
+                &image_entrypoint.unwrap_or_default(),
+                &image_cmd.unwrap_or_default(),
+            )
+            .ok_or_else(|| LaunchError::Create {
+                job: plan.job().as_str().to_owned(),
+                source: "no command: neither the launch nor the image gives one".into(),
+            })?;
+        let opts = translate(
+            plan,
+            request.spec,
+            request.labels,
+            &self.options,
+            &self.facts,
+            Some(&line),
+        )?;
+        // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
+        // which is not thread-safe: concurrent keep-id creates crash the service (SIGSEGV in
+        // subid_get_uid_ranges, seen here). Creates with keep-id go one at a time per process.
+        let _one_at_a_time = match self.options.userns {
+            UserNamespace::KeepId => Some(KEEP_ID_CREATE.lock().await),
+            _ => None,
+        };
+        let created = self
+            .podman
+            .containers()
+            .create(&opts)
+            .await
+            .map_err(not_created)?;
+        // The gate and R's directory entry, before anything starts. A failure leaves the
+        // container to the lifecycle, which removes every container of this launch.
+        self.podman
+            .containers()
+            .get(&created.id)
+            .copy_to("/", request.gate.archive().into())
+            .await
+            .map_err(|e| call_error("upload", &created.id, e))?;
         Ok(created.id)
     }
 

@@ -121,6 +121,7 @@ pub fn translate(
     labels: &BTreeMap<String, String>,
     options: &PodmanOptions,
     facts: &ServiceFacts,
+    line: Option<&(Vec<String>, Vec<String>)>,
 ) -> Result<ContainerCreateOpts, LaunchError> {
     spec.check()?;
     check_version(facts)?;
@@ -161,8 +162,17 @@ pub fn translate(
     if !spec.cap_add.is_empty() {
         b = b.add_capabilities(spec.cap_add.iter().map(ToString::to_string));
     }
-    if !spec.command.is_empty() {
-        b = b.command(spec.command.iter().map(String::as_str));
+    match line {
+        // The whole entrypoint and command (the gate first: see mount_plan_launch::gate).
+        Some((entrypoint, command)) => {
+            b = b
+                .entrypoint(entrypoint.iter().map(String::as_str))
+                .command(command.iter().map(String::as_str));
+        }
+        None if !spec.command.is_empty() => {
+            b = b.command(spec.command.iter().map(String::as_str));
+        }
+        None => {}
     }
     if !spec.env.is_empty() {
         b = b.env(spec.env.iter().map(|v| (v.key(), v.value())));
@@ -268,7 +278,7 @@ mod tests {
         facts: &ServiceFacts,
     ) -> Result<ContainerCreateOpts, LaunchError> {
         let labels = mount_plan_launch::container_labels(plan, spec);
-        translate(plan, spec, &labels, options, facts)
+        translate(plan, spec, &labels, options, facts, None)
     }
 
     fn json(opts: &ContainerCreateOpts) -> serde_json::Value {

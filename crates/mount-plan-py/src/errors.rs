@@ -105,7 +105,16 @@ pub fn host_error(err: mount_plan_host::HostError) -> PyErr {
         };
         with_attrs(
             py,
-            HostCheckError::new_err(err.to_string()),
+            // The message and its cause (an OS error is the host error's source, not part of
+            // its message).
+            HostCheckError::new_err(
+                std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": "),
+            ),
             &[
                 ("rule", text(py, Some(err.rule()))),
                 ("value", text(py, value.as_deref())),

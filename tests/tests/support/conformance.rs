@@ -47,8 +47,10 @@ pub struct EngineFixture {
     /// backend drops them all), so, like any job, it writes only into a directory it owns:
     /// without `DAC_OVERRIDE` it cannot write into a W/J owned by `job_owner`.
     pub root_owner: Option<(u32, u32)>,
-    /// Protections accepted as missing on this engine (Docker: noexec).
-    pub accept_missing: BTreeSet<Protection>,
+    /// Hardening this engine cannot apply (Docker: noexec; Swarm at API 1.41: noexec,
+    /// nosuid), as its report says: launches go ahead without it (with a warning), and the
+    /// suite skips its checks. No spec of the suite accepts anything as missing.
+    pub lacks_hardening: BTreeSet<Protection>,
     /// The engine sets nosuid/nodev/noexec on binds, so mountinfo must show them.
     pub bind_flags_in_mountinfo: bool,
     /// Mount W on a shared tmpfs (root only) so non-private propagation is visible.
@@ -316,7 +318,6 @@ pub fn probe_command(plan: &MountPlan, s: Scenario) -> Vec<String> {
 pub fn spec_for(fx: &EngineFixture, plan: &MountPlan, s: Scenario, run_label: &str) -> LaunchSpec {
     let mut spec =
         LaunchSpec::new(fx.image.parse().expect("image ref")).with_command(probe_command(plan, s));
-    spec.accept_missing = fx.accept_missing.clone();
     spec.labels
         .insert("mount-plan-test.run", run_label)
         .expect("label");
@@ -621,7 +622,7 @@ pub fn check(
                 }
             }
             // noexec on read-only binds, where the engine can set it.
-            if !fx.accept_missing.contains(&Protection::NoExecOnBinds) {
+            if !fx.lacks_hardening.contains(&Protection::NoExecOnBinds) {
                 for e in &report.execs {
                     if e.ran {
                         fail(
@@ -635,7 +636,7 @@ pub fn check(
         Scenario::AsUser => {
             // nosuid: the setuid-root copy does not raise the effective uid (unless the
             // engine cannot honour nosuid and the fixture accepts it: Swarm before API 1.46).
-            let nosuid_checked = !fx.accept_missing.contains(&Protection::NoSuidOnBinds);
+            let nosuid_checked = !fx.lacks_hardening.contains(&Protection::NoSuidOnBinds);
             for e in report.execs.iter().filter(|_| nosuid_checked) {
                 let euid = e
                     .stdout
@@ -763,7 +764,7 @@ pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
     let observed = rt.inspect(&job).await;
     let audit = observed
         .as_ref()
-        .map(|o| mount_plan_launch::audit(verified.plan(), o, &spec.accept_missing, &spec.cap_add))
+        .map(|o| mount_plan_launch::audit(verified.plan(), o, &fx.lacks_hardening, &spec.cap_add))
         .map_err(ToString::to_string);
     rt.remove(&job).await.expect("remove");
     let observed = observed.expect("inspect");
@@ -786,4 +787,77 @@ pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
     );
     let left = super::leftovers(rt, &run_label).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+/// The attack on the seam between the host check and the engine: W/J is swapped for a link
+/// to another directory after `verify` pinned it and before the engine resolves it. The
+/// engine mounts the link's target; the in-container gate sees another (device, inode) than
+/// the pin and refuses before the command runs: the launch fails with `gate-refused`, the
+/// command's marker exists nowhere, and no container is left.
+pub async fn swapped_job_dir_is_refused_by_the_gate(rt: &dyn Engine, fx: &EngineFixture) {
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run_label = unique("swap");
+    let job = ws.job_dir();
+    let elsewhere = ws.top.join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir elsewhere");
+    if let Some((uid, gid)) = fx.job_owner {
+        std::os::unix::fs::chown(&elsewhere, Some(uid), Some(gid)).expect("chown elsewhere");
+    }
+    // The swap: the verified directory moves away (within W's filesystem), a link takes its
+    // name.
+    let moved = ws.w.join("verified-job-dir");
+    std::fs::rename(&job, &moved).expect("move W/J away");
+    std::os::unix::fs::symlink(&elsewhere, &job).expect("link W/J elsewhere");
+
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
+    spec.command = vec!["sh".into(), "-c".into(), "echo ran > marker".into()];
+    let mut stderr = Vec::new();
+    let failed = {
+        let mut sink = |c: &LogChunk| {
+            if c.stream == OutputStream::Stderr {
+                stderr.extend_from_slice(&c.bytes)
+            }
+        };
+        launch(rt, &verified, &spec, &LaunchOptions::default(), &mut sink).await
+    };
+    let failed = match failed {
+        Ok(done) => panic!(
+            "{}: the launch into a swapped job directory ran (status {:?})",
+            fx.name, done.status
+        ),
+        Err(failed) => failed,
+    };
+    assert_eq!(
+        failed.error.rule(),
+        "gate-refused",
+        "{}: {}",
+        fx.name,
+        failed.error
+    );
+    assert!(!failed.command_ran, "{}: {}", fx.name, failed.error);
+    let msg = failed.error.to_string();
+    assert!(
+        msg.contains("gate-bind-identity") && msg.contains(verified.plan().workdir().as_str()),
+        "{}: {msg}",
+        fx.name
+    );
+    let pin = verified.job_pin();
+    assert!(
+        msg.contains(&format!("inode {}", pin.ino)),
+        "{}: {msg}",
+        fx.name
+    );
+    for dir in [&elsewhere, &moved] {
+        assert!(
+            !dir.join("marker").exists(),
+            "{}: the command ran in {dir:?}",
+            fx.name
+        );
+    }
+    let left = super::leftovers(rt, &run_label).await;
+    assert!(left.is_empty(), "{}: containers left: {left:?}", fx.name);
+    // Restore, so that the workspace cleans up as usual.
+    std::fs::remove_file(&job).expect("remove the link");
+    std::fs::rename(&moved, &job).expect("move W/J back");
 }

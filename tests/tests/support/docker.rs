@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use mount_plan_docker::{root_mode_from_runtime, ConnectOptions, DockerEngine, RootMode};
+use mount_plan_docker::{root_mode_from_runtime, ConnectOptions, DockerEngine};
 use mount_plan_launch::{Engine, Protection};
 
 use super::conformance::EngineFixture;
@@ -51,16 +51,15 @@ async fn fixture_at(
     super::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
     let image = super::require("the docker test image", super::image::docker_image_on(host))?;
     let probe = super::image::probe_binary().expect("probe built with the image");
-    // What R's root inode really shows is what the backend reports for this engine's
-    // runtime: the suite checks the report against the container.
-    let root_inode_mode = match root_mode_from_runtime(rt.info().runtime.as_deref()) {
-        Some(RootMode::Kept) => None,
-        Some(RootMode::Becomes(mode)) => Some(mode),
-        None => panic!(
-            "{name}: runtime {:?} is not in the version table; the suite needs it",
-            rt.info().runtime
-        ),
-    };
+    // Every Docker version shows R with the planned mode: the backend writes R's directory
+    // entry before start (runc before 1.1.12 would give it 0755). The runtime must still
+    // be in the version table, which doctor's report rests on.
+    assert!(
+        root_mode_from_runtime(rt.info().runtime.as_deref()).is_some(),
+        "{name}: runtime {:?} is not in the version table; the suite needs it",
+        rt.info().runtime
+    );
+    let root_inode_mode = None;
     let fx = EngineFixture {
         name: name.into(),
         image,
@@ -71,7 +70,7 @@ async fn fixture_at(
         root_owner: None,
         // Docker cannot set noexec on binds: the suite runs with that gap accepted, and
         // checks nosuid and nodev through their substitutes.
-        accept_missing: BTreeSet::from([Protection::NoExecOnBinds]),
+        lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds]),
         bind_flags_in_mountinfo: false,
         shared_tmpfs,
         root_inode_mode,

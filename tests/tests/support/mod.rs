@@ -51,8 +51,10 @@ pub async fn started(
         &mount_plan_launch::LaunchId::new(),
         &mount_plan_launch::Launcher::current(),
     );
+    let gate = mount_plan_launch::gate::Gate::new(verified);
     let request = mount_plan_launch::CreateRequest {
         plan: verified,
+        gate: &gate,
         spec,
         labels: &labels,
     };

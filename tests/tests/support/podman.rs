@@ -255,7 +255,7 @@ pub fn fixture(
         job_owner: Some(job_owner),
         // Rootless: container root is the service's user on the host.
         root_owner: service.user.as_ref().map(|u| (u.uid, u.gid)),
-        accept_missing: BTreeSet::new(),
+        lacks_hardening: BTreeSet::new(),
         bind_flags_in_mountinfo: true,
         shared_tmpfs: !rootless,
         // Podman mounts the tmpfs with the planned mode and R's inode keeps it (0555 read

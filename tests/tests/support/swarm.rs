@@ -205,7 +205,7 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         nonroot: "1000:1000".parse().unwrap(),
         job_owner: Some((1000, 1000)),
         root_owner: None,
-        accept_missing: BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]),
+        lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]),
         bind_flags_in_mountinfo: false,
         shared_tmpfs: true,
         root_inode_mode: Some(0o755),
@@ -269,7 +269,6 @@ pub fn sh_spec(
 ) -> mount_plan_launch::LaunchSpec {
     let mut spec = mount_plan_launch::LaunchSpec::new(image.parse().expect("image"))
         .with_command(["sh", "-c", script]);
-    spec.accept_missing = BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]);
     spec.labels
         .insert("mount-plan-test.run", run)
         .expect("label");

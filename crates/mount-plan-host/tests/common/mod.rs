@@ -96,6 +96,13 @@ pub fn chmod(path: &Path, mode: u32) {
 /// holds its target, so that it is dropped first).
 pub struct Mounted(PathBuf);
 
+impl Mounted {
+    /// A guard for a mount made at `target` by the caller.
+    pub fn new(target: &Path) -> Mounted {
+        Mounted(target.to_owned())
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Err(e) = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH) {

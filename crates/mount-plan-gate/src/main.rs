@@ -1,0 +1,600 @@
+//! `mount-plan-gate`: the first process of every job container. It compares the mounts the
+//! container actually got with the identities the launcher verified on the host, and only
+//! then replaces itself (`execve`) with the job's command, so the command keeps PID 1, the
+//! image's environment and its signal semantics. On any difference it writes one line and
+//! exits [`REFUSED`] without running anything.
+//!
+//! ```text
+//! gate v1 NONCE
+//!      tmpfs R MODE ro|rw
+//!      bind TARGET DEV INO ro|rw rec|norec   (one per bind, in mount order)
+//!      cwd DIR
+//!      -- COMMAND [ARG]...
+//! ```
+//!
+//! `DEV` and `INO` are the `st_dev` and `st_ino` the launcher pinned on the host; device
+//! numbers and inode numbers are not namespaced, so a bind of the very same directory shows
+//! the same pair inside the container (rootless user namespaces included). The refusal line
+//! is `mount-plan-gate: NONCE: refused: RULE: MESSAGE` on stderr; the launcher recognises it
+//! by its nonce, which the job never sees (it exists only in the gate's own arguments).
+//!
+//! Dependency-free (std only, no `unsafe`) so that it links statically.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The exit status of a refusal (the status `docker run` uses for "the container did not
+/// run the command").
+const REFUSED: u8 = 125;
+/// The only protocol version this gate speaks.
+const VERSION: &str = "v1";
+
+/// The root tmpfs, as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Root {
+    path: String,
+    mode: u32,
+    read_only: bool,
+}
+
+/// One bind, as planned and pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bind {
+    target: String,
+    dev: u64,
+    ino: u64,
+    read_only: bool,
+    recursive: bool,
+}
+
+/// Everything the gate checks, and what it runs afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gate {
+    nonce: String,
+    root: Root,
+    binds: Vec<Bind>,
+    cwd: String,
+    command: Vec<OsString>,
+}
+
+/// A refusal: a rule id and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    rule: &'static str,
+    message: String,
+}
+
+fn refuse(rule: &'static str, message: String) -> Refusal {
+    Refusal { rule, message }
+}
+
+fn flag(value: Option<String>, yes: &str, no: &str, what: &str) -> Result<bool, Refusal> {
+    match value.as_deref() {
+        Some(v) if v == yes => Ok(true),
+        Some(v) if v == no => Ok(false),
+        other => Err(refuse(
+            "gate-arguments",
+            format!("{what}: expected {yes:?} or {no:?}, got {other:?}"),
+        )),
+    }
+}
+
+fn number(value: Option<String>, radix: u32, what: &str) -> Result<u64, Refusal> {
+    let v = value.ok_or_else(|| refuse("gate-arguments", format!("{what} is missing")))?;
+    u64::from_str_radix(&v, radix)
+        .map_err(|_| refuse("gate-arguments", format!("{what} {v:?} is not a number")))
+}
+
+/// Parse the arguments after the program name.
+fn parse(args: Vec<OsString>) -> Result<Gate, Refusal> {
+    let mut args = args.into_iter();
+    let mut word = |what: &str| -> Result<String, Refusal> {
+        let a = args
+            .next()
+            .ok_or_else(|| refuse("gate-arguments", format!("{what} is missing")))?;
+        a.into_string()
+            .map_err(|a| refuse("gate-arguments", format!("{what} {a:?} is not UTF-8")))
+    };
+    let version = word("the protocol version")?;
+    if version != VERSION {
+        return Err(refuse(
+            "gate-arguments",
+            format!("protocol {version:?}, this gate speaks {VERSION:?}"),
+        ));
+    }
+    let nonce = word("the nonce")?;
+    let mut root = None;
+    let mut binds = Vec::new();
+    let mut cwd = None;
+    loop {
+        match word("a check or \"--\"")?.as_str() {
+            "tmpfs" => {
+                let path = word("the root path")?;
+                let mode = number(Some(word("the root mode")?), 8, "the root mode")? as u32;
+                let read_only = flag(Some(word("ro|rw")?), "ro", "rw", "the root")?;
+                root = Some(Root {
+                    path,
+                    mode,
+                    read_only,
+                });
+            }
+            "bind" => {
+                let target = word("the bind target")?;
+                let dev = number(Some(word("the device")?), 10, "the device")?;
+                let ino = number(Some(word("the inode")?), 10, "the inode")?;
+                let read_only = flag(Some(word("ro|rw")?), "ro", "rw", &target)?;
+                let recursive = flag(Some(word("rec|norec")?), "rec", "norec", &target)?;
+                binds.push(Bind {
+                    target,
+                    dev,
+                    ino,
+                    read_only,
+                    recursive,
+                });
+            }
+            "cwd" => cwd = Some(word("the working directory")?),
+            "--" => break,
+            other => return Err(refuse("gate-arguments", format!("unknown check {other:?}"))),
+        }
+    }
+    let command: Vec<OsString> = args.collect();
+    if command.is_empty() {
+        return Err(refuse(
+            "gate-no-command",
+            "no command to run (neither the launch nor the image gives one)".into(),
+        ));
+    }
+    Ok(Gate {
+        nonce,
+        root: root.ok_or_else(|| refuse("gate-arguments", "no root check".into()))?,
+        binds,
+        cwd: cwd.ok_or_else(|| refuse("gate-arguments", "no working directory check".into()))?,
+        command,
+    })
+}
+
+/// One line of `/proc/self/mountinfo`: what the gate needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    mount_point: String,
+    read_only: bool,
+    fstype: String,
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let mount_point = unescape(fields.get(4)?);
+            let read_only = fields.get(5)?.split(',').any(|o| o == "ro");
+            let fstype = right.split(' ').next()?.to_owned();
+            Some(MountEntry {
+                mount_point,
+                read_only,
+                fstype,
+            })
+        })
+        .collect()
+}
+
+/// The mount visible at `path`: the last entry mounted there.
+fn mounted_at<'a>(mounts: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
+    mounts.iter().rev().find(|m| m.mount_point == path)
+}
+
+fn below(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/') || dir.ends_with('/'))
+}
+
+fn rw(read_only: bool) -> &'static str {
+    if read_only {
+        "read-only"
+    } else {
+        "read-write"
+    }
+}
+
+/// `major:minor` of a Linux `dev_t`.
+fn dev_name(dev: u64) -> String {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    format!("{major}:{minor}")
+}
+
+/// What the filesystem says of the checks; kept apart from [`compare`] so that the decision
+/// is tested without a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    mounts: Vec<MountEntry>,
+    /// `(dev, ino, mode)` of each path the gate looked at, or the error.
+    stats: Vec<(String, Result<(u64, u64, u32, bool), String>)>,
+    cwd: Result<PathBuf, String>,
+}
+
+fn stat_of(seen: &Seen, path: &str) -> Result<(u64, u64, u32, bool), String> {
+    seen.stats
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_else(|| Err("not looked at".into()))
+}
+
+/// Compare what the container got with the plan and its pins.
+fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
+    let root = &gate.root;
+    let Some(m) = mounted_at(&seen.mounts, &root.path) else {
+        return Err(refuse(
+            "gate-root-missing",
+            format!("nothing is mounted at the root {:?}", root.path),
+        ));
+    };
+    if m.fstype != "tmpfs" {
+        return Err(refuse(
+            "gate-root-type",
+            format!("the root {:?} is {}, not a tmpfs", root.path, m.fstype),
+        ));
+    }
+    if m.read_only != root.read_only {
+        return Err(refuse(
+            "gate-root-flags",
+            format!(
+                "the root {:?} is {}, planned {}",
+                root.path,
+                rw(m.read_only),
+                rw(root.read_only)
+            ),
+        ));
+    }
+    match stat_of(seen, &root.path) {
+        Ok((_, _, mode, _)) if mode == root.mode => {}
+        Ok((_, _, mode, _)) => {
+            return Err(refuse(
+                "gate-root-mode",
+                format!(
+                    "the root {:?} has mode {mode:04o}, planned {:04o}",
+                    root.path, root.mode
+                ),
+            ))
+        }
+        Err(e) => return Err(refuse("gate-root-missing", format!("{:?}: {e}", root.path))),
+    }
+    for b in &gate.binds {
+        let Some(m) = mounted_at(&seen.mounts, &b.target) else {
+            return Err(refuse(
+                "gate-bind-missing",
+                format!("nothing is mounted at {:?}", b.target),
+            ));
+        };
+        match stat_of(seen, &b.target) {
+            Ok((dev, ino, _, is_dir)) if dev == b.dev && ino == b.ino && is_dir => {}
+            Ok((dev, ino, _, _)) => {
+                return Err(refuse(
+                    "gate-bind-identity",
+                    format!(
+                        "the bind at {:?} is another directory than the one verified: the container got (device {}, inode {ino}), the host check pinned (device {}, inode {})",
+                        b.target,
+                        dev_name(dev),
+                        dev_name(b.dev),
+                        b.ino
+                    ),
+                ))
+            }
+            Err(e) => return Err(refuse("gate-bind-missing", format!("{:?}: {e}", b.target))),
+        }
+        if m.read_only != b.read_only {
+            return Err(refuse(
+                "gate-bind-flags",
+                format!(
+                    "the bind at {:?} is {}, planned {}",
+                    b.target,
+                    rw(m.read_only),
+                    rw(b.read_only)
+                ),
+            ));
+        }
+    }
+    // Nothing else below the root, except below a bind planned recursive.
+    for m in &seen.mounts {
+        let planned = m.mount_point == root.path
+            || gate.binds.iter().any(|b| {
+                m.mount_point == b.target || (b.recursive && below(&m.mount_point, &b.target))
+            });
+        if below(&m.mount_point, &root.path) && !planned {
+            return Err(refuse(
+                "gate-unplanned-mount",
+                format!(
+                    "{:?} ({}) is mounted below the root but is not in the plan",
+                    m.mount_point, m.fstype
+                ),
+            ));
+        }
+    }
+    match &seen.cwd {
+        Ok(cwd) if cwd == Path::new(&gate.cwd) => Ok(()),
+        Ok(cwd) => Err(refuse(
+            "gate-cwd",
+            format!("the working directory is {cwd:?}, planned {:?}", gate.cwd),
+        )),
+        Err(e) => Err(refuse("gate-cwd", format!("the working directory: {e}"))),
+    }
+}
+
+fn look(gate: &Gate) -> Result<Seen, Refusal> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .map_err(|e| refuse("gate-mountinfo", format!("/proc/self/mountinfo: {e}")))?;
+    let paths = std::iter::once(&gate.root.path).chain(gate.binds.iter().map(|b| &b.target));
+    let stats = paths
+        .map(|p| {
+            let s = fs::symlink_metadata(p)
+                .map(|m| {
+                    (
+                        m.dev(),
+                        m.ino(),
+                        m.permissions().mode() & 0o7777,
+                        m.file_type().is_dir(),
+                    )
+                })
+                .map_err(|e| e.to_string());
+            (p.clone(), s)
+        })
+        .collect();
+    let cwd = std::env::current_dir().map_err(|e| e.to_string());
+    Ok(Seen { mounts, stats, cwd })
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let nonce = args
+        .get(1)
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_owned();
+    let checked = parse(std::mem::take(&mut args)).and_then(|gate| {
+        let seen = look(&gate)?;
+        compare(&gate, &seen)?;
+        Ok(gate)
+    });
+    let refusal = match checked {
+        Ok(gate) => {
+            let err = Command::new(&gate.command[0])
+                .args(&gate.command[1..])
+                .exec();
+            refuse(
+                "gate-exec",
+                format!("cannot run {:?}: {err}", gate.command[0]),
+            )
+        }
+        Err(r) => r,
+    };
+    let line = format!(
+        "mount-plan-gate: {nonce}: refused: {}: {}\n",
+        refusal.rule, refusal.message
+    );
+    // One write, so that the line arrives as one piece of output.
+    let _ = io::stderr().write_all(line.as_bytes());
+    ExitCode::from(REFUSED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split(' ').map(OsString::from).collect()
+    }
+
+    fn gate() -> Gate {
+        parse(args(
+            "v1 n1 tmpfs /ws 555 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- sh -c true",
+        ))
+        .unwrap()
+    }
+
+    fn entry(p: &str, ro: bool, t: &str) -> MountEntry {
+        MountEntry {
+            mount_point: p.into(),
+            read_only: ro,
+            fstype: t.into(),
+        }
+    }
+
+    fn seen() -> Seen {
+        Seen {
+            mounts: vec![
+                entry("/", false, "overlay"),
+                entry("/ws", true, "tmpfs"),
+                entry("/ws/startup", true, "ext4"),
+                entry("/ws/job-1", false, "ext4"),
+            ],
+            stats: vec![
+                ("/ws".into(), Ok((40, 1, 0o555, true))),
+                ("/ws/startup".into(), Ok((2049, 11, 0o755, true))),
+                ("/ws/job-1".into(), Ok((2049, 12, 0o750, true))),
+            ],
+            cwd: Ok("/ws/job-1".into()),
+        }
+    }
+
+    #[test]
+    fn parses_the_launcher_arguments() {
+        let g = gate();
+        assert_eq!(g.nonce, "n1");
+        assert_eq!(
+            g.root,
+            Root {
+                path: "/ws".into(),
+                mode: 0o555,
+                read_only: true
+            }
+        );
+        assert_eq!(g.binds.len(), 2);
+        assert_eq!(g.binds[1].ino, 12);
+        assert!(!g.binds[1].read_only);
+        assert_eq!(g.command, args("sh -c true"));
+    }
+
+    #[test]
+    fn refuses_bad_arguments_and_an_empty_command() {
+        for (bad, rule) in [
+            ("v2 n tmpfs /ws 555 ro cwd /ws -- true", "gate-arguments"),
+            ("v1 n tmpfs /ws 555 xx cwd /ws -- true", "gate-arguments"),
+            ("v1 n tmpfs /ws 5x5 ro cwd /ws -- true", "gate-arguments"),
+            ("v1 n cwd /ws -- true", "gate-arguments"),
+            ("v1 n tmpfs /ws 555 ro -- true", "gate-arguments"),
+            ("v1 n tmpfs /ws 555 ro cwd /ws", "gate-arguments"),
+            ("v1 n tmpfs /ws 555 ro cwd /ws --", "gate-no-command"),
+            ("v1 n frob -- true", "gate-arguments"),
+        ] {
+            assert_eq!(parse(args(bad)).unwrap_err().rule, rule, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_planned_container_passes() {
+        assert_eq!(compare(&gate(), &seen()), Ok(()));
+    }
+
+    #[test]
+    fn another_directory_at_a_bind_is_refused_naming_both_identities() {
+        let mut s = seen();
+        s.stats[2].1 = Ok((2049, 99, 0o755, true));
+        let r = compare(&gate(), &s).unwrap_err();
+        assert_eq!(r.rule, "gate-bind-identity");
+        assert!(r.message.contains("/ws/job-1"), "{}", r.message);
+        assert!(r.message.contains("inode 99"), "{}", r.message);
+        assert!(r.message.contains("inode 12"), "{}", r.message);
+        assert!(r.message.contains("8:1"), "{}", r.message);
+        // Same inode number on another device is another directory too.
+        let mut s = seen();
+        s.stats[1].1 = Ok((2050, 11, 0o755, true));
+        assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-bind-identity");
+        // A link where the directory should be.
+        let mut s = seen();
+        s.stats[1].1 = Ok((2049, 11, 0o777, false));
+        assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-bind-identity");
+    }
+
+    #[test]
+    fn each_difference_has_its_rule() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Seen)>)> = vec![
+            (
+                "gate-root-missing",
+                Box::new(|s| s.mounts.retain(|m| m.mount_point != "/ws")),
+            ),
+            (
+                "gate-root-type",
+                Box::new(|s| s.mounts[1].fstype = "ext4".into()),
+            ),
+            (
+                "gate-root-flags",
+                Box::new(|s| s.mounts[1].read_only = false),
+            ),
+            (
+                "gate-root-mode",
+                Box::new(|s| s.stats[0].1 = Ok((40, 1, 0o755, true))),
+            ),
+            (
+                "gate-bind-missing",
+                Box::new(|s| s.mounts.retain(|m| m.mount_point != "/ws/startup")),
+            ),
+            (
+                "gate-bind-missing",
+                Box::new(|s| s.stats[1].1 = Err("gone".into())),
+            ),
+            (
+                "gate-bind-flags",
+                Box::new(|s| s.mounts[2].read_only = false),
+            ),
+            (
+                "gate-bind-flags",
+                Box::new(|s| s.mounts[3].read_only = true),
+            ),
+            (
+                "gate-unplanned-mount",
+                Box::new(|s| s.mounts.push(entry("/ws/job-2", false, "ext4"))),
+            ),
+            (
+                "gate-unplanned-mount",
+                Box::new(|s| s.mounts.push(entry("/ws/job-1/sub", false, "ext4"))),
+            ),
+            ("gate-cwd", Box::new(|s| s.cwd = Ok("/ws".into()))),
+        ];
+        for (rule, change) in cases {
+            let mut s = seen();
+            change(&mut s);
+            assert_eq!(compare(&gate(), &s).unwrap_err().rule, rule);
+        }
+        // A later mount over the root hides the planned one.
+        let mut s = seen();
+        s.mounts.push(entry("/ws", false, "tmpfs"));
+        assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-root-flags");
+    }
+
+    #[test]
+    fn a_mount_below_a_recursive_bind_is_planned() {
+        let mut g = gate();
+        g.binds[0].recursive = true;
+        let mut s = seen();
+        s.mounts.push(entry("/ws/startup/data", true, "ext4"));
+        assert_eq!(compare(&g, &s), Ok(()));
+        // ...but not a sibling that merely shares the prefix.
+        s.mounts.push(entry("/ws/startup2", true, "ext4"));
+        assert_eq!(compare(&g, &s).unwrap_err().rule, "gate-unplanned-mount");
+    }
+
+    #[test]
+    fn mountinfo_is_read_with_its_escapes() {
+        let text = "22 1 0:21 / / rw,relatime - overlay overlay rw\n\
+                    30 22 0:40 / /ws ro,nosuid - tmpfs tmpfs ro,mode=555\n\
+                    31 30 8:1 /w/a\\040b /ws/a\\040b rw,nosuid shared:1 - ext4 /dev/sda1 rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1], entry("/ws", true, "tmpfs"));
+        assert_eq!(m[2], entry("/ws/a b", false, "ext4"));
+        assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
+        assert_eq!(unescape("tail\\04"), "tail\\04");
+    }
+
+    #[test]
+    fn device_numbers_are_named_major_minor() {
+        assert_eq!(dev_name(2049), "8:1");
+        assert_eq!(dev_name((259 << 8) | 3), "259:3");
+        // A large minor, as the kernel encodes it.
+        assert_eq!(
+            dev_name((0x12345 & 0xff) | ((0x12345 & !0xff) << 12)),
+            "0:74565"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Host facts for after a job: the workspace's mount flags (`fstatvfs` on W's pinned handle)
+//! and the sweep of W/J that clears set-user-ID and set-group-ID bits without following a
+//! link. Device nodes and tmpfs mounts need root: without it those tests are ignored in the
+//! summary (failed under `CI`).
+
+mod common;
+
+use std::ffi::CStr;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::{chmod, mode, opts, Mounted, Site, RESOLVERS};
+use mount_plan_host::{verify, FindingKind};
+
+fn setid_files_are_cleared_and_links_are_not_followed() {
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    fs::create_dir_all(job.join("a/b")).unwrap();
+    let tool = job.join("a/b/tool");
+    fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    chmod(&tool, 0o6755);
+    let plain = job.join("a/plain");
+    fs::write(&plain, b"x").unwrap();
+    chmod(&plain, 0o755);
+    // A set-user-ID file outside W/J, reached from W/J only through symlinks (to the file and
+    // to its directory): it keeps its bits.
+    let outside = site.outside.join("suid");
+    fs::write(&outside, b"outside").unwrap();
+    chmod(&outside, 0o4755);
+    symlink(&outside, job.join("link")).unwrap();
+    symlink(&site.outside, job.join("a/dir-link")).unwrap();
+    // Unreadable to its owner: root still opens it.
+    let locked = job.join("locked");
+    fs::write(&locked, b"x").unwrap();
+    chmod(&locked, 0o2000);
+
+    for resolver in RESOLVERS {
+        chmod(&tool, 0o6755);
+        chmod(&locked, 0o2000);
+        let v = verify(site.plan("job1"), &opts(resolver)).unwrap();
+        let report = v.sweep_job_dir().unwrap();
+        assert!(report.is_complete(), "{:?}", report.unhandled);
+        let mut cleared: Vec<(PathBuf, u32)> = report
+            .cleared
+            .iter()
+            .map(|c| (c.path.clone(), c.mode_before))
+            .collect();
+        cleared.sort();
+        assert_eq!(
+            cleared,
+            vec![
+                (PathBuf::from("a/b/tool"), 0o6755),
+                (PathBuf::from("locked"), 0o2000)
+            ]
+        );
+        assert_eq!(mode(&tool), 0o755);
+        assert_eq!(mode(&locked), 0o000);
+        assert_eq!(mode(&plain), 0o755);
+        assert_eq!(
+            mode(&outside),
+            0o4755,
+            "the sweep followed a link out of W/J"
+        );
+        assert!(report.special.is_empty());
+        // Idempotent.
+        assert!(v.sweep_job_dir().unwrap().cleared.is_empty());
+    }
+}
+
+fn the_sweep_follows_the_pinned_directory_not_the_name() {
+    // W/J renamed away and replaced by a symlink to a directory with a set-id file after the
+    // check: the sweep works on the directory that was pinned, never through the new name.
+    let site = Site::new();
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let tool = site.ws.join("job1/tool");
+    fs::write(&tool, b"x").unwrap();
+    chmod(&tool, 0o4755);
+    fs::rename(site.ws.join("job1"), site.ws.join("job1.old")).unwrap();
+    let decoy = site.outside.join("suid");
+    fs::write(&decoy, b"x").unwrap();
+    chmod(&decoy, 0o4755);
+    symlink(&site.outside, site.ws.join("job1")).unwrap();
+    let report = v.sweep_job_dir().unwrap();
+    assert_eq!(report.cleared.len(), 1);
+    assert_eq!(mode(&site.ws.join("job1.old/tool")), 0o755);
+    assert_eq!(mode(&decoy), 0o4755);
+}
+
+fn device_nodes_sockets_and_fifos_are_reported() {
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    fs::create_dir(job.join("d")).unwrap();
+    let mknod = |path: &Path, kind, dev| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            dev,
+        )
+        .unwrap_or_else(|e| panic!("mknod {path:?}: {e} (needs root)"))
+    };
+    mknod(
+        &job.join("d/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::makedev(1, 3),
+    );
+    mknod(&job.join("pipe"), rustix::fs::FileType::Fifo, 0);
+    let _sock = std::os::unix::net::UnixListener::bind(job.join("sock")).unwrap();
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let report = v.sweep_job_dir().unwrap();
+    let mut special: Vec<(PathBuf, FindingKind)> = report
+        .special
+        .iter()
+        .map(|s| (s.path.clone(), s.kind))
+        .collect();
+    special.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        special,
+        vec![
+            (PathBuf::from("d/null"), FindingKind::CharDevice),
+            (PathBuf::from("pipe"), FindingKind::Fifo),
+            (PathBuf::from("sock"), FindingKind::Socket),
+        ]
+    );
+    // The verification's own scan reported them too.
+    assert_eq!(v.findings().len(), 3, "{:?}", v.findings());
+}
+
+/// A tmpfs at `target` with `data` options and `flags`.
+fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
+    rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
+        .unwrap_or_else(|e| panic!("mount a tmpfs at {target:?}: {e} (needs root)"));
+    Mounted::new(target)
+}
+
+fn workspace_mount_flags_come_from_the_workspace_filesystem() {
+    use rustix::mount::MountFlags;
+    for (flags, nosuid, nodev) in [
+        (MountFlags::NOSUID | MountFlags::NODEV, true, true),
+        (MountFlags::empty(), false, false),
+        (MountFlags::NOSUID, true, false),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let _mounted = tmpfs(tmp.path(), flags);
+        let ws = tmp.path().join("ws");
+        for dir in ["", "startup", "local", "job1"] {
+            fs::create_dir_all(ws.join(dir)).unwrap();
+            fs::set_permissions(ws.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let v = verify(common::plan_at(&ws, "job1"), &opts(RESOLVERS[0])).unwrap();
+        let got = v.workspace_mount_flags().unwrap();
+        assert_eq!((got.nosuid, got.nodev), (nosuid, nodev), "{flags:?}");
+        assert!(!got.noexec);
+        drop(v);
+    }
+}
+
+fn main() {
+    use mount_plan_testkit::harness::{self, Need};
+    const ROOT: &[Need] = &[Need::Root];
+    harness::run(vec![
+        harness::test(
+            "setid_files_are_cleared_and_links_are_not_followed",
+            ROOT,
+            setid_files_are_cleared_and_links_are_not_followed,
+        ),
+        harness::test(
+            "the_sweep_follows_the_pinned_directory_not_the_name",
+            &[],
+            the_sweep_follows_the_pinned_directory_not_the_name,
+        ),
+        harness::test(
+            "device_nodes_sockets_and_fifos_are_reported",
+            ROOT,
+            device_nodes_sockets_and_fifos_are_reported,
+        ),
+        harness::test(
+            "workspace_mount_flags_come_from_the_workspace_filesystem",
+            ROOT,
+            workspace_mount_flags_come_from_the_workspace_filesystem,
+        ),
+    ]);
+}
