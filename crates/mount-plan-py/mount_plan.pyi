@@ -263,6 +263,7 @@ def launch(
     keep: bool = False,
     stop_grace: float = 10.0,
     accept_missing: Optional[Sequence[str]] = None,
+    cap_add: Optional[Sequence[str]] = None,
     connect_timeout: float = 10.0,
     on_output: Optional[_OutputCallback] = None,
     on_event: Optional[Callable[[dict[str, Any]], object]] = None,
@@ -272,7 +273,9 @@ def launch(
     command's exit status. The options are the CLI's (``--runtime``, ``--socket``,
     ``--userns``, ``--user U[:G]``, ``--env``, ``--network``, ``--name``, ``--label``,
     ``--gpus``, ``--memory``, ``--cpus``, ``--pids-limit``, ``--keep``, ``--stop-grace``,
-    ``--accept-missing``; Docker needs ``accept_missing=["noexec"]``).
+    ``--accept-missing``; Docker needs ``accept_missing=["noexec"]``; ``--cap-add``: every
+    capability is dropped and only ``cap_add`` added back, e.g. ``cap_add=["CHOWN"]``; MKNOD,
+    FSETID, SETFCAP, SYS_ADMIN... raise LaunchError with rule ``capability-forbidden``).
 
     Blocks with the GIL released. Output goes to ``on_output(stream, data)``, else to
     ``sys.stdout``/``sys.stderr``; lifecycle events (``launching``, ``created``, ``started``,

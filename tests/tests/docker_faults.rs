@@ -167,7 +167,8 @@ async fn engine_added_volume_is_refused_by_the_audit() {
         return;
     };
     let image = support::image::docker_volume_image().expect("volume image");
-    let ws = fx.workspace();
+    // W/J owned by container root, so that `ran` would appear if the command ran.
+    let ws = fx.workspace_for(Scenario::AsRoot);
     let verified = ws.verified();
     let label = support::unique("fault");
     let mut spec =

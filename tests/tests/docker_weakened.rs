@@ -19,7 +19,7 @@ async fn run_weakened(
     weaken: impl FnOnce(&mut ContainerCreateBody),
 ) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
     let (rt, fx) = support::docker::fixture(true).await?;
-    let ws = fx.workspace();
+    let ws = fx.workspace_for(scenario);
     let verified = ws.verified();
     let run_label = support::unique("weak");
     let spec = conformance::spec_for(&fx, verified.plan(), scenario, &run_label);
@@ -34,10 +34,15 @@ async fn run_weakened(
         .id;
     let job = id.clone();
     let observed = rt.inspect(&id).await.expect("inspect");
-    let audit_rules: Vec<&'static str> = audit(verified.plan(), &observed, &fx.lacks_hardening)
-        .iter()
-        .map(|d| d.rule())
-        .collect();
+    let audit_rules: Vec<&'static str> = audit(
+        verified.plan(),
+        &observed,
+        &fx.lacks_hardening,
+        &spec.cap_add,
+    )
+    .iter()
+    .map(|d| d.rule())
+    .collect();
     rt.client().start_container(&id, None).await.expect("start");
     let status = rt.wait(&job).await.expect("wait");
     let mut stdout = Vec::new();
@@ -161,6 +166,23 @@ async fn device_cgroup_widened() {
     assert_caught(r, &["nodev"], "devices");
 }
 
+async fn capabilities_not_dropped() {
+    // The engine's defaults stay (MKNOD among them): root plants device nodes in W/J.
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        b.host_config.as_mut().unwrap().cap_drop = None
+    })
+    .await;
+    assert_caught(r, &["capabilities", "mknod"], "cap-drop");
+}
+
+async fn mknod_capability_added() {
+    let r = run_weakened(Scenario::AsRoot, |b| {
+        b.host_config.as_mut().unwrap().cap_add = Some(vec!["CAP_MKNOD".into()])
+    })
+    .await;
+    assert_caught(r, &["capabilities", "mknod"], "cap-add");
+}
+
 async fn working_dir_moved() {
     let r = run_weakened(Scenario::AsRoot, |b| b.working_dir = Some("/".into())).await;
     assert_caught(r, &["cwd", "cwd-write"], "working-dir");
@@ -217,6 +239,18 @@ fn main() {
             "device_cgroup_widened",
             DOCKER,
             device_cgroup_widened,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "capabilities_not_dropped",
+            DOCKER,
+            capabilities_not_dropped,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "mknod_capability_added",
+            DOCKER,
+            mknod_capability_added,
         ),
         harness::tokio(
             Runtime::Workers(2),

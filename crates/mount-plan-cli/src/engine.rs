@@ -9,8 +9,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep, LaunchError,
-    LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources, Verdict,
+    audit, Availability, CancelToken, Capability, Class, Engine, Event, GcOptions, Keep,
+    LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection,
+    Resources, Verdict,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use mount_plan_swarm::SwarmEngine;
@@ -117,6 +118,26 @@ impl AcceptArgs {
     }
 }
 
+/// Capabilities granted to the job: every backend drops all of them and adds back these.
+#[derive(Debug, Clone, Args)]
+pub struct CapArgs {
+    /// Add back a capability after all are dropped (repeat; NAME or CAP_NAME, any case; one
+    /// of CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+    /// NET_RAW, SYS_CHROOT, AUDIT_WRITE). MKNOD, FSETID, SETFCAP, SYS_ADMIN... are refused:
+    /// they would let a job leave something in its directory a host user can use.
+    #[arg(long = "cap-add", value_name = "NAME")]
+    pub cap_add: Vec<String>,
+}
+
+impl CapArgs {
+    fn set(&self) -> Result<BTreeSet<Capability>> {
+        self.cap_add
+            .iter()
+            .map(|c| c.parse::<Capability>().map_err(Into::into))
+            .collect()
+    }
+}
+
 /// Connect to the engine `args` names.
 pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
     match args.runtime {
@@ -180,6 +201,8 @@ pub struct LaunchCmd {
     verify: VerifyArgs,
     #[command(flatten)]
     accept: AcceptArgs,
+    #[command(flatten)]
+    caps: CapArgs,
     /// The image (never pulled: it must be present on the engine)
     #[arg(long, value_name = "IMAGE")]
     image: String,
@@ -263,6 +286,7 @@ impl LaunchCmd {
         }
         spec.resources = res;
         spec.accept_missing = self.accept.set()?;
+        spec.cap_add = self.caps.set()?;
         spec.require = self.accept.required()?;
         if !self.constraints.is_empty() && self.engine.runtime != RuntimeArg::Swarm {
             return Err(anyhow!(
@@ -489,6 +513,10 @@ pub struct AuditCmd {
     verify: VerifyArgs,
     #[command(flatten)]
     accept: AcceptArgs,
+    // The capabilities the container was launched with (its `--cap-add`): any other one
+    // added or kept is a difference.
+    #[command(flatten)]
+    caps: CapArgs,
     /// The container (id or name)
     #[arg(value_name = "CONTAINER")]
     container: String,
@@ -500,6 +528,7 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
     let mut accepted = cmd.accept.set()?;
     let required = cmd.accept.required()?;
+    let granted = cmd.caps.set()?;
     let verified = if cmd.verify.wanted() {
         Some(cmd.verify.verify(plan.clone())?)
     } else {
@@ -519,7 +548,7 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
                 .into_iter()
                 .map(|(p, _)| p),
         );
-        let mut differences: Vec<String> = audit(&plan, &observed, &accepted)
+        let mut differences: Vec<String> = audit(&plan, &observed, &accepted, &granted)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -598,6 +627,13 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
             "runtime:  {}",
             e.runtime.as_deref().unwrap_or("not reported")
         )?;
+        if let Some(v) = e.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
+            writeln!(
+                out,
+                "runc:     CVE-2024-21626 {}",
+                mount_plan_launch::runc_fix(v)
+            )?;
+        }
         writeln!(out, "rootless: {}", e.rootless)?;
         writeln!(out, "protections:")?;
         for (p, a) in &report.protections {

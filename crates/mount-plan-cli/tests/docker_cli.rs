@@ -188,7 +188,7 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
         return;
     }
     let ws = Ws::new("fail");
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             "mount-plan-no-such-image:x",
             &[],
@@ -201,6 +201,11 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
             "spec rule `network-namespace`",
         ),
         (IMAGE, &["--user", "root"], "spec rule `user`"),
+        (
+            IMAGE,
+            &["--cap-add", "mknod"],
+            "spec rule `capability-forbidden`: capability \"mknod\" is never granted to a job: it lets a job plant device nodes",
+        ),
         (
             IMAGE,
             &["--socket", "/nonexistent/docker.sock"],
@@ -226,6 +231,23 @@ fn failures_before_the_command_exit_125_and_leave_nothing() {
         "{}",
         text(&o.stderr)
     );
+    assert_eq!(ws.leftovers(), "");
+}
+
+/// Every capability is dropped; `--cap-add` adds back exactly the one asked (CAP_CHOWN is
+/// bit 0 of the bounding set).
+fn cap_add_grants_only_what_is_asked() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("caps");
+    let script = ["sh", "-c", "grep CapBnd /proc/self/status"];
+    let o = ws.launch(&[], &script);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000000\n");
+    let o = ws.launch(&["--cap-add", "cap_chown"], &script);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "CapBnd:\t0000000000000001\n");
     assert_eq!(ws.leftovers(), "");
 }
 
@@ -505,6 +527,11 @@ fn main() {
             "failures_before_the_command_exit_125_and_leave_nothing",
             DOCKER,
             failures_before_the_command_exit_125_and_leave_nothing,
+        ),
+        harness::test(
+            "cap_add_grants_only_what_is_asked",
+            DOCKER,
+            cap_add_grants_only_what_is_asked,
         ),
         harness::test(
             "audit_reports_a_wider_mount_and_passes_a_launched_container",

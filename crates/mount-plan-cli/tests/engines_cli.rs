@@ -76,6 +76,31 @@ fn doctor_on_docker26_reports_r_mode_kept() {
     );
 }
 
+/// runc is judged against CVE-2024-21626 by its package revision, which Docker reports as
+/// runc's commit: Debian 12's `1.1.5+ds1-1+deb12u1` carries the fix, so doctor says so and
+/// does not warn.
+fn doctor_judges_runc_by_the_distributions_revision() {
+    let o = doctor(None);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if out.contains("unreachable") {
+        return skip_or_fail("this machine's docker engine does not answer");
+    }
+    let runtime = line(&out, "runtime:");
+    if !runtime.starts_with("runtime:  runc ") {
+        return;
+    }
+    let verdict = line(&out, "runc:");
+    if runtime.contains("+deb12u") {
+        assert!(
+            verdict.contains("fixed by the distribution's patch"),
+            "{out}"
+        );
+        assert!(!out.contains("warning: runc"), "{out}");
+    } else {
+        assert!(verdict.contains("CVE-2024-21626 "), "{out}");
+    }
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need};
     const DOCKER: &[Need] = &[Need::Docker];
@@ -85,6 +110,11 @@ fn main() {
             "doctor_reports_r_mode_from_this_engines_runtime",
             DOCKER,
             doctor_reports_r_mode_from_this_engines_runtime,
+        ),
+        harness::test(
+            "doctor_judges_runc_by_the_distributions_revision",
+            DOCKER,
+            doctor_judges_runc_by_the_distributions_revision,
         ),
         harness::test(
             "doctor_on_docker26_reports_r_mode_kept",

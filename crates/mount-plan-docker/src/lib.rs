@@ -51,8 +51,8 @@ use mount_plan_launch::{
 pub use observe::{observe, propagation_name};
 pub use translate::{engine_mounts, mounts, translate, CreateCall};
 pub use version::{
-    availability, root_mode_from_runtime, ApiVersion, ApiVersionError, EngineFacts, RootMode,
-    NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED,
+    availability, root_mode_from_runtime, runc_version, ApiVersion, ApiVersionError, EngineFacts,
+    RootMode, NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED,
 };
 
 /// The socket used when neither an explicit host nor `DOCKER_HOST` is given.
@@ -196,7 +196,13 @@ impl DockerEngine {
             .components
             .as_ref()
             .and_then(|cs| cs.iter().find(|c| c.name.eq_ignore_ascii_case("runc")))
-            .map(|c| format!("runc {}", c.version))
+            .map(|c| {
+                let commit = c.details.as_ref().and_then(|d| d.get("GitCommit"));
+                format!(
+                    "runc {}",
+                    runc_version(&c.version, commit.map(String::as_str))
+                )
+            })
             .or_else(|| sysinfo.default_runtime.clone());
         let rootless = sysinfo
             .security_options

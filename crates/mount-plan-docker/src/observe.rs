@@ -215,6 +215,9 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
         privileged: hc.privileged.unwrap_or(false),
         no_new_privileges,
         cap_add: hc.cap_add.clone().unwrap_or_default(),
+        cap_drop: hc.cap_drop.clone().unwrap_or_default(),
+        // Docker reports what was asked, not the bounding set it computed.
+        cap_bounding: None,
         devices,
         security_opt,
         namespaces: ObservedNamespaces {
@@ -258,6 +261,7 @@ mod tests {
                 "Privileged": true,
                 "NetworkMode": "host",
                 "CapAdd": ["SYS_ADMIN"],
+                "CapDrop": ["MKNOD"],
                 "Devices": [{"PathOnHost": "/dev/mem", "PathInContainer": "/dev/mem",
                              "CgroupPermissions": "rwm"}]
             },
@@ -281,6 +285,8 @@ mod tests {
         assert!(o.privileged && !o.no_new_privileges);
         assert_eq!(o.namespaces.network, "host");
         assert_eq!(o.cap_add, vec!["SYS_ADMIN"]);
+        assert_eq!(o.cap_drop, vec!["MKNOD"]);
+        assert_eq!(o.cap_bounding, None);
         assert_eq!(o.devices, vec!["/dev/mem:/dev/mem:rwm"]);
         assert_eq!(o.working_dir.as_deref(), Some("/workspace"));
     }

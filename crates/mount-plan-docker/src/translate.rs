@@ -80,7 +80,9 @@ pub fn engine_mounts(plan: &MountPlan, api: ApiVersion) -> Vec<DockerMount> {
 /// read-only flag, mode and size; every bind non-recursive with private propagation,
 /// read-only where planned (from API 1.44 also `ReadOnlyForceRecursive`, so the engine fails
 /// the start rather than leave a bind writable). `no-new-privileges` stands in for nosuid on
-/// binds. The fields sent follow [`EngineFacts`] of `engine`.
+/// binds. Every capability is dropped (`CapDrop: ["ALL"]`) and only the spec's `cap_add` is
+/// added back, so a job running as root cannot plant device nodes (`MKNOD`) in its job
+/// directory. The fields sent follow [`EngineFacts`] of `engine`.
 pub fn translate(
     plan: &MountPlan,
     spec: &LaunchSpec,
@@ -117,6 +119,8 @@ pub fn translate(
         mounts: Some(mounts),
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         privileged: Some(false),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        cap_add: Some(spec.cap_add.iter().map(ToString::to_string).collect()),
         network_mode: Some(network_mode),
         device_requests,
         memory: as_i64(spec.resources.memory_bytes()),
@@ -240,7 +244,8 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.binds, None);
         assert_eq!(hc.volumes_from, None);
-        assert_eq!(hc.cap_add, None);
+        assert_eq!(hc.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(hc.cap_add.as_deref(), Some(&[][..]));
         assert_eq!(hc.devices, None);
         assert_eq!(call.body.working_dir.as_deref(), Some("/workspace/j1"));
         let labels = call.body.labels.as_ref().unwrap();
@@ -325,6 +330,20 @@ mod tests {
         let call = call(&plan(), &s, "1.39");
         let m = &call.body.host_config.unwrap().mounts.unwrap()[1];
         assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
+    }
+
+    #[test]
+    fn all_capabilities_are_dropped_and_only_the_spec_s_added() {
+        let mut s = spec();
+        s.cap_add.insert("net_raw".parse().unwrap());
+        s.cap_add.insert("CAP_CHOWN".parse().unwrap());
+        let call = call(&plan(), &s, "1.41");
+        let json = serde_json::to_value(&call.body).unwrap();
+        assert_eq!(json["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            json["HostConfig"]["CapAdd"],
+            serde_json::json!(["CAP_CHOWN", "CAP_NET_RAW"])
+        );
     }
 
     #[test]

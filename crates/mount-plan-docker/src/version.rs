@@ -69,8 +69,20 @@ pub fn parse_semver(v: &str) -> Option<(u32, u32, u32)> {
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
-/// The oldest runc without the CVE-2024-21626 working-directory escape.
-pub const RUNC_FIXED: (u32, u32, u32) = (1, 1, 12);
+/// The oldest upstream runc without the CVE-2024-21626 working-directory escape (the
+/// judgement, distributions' backports included, is [`mount_plan_launch::runc_fix`]).
+pub const RUNC_FIXED: (u32, u32, u32) = mount_plan_launch::RUNC_FIXED;
+/// The most precise runc version in Docker's `/version` component: Debian builds report the
+/// package revision as the commit (`1.1.5+ds1` with commit `1.1.5+ds1-1+deb12u1`), and only
+/// that revision says whether a security fix was backported; upstream builds report a hash
+/// or a tag (`v1.1.12-0-g51d5e94`), and the version stays.
+pub fn runc_version(version: &str, git_commit: Option<&str>) -> String {
+    match git_commit.and_then(|c| c.strip_prefix(version)) {
+        Some(rest) if rest.starts_with(['-', '+', '~']) => format!("{version}{rest}"),
+        _ => version.to_owned(),
+    }
+}
+
 /// The oldest runc that keeps a tmpfs's `mode=` when the mount point already exists
 /// (opencontainers/runc#3916, released in 1.1.8): older ones chmod the tmpfs to the mode of
 /// the directory it covers.
@@ -268,13 +280,9 @@ pub fn warnings(engine: &EngineInfo) -> Vec<String> {
         .as_deref()
         .and_then(|r| r.strip_prefix("runc "))
     {
-        Some(v) => match parse_semver(v) {
-            Some(found) if found < RUNC_FIXED => out.push(format!(
-                "runc {v} predates 1.1.12: it is exposed to CVE-2024-21626 (working directory escape); the plan's working directory is fixed, but upgrade runc"
-            )),
-            Some(_) => {}
-            None => out.push(format!("runc version {v:?} could not be parsed")),
-        },
+        // The connect reads the package revision when Docker reports one
+        // (`1.1.5+ds1-1+deb12u1`), so a distribution's backport is judged as such.
+        Some(v) => out.extend(mount_plan_launch::runc_fix(v).warning(v)),
         None => out.push("the engine does not report its runc version".into()),
     }
     if engine.rootless {
@@ -446,9 +454,31 @@ mod tests {
     }
 
     #[test]
+    fn runc_version_takes_the_package_revision_from_the_commit() {
+        assert_eq!(
+            runc_version("1.1.5+ds1", Some("1.1.5+ds1-1+deb12u1")),
+            "1.1.5+ds1-1+deb12u1"
+        );
+        assert_eq!(runc_version("1.1.12", Some("v1.1.12-0-g51d5e94")), "1.1.12");
+        assert_eq!(runc_version("1.1.15", Some("1.1.15")), "1.1.15");
+        assert_eq!(runc_version("1.1.5", Some("1.1.50")), "1.1.5");
+        assert_eq!(runc_version("1.1.5+ds1", None), "1.1.5+ds1");
+    }
+
+    #[test]
     fn warnings_name_old_runc_and_rootless() {
+        // Debian 12's security update carries the fix: nothing to warn about.
+        let w = warnings(&engine("20.10.24", Some("runc 1.1.5+ds1-1+deb12u1")));
+        assert!(!w.iter().any(|w| w.contains("CVE-2024-21626")), "{w:?}");
+        // Without the revision, the suffix cannot be judged: check the package.
         let w = warnings(&engine("20.10.24", Some("runc 1.1.5+ds1")));
-        assert!(w.iter().any(|w| w.contains("CVE-2024-21626")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("CVE-2024-21626") && w.contains("check")),
+            "{w:?}"
+        );
+        let w = warnings(&engine("20.10.24", Some("runc 1.1.5")));
+        assert!(w.iter().any(|w| w.contains("is exposed")), "{w:?}");
         assert!(warnings(&engine("26.1.5", Some("runc 1.1.15"))).is_empty());
         let w = warnings(&engine("26.1.5", None));
         assert!(w[0].contains("does not report"), "{w:?}");

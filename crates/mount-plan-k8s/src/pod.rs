@@ -1,6 +1,6 @@
 //! The plan as a Pod.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource,
@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mount_plan::{BindMount, BindRole, MountPlan};
-use mount_plan_launch::User;
+use mount_plan_launch::{Capability, User};
 
 use crate::error::PodError;
 use crate::names::{pod_name, split_metadata, ClaimName};
@@ -54,6 +54,10 @@ pub struct JobContainer {
     /// The numeric user and group (`runAsUser`, `runAsGroup`); without it the image's user
     /// runs, and `runAsNonRoot` makes the kubelet refuse to start an image whose user is root.
     pub user: Option<User>,
+    /// Capabilities added back after `ALL` is dropped (default: none). Pod Security's
+    /// Restricted level allows only `NET_BIND_SERVICE`; the Baseline level does not allow
+    /// `NET_RAW`.
+    pub cap_add: BTreeSet<Capability>,
 }
 
 /// Everything besides the plan that a Pod needs.
@@ -91,12 +95,14 @@ impl PodOptions {
     }
 }
 
-fn security_context() -> SecurityContext {
+/// Every container drops `ALL` capabilities and adds back only `add` (the names without
+/// `CAP_`, as Kubernetes takes them).
+fn security_context(add: &BTreeSet<Capability>) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
-            add: None,
+            add: (!add.is_empty()).then(|| add.iter().map(|c| c.as_str().to_owned()).collect()),
         }),
         ..SecurityContext::default()
     }
@@ -277,7 +283,7 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
             name: INIT_CONTAINER.into(),
             image: options.init_image.clone().or_else(|| image.clone()),
             command: Some(command),
-            security_context: Some(security_context()),
+            security_context: Some(security_context(&BTreeSet::new())),
             volume_mounts: Some(vec![volume_mount(
                 target,
                 ROOT_VOLUME,
@@ -306,7 +312,7 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
                 .collect()
         }),
         working_dir: Some(plan.workdir().as_str().into()),
-        security_context: Some(security_context()),
+        security_context: Some(security_context(&c.cap_add)),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -345,4 +351,57 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
         }),
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout};
+
+    fn capabilities(pod: &Pod) -> Vec<Capabilities> {
+        let spec = pod.spec.as_ref().unwrap();
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| {
+                c.security_context
+                    .as_ref()
+                    .unwrap()
+                    .capabilities
+                    .clone()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_container_drops_all_and_the_job_adds_only_its_own() {
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap();
+        let mut options = PodOptions::with_claim("ws".parse().unwrap());
+        let pod = render_pod(&plan, &options).unwrap();
+        let caps = capabilities(&pod);
+        assert_eq!(caps.len(), 2, "init and job");
+        for c in &caps {
+            assert_eq!(c.drop, Some(vec!["ALL".to_owned()]));
+            assert_eq!(c.add, None);
+        }
+        options.container.cap_add = BTreeSet::from([
+            "cap_net_bind_service".parse().unwrap(),
+            "CHOWN".parse().unwrap(),
+        ]);
+        let caps = capabilities(&render_pod(&plan, &options).unwrap());
+        assert_eq!(caps[0].add, None, "the init container gets none");
+        assert_eq!(caps[1].drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            caps[1].add,
+            Some(vec!["CHOWN".to_owned(), "NET_BIND_SERVICE".to_owned()])
+        );
+    }
 }

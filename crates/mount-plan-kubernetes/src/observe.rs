@@ -244,7 +244,17 @@ pub fn observe(pod: &Pod, volumes: &Volumes) -> ObservedContainer {
         volumes_from: Vec::new(),
         privileged: sc.privileged == Some(true),
         no_new_privileges: sc.allow_privilege_escalation == Some(false),
-        cap_add: sc.capabilities.and_then(|c| c.add).unwrap_or_default(),
+        cap_add: sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default(),
+        cap_drop: sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default(),
+        cap_bounding: None,
         devices: job
             .volume_devices
             .iter()

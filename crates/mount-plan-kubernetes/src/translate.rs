@@ -99,6 +99,7 @@ pub fn translate(request: &CreateRequest<'_>, settings: &PodSettings) -> Result<
                 .map(|e| (e.key().to_owned(), e.value().to_owned()))
                 .collect(),
             user: spec.user,
+            cap_add: spec.cap_add.clone(),
         },
         init_image: settings.init_image.clone(),
     };

@@ -7,6 +7,7 @@ use std::fmt;
 use mount_plan::{Mount, MountFlags, MountPlan};
 
 use crate::protection::Protection;
+use crate::spec::Capability;
 
 /// A bind mount as the engine reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,8 +104,14 @@ pub struct ObservedContainer {
     pub privileged: bool,
     /// `no-new-privileges` is set.
     pub no_new_privileges: bool,
-    /// Added capabilities.
+    /// Added capabilities, as reported (`NET_RAW` or `CAP_NET_RAW`).
     pub cap_add: Vec<String>,
+    /// Dropped capabilities, as reported (`ALL` when all are dropped; Podman lists the
+    /// dropped defaults one by one instead and reports the set kept in `cap_bounding`).
+    pub cap_drop: Vec<String>,
+    /// The capability bounding set the engine gave the runtime; `None`: not reported
+    /// (Docker, Swarm and Kubernetes report only what was added and dropped).
+    pub cap_bounding: Option<Vec<String>>,
     /// Device mappings and device cgroup rules.
     pub devices: Vec<String>,
     /// Security options as given to the engine.
@@ -205,8 +212,17 @@ pub enum Difference {
     Privileged,
     /// The plan's nosuid relies on `no-new-privileges`, which is not set.
     NoNewPrivileges,
-    /// Capabilities were added.
+    /// Capabilities outside the launch spec's `cap_add` were added.
     CapAdd(Vec<String>),
+    /// Not every capability was dropped: the engine's defaults (`MKNOD`, `FSETID`,
+    /// `SETFCAP`...) may stay.
+    CapDrop {
+        /// What the engine reports as dropped.
+        dropped: Vec<String>,
+        /// The capabilities kept outside the spec's `cap_add`, when the engine reports the
+        /// bounding set (empty otherwise).
+        kept: Vec<String>,
+    },
     /// Devices were added or device cgroup rules widened.
     Devices(Vec<String>),
     /// The container shares a host or container namespace.
@@ -237,6 +253,7 @@ mount_plan::rules!(Difference, "audit", {
     Privileged => "privileged",
     NoNewPrivileges => "no-new-privileges",
     CapAdd => "cap-add",
+    CapDrop => "cap-drop",
     Devices => "devices",
     HostNamespace => "host-namespace",
     VolumesFrom => "volumes-from",
@@ -324,7 +341,18 @@ impl fmt::Display for Difference {
             Difference::NoNewPrivileges => f.write_str(
                 "\"no-new-privileges\" is not set, and the engine cannot mount binds nosuid",
             ),
-            Difference::CapAdd(caps) => write!(f, "capabilities added: {caps:?}"),
+            Difference::CapAdd(caps) => write!(
+                f,
+                "capabilities added outside the launch spec's cap_add: {caps:?}"
+            ),
+            Difference::CapDrop { dropped, kept } if kept.is_empty() => write!(
+                f,
+                "capabilities dropped are {dropped:?}, not \"ALL\": the engine's defaults (MKNOD, FSETID, SETFCAP...) may stay"
+            ),
+            Difference::CapDrop { kept, .. } => write!(
+                f,
+                "capabilities kept outside the launch spec's cap_add: {kept:?} (all must be dropped)"
+            ),
             Difference::Devices(devs) => write!(f, "devices added: {devs:?}"),
             Difference::HostNamespace { kind, value } => {
                 write!(f, "{kind} namespace is {value:?}: shared with the host or another container")
@@ -339,15 +367,24 @@ fn shares_namespace(mode: &str) -> bool {
     mode == "host" || mode.starts_with("container:") || mode.starts_with("ns:")
 }
 
+/// Whether a reported capability name is one of `granted` (`NAME` or `CAP_NAME`, any case).
+fn is_granted(name: &str, granted: &BTreeSet<Capability>) -> bool {
+    name.parse::<Capability>()
+        .is_ok_and(|c| granted.contains(&c))
+}
+
 /// Compare what an engine reports about a container with the plan.
 ///
 /// `accepted` lists protections the caller accepted as missing on this engine (a planned
 /// flag that the engine cannot report and has no substitute for is otherwise a
-/// difference). Pure: unit-tested without an engine.
+/// difference). `granted` is the launch spec's `cap_add`: the container must drop `ALL`
+/// (or, where the engine reports its bounding set, keep nothing else) and add nothing else.
+/// Pure: unit-tested without an engine.
 pub fn audit(
     plan: &MountPlan,
     observed: &ObservedContainer,
     accepted: &BTreeSet<Protection>,
+    granted: &BTreeSet<Capability>,
 ) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut seen_binds = vec![false; observed.binds.len()];
@@ -501,8 +538,41 @@ pub fn audit(
     if needs_nnp && !observed.no_new_privileges {
         out.push(Difference::NoNewPrivileges);
     }
-    if !observed.cap_add.is_empty() {
-        out.push(Difference::CapAdd(observed.cap_add.clone()));
+    let added: Vec<String> = observed
+        .cap_add
+        .iter()
+        .filter(|c| !is_granted(c, granted))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        out.push(Difference::CapAdd(added));
+    }
+    match &observed.cap_bounding {
+        Some(bounding) => {
+            let kept: Vec<String> = bounding
+                .iter()
+                .filter(|c| !is_granted(c, granted))
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
+                out.push(Difference::CapDrop {
+                    dropped: observed.cap_drop.clone(),
+                    kept,
+                });
+            }
+        }
+        None => {
+            let all = |c: &String| {
+                let c = c.to_ascii_uppercase();
+                c == "ALL" || c == "CAP_ALL"
+            };
+            if !observed.cap_drop.iter().any(all) {
+                out.push(Difference::CapDrop {
+                    dropped: observed.cap_drop.clone(),
+                    kept: Vec::new(),
+                });
+            }
+        }
     }
     if !observed.devices.is_empty() {
         out.push(Difference::Devices(observed.devices.clone()));
@@ -610,8 +680,13 @@ mod tests {
                 })
                 .collect(),
             no_new_privileges: true,
+            cap_drop: vec!["ALL".into()],
             ..ObservedContainer::default()
         }
+    }
+
+    fn none() -> BTreeSet<Capability> {
+        BTreeSet::new()
     }
 
     fn accept_noexec() -> BTreeSet<Protection> {
@@ -624,12 +699,15 @@ mod tests {
 
     #[test]
     fn conforming_container_passes() {
-        assert_eq!(audit(&plan(), &conforming(), &accept_noexec()), vec![]);
+        assert_eq!(
+            audit(&plan(), &conforming(), &accept_noexec(), &none()),
+            vec![]
+        );
     }
 
     #[test]
     fn noexec_without_acceptance_is_a_difference_per_read_only_bind() {
-        let d = audit(&plan(), &conforming(), &BTreeSet::new());
+        let d = audit(&plan(), &conforming(), &BTreeSet::new(), &none());
         assert_eq!(rules(&d), vec!["missing-flag", "missing-flag"]);
         assert!(
             d[0].to_string().contains("\"/workspace/startup\""),
@@ -645,11 +723,11 @@ mod tests {
         o.no_new_privileges = false;
         let accepted = BTreeSet::from([Protection::NoExecOnBinds]);
         assert_eq!(
-            rules(&audit(&plan(), &o, &accepted)),
+            rules(&audit(&plan(), &o, &accepted, &none())),
             vec!["no-new-privileges"]
         );
         let accepted = BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]);
-        assert!(audit(&plan(), &o, &accepted).is_empty());
+        assert!(audit(&plan(), &o, &accepted, &none()).is_empty());
     }
 
     #[test]
@@ -659,7 +737,7 @@ mod tests {
             b.flags = Some(MountFlags::NO_SUID_DEV);
         }
         o.no_new_privileges = false;
-        let d = audit(&plan(), &o, &BTreeSet::new());
+        let d = audit(&plan(), &o, &BTreeSet::new(), &none());
         assert_eq!(rules(&d), vec!["missing-flag", "missing-flag"]);
     }
 
@@ -707,6 +785,12 @@ mod tests {
             ("privileged", |o| o.privileged = true),
             ("no-new-privileges", |o| o.no_new_privileges = false),
             ("cap-add", |o| o.cap_add = vec!["SYS_ADMIN".into()]),
+            ("cap-add", |o| o.cap_add = vec!["CAP_CHOWN".into()]),
+            ("cap-drop", |o| o.cap_drop.clear()),
+            ("cap-drop", |o| o.cap_drop = vec!["CAP_MKNOD".into()]),
+            ("cap-drop", |o| {
+                o.cap_bounding = Some(vec!["CAP_MKNOD".into(), "CAP_CHOWN".into()])
+            }),
             ("devices", |o| {
                 o.devices = vec!["/dev/mem:/dev/mem:rwm".into()]
             }),
@@ -728,7 +812,7 @@ mod tests {
         for (rule, mutate) in cases {
             let mut o = conforming();
             mutate(&mut o);
-            let d = audit(&plan(), &o, &accept_noexec());
+            let d = audit(&plan(), &o, &accept_noexec(), &none());
             assert_eq!(rules(&d), vec![rule], "{d:?}");
             assert!(d[0]
                 .to_string()
@@ -737,10 +821,49 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_are_judged_against_the_spec() {
+        let granted = BTreeSet::from([Capability::Chown, Capability::NetRaw]);
+        let audit_caps = |o: &ObservedContainer| {
+            audit(&plan(), o, &accept_noexec(), &granted)
+                .into_iter()
+                .map(|d| (d.rule(), d.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // Docker and Swarm report what was asked: ALL dropped, the granted ones added, in
+        // either spelling.
+        let mut o = conforming();
+        o.cap_drop = vec!["all".into()];
+        o.cap_add = vec!["CAP_CHOWN".into(), "net_raw".into()];
+        assert_eq!(audit_caps(&o), vec![]);
+        // Podman reports the bounding set: the granted ones may stay, nothing else.
+        o.cap_drop = vec!["CAP_DAC_OVERRIDE".into(), "CAP_MKNOD".into()];
+        o.cap_bounding = Some(vec!["CAP_CHOWN".into(), "CAP_NET_RAW".into()]);
+        assert_eq!(audit_caps(&o), vec![]);
+        o.cap_bounding = Some(vec!["CAP_CHOWN".into(), "CAP_MKNOD".into()]);
+        let d = audit_caps(&o);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].0, "cap-drop");
+        assert!(d[0].1.contains("[\"CAP_MKNOD\"]"), "{}", d[0].1);
+        // One added outside the policy is named, the granted one is not.
+        let mut o = conforming();
+        o.cap_add = vec!["CHOWN".into(), "MKNOD".into(), "BOGUS".into()];
+        let d = audit_caps(&o);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].0, "cap-add");
+        assert!(d[0].1.ends_with("[\"MKNOD\", \"BOGUS\"]"), "{}", d[0].1);
+        // Nothing dropped: the engine's defaults stay.
+        let mut o = conforming();
+        o.cap_drop.clear();
+        let d = audit_caps(&o);
+        assert_eq!(d[0].0, "cap-drop");
+        assert!(d[0].1.contains("MKNOD"), "{}", d[0].1);
+    }
+
+    #[test]
     fn unreported_tmpfs_is_not_a_difference() {
         let mut o = conforming();
         o.tmpfs = None;
-        assert_eq!(audit(&plan(), &o, &accept_noexec()), vec![]);
+        assert_eq!(audit(&plan(), &o, &accept_noexec(), &none()), vec![]);
     }
 
     #[test]
@@ -759,7 +882,7 @@ mod tests {
             }],
             ..ObservedContainer::default()
         };
-        let d = audit(&plan(), &o, &BTreeSet::new());
+        let d = audit(&plan(), &o, &BTreeSet::new(), &none());
         let r = rules(&d);
         assert!(r.contains(&"unplanned-mount"), "{r:?}");
         assert_eq!(

@@ -82,6 +82,7 @@ pub struct FakeContainer {
     /// Its state.
     pub state: FakeState,
     plan: MountPlan,
+    cap_add: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +289,8 @@ fn observed(id: &str, c: &FakeContainer) -> ObservedContainer {
             })
             .collect(),
         no_new_privileges: true,
+        cap_drop: vec!["ALL".into()],
+        cap_add: c.cap_add.clone(),
         ..ObservedContainer::default()
     }
 }
@@ -321,6 +324,7 @@ impl Engine for FakeEngine {
                     labels: request.labels.clone(),
                     state: FakeState::Created,
                     plan: request.plan.plan().clone(),
+                    cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
                 },
             );
             id

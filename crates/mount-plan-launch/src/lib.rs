@@ -1,9 +1,11 @@
 //! # mount-plan-launch: the engine-neutral launch API
 //!
 //! **Guarantee.** A [`LaunchSpec`] holds everything a caller may choose about a job container
-//! (image, command, environment, user, network, labels, name, GPUs, resource limits) and has
-//! no field that can set mounts, volumes, the working directory, privileged mode,
-//! capabilities, devices or host namespaces: the verified plan alone owns those. Values are
+//! (image, command, environment, user, network, labels, name, GPUs, resource limits, the
+//! capabilities added back after all are dropped) and has no field that can set mounts,
+//! volumes, the working directory, privileged mode, devices or host namespaces: the
+//! verified plan alone owns those. [`Capability`] cannot name `MKNOD`, `FSETID`, `SETFCAP`
+//! or `SYS_ADMIN`. Values are
 //! validated newtypes (`"host"` as a network, `io.mount-plan.*` labels, non-numeric users are
 //! refused with a rule-named [`SpecError`]).
 //!
@@ -47,6 +49,7 @@ pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 mod protection;
+mod runc;
 mod runtime;
 mod spec;
 
@@ -61,12 +64,13 @@ pub use lifecycle::{
     GcOptions, LaunchOptions, Observer,
 };
 pub use protection::{Availability, Class, EngineInfo, EngineReport, Protection};
+pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
 pub use runtime::{
     container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
     OutputStream,
 };
 pub use spec::{
-    ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network, NetworkName,
-    PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST,
-    LABEL_PREFIX,
+    Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
+    NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,
+    LABEL_PLAN_DIGEST, LABEL_PREFIX,
 };

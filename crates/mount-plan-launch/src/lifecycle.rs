@@ -39,7 +39,7 @@ use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
 use crate::protection::{Availability, EngineReport, Protection};
 use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
-use crate::spec::{LaunchSpec, LABEL_MANAGED};
+use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
 /// How many times a clean-up call (remove, the look-up by launch id) is tried.
 const CLEANUP_ATTEMPTS: u32 = 3;
@@ -304,6 +304,7 @@ pub async fn launch(
         plan,
         container: None,
         tolerated: BTreeSet::new(),
+        granted: BTreeSet::new(),
         gate: None,
         gate_output: Vec::new(),
         create_attempted: false,
@@ -332,6 +333,8 @@ struct Driver<'a> {
     /// Protections the audit does not ask for: those accepted missing, and hardening the
     /// engine cannot apply that the site does not require.
     tolerated: BTreeSet<Protection>,
+    /// The capabilities the spec adds back after all are dropped: the audit allows no other.
+    granted: BTreeSet<Capability>,
     /// The gate of this launch (its nonce recognises a refusal).
     gate: Option<Gate>,
     /// The beginning of the container's stderr, where a gate refusal would be.
@@ -417,6 +420,7 @@ impl Driver<'_> {
         if let Some(warning) = report.hardening_warning(self.plan.plan(), &spec.require) {
             self.warn(warning);
         }
+        self.granted = spec.cap_add.clone();
         self.tolerated = spec.accept_missing.clone();
         self.tolerated.extend(
             report
@@ -564,7 +568,7 @@ impl Driver<'_> {
 
     async fn audited(&self, id: &str) -> Result<(), Stop> {
         let observed = self.call("inspect", self.engine.inspect(id)).await?;
-        let differences = audit(self.plan.plan(), &observed, &self.tolerated);
+        let differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
         if differences.is_empty() {
             Ok(())
         } else {

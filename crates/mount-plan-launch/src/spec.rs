@@ -117,6 +117,22 @@ pub enum SpecError {
         /// The refused value.
         value: String,
     },
+    /// A capability name is not one Linux knows.
+    #[error("{rule}{value:?} is not a Linux capability name (NAME or CAP_NAME, any case; grantable: {grantable})", rule = self.prefix())]
+    Capability {
+        /// The refused value.
+        value: String,
+        /// The capabilities a job may be granted, comma-separated.
+        grantable: String,
+    },
+    /// A capability a job is never granted.
+    #[error("{rule}capability {value:?} is never granted to a job: {why}", rule = self.prefix())]
+    CapabilityForbidden {
+        /// The refused value.
+        value: String,
+        /// Why it is never granted.
+        why: &'static str,
+    },
     /// A placement constraint is not `KEY==VALUE` or `KEY!=VALUE` over a key Swarm knows.
     #[error("{rule}placement constraint {value:?} is not KEY==VALUE or KEY!=VALUE with KEY one of node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME, engine.labels.NAME and a plain VALUE", rule = self.prefix())]
     Constraint {
@@ -141,6 +157,8 @@ mount_plan::rules!(SpecError, "spec", {
     Protection => "protection",
     EngineKind => "engine-kind",
     Constraint => "constraint",
+    Capability => "capability",
+    CapabilityForbidden => "capability-forbidden",
 });
 
 impl SpecError {
@@ -161,6 +179,8 @@ impl SpecError {
             | SpecError::Resource { value, .. }
             | SpecError::Protection { value, .. }
             | SpecError::EngineKind { value }
+            | SpecError::Capability { value, .. }
+            | SpecError::CapabilityForbidden { value, .. }
             | SpecError::Constraint { value, .. } => value,
         }
     }
@@ -553,6 +573,134 @@ impl FromStr for GpuRequest {
     }
 }
 
+macro_rules! capabilities {
+    ($($(#[$m:meta])* $var:ident => $name:literal,)*) => {
+        /// A Linux capability a job may be granted ([`LaunchSpec::cap_add`]). Every backend
+        /// drops all capabilities and adds only these, so a job running as root can still
+        /// write its own job directory but cannot plant a device node (no `MKNOD`), keep a
+        /// set-id bit on a file it writes (no `FSETID`), set file capabilities (no
+        /// `SETFCAP`), mount, trace or load modules.
+        ///
+        /// Listed are the capabilities that act only on what the container sees and leave
+        /// nothing in W/J a host user gains from: `CHOWN` can give a file away, but the
+        /// kernel clears its set-id bits; `DAC_OVERRIDE` and `FOWNER` bypass permission and
+        /// owner checks, but read-only binds stay read-only; the rest act on the container's
+        /// own processes and network namespace. Every other capability is refused by
+        /// [`FromStr`], a known one with the reason (rule `capability-forbidden`). Parsed
+        /// from `NAME` or `CAP_NAME`, any case.
+        ///
+        /// Limit: dropping capabilities does not stop root in a rootful container from
+        /// making a set-user-id root file in W/J (the owner's chmod needs none); only a
+        /// `nosuid` mount of W on the host, or a non-root job user, stops a host user from
+        /// running it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[non_exhaustive]
+        pub enum Capability {
+            $($(#[$m])* $var,)*
+        }
+
+        impl Capability {
+            /// Every capability a job may be granted.
+            pub const ALL: [Capability; [$($name),*].len()] = [$(Capability::$var),*];
+
+            /// The name without the `CAP_` prefix (`CHOWN`), as Kubernetes takes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Capability::$var => $name,)*
+                }
+            }
+        }
+    };
+}
+
+capabilities! {
+    /// `CAP_CHOWN`: change a file's owner (the kernel clears set-id bits on chown).
+    Chown => "CHOWN",
+    /// `CAP_DAC_OVERRIDE`: bypass file permission checks (read-only mounts stay read-only).
+    DacOverride => "DAC_OVERRIDE",
+    /// `CAP_FOWNER`: bypass the owner check of chmod, utime and the like.
+    Fowner => "FOWNER",
+    /// `CAP_KILL`: signal any process in the container's PID namespace.
+    Kill => "KILL",
+    /// `CAP_SETGID`: change group ids inside the container.
+    Setgid => "SETGID",
+    /// `CAP_SETUID`: change user ids inside the container.
+    Setuid => "SETUID",
+    /// `CAP_SETPCAP`: drop capabilities from the bounding set (never beyond it).
+    Setpcap => "SETPCAP",
+    /// `CAP_NET_BIND_SERVICE`: bind ports below 1024 in the container's network namespace.
+    NetBindService => "NET_BIND_SERVICE",
+    /// `CAP_NET_RAW`: raw sockets (ping) in the container's network namespace.
+    NetRaw => "NET_RAW",
+    /// `CAP_SYS_CHROOT`: chroot inside the container's own view.
+    SysChroot => "SYS_CHROOT",
+    /// `CAP_AUDIT_WRITE`: write records to the kernel's audit log (login tools need it).
+    AuditWrite => "AUDIT_WRITE",
+}
+
+/// Why a capability Linux knows is never granted to a job; `None` for a grantable or an
+/// unknown name (`name` upper case, without `CAP_`).
+fn forbidden(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "MKNOD" => "it lets a job plant device nodes in W/J that a host user can then open",
+        "FSETID" => "it keeps set-user-id and set-group-id bits on files a job writes or chowns in W/J, for host users to run",
+        "SETFCAP" => "it sets file capabilities on files in W/J, which the host honours when a host user runs them",
+        "SYS_ADMIN" => "it allows mounts, namespaces and much more: the plan's mounts could be undone",
+        "SYS_PTRACE" => "it traces processes, reaching past the container's confinement",
+        "SYS_MODULE" => "it loads kernel modules",
+        "SYS_RAWIO" => "it gives raw I/O port and device access",
+        "DAC_READ_SEARCH" => "open_by_handle_at reaches host files outside the planned binds",
+        "LINUX_IMMUTABLE" => "it marks files in W/J immutable or append-only, so their host owner cannot remove them",
+        "NET_ADMIN" => "it reconfigures networks, firewalls and interfaces",
+        "SYS_BOOT" | "SYS_TIME" | "SYS_NICE" | "SYS_RESOURCE" | "SYS_PACCT"
+        | "SYS_TTY_CONFIG" | "SYSLOG" | "WAKE_ALARM" | "BLOCK_SUSPEND" | "IPC_LOCK"
+        | "IPC_OWNER" | "LEASE" | "NET_BROADCAST" | "AUDIT_CONTROL" | "AUDIT_READ"
+        | "MAC_ADMIN" | "MAC_OVERRIDE" | "BPF" | "PERFMON" | "CHECKPOINT_RESTORE" => {
+            "it acts on the host kernel or host-wide resources, not only on the container"
+        }
+        "ALL" => "it grants every capability, MKNOD, FSETID and SETFCAP among them",
+        _ => return None,
+    })
+}
+
+impl fmt::Display for Capability {
+    /// `CAP_NAME`, as Docker, Podman and Swarm take it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CAP_{}", self.as_str())
+    }
+}
+
+impl FromStr for Capability {
+    type Err = SpecError;
+    /// `NAME` or `CAP_NAME`, any case: one of [`Capability::ALL`]. A known capability that
+    /// is never granted is refused with the reason (`capability-forbidden`), anything else
+    /// as no capability name (`capability`).
+    fn from_str(value: &str) -> Result<Self, SpecError> {
+        let upper = value.to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if let Some(cap) = Capability::ALL.into_iter().find(|c| c.as_str() == name) {
+            return Ok(cap);
+        }
+        match forbidden(name) {
+            Some(why) => Err(SpecError::CapabilityForbidden {
+                value: value.to_owned(),
+                why,
+            }),
+            None => Err(SpecError::Capability {
+                value: value.to_owned(),
+                grantable: Capability::ALL.map(Capability::as_str).join(", "),
+            }),
+        }
+    }
+}
+
+impl TryFrom<&str> for Capability {
+    type Error = SpecError;
+    fn try_from(value: &str) -> Result<Self, SpecError> {
+        value.parse()
+    }
+}
+
 /// Resource limits. `None` leaves the engine's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -619,8 +767,10 @@ impl Resources {
 /// What a caller may choose about a job container.
 ///
 /// There is deliberately no field for mounts, volumes, the working directory, privileged
-/// mode, capabilities, devices or host namespaces: the verified plan alone decides those,
-/// and the backend refuses to start a container whose inspected state differs from it.
+/// mode, devices or host namespaces: the verified plan alone decides those, and the backend
+/// refuses to start a container whose inspected state differs from it. Capabilities are a
+/// typed allow-list: every backend drops them all and adds back only [`LaunchSpec::cap_add`]
+/// (empty by default), whose type cannot name `MKNOD`, `FSETID`, `SETFCAP` or `SYS_ADMIN`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LaunchSpec {
@@ -652,6 +802,8 @@ pub struct LaunchSpec {
     /// Where the job may run, on a cluster engine (all must hold); empty: the engine's
     /// default (Swarm: workers).
     pub placement: Vec<PlacementConstraint>,
+    /// Capabilities added back after every backend drops all of them (default: none).
+    pub cap_add: BTreeSet<Capability>,
 }
 
 impl LaunchSpec {
@@ -670,6 +822,7 @@ impl LaunchSpec {
             accept_missing: BTreeSet::new(),
             require: BTreeSet::new(),
             placement: Vec::new(),
+            cap_add: BTreeSet::new(),
         }
     }
 
@@ -875,6 +1028,58 @@ mod tests {
                 "constraint",
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn capabilities_parse_as_name_or_cap_name_in_any_case() {
+        for text in ["CHOWN", "chown", "CAP_CHOWN", "cap_Chown"] {
+            assert_eq!(text.parse::<Capability>().unwrap(), Capability::Chown);
+        }
+        assert_eq!(
+            "net_bind_service".parse::<Capability>().unwrap(),
+            Capability::NetBindService
+        );
+        for cap in Capability::ALL {
+            assert_eq!(cap.to_string().parse::<Capability>().unwrap(), cap);
+            assert_eq!(cap.as_str().parse::<Capability>().unwrap(), cap);
+            assert_eq!(cap.to_string(), format!("CAP_{}", cap.as_str()));
+        }
+        assert_eq!(LaunchSpec::new("i".parse().unwrap()).cap_add.len(), 0);
+    }
+
+    #[test]
+    fn forbidden_capabilities_say_why() {
+        let err = "mknod".parse::<Capability>().unwrap_err();
+        assert_eq!(err.rule(), "capability-forbidden");
+        assert_eq!(err.value(), "mknod");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("spec rule `{}`: capability \"mknod\"", err.rule())),
+            "{msg}"
+        );
+        assert!(msg.contains("device nodes"), "{msg}");
+        for bad in [
+            "CAP_MKNOD",
+            "FSETID",
+            "setfcap",
+            "SYS_ADMIN",
+            "CAP_SYS_PTRACE",
+            "SYS_MODULE",
+            "DAC_READ_SEARCH",
+            "LINUX_IMMUTABLE",
+            "NET_ADMIN",
+            "BPF",
+            "all",
+        ] {
+            let err = bad.parse::<Capability>().unwrap_err();
+            assert_eq!(err.rule(), "capability-forbidden", "{bad}");
+            assert_eq!(err.value(), bad);
+        }
+        for bad in ["", "CAP_", "FOO", "CAP_CAP_CHOWN", " CHOWN", "CHOWN,KILL"] {
+            let err = bad.parse::<Capability>().unwrap_err();
+            assert_eq!(err.rule(), "capability", "{bad:?}");
+            assert!(err.to_string().contains("NET_BIND_SERVICE"), "{err}");
         }
     }
 

@@ -152,13 +152,20 @@ impl PodmanEngine {
             version: facts.version_text.clone(),
             // The libpod API version is Podman's own version; podman-api 0.11 asks for v4.3.1.
             api_version: facts.version_text.clone(),
-            runtime: facts
-                .runtime_name
-                .as_ref()
-                .map(|name| match facts.runtime_version {
-                    Some(v) => format!("{name} {v}"),
-                    None => name.clone(),
-                }),
+            // runc's package version when reported (`1.1.5+ds1-1+deb12u1`): only the
+            // distribution's revision says whether a security fix was backported.
+            runtime: facts.runtime_name.as_ref().map(|name| {
+                let package = facts
+                    .runtime_package
+                    .as_deref()
+                    .filter(|_| name == "runc")
+                    .and_then(mount_plan_launch::runc_version_of_package);
+                match (package, facts.runtime_version) {
+                    (Some(p), _) => format!("{name} {p}"),
+                    (None, Some(v)) => format!("{name} {v}"),
+                    (None, None) => name.clone(),
+                }
+            }),
             rootless: facts.rootless,
         };
         Ok(PodmanEngine {

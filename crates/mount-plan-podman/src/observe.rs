@@ -142,6 +142,10 @@ pub fn observe(data: &InspectContainerData) -> ObservedContainer {
         privileged: host.and_then(|h| h.privileged).unwrap_or(false),
         no_new_privileges: security_opt.iter().any(|o| o == "no-new-privileges"),
         cap_add: host.and_then(|h| h.cap_add.clone()).unwrap_or_default(),
+        // libpod lists the dropped defaults one by one (never "ALL"); the bounding set it
+        // gave the runtime is what the container keeps, left out of the answer when empty.
+        cap_drop: host.and_then(|h| h.cap_drop.clone()).unwrap_or_default(),
+        cap_bounding: Some(data.bounding_caps.clone().unwrap_or_default()),
         devices,
         security_opt,
         namespaces: ObservedNamespaces {
@@ -233,7 +237,11 @@ mod tests {
             assert_eq!(o.state.as_deref(), Some("exited"));
             assert!(copy_up_targets(&o).is_empty());
             assert_eq!(exit_status(&data), Some(ExitStatus { code: 0 }));
-            let d = audit(&fixture_plan(), &o, &BTreeSet::new());
+            // Recorded with cap_drop ["ALL"]: libpod lists the dropped defaults and leaves
+            // the empty bounding set out.
+            assert_eq!(o.cap_bounding, Some(vec![]), "{name}");
+            assert!(o.cap_drop.iter().any(|c| c == "CAP_MKNOD"), "{name}");
+            let d = audit(&fixture_plan(), &o, &BTreeSet::new(), &BTreeSet::new());
             assert!(d.is_empty(), "{name}: {d:?}");
         }
         assert_eq!(
@@ -251,9 +259,14 @@ mod tests {
         assert_eq!(o.binds[0].non_recursive, Some(false));
         assert_eq!(o.binds[0].propagation.as_deref(), Some("rprivate"));
         assert_eq!(copy_up_targets(&o), vec!["/t".to_owned(), "/u".to_owned()]);
-        let d = audit(&fixture_plan(), &o, &BTreeSet::new());
+        let d = audit(&fixture_plan(), &o, &BTreeSet::new(), &BTreeSet::new());
         let rules: BTreeSet<&str> = d.iter().map(|d| d.rule()).collect();
-        for r in ["missing-mount", "unplanned-mount", "working-dir"] {
+        for r in [
+            "missing-mount",
+            "unplanned-mount",
+            "working-dir",
+            "cap-drop",
+        ] {
             assert!(rules.contains(r), "{r}: {d:?}");
         }
     }

@@ -113,7 +113,8 @@ pub fn container_mounts(plan: &MountPlan) -> Vec<ContainerMount> {
 /// The plan alone sets mounts and the working directory; the spec sets image, command,
 /// environment, user, network, labels, name and resource limits; `options` sets the user
 /// namespace. Image volumes are ignored (`image_volume_mode=ignore`) so that an image's
-/// `VOLUME` cannot add a mount the plan does not have.
+/// `VOLUME` cannot add a mount the plan does not have. Every capability is dropped
+/// (`cap_drop: ["ALL"]`) and only the spec's `cap_add` added back.
 pub fn translate(
     plan: &MountPlan,
     spec: &LaunchSpec,
@@ -156,7 +157,11 @@ pub fn translate(
         .mounts(container_mounts(plan))
         .work_dir(plan.workdir().as_str())
         .labels(labels)
-        .image_volume_mode(ImageVolumeMode::Ignore);
+        .image_volume_mode(ImageVolumeMode::Ignore)
+        .drop_capabilities(["ALL"]);
+    if !spec.cap_add.is_empty() {
+        b = b.add_capabilities(spec.cap_add.iter().map(ToString::to_string));
+    }
     match line {
         // The whole entrypoint and command (the gate first: see mount_plan_launch::gate).
         Some((entrypoint, command)) => {
@@ -379,6 +384,28 @@ mod tests {
         ] {
             assert!(v.get(key).is_none(), "{key}: {v}");
         }
+        assert_eq!(v["cap_drop"], serde_json::json!(["ALL"]));
+    }
+
+    #[test]
+    fn all_capabilities_are_dropped_and_only_the_spec_s_added() {
+        let mut s = spec();
+        s.cap_add.insert("setuid".parse().unwrap());
+        s.cap_add.insert("CAP_SETGID".parse().unwrap());
+        let v = json(
+            &tr(
+                &plan(),
+                &s,
+                &PodmanOptions::default(),
+                &facts("4.3.1", true),
+            )
+            .unwrap(),
+        );
+        assert_eq!(v["cap_drop"], serde_json::json!(["ALL"]));
+        assert_eq!(
+            v["cap_add"],
+            serde_json::json!(["CAP_SETGID", "CAP_SETUID"])
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ pub const MIN_VERSION_FEATURE: &str =
     "the libpod API v4 (create with OCI mounts, keep-id, wait interval)";
 
 /// The first upstream runc release with the fix for CVE-2024-21626 (working-directory escape).
-pub const RUNC_FIXED: PodmanVersion = PodmanVersion::new(1, 1, 12);
+pub const RUNC_FIXED: PodmanVersion = PodmanVersion::new(
+    mount_plan_launch::RUNC_FIXED.0,
+    mount_plan_launch::RUNC_FIXED.1,
+    mount_plan_launch::RUNC_FIXED.2,
+);
 
 /// A `major.minor.patch` version (`4.3.1`, `4.9.3-dev`, `runc version 1.1.5+ds1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,12 +120,17 @@ pub fn availability(facts: &ServiceFacts) -> Vec<(Protection, Availability)> {
 /// Things worth a look on this service (they do not stop a launch).
 pub fn warnings(facts: &ServiceFacts) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(name), Some(v)) = (&facts.runtime_name, facts.runtime_version) {
-        if name == "runc" && v < RUNC_FIXED {
-            out.push(format!(
-                "runc {v} predates {RUNC_FIXED}, the upstream fix for CVE-2024-21626 (working-directory escape); check that the package {:?} carries the fix",
-                facts.runtime_package.as_deref().unwrap_or("(not reported)")
-            ));
+    if facts.runtime_name.as_deref() == Some("runc") {
+        // The package's version carries the distribution's revision (`+deb12u1`), which
+        // alone says whether the fix was backported.
+        let version = facts
+            .runtime_package
+            .as_deref()
+            .and_then(mount_plan_launch::runc_version_of_package)
+            .map(str::to_owned)
+            .or_else(|| facts.runtime_version.map(|v| v.to_string()));
+        if let Some(v) = version {
+            out.extend(mount_plan_launch::runc_fix(&v).warning(&v));
         }
     }
     if facts.rootless {
@@ -251,10 +260,22 @@ pub(crate) mod tests {
 
     #[test]
     fn warnings_name_what_to_check() {
+        // Debian 12's security update carries the fix.
         let w = warnings(&facts("4.3.1", true));
+        assert!(!w.iter().any(|w| w.contains("CVE-2024-21626")), "{w:?}");
+        let mut f = facts("4.3.1", true);
+        f.runtime_package = Some("runc_1.1.5+ds1-1_amd64".into());
+        let w = warnings(&f);
         assert!(
             w.iter()
-                .any(|w| w.contains("CVE-2024-21626") && w.contains("deb12u1")),
+                .any(|w| w.contains("1.1.5+ds1-1 is exposed to CVE-2024-21626")),
+            "{w:?}"
+        );
+        f.runtime_package = Some("runc-1.1.5-1.el9.x86_64".into());
+        let w = warnings(&f);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("CVE-2024-21626") && w.contains("check")),
             "{w:?}"
         );
         assert!(w.iter().any(|w| w.contains("cgroup v1")), "{w:?}");

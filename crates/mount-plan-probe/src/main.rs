@@ -5,6 +5,7 @@
 //! ```text
 //! mount-plan-probe report --root R [--stat P]... [--try-write P]... [--try-mkdir P]...
 //!                  [--write-file P]... [--open-device P]... [--exec P]...
+//!                  [--mknod P:TYPE:MAJOR:MINOR]...
 //! mount-plan-probe ids        # {"uid":[r,e,s,fs],"gid":[r,e,s,fs]} of this process
 //! ```
 //!
@@ -189,6 +190,53 @@ fn open_device(path: &str) -> String {
     obj(f)
 }
 
+/// The capability sets of this process from /proc/self/status (hex, as the kernel prints
+/// them): `{"inheritable":..,"permitted":..,"effective":..,"bounding":..,"ambient":..}`.
+fn caps_json() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| s(v.trim()))
+            .unwrap_or_else(|| "null".into())
+    };
+    obj(vec![
+        ("inheritable", field("CapInh:")),
+        ("permitted", field("CapPrm:")),
+        ("effective", field("CapEff:")),
+        ("bounding", field("CapBnd:")),
+        ("ambient", field("CapAmb:")),
+    ])
+}
+
+/// Try to create a device node, `P:TYPE:MAJOR:MINOR` (`TYPE` `c` or `b`), with the image's
+/// busybox `mknod` (the probe stays free of unsafe code and of libc).
+fn mknod_json(spec: &str) -> String {
+    let mut parts = spec.rsplitn(4, ':');
+    let (Some(minor), Some(major), Some(kind), Some(path)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return obj(vec![("path", s(spec)), ("ok", "false".into())]);
+    };
+    let mut f = vec![("path", s(path))];
+    match Command::new("/bin/busybox")
+        .args(["mknod", path, kind, major, minor])
+        .output()
+    {
+        Ok(out) => {
+            f.push(("ok", out.status.success().to_string()));
+            f.push(("status", out.status.code().unwrap_or(-1).to_string()));
+            f.push(("stderr", s(String::from_utf8_lossy(&out.stderr).trim_end())));
+        }
+        Err(e) => {
+            f.push(("ok", "false".into()));
+            f.extend(err_fields(&e));
+        }
+    }
+    obj(f)
+}
+
 /// Run `path ids` (a copy of this probe): did it run, and with which ids?
 fn exec_json(path: &str) -> String {
     match Command::new(path).arg("ids").output() {
@@ -214,6 +262,7 @@ fn report(args: &[String]) -> Result<String, String> {
     let mut files = Vec::new();
     let mut devices = Vec::new();
     let mut execs = Vec::new();
+    let mut mknods = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it
@@ -228,6 +277,7 @@ fn report(args: &[String]) -> Result<String, String> {
             "--write-file" => files.push(value),
             "--open-device" => devices.push(value),
             "--exec" => execs.push(value),
+            "--mknod" => mknods.push(value),
             other => return Err(format!("probe: unknown option {other:?}")),
         }
     }
@@ -252,8 +302,11 @@ fn report(args: &[String]) -> Result<String, String> {
         .map(|p| outcome(p, fs::write(p, b"probe output\n")))
         .collect();
 
+    let nodes: Vec<String> = mknods.iter().map(|m| mknod_json(m)).collect();
+
     Ok(obj(vec![
         ("ids", ids_json()),
+        ("caps", caps_json()),
         ("cwd", cwd_stat),
         ("root", stat_json(&root)),
         ("root_entries", list_dir(&root)),
@@ -267,6 +320,7 @@ fn report(args: &[String]) -> Result<String, String> {
             arr(devices.iter().map(|p| open_device(p)).collect()),
         ),
         ("execs", arr(execs.iter().map(|p| exec_json(p)).collect())),
+        ("mknods", arr(nodes)),
     ]))
 }
 
@@ -327,6 +381,10 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         let rep = report(&["--root".into(), "/".into()]).unwrap();
         assert!(rep.starts_with("{\"ids\":{\"uid\":["), "{rep}");
+        assert!(rep.contains("\"caps\":{\"inheritable\":\""), "{rep}");
+        assert!(rep.ends_with(",\"mknods\":[]}"), "{rep}");
+        let bad = mknod_json("no-colons");
+        assert!(bad.contains("\"ok\":false"), "{bad}");
         assert!(std::path::Path::new("/proc/self/mountinfo").exists());
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    CancelToken, Engine, Event, Failed, Finished, Keep, LaunchError, LaunchOptions, LaunchSpec,
-    LogChunk, Observer, OutputStream, Protection, Resources,
+    CancelToken, Capability, Engine, Event, Failed, Finished, Keep, LaunchError, LaunchOptions,
+    LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -108,6 +108,7 @@ struct SpecArgs<'py> {
     cpus: Option<f64>,
     pids_limit: Option<u64>,
     accept_missing: Vec<String>,
+    cap_add: Vec<String>,
 }
 
 /// A spec failure as the lifecycle reports it.
@@ -196,6 +197,12 @@ impl SpecArgs<'_> {
                 .map(|p| p.parse::<Protection>())
                 .collect::<Result<BTreeSet<_>, _>>()
                 .map_err(spec_err)?;
+            spec.cap_add = self
+                .cap_add
+                .iter()
+                .map(|c| c.parse::<Capability>())
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(spec_err)?;
             spec.check().map_err(spec_err)?;
             Ok(spec)
         })())
@@ -248,7 +255,7 @@ fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 
 /// `launch(plan, image, command=(), *, runtime="docker", ...)`: see `mount_plan.pyi`.
 #[pyfunction]
-#[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, connect_timeout=10.0, on_output=None, on_event=None))]
+#[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, cap_add=None, connect_timeout=10.0, on_output=None, on_event=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     py: Python<'_>,
@@ -270,6 +277,7 @@ pub fn launch(
     keep: bool,
     stop_grace: f64,
     accept_missing: Option<Vec<String>>,
+    cap_add: Option<Vec<String>>,
     connect_timeout: f64,
     on_output: Option<Bound<'_, PyAny>>,
     on_event: Option<Bound<'_, PyAny>>,
@@ -294,6 +302,7 @@ pub fn launch(
         cpus,
         pids_limit,
         accept_missing: accept_missing.unwrap_or_default(),
+        cap_add: cap_add.unwrap_or_default(),
     };
     let spec = match args.spec()? {
         Ok(spec) => spec,

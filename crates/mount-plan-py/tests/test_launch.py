@@ -79,6 +79,13 @@ def test_launch_errors(docker_client, workspace, test_id):
         mount_plan.launch(verified, "busybox", ["true"], labels={"io.mount-plan.job": "x"})
     assert e.value.rule == "label-reserved"
     with pytest.raises(mount_plan.LaunchError) as e:
+        mount_plan.launch(verified, "busybox", ["true"], cap_add=["CHOWN", "mknod"])
+    assert (e.value.rule, e.value.value) == ("capability-forbidden", "mknod")
+    assert "device nodes" in str(e.value)
+    with pytest.raises(mount_plan.LaunchError) as e:
+        mount_plan.launch(verified, "busybox", ["true"], cap_add=["CAP_BOGUS"])
+    assert (e.value.rule, e.value.value) == ("capability", "CAP_BOGUS")
+    with pytest.raises(mount_plan.LaunchError) as e:
         mount_plan.launch(verified, "busybox", ["true"], socket="unix:///nonexistent.sock",
                           connect_timeout=2)
     assert (e.value.rule, e.value.value) == ("connect", "unix:///nonexistent.sock")

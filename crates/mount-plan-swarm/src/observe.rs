@@ -264,6 +264,8 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
         privileged: false,
         no_new_privileges: privileges.no_new_privileges.unwrap_or(false),
         cap_add: c.capability_add.clone().unwrap_or_default(),
+        cap_drop: c.capability_drop.clone().unwrap_or_default(),
+        cap_bounding: None,
         devices: Vec::new(),
         security_opt,
         namespaces: ObservedNamespaces {

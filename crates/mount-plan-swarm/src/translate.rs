@@ -37,6 +37,9 @@ pub mod api {
     pub const NON_RECURSIVE: ApiVersion = ApiVersion::new(1, 40);
     /// `ContainerSpec.Privileges.NoNewPrivileges` in a service (dropped silently before).
     pub const NO_NEW_PRIVILEGES: ApiVersion = ApiVersion::new(1, 46);
+    /// `ContainerSpec.CapabilityDrop` and `CapabilityAdd` in a service (dropped silently
+    /// before, leaving the engine's default capabilities).
+    pub const CAPABILITIES: ApiVersion = ApiVersion::new(1, 41);
 }
 
 /// How Swarm (at API `api`) honours `nosuid` on binds.
@@ -110,7 +113,9 @@ pub fn warnings(api: ApiVersion) -> Vec<String> {
 /// read-only with its mode and size, every bind non-recursive with private propagation and
 /// read-only where planned. Labels go on the service (for `list` and `gc`) and on its
 /// containers (so a worker's leftovers can be found by label too). No healthcheck, restart
-/// condition none, placement from the spec's constraints or [`DEFAULT_CONSTRAINT`].
+/// condition none, placement from the spec's constraints or [`DEFAULT_CONSTRAINT`]. Every
+/// capability is dropped and only the spec's `cap_add` added back; a manager below API 1.41
+/// (which would drop those fields) is refused.
 pub fn translate(
     plan: &MountPlan,
     spec: &LaunchSpec,
@@ -127,6 +132,15 @@ pub fn translate(
             engine: "swarm",
             what: "gpus (a service reserves GPUs only as generic resources the nodes advertise)"
                 .into(),
+        });
+    }
+    if api < api::CAPABILITIES {
+        return Err(LaunchError::SpecUnsupported {
+            engine: "swarm",
+            what: format!(
+                "a service that drops all capabilities (CapabilityDrop needs API {}, the manager speaks {api} and would leave the engine's defaults, MKNOD among them)",
+                api::CAPABILITIES
+            ),
         });
     }
     let non_recursive = (api >= api::NON_RECURSIVE).then_some(true);
@@ -170,6 +184,8 @@ pub fn translate(
             no_new_privileges: Some(true),
             ..TaskSpecContainerSpecPrivileges::default()
         }),
+        capability_drop: Some(vec!["ALL".to_owned()]),
+        capability_add: Some(spec.cap_add.iter().map(ToString::to_string).collect()),
         tty: Some(false),
         open_stdin: Some(false),
         mounts: Some(mounts),
@@ -323,6 +339,8 @@ mod tests {
         assert_eq!(c.command, None, "the image's entrypoint stays");
         assert_eq!(c.args.as_ref().unwrap()[0], "sh");
         assert_eq!(c.privileges, None, "API 1.41 has no NoNewPrivileges");
+        assert_eq!(c.capability_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(c.capability_add, Some(vec![]));
         let labels = s.labels.as_ref().unwrap();
         assert_eq!(labels["io.mount-plan.managed"], "1");
         assert_eq!(c.labels.as_ref(), Some(labels));
@@ -381,11 +399,15 @@ mod tests {
 
     #[test]
     fn versions_gate_the_service() {
-        // Below 1.40 a service cannot be non-recursive: the field is left out and the
-        // lifecycle refuses the plan from `availability`.
-        let old = service(&spec(), "1.39");
-        let m = &container(&old).mounts.as_ref().unwrap()[1];
-        assert_eq!(m.bind_options.as_ref().unwrap().non_recursive, None);
+        // Below 1.41 a service cannot drop capabilities: refused (which also covers the
+        // missing NonRecursive below 1.40, which the lifecycle refuses from `availability`).
+        for api in ["1.39", "1.40"] {
+            let plan = plan();
+            let labels = mount_plan_launch::container_labels(&plan, &spec());
+            let err = translate(&plan, &spec(), &labels, &engine(api)).unwrap_err();
+            assert_eq!(err.rule(), "spec-unsupported");
+            assert!(err.to_string().contains("CapabilityDrop"), "{err}");
+        }
         assert!(!availability(ApiVersion::new(1, 39))
             .iter()
             .any(|(p, a)| *p == Protection::NonRecursiveBinds && a.is_available()));
@@ -405,6 +427,17 @@ mod tests {
             Availability::Partial(_)
         ));
         assert!(nosuid_availability(ApiVersion::new(1, 46)).is_available());
+    }
+
+    #[test]
+    fn only_the_spec_s_capabilities_are_added() {
+        let mut s = spec();
+        s.cap_add.insert("KILL".parse().unwrap());
+        let svc = service(&s, "1.41");
+        let json = serde_json::to_value(&svc).unwrap();
+        let c = &json["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(c["CapabilityDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(c["CapabilityAdd"], serde_json::json!(["CAP_KILL"]));
     }
 
     #[test]

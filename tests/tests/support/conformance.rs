@@ -42,6 +42,11 @@ pub struct EngineFixture {
     pub nonroot: User,
     /// Host owner of W/J so that `nonroot` can write there (rootless: the mapped ids).
     pub job_owner: Option<(u32, u32)>,
+    /// Host owner of W/J in the as-root scenario: the host ids container root maps to
+    /// (`None`: host root, on a rootful engine). Container root holds no capability (every
+    /// backend drops them all), so, like any job, it writes only into a directory it owns:
+    /// without `DAC_OVERRIDE` it cannot write into a W/J owned by `job_owner`.
+    pub root_owner: Option<(u32, u32)>,
     /// Hardening this engine cannot apply (Docker: noexec; Swarm at API 1.41: noexec,
     /// nosuid), as its report says: launches go ahead without it (with a warning), and the
     /// suite skips its checks. No spec of the suite accepts anything as missing.
@@ -59,12 +64,22 @@ pub struct EngineFixture {
 }
 
 impl EngineFixture {
-    /// A fresh workspace for one scenario.
+    /// A fresh workspace, W/J owned by [`EngineFixture::job_owner`].
     pub fn workspace(&self) -> Workspace {
+        self.workspace_for(Scenario::AsUser)
+    }
+
+    /// A fresh workspace for `scenario`: W/J owned by the host ids its container user maps
+    /// to ([`EngineFixture::root_owner`] as root, [`EngineFixture::job_owner`] as the user).
+    pub fn workspace_for(&self, scenario: Scenario) -> Workspace {
+        let job_owner = match scenario {
+            Scenario::AsRoot => self.root_owner,
+            Scenario::AsUser => self.job_owner,
+        };
         Workspace::new(&WorkspaceOptions {
             base: self.base_dir.clone(),
             shared_tmpfs: self.shared_tmpfs,
-            job_owner: self.job_owner,
+            job_owner,
             probe: self.probe.clone(),
         })
         .expect("lay out the test workspace")
@@ -164,11 +179,43 @@ pub struct ExecOutcome {
     pub errno: Option<i32>,
 }
 
+/// The probe's capability sets (hex, as /proc/self/status prints them).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Caps {
+    /// CapEff.
+    pub effective: Option<String>,
+    /// CapBnd.
+    pub bounding: Option<String>,
+    /// CapPrm.
+    pub permitted: Option<String>,
+}
+
+/// Trying to create a device node.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MknodOutcome {
+    /// The path.
+    pub path: String,
+    /// Whether the node was created.
+    pub ok: bool,
+    /// busybox mknod's message on failure.
+    pub stderr: Option<String>,
+}
+
+/// Device nodes root tries to plant in R/J: (name, type, major, minor). `c 5 1` is the
+/// console, `b 7 0` the first loop device: a host user who can open them through W/J could
+/// read a terminal or a disk image.
+pub const MKNODS: [(&str, &str, u32, u32); 2] =
+    [("planted-c-5-1", "c", 5, 1), ("planted-b-7-0", "b", 7, 0)];
+
 /// The probe's whole report.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Report {
     /// The probe's ids.
     pub ids: Ids,
+    /// Its capability sets.
+    pub caps: Caps,
+    /// `--mknod` results.
+    pub mknods: Vec<MknodOutcome>,
     /// The working directory.
     pub cwd: Stat,
     /// R.
@@ -256,6 +303,9 @@ pub fn probe_command(plan: &MountPlan, s: Scenario) -> Vec<String> {
         Scenario::AsRoot => {
             for (name, _, _) in DEVICES {
                 add("--open-device", format!("{j}/{name}"));
+            }
+            for (name, kind, major, minor) in MKNODS {
+                add("--mknod", format!("{j}/{name}:{kind}:{major}:{minor}"));
             }
             add("--exec", format!("{r}/{RUN_ME}"));
         }
@@ -518,8 +568,53 @@ pub fn check(
         ),
     }
 
+    // capabilities: every one is dropped (the scenarios grant none), in the kernel's view.
+    for (set, value) in [
+        ("effective", &report.caps.effective),
+        ("permitted", &report.caps.permitted),
+        ("bounding", &report.caps.bounding),
+    ] {
+        match value.as_deref().map(|v| u64::from_str_radix(v, 16)) {
+            Some(Ok(0)) => {}
+            other => fail(
+                "capabilities",
+                format!("{set} capability set is {value:?} ({other:?}), want 0: all dropped"),
+            ),
+        }
+    }
+
     match s {
         Scenario::AsRoot => {
+            // mknod: root cannot plant a device node in R/J (no CAP_MKNOD), and afterwards
+            // W/J on the host holds no device node but the fixture's own.
+            if report.mknods.len() != MKNODS.len() {
+                fail("mknod", format!("the probe tried {:?}", report.mknods));
+            }
+            for m in report.mknods.iter().filter(|m| m.ok) {
+                fail("mknod", format!("device node {:?} was created", m.path));
+            }
+            match std::fs::read_dir(ws.job_dir()) {
+                Err(e) => fail("mknod", format!("reading W/J on the host: {e}")),
+                Ok(entries) => {
+                    use std::os::unix::fs::FileTypeExt;
+                    for entry in entries.flatten() {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        let device = entry
+                            .file_type()
+                            .is_ok_and(|t| t.is_char_device() || t.is_block_device());
+                        let planted_by_fixture = DEVICES.iter().any(|(n, _, _)| *n == name);
+                        if device && !planted_by_fixture {
+                            fail(
+                                "mknod",
+                                format!(
+                                    "{:?} on the host is a device node the job made",
+                                    entry.path()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             // nodev: device nodes planted in W/J cannot be opened.
             for d in &report.devices {
                 if d.opened {
@@ -612,7 +707,7 @@ pub async fn run_captured(
 
 /// Run one scenario through the runtime and return the failed checks (empty: conforming).
 pub async fn scenario(rt: &dyn Engine, fx: &EngineFixture, s: Scenario) -> Vec<Failure> {
-    let ws = fx.workspace();
+    let ws = fx.workspace_for(s);
     let verified = ws.verified();
     let run_label = unique("run");
     let spec = spec_for(fx, verified.plan(), s, &run_label);
@@ -669,7 +764,7 @@ pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
     let observed = rt.inspect(&job).await;
     let audit = observed
         .as_ref()
-        .map(|o| mount_plan_launch::audit(verified.plan(), o, &fx.lacks_hardening))
+        .map(|o| mount_plan_launch::audit(verified.plan(), o, &fx.lacks_hardening, &spec.cap_add))
         .map_err(ToString::to_string);
     rt.remove(&job).await.expect("remove");
     let observed = observed.expect("inspect");

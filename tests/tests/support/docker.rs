@@ -67,6 +67,7 @@ async fn fixture_at(
         base_dir,
         nonroot: "1000:1000".parse().unwrap(),
         job_owner: Some((1000, 1000)),
+        root_owner: None,
         // Docker cannot set noexec on binds: the suite runs with that gap accepted, and
         // checks nosuid and nodev through their substitutes.
         lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds]),

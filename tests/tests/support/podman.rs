@@ -253,6 +253,8 @@ pub fn fixture(
         base_dir: std::env::temp_dir(),
         nonroot: nonroot.parse().expect("user"),
         job_owner: Some(job_owner),
+        // Rootless: container root is the service's user on the host.
+        root_owner: service.user.as_ref().map(|u| (u.uid, u.gid)),
         lacks_hardening: BTreeSet::new(),
         bind_flags_in_mountinfo: true,
         shared_tmpfs: !rootless,

@@ -204,6 +204,7 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         base_dir: cluster.workdir.clone(),
         nonroot: "1000:1000".parse().unwrap(),
         job_owner: Some((1000, 1000)),
+        root_owner: None,
         lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]),
         bind_flags_in_mountinfo: false,
         shared_tmpfs: true,

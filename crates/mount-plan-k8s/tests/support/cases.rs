@@ -134,6 +134,7 @@ pub fn cases() -> Vec<(String, MountPlan, PodOptions)> {
         args: vec!["python".into(), "train.py".into(), "--epochs=3".into()],
         env: vec![("MODE".into(), "train".into())],
         user: Some("1000:1000".parse().unwrap()),
+        ..JobContainer::default()
     };
     launch.metadata = BTreeMap::from([
         ("io.mount-plan.managed".into(), "1".into()),
