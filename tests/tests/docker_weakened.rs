@@ -32,6 +32,10 @@ async fn run_weakened(
         .await
         .expect("create the weakened container")
         .id;
+    // R's directory entry with the planned mode, as the backend writes it before start.
+    rt.put_gate(&id, &mount_plan_launch::gate::Gate::new(&verified))
+        .await
+        .expect("write R's entry");
     let job = id.clone();
     let observed = rt.inspect(&id).await.expect("inspect");
     let audit_rules: Vec<&'static str> = audit(

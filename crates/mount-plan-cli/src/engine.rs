@@ -527,7 +527,7 @@ pub struct AuditCmd {
 pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
     let mut accepted = cmd.accept.set()?;
-    let required = cmd.accept.required()?;
+    let required = mount_plan_launch::required_hardening(&plan, &cmd.accept.required()?);
     let granted = cmd.caps.set()?;
     let verified = if cmd.verify.wanted() {
         Some(cmd.verify.verify(plan.clone())?)

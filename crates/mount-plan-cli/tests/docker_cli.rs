@@ -169,6 +169,21 @@ fn default_launch_runs_with_one_hardening_warning_and_require_refuses() {
     );
     assert!(!ws.w.join("job1/ran").exists(), "the command ran");
     assert_eq!(ws.leftovers(), "");
+    // The same requirement from the site's layout file.
+    let layout = ws.top.join("layout.toml");
+    fs::write(&layout, "require = [\"noexec\"]\n").unwrap();
+    let o = ws.launch(
+        &["--layout", layout.to_str().unwrap()],
+        &["sh", "-c", "echo ran > ran"],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "stderr: {err}");
+    assert!(
+        err.contains("protection-unavailable") && err.contains("noexec"),
+        "{err}"
+    );
+    assert!(!ws.w.join("job1/ran").exists(), "the command ran");
+    assert_eq!(ws.leftovers(), "");
 }
 
 fn launch_exits_with_the_container_status_and_streams_output() {

@@ -139,6 +139,26 @@ pub fn log_chunk(
 }
 
 impl DockerEngine {
+    /// Copy the gate and R's directory entry ([`mount_plan_launch::gate::Gate::archive`])
+    /// into created container `id`, before it starts (what `create` does).
+    pub async fn put_gate(
+        &self,
+        id: &str,
+        gate: &mount_plan_launch::gate::Gate,
+    ) -> Result<(), LaunchError> {
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: "/".into(),
+                    ..UploadToContainerOptions::default()
+                }),
+                bollard::body_full(bytes::Bytes::from(gate.archive())),
+            )
+            .await
+            .map_err(|e| call_err("upload", id, e))
+    }
+
     /// Connect, negotiate the API version, and read the engine's version.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, LaunchError> {
         let host = options
@@ -304,17 +324,7 @@ impl Engine for DockerEngine {
             .map_err(not_created)?;
         // The gate and R's directory entry, before anything starts. A failure leaves the
         // container to the lifecycle, which removes every container of this launch.
-        self.docker
-            .upload_to_container(
-                &created.id,
-                Some(UploadToContainerOptions {
-                    path: "/".into(),
-                    ..UploadToContainerOptions::default()
-                }),
-                bollard::body_full(bytes::Bytes::from(request.gate.archive())),
-            )
-            .await
-            .map_err(|e| call_err("upload", &created.id, e))?;
+        self.put_gate(&created.id, request.gate).await?;
         Ok(created.id)
     }
 

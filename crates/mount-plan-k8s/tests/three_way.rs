@@ -134,6 +134,7 @@ fn valid_input() -> impl Strategy<Value = invariants::PlanInput> {
                             read_only,
                         })
                         .collect(),
+                    require: Vec::new(),
                 },
             },
         )

@@ -63,7 +63,9 @@ pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
     GcOptions, LaunchOptions, Observer,
 };
-pub use protection::{Availability, Class, EngineInfo, EngineReport, Protection};
+pub use protection::{
+    required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
+};
 pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
 pub use runtime::{
     container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,

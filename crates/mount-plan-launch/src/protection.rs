@@ -64,9 +64,9 @@ impl Protection {
             Protection::ReadOnlyBinds => "read-only-binds",
             Protection::NonRecursiveBinds => "non-recursive",
             Protection::PrivatePropagation => "private-propagation",
-            Protection::NoSuidOnBinds => "nosuid",
-            Protection::NoDevOnBinds => "nodev",
-            Protection::NoExecOnBinds => "noexec",
+            Protection::NoSuidOnBinds => mount_plan::Hardening::NoSuid.id(),
+            Protection::NoDevOnBinds => mount_plan::Hardening::NoDev.id(),
+            Protection::NoExecOnBinds => mount_plan::Hardening::NoExec.id(),
         }
     }
 
@@ -107,6 +107,28 @@ impl Protection {
         }
         out
     }
+}
+
+impl From<mount_plan::Hardening> for Protection {
+    fn from(h: mount_plan::Hardening) -> Self {
+        match h {
+            mount_plan::Hardening::NoSuid => Protection::NoSuidOnBinds,
+            mount_plan::Hardening::NoDev => Protection::NoDevOnBinds,
+            mount_plan::Hardening::NoExec => Protection::NoExecOnBinds,
+        }
+    }
+}
+
+/// The hardening a launch requires: what the caller names and what the plan's layout
+/// requires (`require = [...]` in the layout file).
+pub fn required_hardening(plan: &MountPlan, named: &BTreeSet<Protection>) -> BTreeSet<Protection> {
+    let mut out = named.clone();
+    out.extend(
+        plan.required_hardening()
+            .iter()
+            .map(|h| Protection::from(*h)),
+    );
+    out
 }
 
 impl fmt::Display for Protection {

@@ -263,6 +263,7 @@ impl Layout {
                     read_only: m.read_only(),
                 })
                 .collect(),
+            require: Vec::new(),
         };
         to_py(py, &spec)
     }

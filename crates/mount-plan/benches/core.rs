@@ -58,6 +58,7 @@ fn plans(c: &mut Criterion) {
                 read_only: true,
             },
         ],
+        require: Vec::new(),
     };
     c.bench_function("layout/build_with_extras", |b| {
         b.iter(|| black_box(&spec).build().unwrap())

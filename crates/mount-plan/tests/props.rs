@@ -208,6 +208,7 @@ fn plan_input() -> impl Strategy<Value = invariants::PlanInput> {
                         root,
                         root_size_bytes,
                         extra_mounts,
+                        require: Vec::new(),
                     },
                 }
             },
@@ -256,6 +257,7 @@ fn valid_input() -> impl Strategy<Value = invariants::PlanInput> {
                     }),
                     root_size_bytes: Some(size),
                     extra_mounts,
+                    require: Vec::new(),
                 },
             }
         })

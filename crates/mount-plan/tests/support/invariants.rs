@@ -520,6 +520,7 @@ impl PlanInput {
                 root,
                 root_size_bytes,
                 extra_mounts,
+                require: Vec::new(),
             },
         })
     }
@@ -1199,6 +1200,7 @@ pub fn gen_render_input(u: &mut Unstructured<'_>, text: &str) -> ArbResult<PlanI
             }),
             root_size_bytes: Some(1 << 20),
             extra_mounts,
+            require: Vec::new(),
         },
     })
 }
