@@ -409,22 +409,19 @@ impl Driver<'_> {
         let engine = self.engine;
         spec.check().map_err(LaunchError::from)?;
         let report = engine.report();
-        check_protections(
-            &report,
-            self.plan.plan(),
-            &spec.accept_missing,
-            &spec.require,
-        )?;
+        // The hardening the caller names and the plan's layout requires.
+        let required = crate::protection::required_hardening(self.plan.plan(), &spec.require);
+        check_protections(&report, self.plan.plan(), &spec.accept_missing, &required)?;
         // Hardening the engine cannot apply and the site does not require: one warning, and
         // the audit does not ask for it.
-        if let Some(warning) = report.hardening_warning(self.plan.plan(), &spec.require) {
+        if let Some(warning) = report.hardening_warning(self.plan.plan(), &required) {
             self.warn(warning);
         }
         self.granted = spec.cap_add.clone();
         self.tolerated = spec.accept_missing.clone();
         self.tolerated.extend(
             report
-                .hardening_missing(self.plan.plan(), &spec.require)
+                .hardening_missing(self.plan.plan(), &required)
                 .into_iter()
                 .map(|(p, _)| p),
         );

@@ -47,7 +47,7 @@ pub enum LaunchError {
     },
     /// The plan needs a protection this engine cannot honour and the spec does not accept
     /// it as missing.
-    #[error("{rule}{engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); accept it as missing (--accept-missing {}) to run without it", .protection.id(), .protection.id(), rule = self.prefix())]
+    #[error("{rule}{engine} {engine_version} (API {api_version}) cannot honour {:?} ({why}); {}", .protection.id(), remedy(*.protection), rule = self.prefix())]
     ProtectionUnavailable {
         /// Engine kind.
         engine: String,
@@ -196,6 +196,18 @@ mount_plan::rules!(LaunchError, "engine", {
         Leftover => "leftover",
         GateRefused => "gate-refused",
     } via { Spec });
+
+/// What to do about a protection an engine cannot honour.
+fn remedy(p: Protection) -> String {
+    match p.class() {
+        crate::Class::Required => {
+            format!("accept it as missing (--accept-missing {p}) to run without it")
+        }
+        crate::Class::Hardening => format!(
+            "it is hardening the site requires (--require {p}, or require in the layout file): use an engine that applies it, or drop the requirement"
+        ),
+    }
+}
 
 fn join_differences(d: &[Difference]) -> String {
     d.iter()

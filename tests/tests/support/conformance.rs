@@ -795,13 +795,13 @@ pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
 /// the pin and refuses before the command runs: the launch fails with `gate-refused`, the
 /// command's marker exists nowhere, and no container is left.
 pub async fn swapped_job_dir_is_refused_by_the_gate(rt: &dyn Engine, fx: &EngineFixture) {
-    let ws = fx.workspace();
+    let ws = fx.workspace_for(Scenario::AsRoot);
     let verified = ws.verified();
     let run_label = unique("swap");
     let job = ws.job_dir();
     let elsewhere = ws.top.join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir elsewhere");
-    if let Some((uid, gid)) = fx.job_owner {
+    if let Some((uid, gid)) = fx.root_owner {
         std::os::unix::fs::chown(&elsewhere, Some(uid), Some(gid)).expect("chown elsewhere");
     }
     // The swap: the verified directory moves away (within W's filesystem), a link takes its
@@ -873,7 +873,7 @@ pub async fn planted_setuid_and_devices_give_host_users_nothing(
     fx: &EngineFixture,
 ) {
     use std::os::unix::fs::PermissionsExt;
-    let ws = fx.workspace();
+    let ws = fx.workspace_for(Scenario::AsRoot);
     let verified = ws.verified();
     let run_label = unique("plant");
     let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
