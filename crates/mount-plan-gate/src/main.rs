@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! gate v1 NONCE
-//!      tmpfs R MODE ro|rw
+//!      tmpfs R MODE[|MODE]... ro|rw            (octal; more than one: a known engine drift)
 //!      bind TARGET DEV INO ro|rw rec|norec   (one per bind, in mount order)
 //!      cwd DIR
 //!      -- COMMAND [ARG]...
@@ -17,6 +17,9 @@
 //! the same pair inside the container (rootless user namespaces included). The refusal line
 //! is `mount-plan-gate: NONCE: refused: RULE: MESSAGE` on stderr; the launcher recognises it
 //! by its nonce, which the job never sees (it exists only in the gate's own arguments).
+//!
+//! When the environment holds `MOUNT_PLAN_GATE_NODE` (a cluster engine sets it to the node's
+//! name), a refusal names the node; the variable is removed before the command runs.
 //!
 //! Dependency-free (std only, no `unsafe`) so that it links statically.
 #![forbid(unsafe_code)]
@@ -34,12 +37,15 @@ use std::process::{Command, ExitCode};
 const REFUSED: u8 = 125;
 /// The only protocol version this gate speaks.
 const VERSION: &str = "v1";
+/// The environment variable naming the node, on a cluster engine.
+const NODE_ENV: &str = "MOUNT_PLAN_GATE_NODE";
 
 /// The root tmpfs, as planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Root {
     path: String,
-    mode: u32,
+    /// The planned mode first, then modes a known engine drift gives instead.
+    modes: Vec<u32>,
     read_only: bool,
 }
 
@@ -116,11 +122,14 @@ fn parse(args: Vec<OsString>) -> Result<Gate, Refusal> {
         match word("a check or \"--\"")?.as_str() {
             "tmpfs" => {
                 let path = word("the root path")?;
-                let mode = number(Some(word("the root mode")?), 8, "the root mode")? as u32;
+                let modes = word("the root mode")?
+                    .split('|')
+                    .map(|m| number(Some(m.to_owned()), 8, "the root mode").map(|m| m as u32))
+                    .collect::<Result<Vec<u32>, Refusal>>()?;
                 let read_only = flag(Some(word("ro|rw")?), "ro", "rw", "the root")?;
                 root = Some(Root {
                     path,
-                    mode,
+                    modes,
                     read_only,
                 });
             }
@@ -277,13 +286,13 @@ fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
         ));
     }
     match stat_of(seen, &root.path) {
-        Ok((_, _, mode, _)) if mode == root.mode => {}
+        Ok((_, _, mode, _)) if root.modes.contains(&mode) => {}
         Ok((_, _, mode, _)) => {
             return Err(refuse(
                 "gate-root-mode",
                 format!(
                     "the root {:?} has mode {mode:04o}, planned {:04o}",
-                    root.path, root.mode
+                    root.path, root.modes[0]
                 ),
             ))
         }
@@ -386,10 +395,12 @@ fn main() -> ExitCode {
         compare(&gate, &seen)?;
         Ok(gate)
     });
+    let node = std::env::var(NODE_ENV).ok().filter(|n| !n.is_empty());
     let refusal = match checked {
         Ok(gate) => {
             let err = Command::new(&gate.command[0])
                 .args(&gate.command[1..])
+                .env_remove(NODE_ENV)
                 .exec();
             refuse(
                 "gate-exec",
@@ -398,8 +409,9 @@ fn main() -> ExitCode {
         }
         Err(r) => r,
     };
+    let on = node.map(|n| format!("on node {n:?}: ")).unwrap_or_default();
     let line = format!(
-        "mount-plan-gate: {nonce}: refused: {}: {}\n",
+        "mount-plan-gate: {nonce}: refused: {}: {on}{}\n",
         refusal.rule, refusal.message
     );
     // One write, so that the line arrives as one piece of output.
@@ -455,7 +467,7 @@ mod tests {
             g.root,
             Root {
                 path: "/ws".into(),
-                mode: 0o555,
+                modes: vec![0o555],
                 read_only: true
             }
         );
@@ -560,6 +572,24 @@ mod tests {
         let mut s = seen();
         s.mounts.push(entry("/ws", false, "tmpfs"));
         assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-root-flags");
+    }
+
+    #[test]
+    fn a_known_drift_of_the_root_mode_is_accepted_and_nothing_else() {
+        let g = parse(args(
+            "v1 n tmpfs /ws 555|755 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- true",
+        ))
+        .unwrap();
+        assert_eq!(g.root.modes, vec![0o555, 0o755]);
+        let mut s = seen();
+        assert_eq!(compare(&g, &s), Ok(()));
+        s.stats[0].1 = Ok((40, 1, 0o755, true));
+        assert_eq!(compare(&g, &s), Ok(()));
+        s.stats[0].1 = Ok((40, 1, 0o777, true));
+        let r = compare(&g, &s).unwrap_err();
+        assert_eq!(r.rule, "gate-root-mode");
+        assert!(r.message.contains("planned 0555"), "{}", r.message);
+        assert!(parse(args("v1 n tmpfs /ws 555|x ro cwd /ws -- true")).is_err());
     }
 
     #[test]

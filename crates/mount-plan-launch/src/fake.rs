@@ -83,6 +83,7 @@ pub struct FakeContainer {
     pub state: FakeState,
     plan: MountPlan,
     cap_add: Vec<String>,
+    gate: crate::gate::Gate,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +106,10 @@ pub struct Script {
     pub exit_code: i64,
     /// Run until stopped (a long job) instead of exiting at once.
     pub until_stopped: bool,
+    /// The in-container gate refuses with this check and message (the mounts were not the
+    /// verified ones): the container writes the gate's line and exits 125, the command never
+    /// runs.
+    pub gate_refuses: Option<(String, String)>,
 }
 
 impl Default for Script {
@@ -116,6 +121,7 @@ impl Default for Script {
             }],
             exit_code: 0,
             until_stopped: false,
+            gate_refuses: None,
         }
     }
 }
@@ -325,6 +331,7 @@ impl Engine for FakeEngine {
                     state: FakeState::Created,
                     plan: request.plan.plan().clone(),
                     cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
+                    gate: request.gate.clone(),
                 },
             );
             id
@@ -341,7 +348,9 @@ impl Engine for FakeEngine {
         let started = self.with(id, |c| {
             let created = c.state == FakeState::Created;
             if created {
-                c.state = if script.until_stopped {
+                c.state = if script.gate_refuses.is_some() {
+                    FakeState::Exited(crate::gate::GATE_REFUSED)
+                } else if script.until_stopped {
                     FakeState::Running
                 } else {
                     FakeState::Exited(script.exit_code)
@@ -349,7 +358,7 @@ impl Engine for FakeEngine {
             }
             created
         })?;
-        if started {
+        if started && script.gate_refuses.is_none() {
             self.state.lock().unwrap().starts += 1;
         }
         if lose {
@@ -391,8 +400,18 @@ impl Engine for FakeEngine {
                 match this.before(Op::Logs, "logs", &id).await {
                     Err(e) => vec![Err(e)],
                     Ok(lose) => {
-                        let mut items: Vec<_> =
-                            this.script.output.iter().cloned().map(Ok).collect();
+                        let mut items: Vec<_> = match &this.script.gate_refuses {
+                            Some((check, message)) => {
+                                let line = this
+                                    .with(&id, |c| c.gate.refusal_line(check, message))
+                                    .unwrap_or_default();
+                                vec![Ok(LogChunk {
+                                    stream: OutputStream::Stderr,
+                                    bytes: line.into_bytes(),
+                                })]
+                            }
+                            None => this.script.output.iter().cloned().map(Ok).collect(),
+                        };
                         if lose {
                             items.push(Err(Self::lost("logs", &id)));
                         }

@@ -33,6 +33,14 @@ pub const GATE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mount-p
 pub const GATE_PATH: &str = "/.mount-plan/gate";
 /// The gate's exit status when it refuses (the command never ran).
 pub const GATE_REFUSED: i64 = 125;
+/// The environment variable a cluster engine sets to the node's name, so that a refusal
+/// names the node (the gate removes it before the command runs).
+pub const GATE_NODE_ENV: &str = "MOUNT_PLAN_GATE_NODE";
+/// Where a cluster engine without an archive call (Swarm) finds the gate on every node, to
+/// bind it read-only at [`GATE_PATH`]: `mount-plan gate install` puts it there.
+pub const GATE_ON_NODES: &str = "/usr/local/libexec/mount-plan/gate";
+/// The index of R's mode among [`Gate::entrypoint`]'s words.
+const ROOT_MODE_ARG: usize = 5;
 /// How a refusal line starts.
 const LINE_PREFIX: &str = "mount-plan-gate: ";
 
@@ -86,6 +94,14 @@ impl Gate {
             entrypoint: args,
             root: (root.target().to_string(), root.mode()),
         }
+    }
+
+    /// The same gate, also accepting `mode` for R: for an engine known to give R another mode
+    /// than the plan's that the launcher cannot correct (Swarm on a node whose runc predates
+    /// 1.1.8 gives 0755), said by that engine's report.
+    pub fn accepting_root_mode(mut self, mode: u32) -> Gate {
+        self.entrypoint[ROOT_MODE_ARG] = format!("{}|{mode:o}", self.entrypoint[ROOT_MODE_ARG]);
+        self
     }
 
     /// The container's entrypoint begins with this (the gate, its checks, `--`).
@@ -151,6 +167,11 @@ impl Gate {
         !GATE_BINARY.is_empty()
     }
 
+    /// The line the gate of this launch writes when it refuses (`check`, `message`).
+    pub fn refusal_line(&self, check: &str, message: &str) -> String {
+        format!("{LINE_PREFIX}{}: refused: {check}: {message}\n", self.nonce)
+    }
+
     /// This launch's refusal, if `output` (the container's stderr) holds its line.
     pub fn refusal(&self, output: &str) -> Option<GateRefusal> {
         let marker = format!("{LINE_PREFIX}{}: refused: ", self.nonce);
@@ -169,5 +190,134 @@ fn ro(read_only: bool) -> &'static str {
         "ro"
     } else {
         "rw"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mount_plan::{HostPath, Layout};
+    use mount_plan_host::{verify, JobDir, VerifyOptions};
+
+    fn verified(dir: &std::path::Path) -> VerifiedPlan {
+        for d in ["startup", "local", "job-1"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse(dir.to_str().unwrap()).unwrap(),
+                &layout.job("job-1").unwrap(),
+            )
+            .unwrap();
+        let options = VerifyOptions {
+            job_dir: JobDir::MustExist,
+            ..VerifyOptions::default()
+        };
+        verify(plan, &options).unwrap()
+    }
+
+    #[test]
+    fn the_arguments_carry_every_pin_and_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = verified(dir.path());
+        let g = Gate::new(&v);
+        let e = g.entrypoint();
+        assert_eq!(&e[..2], &[GATE_PATH.to_owned(), "v1".to_owned()]);
+        assert_eq!(
+            &e[3..7],
+            &["tmpfs", "/workspace", "555", "ro"].map(String::from)
+        );
+        assert_eq!(e.last().map(String::as_str), Some("--"));
+        let job = v.job_pin();
+        let at = e.iter().position(|w| w == "/workspace/job-1").unwrap();
+        assert_eq!(e[at - 1], "bind");
+        assert_eq!(e[at + 1], job.dev.to_string());
+        assert_eq!(e[at + 2], job.ino.to_string());
+        assert_eq!(e[at + 3], "rw");
+        assert_eq!(e.iter().filter(|w| *w == "bind").count(), 3);
+        assert!(e
+            .windows(2)
+            .any(|w| w[0] == "cwd" && w[1] == "/workspace/job-1"));
+        // A fresh nonce per gate.
+        assert_ne!(Gate::new(&v).entrypoint()[2], e[2]);
+        let drift = g.clone().accepting_root_mode(0o755);
+        assert_eq!(drift.entrypoint()[ROOT_MODE_ARG], "555|755");
+    }
+
+    #[test]
+    fn the_command_line_keeps_the_images_entrypoint_semantics() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gate::new(&verified(dir.path()));
+        let img: crate::ImageRef = "img".parse().unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // The launch's command replaces the image's command and keeps its entrypoint.
+        let spec = LaunchSpec::new(img.clone()).with_command(["run", "x"]);
+        let (ep, cmd) = g
+            .command_line(&spec, &s(&["/init"]), &s(&["default"]))
+            .unwrap();
+        assert_eq!(&ep[ep.len() - 2..], &s(&["--", "/init"]));
+        assert_eq!(cmd, s(&["run", "x"]));
+        // No command: the image's.
+        let spec = LaunchSpec::new(img.clone());
+        let (ep, cmd) = g.command_line(&spec, &[], &s(&["sh"])).unwrap();
+        assert_eq!(ep.last().unwrap(), "--");
+        assert_eq!(cmd, s(&["sh"]));
+        // Nothing at all to run.
+        assert!(g.command_line(&spec, &[], &[]).is_none());
+    }
+
+    #[test]
+    fn the_archive_holds_the_gate_and_r_with_its_planned_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gate::new(&verified(dir.path()));
+        let bytes = g.archive();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let entries: Vec<(String, u32, u64)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.mode().unwrap(),
+                    h.size().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("workspace/".to_owned(), 0o555, 0),
+                (".mount-plan/".to_owned(), 0o555, 0),
+                (
+                    ".mount-plan/gate".to_owned(),
+                    0o555,
+                    GATE_BINARY.len() as u64
+                ),
+            ]
+        );
+        assert!(Gate::available(), "this build carries a gate");
+    }
+
+    #[test]
+    fn only_this_launchs_refusal_line_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gate::new(&verified(dir.path()));
+        let nonce = &g.entrypoint()[2];
+        let line = format!(
+            "noise\nmount-plan-gate: {nonce}: refused: gate-bind-identity: the bind at x\nmore"
+        );
+        assert_eq!(
+            g.refusal(&line),
+            Some(GateRefusal {
+                check: "gate-bind-identity".into(),
+                message: "the bind at x".into()
+            })
+        );
+        // Another launch's nonce (or a job printing a look-alike) is not a refusal.
+        let other = "mount-plan-gate: 0123: refused: gate-bind-identity: forged";
+        assert_eq!(g.refusal(other), None);
     }
 }

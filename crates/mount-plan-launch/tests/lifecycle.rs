@@ -274,6 +274,7 @@ async fn the_exit_status_and_output_come_from_the_engine() {
         ],
         exit_code: 3,
         until_stopped: false,
+        gate_refuses: None,
     };
     let (outcome, engine, rec) = case("status 3", script, &[], None).await;
     let done = outcome.unwrap();
@@ -294,6 +295,69 @@ async fn the_exit_status_and_output_come_from_the_engine() {
     )
     .await;
     assert_eq!(outcome.unwrap().status.code, 7);
+}
+
+/// The in-container gate found other mounts than the verified ones: the launch fails with
+/// `gate-refused`, the command never ran (a directory created for it is released), the
+/// container is removed. A job that exits 125 by itself, or prints a look-alike line without
+/// this launch's nonce, is just a job that exited 125.
+#[tokio::test(start_paused = true)]
+async fn a_gate_refusal_fails_the_launch_and_the_command_never_ran() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_if_missing());
+    assert!(verified.job_dir_created());
+    let engine = FakeEngine::new(Script {
+        gate_refuses: Some((
+            "gate-bind-identity".into(),
+            "the bind at \"/workspace/job-1\" is another directory".into(),
+        )),
+        ..Script::default()
+    });
+    let cancel = CancelToken::new();
+    let mut rec = Recorder::default();
+    let failed = launch(&engine, &verified, &spec(), &options(&cancel), &mut rec)
+        .await
+        .expect_err("the gate refused");
+    assert!(
+        matches!(&failed.error, LaunchError::GateRefused { check, message, .. }
+            if check == "gate-bind-identity" && message.contains("/workspace/job-1")),
+        "{:?}",
+        failed.error
+    );
+    assert_eq!(failed.error.rule(), "gate-refused");
+    assert!(!failed.command_ran);
+    assert_eq!(engine.starts(), 0);
+    assert!(engine.containers().is_empty(), "the container was removed");
+    assert!(
+        !site.job_dir().exists(),
+        "the job directory created for it was released"
+    );
+    assert!(rec.events.iter().any(
+        |e| matches!(e, Event::Failed { command_ran: false, rule, .. } if rule == "gate-refused")
+    ));
+
+    // 125 from the job itself, with a forged line: the job's own status.
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_if_missing());
+    let engine = FakeEngine::new(Script {
+        output: vec![LogChunk {
+            stream: OutputStream::Stderr,
+            bytes: b"mount-plan-gate: 00000000: refused: gate-bind-identity: forged\n".to_vec(),
+        }],
+        exit_code: 125,
+        ..Script::default()
+    });
+    let done = launch(
+        &engine,
+        &verified,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+    .expect("a job that exited 125");
+    assert_eq!(done.status.code, 125);
+    assert!(site.job_dir().exists(), "the job ran in it: kept");
 }
 
 #[tokio::test(start_paused = true)]
