@@ -36,6 +36,20 @@ async fn swarm_as_user_conforms() {
     conformance::assert_conforms("swarm", Scenario::AsUser, &failures);
 }
 
+async fn swarm_gate_refuses_a_swapped_job_dir() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
+}
+
+async fn swarm_planted_setuid_and_devices_give_host_users_nothing() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
+}
+
 async fn swarm_labels_and_audit() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -77,6 +91,18 @@ fn main() {
             "swarm_as_root_conforms",
             SWARM,
             swarm_as_root_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_gate_refuses_a_swapped_job_dir",
+            SWARM,
+            swarm_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_planted_setuid_and_devices_give_host_users_nothing",
+            SWARM,
+            swarm_planted_setuid_and_devices_give_host_users_nothing,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -1,5 +1,6 @@
 //! What only a cluster can show, on the three-node Swarm of `.ci/swarm-setup`: placement on
-//! each worker, eight jobs at once over both workers, and a node that cannot see W.
+//! each worker, eight jobs at once over both workers, a node that cannot see W, and a node that
+//! sees another directory at W/J's path (refused by the in-container gate, naming the node).
 //!
 //! Needs the swarm (`bash .ci/swarm-setup`) and root. Without them: fails under `CI`,
 //! otherwise shown as ignored.
@@ -183,6 +184,67 @@ async fn swarm_node_without_the_workspace_fails_naming_the_node() {
         .is_empty());
 }
 
+/// Shared storage is explicit: a node that sees another directory at W/J's path (here a bind
+/// mount made inside the worker over W/J, as a node with the wrong filesystem at W's path
+/// would) gets its task refused by the in-container gate before the command runs: exit 125
+/// (`gate-refused`), the error names the node and both identities, the command's marker exists
+/// neither in W/J nor in the directory the node mounted, and the service is removed.
+async fn swarm_node_seeing_another_directory_is_refused_by_the_gate() {
+    let Some(cluster) = swarm::cluster() else {
+        return;
+    };
+    let engine = swarm::engine(&cluster).await;
+    let ws = SharedWorkspace::new(&cluster.workdir, &["other"]);
+    let verified = ws.verified("other");
+    let run = support::unique("other");
+    let worker = &cluster.workers[0];
+    let job_dir = ws.w().join("other");
+    let elsewhere = format!("/tmp/elsewhere-{run}");
+    let exec = |script: &str| {
+        let o = std::process::Command::new("docker")
+            .args(["exec", &worker.hostname, "sh", "-c", script])
+            .output()
+            .expect("docker exec");
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    exec(&format!(
+        "mkdir -p {elsewhere} && mount --bind {elsewhere} {}",
+        job_dir.display()
+    ));
+    let spec = swarm::sh_spec(
+        &cluster.busybox,
+        "echo ran > ran",
+        &run,
+        &[format!("node.hostname=={}", worker.hostname)],
+    );
+    let (result, _) = swarm::launch(&engine, &verified, &spec).await;
+    let seen = exec(&format!(
+        "ls -A {elsewhere}; umount {} && rm -rf {elsewhere}",
+        job_dir.display()
+    ));
+    let failed = result.expect_err("a node seeing another directory must not run the job");
+    assert!(!failed.command_ran, "{failed}");
+    assert_eq!(failed.error.rule(), "gate-refused", "{failed}");
+    let msg = failed.error.to_string();
+    assert!(
+        msg.contains("gate-bind-identity") && msg.contains(&worker.hostname),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("inode {}", verified.job_pin().ino)),
+        "{msg}"
+    );
+    assert_eq!(seen.trim(), "", "the command ran in the node's directory");
+    assert!(!job_dir.join("ran").exists(), "the command ran in W/J");
+    let left = support::leftovers(&engine, &run).await;
+    assert!(left.is_empty(), "services left behind: {left:?}");
+}
+
 /// `gc` finds services as it finds containers: one whose launcher is gone is removed, one
 /// whose launcher runs (this test) is kept.
 async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
@@ -257,6 +319,12 @@ fn main() {
             "swarm_node_without_the_workspace_fails_naming_the_node",
             SWARM,
             swarm_node_without_the_workspace_fails_naming_the_node,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_node_seeing_another_directory_is_refused_by_the_gate",
+            SWARM,
+            swarm_node_seeing_another_directory_is_refused_by_the_gate,
         ),
         harness::tokio(
             Runtime::Workers(2),

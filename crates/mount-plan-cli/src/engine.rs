@@ -67,6 +67,10 @@ pub struct EngineArgs {
     /// Seconds to wait for the engine to answer the version handshake
     #[arg(long, value_name = "SECS", default_value = "10")]
     pub connect_timeout: u64,
+    /// Swarm only: where the gate is on every node (`mount-plan gate install --path`;
+    /// default /usr/local/libexec/mount-plan/gate)
+    #[arg(long, value_name = "PATH")]
+    pub gate_path: Option<String>,
     /// Docker only: an image with `stat`, to observe (once per engine version, cached) what
     /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
     #[arg(long, value_name = "IMAGE")]
@@ -150,7 +154,15 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
                 connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
                 ..ConnectOptions::default()
             })
-            .await?,
+            .await?
+            .with_gate_on_nodes(
+                args.gate_path
+                    .clone()
+                    .unwrap_or_else(|| mount_plan_launch::gate::GATE_ON_NODES.to_owned()),
+            ),
+        )),
+        _ if args.gate_path.is_some() => Err(LaunchError::Unsupported(
+            "--gate-path names the gate on a Swarm's nodes: --runtime swarm only (Docker and Podman receive the gate through their archive call)".into(),
         )),
         RuntimeArg::Docker => {
             let options = ConnectOptions {

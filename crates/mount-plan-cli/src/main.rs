@@ -100,6 +100,50 @@ enum Command {
     /// Prints one line per container removed (or that would be removed). Exit status 0; 2
     /// when the engine cannot be asked.
     Gc(engine::GcCmd),
+    /// The in-container gate: install it where a cluster engine binds it from (Swarm)
+    ///
+    /// Every container launched by mount-plan starts with the gate, a small static program
+    /// embedded in this binary, which compares the mounts the container got with the host
+    /// check's pins before it runs the command. Docker and Podman receive it through their
+    /// archive call; a Swarm service cannot, so every node needs it at the same path
+    /// (default /usr/local/libexec/mount-plan/gate): run `mount-plan gate install` on each node
+    /// (or copy the file it writes). Exit 0 when written, 2 otherwise.
+    #[command(subcommand)]
+    Gate(GateCmd),
+}
+
+/// `mount-plan gate ...`.
+#[derive(Debug, Subcommand)]
+enum GateCmd {
+    /// Write the gate (mode 0555) to PATH, replacing it atomically
+    Install {
+        /// Where to write it (the path Swarm nodes bind it from; `launch --runtime swarm
+        /// --gate-path` must name the same)
+        #[arg(long, value_name = "PATH", default_value = mount_plan_launch::gate::GATE_ON_NODES)]
+        path: std::path::PathBuf,
+    },
+}
+
+fn gate_install(path: &std::path::Path) -> Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt;
+    if !mount_plan_launch::gate::Gate::available() {
+        anyhow::bail!("this build of mount-plan has no gate (it could not be linked statically when it was built)");
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{path:?} has no parent directory"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir:?}"))?;
+    let tmp = dir.join(format!(".gate.{}", std::process::id()));
+    std::fs::write(&tmp, mount_plan_launch::gate::GATE_BINARY)
+        .with_context(|| format!("cannot write {tmp:?}"))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp:?} to {path:?}"))?;
+    println!(
+        "{} ({} bytes)",
+        path.display(),
+        mount_plan_launch::gate::GATE_BINARY.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +223,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => engine::audit_cmd(&cmd),
         Command::Doctor(cmd) => engine::doctor(&cmd),
         Command::Gc(cmd) => engine::gc_cmd(&cmd),
+        Command::Gate(GateCmd::Install { path }) => gate_install(&path),
     };
     match result {
         Ok(code) => code,

@@ -52,7 +52,7 @@ pub use observe::{observe, propagation_name};
 pub use translate::{engine_mounts, mounts, translate, CreateCall};
 pub use version::{
     availability, root_mode_from_runtime, runc_version, ApiVersion, ApiVersionError, EngineFacts,
-    RootMode, NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED,
+    RootMode, NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED, WORKDIR_PARENT_MODE,
 };
 
 /// The socket used when neither an explicit host nor `DOCKER_HOST` is given.

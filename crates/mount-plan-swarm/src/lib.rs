@@ -81,6 +81,7 @@ pub struct SwarmEngine {
     info: EngineInfo,
     api: ApiVersion,
     node: String,
+    gate_on_nodes: String,
 }
 
 impl SwarmEngine {
@@ -114,7 +115,16 @@ impl SwarmEngine {
             info,
             api: docker_engine.api_version(),
             node: swarm.node_id.unwrap_or_default(),
+            gate_on_nodes: mount_plan_launch::gate::GATE_ON_NODES.to_owned(),
         })
+    }
+
+    /// Where the gate is on every node (default
+    /// [`mount_plan_launch::gate::GATE_ON_NODES`]; `mount-plan gate install --path` puts it
+    /// there).
+    pub fn with_gate_on_nodes(mut self, path: impl Into<String>) -> Self {
+        self.gate_on_nodes = path.into();
+        self
     }
 
     /// The negotiated API version.
@@ -203,7 +213,49 @@ impl Engine for SwarmEngine {
     /// Create the service with no replica: nothing runs until `start`.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
         let plan = request.plan.plan();
-        let spec = translate(plan, request.spec, request.labels, &self.info)?;
+        // The gate reads the image's entrypoint and command from the manager's copy of the
+        // image (images are named by ID and present on every node).
+        let image = self
+            .docker
+            .inspect_image(&request.spec.image.to_string())
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(404) => LaunchError::ImageNotFound {
+                    image: request.spec.image.to_string(),
+                    source: format!(
+                        "the manager holds no such image, and reads the image's entrypoint from it: {e}"
+                    )
+                    .into(),
+                },
+                Some(_) => LaunchError::Create {
+                    job: plan.job().to_string(),
+                    source: boxed(e),
+                },
+                None => call_err("create", "", e),
+            })?;
+        let config = image.config.unwrap_or_default();
+        // A worker whose runc predates 1.1.8 gives R the mode of the directory it covers,
+        // and nothing can correct it before the task starts (see `availability`).
+        let gate = request
+            .gate
+            .clone()
+            .accepting_root_mode(mount_plan_docker::WORKDIR_PARENT_MODE);
+        let (entrypoint, command) = gate
+            .command_line(
+                request.spec,
+                &config.entrypoint.unwrap_or_default(),
+                &config.cmd.unwrap_or_default(),
+            )
+            .ok_or_else(|| LaunchError::Create {
+                job: plan.job().to_string(),
+                source: "no command: neither the launch nor the image gives one".into(),
+            })?;
+        let call = translate::GateCall {
+            on_nodes: self.gate_on_nodes.clone(),
+            entrypoint,
+            command,
+        };
+        let spec = translate(plan, request.spec, request.labels, &self.info, Some(&call))?;
         let created =
             self.docker
                 .create_service(spec, None)

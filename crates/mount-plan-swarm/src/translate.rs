@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    HealthConfig, Limit, Mount, MountType, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges,
     TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
@@ -104,6 +104,20 @@ pub fn warnings(api: ApiVersion) -> Vec<String> {
     out
 }
 
+/// How the in-container gate reaches a service's container: a service has no archive call, so
+/// the gate is bound read-only from `on_nodes` (the same path on every node: `mount-plan gate
+/// install`), and the container's command line starts with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCall {
+    /// The gate's path on every node.
+    pub on_nodes: String,
+    /// The container's entrypoint (`ContainerSpec.Command`): the gate, its checks, `--`, the
+    /// image's entrypoint.
+    pub entrypoint: Vec<String>,
+    /// Its arguments (`ContainerSpec.Args`): the launch's command, or the image's.
+    pub command: Vec<String>,
+}
+
 /// Translate `plan`, `spec` and `labels` into the spec of a service that runs nothing yet
 /// (`Replicas: 0`); [`started`] is the update that runs it once.
 /// Network `none` and `default` both leave the task on the node's default bridge (see
@@ -121,6 +135,7 @@ pub fn translate(
     spec: &LaunchSpec,
     labels: &BTreeMap<String, String>,
     engine: &EngineInfo,
+    gate: Option<&GateCall>,
 ) -> Result<ServiceSpec, LaunchError> {
     spec.check()?;
     let api: ApiVersion = engine
@@ -144,7 +159,22 @@ pub fn translate(
         });
     }
     let non_recursive = (api >= api::NON_RECURSIVE).then_some(true);
-    let mounts = mount_plan_docker::mounts(plan, non_recursive, false);
+    let mut mounts = mount_plan_docker::mounts(plan, non_recursive, false);
+    let mut env: Vec<String> = spec.env.iter().map(ToString::to_string).collect();
+    if let Some(g) = gate {
+        mounts.push(Mount {
+            target: Some(mount_plan_launch::gate::GATE_PATH.to_owned()),
+            source: Some(g.on_nodes.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Mount::default()
+        });
+        // A refusal names the node (a Swarm template; the gate removes it before the command).
+        env.push(format!(
+            "{}={{{{.Node.Hostname}}}}",
+            mount_plan_launch::gate::GATE_NODE_ENV
+        ));
+    }
     let labels: HashMap<String, String> = labels.clone().into_iter().collect();
     let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let resources = &spec.resources;
@@ -175,9 +205,15 @@ pub fn translate(
     let container = TaskSpecContainerSpec {
         image: Some(spec.image.to_string()),
         labels: Some(labels.clone()),
-        // Args, not Command: the image's entrypoint stays, as `docker run IMAGE CMD...`.
-        args: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        env: Some(spec.env.iter().map(ToString::to_string).collect()),
+        // Without the gate: Args, not Command, so the image's entrypoint stays, as `docker run
+        // IMAGE CMD...`. With it: the gate first, then the image's entrypoint (read from the
+        // image by the backend) and the command.
+        command: gate.map(|g| g.entrypoint.clone()),
+        args: match gate {
+            Some(g) => Some(g.command.clone()),
+            None => (!spec.command.is_empty()).then(|| spec.command.clone()),
+        },
+        env: Some(env),
         dir: Some(plan.workdir().to_string()),
         user: spec.user.map(|u| u.to_string()),
         privileges: (api >= api::NO_NEW_PRIVILEGES).then(|| TaskSpecContainerSpecPrivileges {
@@ -280,7 +316,7 @@ mod tests {
     fn service(spec: &LaunchSpec, api: &str) -> ServiceSpec {
         let plan = plan();
         let labels = mount_plan_launch::container_labels(&plan, spec);
-        translate(&plan, spec, &labels, &engine(api)).unwrap()
+        translate(&plan, spec, &labels, &engine(api), None).unwrap()
     }
 
     fn container(s: &ServiceSpec) -> &TaskSpecContainerSpec {
@@ -356,7 +392,7 @@ mod tests {
             )
             .unwrap();
         let labels = mount_plan_launch::container_labels(&plan, &spec());
-        let s = translate(&plan, &spec(), &labels, &engine("1.41")).unwrap();
+        let s = translate(&plan, &spec(), &labels, &engine("1.41"), None).unwrap();
         let json = serde_json::to_value(&s).unwrap();
         let m = &json["TaskTemplate"]["ContainerSpec"]["Mounts"][1];
         assert_eq!(m["Source"], "/srv/a,readonly=false,source=/x/startup");
@@ -404,7 +440,7 @@ mod tests {
         for api in ["1.39", "1.40"] {
             let plan = plan();
             let labels = mount_plan_launch::container_labels(&plan, &spec());
-            let err = translate(&plan, &spec(), &labels, &engine(api)).unwrap_err();
+            let err = translate(&plan, &spec(), &labels, &engine(api), None).unwrap_err();
             assert_eq!(err.rule(), "spec-unsupported");
             assert!(err.to_string().contains("CapabilityDrop"), "{err}");
         }
@@ -467,7 +503,7 @@ mod tests {
         s.gpus = Some("1".parse().unwrap());
         let plan = plan();
         let labels = mount_plan_launch::container_labels(&plan, &s);
-        let err = translate(&plan, &s, &labels, &engine("1.41")).unwrap_err();
+        let err = translate(&plan, &s, &labels, &engine("1.41"), None).unwrap_err();
         assert_eq!(err.rule(), "spec-unsupported");
     }
 }
