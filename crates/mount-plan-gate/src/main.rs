@@ -7,14 +7,18 @@
 //! ```text
 //! gate v1 NONCE
 //!      tmpfs R MODE[|MODE]... ro|rw            (octal; more than one: a known engine drift)
-//!      bind TARGET DEV INO ro|rw rec|norec   (one per bind, in mount order)
+//!      bind TARGET DEV|same:GROUP INO ro|rw rec|norec   (one per bind, in mount order)
 //!      cwd DIR
 //!      -- COMMAND [ARG]...
 //! ```
 //!
 //! `DEV` and `INO` are the `st_dev` and `st_ino` the launcher pinned on the host; device
 //! numbers and inode numbers are not namespaced, so a bind of the very same directory shows
-//! the same pair inside the container (rootless user namespaces included). The refusal line
+//! the same pair inside the container (rootless user namespaces included). On a cluster node
+//! the device number of a network filesystem is that node's own, so a launcher can write
+//! `same:GROUP` instead of a device: the inode must still match, and every bind of the group
+//! must be on one filesystem (W's shared directories and W/J are, by the host checks). The
+//! refusal line
 //! is `mount-plan-gate: NONCE: refused: RULE: MESSAGE` on stderr; the launcher recognises it
 //! by its nonce, which the job never sees (it exists only in the gate's own arguments).
 //!
@@ -53,10 +57,19 @@ struct Root {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Bind {
     target: String,
-    dev: u64,
+    dev: Dev,
     ino: u64,
     read_only: bool,
     recursive: bool,
+}
+
+/// The device a bind must be on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dev {
+    /// This device number (the launcher's, on the same machine).
+    Exact(u64),
+    /// Whatever this node numbers it, the same as every other bind of the group.
+    Same(String),
 }
 
 /// Everything the gate checks, and what it runs afterwards.
@@ -135,7 +148,10 @@ fn parse(args: Vec<OsString>) -> Result<Gate, Refusal> {
             }
             "bind" => {
                 let target = word("the bind target")?;
-                let dev = number(Some(word("the device")?), 10, "the device")?;
+                let dev = match word("the device")? {
+                    d if d.starts_with("same:") => Dev::Same(d["same:".len()..].to_owned()),
+                    d => Dev::Exact(number(Some(d), 10, "the device")?),
+                };
                 let ino = number(Some(word("the inode")?), 10, "the inode")?;
                 let read_only = flag(Some(word("ro|rw")?), "ro", "rw", &target)?;
                 let recursive = flag(Some(word("rec|norec")?), "rec", "norec", &target)?;
@@ -298,6 +314,8 @@ fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
         }
         Err(e) => return Err(refuse("gate-root-missing", format!("{:?}: {e}", root.path))),
     }
+    // The device each group of `same:` binds turned out to be on, and the bind that said so.
+    let mut groups: Vec<(&str, u64, &str)> = Vec::new();
     for b in &gate.binds {
         let Some(m) = mounted_at(&seen.mounts, &b.target) else {
             return Err(refuse(
@@ -305,21 +323,41 @@ fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
                 format!("nothing is mounted at {:?}", b.target),
             ));
         };
-        match stat_of(seen, &b.target) {
-            Ok((dev, ino, _, is_dir)) if dev == b.dev && ino == b.ino && is_dir => {}
-            Ok((dev, ino, _, _)) => {
+        match (stat_of(seen, &b.target), &b.dev) {
+            (Ok((dev, ino, _, true)), Dev::Exact(pinned)) if dev == *pinned && ino == b.ino => {}
+            (Ok((dev, ino, _, true)), Dev::Same(group)) if ino == b.ino => {
+                match groups.iter().find(|(g, _, _)| g == group) {
+                    None => groups.push((group, dev, &b.target)),
+                    Some((_, first, _)) if *first == dev => {}
+                    Some((_, first, at)) => {
+                        return Err(refuse(
+                            "gate-bind-identity",
+                            format!(
+                                "the bind at {:?} is on another filesystem (device {}) than the bind at {at:?} (device {}), where the host check found one",
+                                b.target,
+                                dev_name(dev),
+                                dev_name(*first)
+                            ),
+                        ))
+                    }
+                }
+            }
+            (Ok((dev, ino, _, _)), pinned) => {
+                let pinned = match pinned {
+                    Dev::Exact(d) => format!("device {}, ", dev_name(*d)),
+                    Dev::Same(_) => String::new(),
+                };
                 return Err(refuse(
                     "gate-bind-identity",
                     format!(
-                        "the bind at {:?} is another directory than the one verified: the container got (device {}, inode {ino}), the host check pinned (device {}, inode {})",
+                        "the bind at {:?} is another directory than the one verified: the container got (device {}, inode {ino}), the host check pinned ({pinned}inode {})",
                         b.target,
                         dev_name(dev),
-                        dev_name(b.dev),
                         b.ino
                     ),
-                ))
+                ));
             }
-            Err(e) => return Err(refuse("gate-bind-missing", format!("{:?}: {e}", b.target))),
+            (Err(e), _) => return Err(refuse("gate-bind-missing", format!("{:?}: {e}", b.target))),
         }
         if m.read_only != b.read_only {
             return Err(refuse(
@@ -590,6 +628,30 @@ mod tests {
         assert_eq!(r.rule, "gate-root-mode");
         assert!(r.message.contains("planned 0555"), "{}", r.message);
         assert!(parse(args("v1 n tmpfs /ws 555|x ro cwd /ws -- true")).is_err());
+    }
+
+    #[test]
+    fn on_a_node_the_inode_and_one_filesystem_for_the_group_decide() {
+        let g = parse(args(
+            "v1 n tmpfs /ws 555 ro bind /ws/startup same:w 11 ro norec bind /ws/job-1 same:w 12 rw norec cwd /ws/job-1 -- true",
+        ))
+        .unwrap();
+        assert_eq!(g.binds[0].dev, Dev::Same("w".into()));
+        // Another device number than the launcher's (an NFS client's own): fine.
+        let mut s = seen();
+        s.stats[1].1 = Ok((77, 11, 0o755, true));
+        s.stats[2].1 = Ok((77, 12, 0o750, true));
+        assert_eq!(compare(&g, &s), Ok(()));
+        // Another inode: refused, without a device for the pin.
+        s.stats[2].1 = Ok((77, 99, 0o750, true));
+        let r = compare(&g, &s).unwrap_err();
+        assert_eq!(r.rule, "gate-bind-identity");
+        assert!(r.message.contains("pinned (inode 12)"), "{}", r.message);
+        // The right inode on another filesystem than the rest of W: refused.
+        s.stats[2].1 = Ok((78, 12, 0o750, true));
+        let r = compare(&g, &s).unwrap_err();
+        assert_eq!(r.rule, "gate-bind-identity");
+        assert!(r.message.contains("another filesystem"), "{}", r.message);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Gate {
     nonce: String,
     entrypoint: Vec<String>,
     root: (String, u32),
+    /// For each bind: the index of its device word in `entrypoint`, and whether it is one of
+    /// W's (shared directories and W/J, on W's filesystem by the host checks).
+    devices: Vec<(usize, bool)>,
 }
 
 /// What the gate refused, parsed from its line.
@@ -75,10 +78,18 @@ impl Gate {
             format!("{:o}", root.mode()),
             ro(root.read_only()).into(),
         ]);
+        let mut devices = Vec::new();
         for b in p.binds() {
             let pin = plan
                 .bind_pin(b.target())
                 .expect("a verified plan pins every bind");
+            devices.push((
+                args.len() + 2,
+                matches!(
+                    b.role(),
+                    mount_plan::BindRole::Shared | mount_plan::BindRole::Job
+                ),
+            ));
             args.extend([
                 "bind".into(),
                 b.target().to_string(),
@@ -93,6 +104,7 @@ impl Gate {
             nonce,
             entrypoint: args,
             root: (root.target().to_string(), root.mode()),
+            devices,
         }
     }
 
@@ -101,6 +113,22 @@ impl Gate {
     /// 1.1.8 gives 0755), said by that engine's report.
     pub fn accepting_root_mode(mut self, mode: u32) -> Gate {
         self.entrypoint[ROOT_MODE_ARG] = format!("{}|{mode:o}", self.entrypoint[ROOT_MODE_ARG]);
+        self
+    }
+
+    /// The same gate for a container on another machine (a cluster node): a node numbers the
+    /// devices of its own mounts (an NFS client's device number is its own), so instead of
+    /// the launcher's device numbers, each inode must match and W's binds (shared directories
+    /// and W/J) must all be on one filesystem, as the host checks found them; an extra mount's
+    /// device is not compared.
+    pub fn node_local_devices(mut self) -> Gate {
+        for (i, (at, of_w)) in self.devices.iter().enumerate() {
+            self.entrypoint[*at] = if *of_w {
+                "same:w".to_owned()
+            } else {
+                format!("same:extra{i}")
+            };
+        }
         self
     }
 
@@ -243,6 +271,11 @@ mod tests {
         assert_ne!(Gate::new(&v).entrypoint()[2], e[2]);
         let drift = g.clone().accepting_root_mode(0o755);
         assert_eq!(drift.entrypoint()[ROOT_MODE_ARG], "555|755");
+        let node = g.clone().node_local_devices();
+        let e = node.entrypoint();
+        assert_eq!(e[at + 1], "same:w");
+        assert_eq!(e[at + 2], job.ino.to_string());
+        assert_eq!(e.iter().filter(|w| *w == "same:w").count(), 3);
     }
 
     #[test]

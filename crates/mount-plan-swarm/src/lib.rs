@@ -236,10 +236,12 @@ impl Engine for SwarmEngine {
         let config = image.config.unwrap_or_default();
         // A worker whose runc predates 1.1.8 gives R the mode of the directory it covers,
         // and nothing can correct it before the task starts (see `availability`).
+        // The task runs on another machine, which numbers devices its own way.
         let gate = request
             .gate
             .clone()
-            .accepting_root_mode(mount_plan_docker::WORKDIR_PARENT_MODE);
+            .accepting_root_mode(mount_plan_docker::WORKDIR_PARENT_MODE)
+            .node_local_devices();
         let (entrypoint, command) = gate
             .command_line(
                 request.spec,
