@@ -257,17 +257,20 @@ fn dev_name(dev: u64) -> String {
     format!("{major}:{minor}")
 }
 
+/// `(st_dev, st_ino, mode bits, is a directory)` of a path, or why it could not be read.
+type StatResult = Result<(u64, u64, u32, bool), String>;
+
 /// What the filesystem says of the checks; kept apart from [`compare`] so that the decision
 /// is tested without a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     mounts: Vec<MountEntry>,
     /// `(dev, ino, mode)` of each path the gate looked at, or the error.
-    stats: Vec<(String, Result<(u64, u64, u32, bool), String>)>,
+    stats: Vec<(String, StatResult)>,
     cwd: Result<PathBuf, String>,
 }
 
-fn stat_of(seen: &Seen, path: &str) -> Result<(u64, u64, u32, bool), String> {
+fn stat_of(seen: &Seen, path: &str) -> StatResult {
     seen.stats
         .iter()
         .find(|(p, _)| p == path)
@@ -558,7 +561,8 @@ mod tests {
 
     #[test]
     fn each_difference_has_its_rule() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Seen)>)> = vec![
+        type Change = Box<dyn Fn(&mut Seen)>;
+        let cases: Vec<(&str, Change)> = vec![
             (
                 "gate-root-missing",
                 Box::new(|s| s.mounts.retain(|m| m.mount_point != "/ws")),
