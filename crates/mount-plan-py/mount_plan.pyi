@@ -263,6 +263,7 @@ def launch(
     keep: bool = False,
     stop_grace: float = 10.0,
     accept_missing: Optional[Sequence[str]] = None,
+    require: Optional[Sequence[str]] = None,
     cap_add: Optional[Sequence[str]] = None,
     connect_timeout: float = 10.0,
     on_output: Optional[_OutputCallback] = None,
@@ -273,7 +274,10 @@ def launch(
     command's exit status. The options are the CLI's (``--runtime``, ``--socket``,
     ``--userns``, ``--user U[:G]``, ``--env``, ``--network``, ``--name``, ``--label``,
     ``--gpus``, ``--memory``, ``--cpus``, ``--pids-limit``, ``--keep``, ``--stop-grace``,
-    ``--accept-missing``; Docker needs ``accept_missing=["noexec"]``; ``--cap-add``: every
+    ``--accept-missing`` for a contract protection the engine lacks; ``--require``: hardening
+    (``nosuid``, ``nodev``, ``noexec``) the site requires, which an engine that cannot apply it
+    refuses (by default such a launch goes ahead with one warning: Docker and noexec);
+    ``--cap-add``: every
     capability is dropped and only ``cap_add`` added back, e.g. ``cap_add=["CHOWN"]``; MKNOD,
     FSETID, SETFCAP, SYS_ADMIN... raise LaunchError with rule ``capability-forbidden``).
 

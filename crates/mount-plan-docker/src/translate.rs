@@ -298,7 +298,9 @@ mod tests {
         let s = spec();
         mount_plan_launch::check_protections(&report, &plan(), &s.accept_missing, &s.require)
             .expect("hardening Docker cannot apply is not refused by default");
-        let warning = report.hardening_warning(&plan(), &s.require).unwrap();
+        let warning = report
+            .hardening_warning(&plan(), &s.accept_missing, &s.require)
+            .unwrap();
         assert!(
             warning.contains("noexec") && warning.contains("--require noexec"),
             "{warning}"

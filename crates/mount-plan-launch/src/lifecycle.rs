@@ -414,7 +414,9 @@ impl Driver<'_> {
         check_protections(&report, self.plan.plan(), &spec.accept_missing, &required)?;
         // Hardening the engine cannot apply and the site does not require: one warning, and
         // the audit does not ask for it.
-        if let Some(warning) = report.hardening_warning(self.plan.plan(), &required) {
+        if let Some(warning) =
+            report.hardening_warning(self.plan.plan(), &spec.accept_missing, &required)
+        {
             self.warn(warning);
         }
         self.granted = spec.cap_add.clone();

@@ -256,12 +256,15 @@ impl EngineReport {
     }
 
     /// The one warning line of a launch that goes ahead without some hardening, or `None`.
+    /// Hardening the caller explicitly accepts as missing (`accepted`) is not repeated.
     pub fn hardening_warning(
         &self,
         plan: &MountPlan,
+        accepted: &BTreeSet<Protection>,
         required: &BTreeSet<Protection>,
     ) -> Option<String> {
-        let missing = self.hardening_missing(plan, required);
+        let mut missing = self.hardening_missing(plan, required);
+        missing.retain(|(p, _)| !accepted.contains(p));
         if missing.is_empty() {
             return None;
         }
@@ -383,14 +386,16 @@ mod tests {
             report.hardening_missing(&plan, &none),
             vec![(Protection::NoExecOnBinds, "no field".to_owned())]
         );
-        let warning = report.hardening_warning(&plan, &none).unwrap();
+        let warning = report.hardening_warning(&plan, &none, &none).unwrap();
+        // Accepted explicitly: no warning.
+        assert!(report.hardening_warning(&plan, &noexec, &none).is_none());
         assert!(
             warning.starts_with("test 1 cannot apply")
                 && warning.contains("noexec (no field)")
                 && warning.contains("--require noexec"),
             "{warning}"
         );
-        assert!(report.hardening_warning(&plan, &noexec).is_none());
+        assert!(report.hardening_warning(&plan, &none, &noexec).is_none());
         assert!(report.hardening_missing(&plan, &noexec).is_empty());
         // The contract: refused unless accepted.
         report.protections[3] = (

@@ -108,6 +108,7 @@ struct SpecArgs<'py> {
     cpus: Option<f64>,
     pids_limit: Option<u64>,
     accept_missing: Vec<String>,
+    require: Vec<String>,
     cap_add: Vec<String>,
 }
 
@@ -197,6 +198,12 @@ impl SpecArgs<'_> {
                 .map(|p| p.parse::<Protection>())
                 .collect::<Result<BTreeSet<_>, _>>()
                 .map_err(spec_err)?;
+            spec.require = self
+                .require
+                .iter()
+                .map(|p| p.parse::<Protection>())
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(spec_err)?;
             spec.cap_add = self
                 .cap_add
                 .iter()
@@ -255,7 +262,7 @@ fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 
 /// `launch(plan, image, command=(), *, runtime="docker", ...)`: see `mount_plan.pyi`.
 #[pyfunction]
-#[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, cap_add=None, connect_timeout=10.0, on_output=None, on_event=None))]
+#[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, require=None, cap_add=None, connect_timeout=10.0, on_output=None, on_event=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     py: Python<'_>,
@@ -277,6 +284,7 @@ pub fn launch(
     keep: bool,
     stop_grace: f64,
     accept_missing: Option<Vec<String>>,
+    require: Option<Vec<String>>,
     cap_add: Option<Vec<String>>,
     connect_timeout: f64,
     on_output: Option<Bound<'_, PyAny>>,
@@ -302,6 +310,7 @@ pub fn launch(
         cpus,
         pids_limit,
         accept_missing: accept_missing.unwrap_or_default(),
+        require: require.unwrap_or_default(),
         cap_add: cap_add.unwrap_or_default(),
     };
     let spec = match args.spec()? {

@@ -50,11 +50,21 @@ def test_launch_output_goes_to_sys_stdout(docker_client, probe_image, workspace,
     assert captured.out == "to-out\n" and captured.err == "to-err\n"
 
 
-def test_docker_without_accepting_noexec_is_refused(docker_client, probe_image, workspace,
+def test_docker_noexec_is_a_warning_unless_required(docker_client, probe_image, workspace,
                                                     test_id):
+    # Docker cannot set noexec on binds: hardening, so the launch runs and says so once...
+    verified = mount_plan.verify(mount_plan.plan(workspace, "job-1"))
+    events = []
+    status = mount_plan.launch(verified, probe_image, ["true"], labels={TEST_LABEL: test_id},
+                               on_event=events.append)
+    assert status == 0
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "noexec" in warnings[0], warnings
+    # ...and a site that requires it is refused before anything is created.
     verified = mount_plan.verify(mount_plan.plan(workspace, "job-2"), create_job_dir="fresh")
     with pytest.raises(mount_plan.LaunchError) as e:
-        mount_plan.launch(verified, probe_image, ["true"], labels={TEST_LABEL: test_id})
+        mount_plan.launch(verified, probe_image, ["true"], labels={TEST_LABEL: test_id},
+                          require=["noexec"])
     assert e.value.rule == "protection-unavailable" and e.value.value == "noexec"
     assert e.value.command_ran is False and e.value.container is None
     # The job directory the check created is released: the command never ran.
