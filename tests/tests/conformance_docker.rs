@@ -86,6 +86,14 @@ async fn docker_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn docker_scratch_root_has_the_planned_mode() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    let rt: Box<dyn Engine> = Box::new(rt);
+    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
@@ -101,6 +109,12 @@ fn main() {
             "docker_gate_refuses_a_swapped_job_dir",
             DOCKER,
             docker_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_scratch_root_has_the_planned_mode",
+            DOCKER,
+            docker_scratch_root_has_the_planned_mode,
         ),
         harness::tokio(
             Runtime::Workers(2),

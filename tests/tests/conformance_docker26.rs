@@ -132,6 +132,13 @@ async fn docker26_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
 }
 
+async fn docker26_scratch_root_has_the_planned_mode() {
+    let Some((rt, fx)) = docker26().await else {
+        return;
+    };
+    conformance::scratch_root_has_the_planned_mode(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
@@ -147,6 +154,12 @@ fn main() {
             "docker26_gate_refuses_a_swapped_job_dir",
             D26,
             docker26_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker26_scratch_root_has_the_planned_mode",
+            D26,
+            docker26_scratch_root_has_the_planned_mode,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -100,6 +100,13 @@ async fn podman5_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
 }
 
+async fn podman5_scratch_root_has_the_planned_mode() {
+    let Some((rt, fx)) = podman5().await else {
+        return;
+    };
+    conformance::scratch_root_has_the_planned_mode(&rt, &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
@@ -115,6 +122,12 @@ fn main() {
             "podman5_gate_refuses_a_swapped_job_dir",
             P5,
             podman5_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman5_scratch_root_has_the_planned_mode",
+            P5,
+            podman5_scratch_root_has_the_planned_mode,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -361,6 +361,14 @@ async fn podman_rootful_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootful_scratch_root_has_the_planned_mode() {
+    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
+    else {
+        return;
+    };
+    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTFUL: &[Need] = &[Need::PodmanRootful, Need::Root, Need::Busybox];
@@ -377,6 +385,12 @@ fn main() {
             "podman_rootful_gate_refuses_a_swapped_job_dir",
             ROOTFUL,
             podman_rootful_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_scratch_root_has_the_planned_mode",
+            ROOTFUL,
+            podman_rootful_scratch_root_has_the_planned_mode,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -236,6 +236,13 @@ async fn podman_rootless_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootless_scratch_root_has_the_planned_mode() {
+    let Some((rt, fx, _)) = rootless(As::Root).await else {
+        return;
+    };
+    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root, Need::Busybox];
@@ -251,6 +258,12 @@ fn main() {
             "podman_rootless_gate_refuses_a_swapped_job_dir",
             ROOTLESS,
             podman_rootless_gate_refuses_a_swapped_job_dir,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_scratch_root_has_the_planned_mode",
+            ROOTLESS,
+            podman_rootless_scratch_root_has_the_planned_mode,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -955,3 +955,56 @@ pub async fn planted_setuid_and_devices_give_host_users_nothing(
         ids.gid
     );
 }
+
+/// A scratch root (a size-capped, writable tmpfs at R): the container sees R with the planned
+/// mode (1777, sticky) on every engine where the plan is honoured, a user other than root can
+/// create a file there, and the gate (which checks R's mode before the command) let it run.
+/// On Docker 20.10 this needs R's directory entry written before start (runc 1.1.5 would give
+/// 0755, where only root can write).
+pub async fn scratch_root_has_the_planned_mode(rt: &dyn Engine, fx: &EngineFixture) {
+    use mount_plan::{HostPath, LayoutSpec, RootKind};
+    let ws = fx.workspace_for(Scenario::AsUser);
+    let layout = LayoutSpec {
+        root: Some(RootKind::Scratch),
+        root_size_bytes: Some(1 << 20),
+        ..LayoutSpec::default()
+    }
+    .build()
+    .expect("scratch layout");
+    let plan = layout
+        .plan(
+            &HostPath::parse(ws.w.to_str().unwrap()).unwrap(),
+            &layout.job(&ws.job).unwrap(),
+        )
+        .expect("plan");
+    let verified = mount_plan_host::verify(
+        plan,
+        &mount_plan_host::VerifyOptions {
+            job_dir: mount_plan_host::JobDir::MustExist,
+            ..mount_plan_host::VerifyOptions::default()
+        },
+    )
+    .expect("verify");
+    let r = verified.plan().container_root().as_str().to_owned();
+    let run_label = unique("scratch");
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsUser, &run_label);
+    spec.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("stat -c %a {r}; echo x > {r}/scratch-file && echo wrote"),
+    ];
+    let out = run_captured(rt, &verified, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{}: the scratch-root launch failed: {e}", fx.name));
+    assert!(out.status.success(), "{}: {out:?}", fx.name);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("{:o}", mount_plan::SCRATCH_ROOT_MODE).as_str(),
+            "wrote"
+        ],
+        "{}: R's mode and a user's write at R: {out:?}",
+        fx.name
+    );
+}
