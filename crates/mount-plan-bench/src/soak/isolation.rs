@@ -159,7 +159,7 @@ pub async fn run(ctx: &Ctx, jobs: usize) -> Result<Report> {
     let mut leaked = 0;
     for k in 0..jobs {
         let label = format!("{}-iso-{}-{k}", ctx.run, ctx.index);
-        leaked += ctx.leftovers(&label).await?.len();
+        leaked += ctx.leftovers(&label, true).await?.len();
     }
     drop(verified);
     for k in 0..jobs {

@@ -68,6 +68,10 @@ pub struct SoakArgs {
     /// The `mount-plan` binary the soak launches through
     #[arg(long, default_value = "target/release/mount-plan")]
     cli: PathBuf,
+    /// Start no launch after this many seconds (per engine): the report counts the launches
+    /// actually made
+    #[arg(long)]
+    max_secs: Option<u64>,
     /// Print every launch's outcome on stderr
     #[arg(long)]
     verbose: bool,
@@ -100,7 +104,12 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
     let rss_start = rss_kib();
     if args.memory {
         for &engine in &args.engines {
-            memory::run(engine, args.launches, args.concurrency)?;
+            memory::run(
+                engine,
+                args.launches,
+                args.concurrency,
+                args.max_secs.map(Duration::from_secs),
+            )?;
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -132,11 +141,17 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
             isolation_failed |= !report.passed();
         }
         let tally = rt.block_on(ctx.soak(args))?;
-        tally.print(engine);
+        if args.launches > 0 {
+            tally.print(engine);
+        }
         total.add(&tally);
         ctx.teardown();
     }
     let rss_end = rss_kib();
+    println!(
+        "soak: {} signalled launchers left a container that gc then removed",
+        total.left_for_gc
+    );
     if !total.mismatches.is_empty() {
         println!(
             "soak: {} launches ended otherwise than their fault allows (see above)",
@@ -178,6 +193,8 @@ struct Tally {
     not_fired: usize,
     /// Containers `mount-plan gc` removed after a killed launcher.
     gc_removed: usize,
+    /// Launches whose containers were still there when the launcher ended (gc removed them).
+    left_for_gc: usize,
     /// Launches that ended otherwise than their fault allows (status, or the fault itself
     /// could not be injected).
     mismatches: Vec<String>,
@@ -207,6 +224,7 @@ impl Tally {
         self.hangs += o.hangs;
         self.not_fired += o.not_fired;
         self.gc_removed += o.gc_removed;
+        self.left_for_gc += o.left_for_gc;
         self.mismatches.extend(o.mismatches.iter().cloned());
         self.notes.extend(o.notes.iter().cloned());
     }
@@ -225,8 +243,8 @@ impl Tally {
             println!("  {f:<18} {n:>6}  {}", text.join(", "));
         }
         println!(
-            "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, removed by gc {}",
-            self.leaked, self.lost, self.hangs, self.not_fired, self.gc_removed
+            "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, launches that left a container to gc {}, removed by gc {}",
+            self.leaked, self.lost, self.hangs, self.not_fired, self.left_for_gc, self.gc_removed
         );
         for m in &self.mismatches {
             println!("  MISMATCH {m}");
@@ -357,7 +375,10 @@ impl Ctx {
             async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= args.launches {
+                    let out_of_time = args
+                        .max_secs
+                        .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
+                    if i >= args.launches || out_of_time {
                         return Ok::<(), anyhow::Error>(());
                     }
                     let record = self.launch(i as u64, args).await?;
@@ -545,6 +566,7 @@ impl Ctx {
                 p.fired().then(|| lines.get(at - 1).cloned()).flatten()
             }),
             gc_removed: 0,
+            left_for_gc: 0,
             mismatch: outside_error,
             elapsed,
         };
@@ -569,14 +591,22 @@ impl Ctx {
             (_, None, Some(s)) => format!("signal {s}"),
             _ => "unknown".to_owned(),
         };
-        // A killed launcher (or a hung one we killed) leaves its container to gc.
-        if record.hang || sig.is_some() {
+        // A signalled launcher (or a hung one we killed) is followed by gc; what it finds of
+        // this launch is counted, and kept as evidence.
+        if record.hang || sig.is_some() || fault.and_then(Fault::signal).is_some() {
+            record.left_for_gc = self.leftovers(&launch_label, false).await?.len();
+            if record.left_for_gc > 0 {
+                self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
+            }
             match self.gc().await {
                 Ok(n) => record.gc_removed = n,
                 Err(e) => record.mismatch = Some(format!("gc failed: {e:#}")),
             }
         }
-        record.leaked = self.leftovers(&launch_label).await?;
+        record.leaked = self.leftovers(&launch_label, true).await?;
+        if !record.leaked.is_empty() {
+            self.keep_evidence(i, &events, &stderr_path, "leaked");
+        }
         // Check the output of a job that exited 0.
         let out = ws.join(&job).join(OUTPUT);
         let written = std::fs::read(&out).ok();
@@ -644,8 +674,17 @@ impl Ctx {
         Ok(String::from_utf8_lossy(&out.stdout).lines().count())
     }
 
-    /// Containers still carrying this launch's label; removed (and reported) if any.
-    async fn leftovers(&self, launch_label: &str) -> Result<Vec<String>> {
+    /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
+    fn keep_evidence(&self, i: u64, events: &Path, stderr: &Path, what: &str) {
+        let dir = std::env::temp_dir().join("mp-soak-evidence");
+        let _ = std::fs::create_dir_all(&dir);
+        let stem = format!("{}-{}-{i}-{what}", self.run, self.index);
+        let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
+        let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
+    }
+
+    /// Containers still carrying this launch's label; with `remove`, removed too.
+    async fn leftovers(&self, launch_label: &str, remove: bool) -> Result<Vec<String>> {
         let mut last = None;
         for attempt in 0..5 {
             if attempt > 0 {
@@ -661,7 +700,7 @@ impl Ctx {
             match engine.list(LABEL_LAUNCH, launch_label).await {
                 Ok(found) => {
                     let ids: Vec<String> = found.into_iter().map(|l| l.id).collect();
-                    for id in &ids {
+                    for id in ids.iter().filter(|_| remove) {
                         let _ = engine.remove(id).await;
                     }
                     return Ok(ids);
@@ -779,6 +818,8 @@ struct Record {
     /// The request line the proxy broke.
     broke: Option<String>,
     gc_removed: usize,
+    /// Containers of this launch still there after its launcher ended, before gc.
+    left_for_gc: usize,
     mismatch: Option<String>,
     elapsed: Duration,
 }
@@ -815,8 +856,9 @@ impl Record {
     fn count(self, t: &mut Tally) {
         t.launches += 1;
         let mut outcome = self.outcome.clone();
-        if self.gc_removed > 0 {
+        if self.left_for_gc > 0 {
             outcome.push_str(" +gc");
+            t.left_for_gc += 1;
         }
         if !self.fired {
             outcome.push_str(" (not reached)");
