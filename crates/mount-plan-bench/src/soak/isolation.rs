@@ -92,7 +92,7 @@ pub async fn run(ctx: &Ctx, jobs: usize) -> Result<Report> {
         let engine = engine.as_ref();
         async move {
             let data = fault::content(ctx.seed, 100 + ctx.index, k as u64);
-            let mut seen = vec!["local".to_owned(), "startup".to_owned(), name.clone()];
+            let mut seen = ["local".to_owned(), "startup".to_owned(), name.clone()];
             seen.sort();
             let expect = seen.join(" ") + " ";
             // Wait for the others to be in flight, then look.

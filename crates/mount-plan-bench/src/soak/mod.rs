@@ -30,6 +30,8 @@ use proxy::{Break, Proxy};
 /// The label every soak container carries (`soak.run=RUN`), and the per-launch one.
 const LABEL_RUN: &str = "soak.run";
 const LABEL_LAUNCH: &str = "soak.launch";
+/// How long after a signalled launcher ends `gc` runs (as a site's periodic gc would, later).
+const GC_SETTLE: Duration = Duration::from_secs(2);
 
 /// Launches with faults injected, checked for leaks, lost outputs and hangs.
 #[derive(Debug, clap::Args)]
@@ -382,7 +384,11 @@ impl Ctx {
                         return Ok::<(), anyhow::Error>(());
                     }
                     let record = self.launch(i as u64, args).await?;
-                    if args.verbose {
+                    let bad = !record.leaked.is_empty()
+                        || record.lost.is_some()
+                        || record.hang
+                        || record.mismatch.is_some();
+                    if args.verbose || bad {
                         eprintln!("soak {:?} #{i}: {}", self.engine, record.line());
                     }
                     let mut t = tally.lock().expect("tally");
@@ -594,7 +600,12 @@ impl Ctx {
         // A signalled launcher (or a hung one we killed) is followed by gc; what it finds of
         // this launch is counted, and kept as evidence.
         if record.hang || sig.is_some() || fault.and_then(Fault::signal).is_some() {
-            record.left_for_gc = self.leftovers(&launch_label, false).await?.len();
+            // Once now, and once more after a moment: a create the launcher cancelled may
+            // still be under way in the engine and take effect after the launcher ended.
+            let now = self.leftovers(&launch_label, false).await?.len();
+            tokio::time::sleep(GC_SETTLE).await;
+            let later = self.leftovers(&launch_label, false).await?.len();
+            record.left_for_gc = now.max(later);
             if record.left_for_gc > 0 {
                 self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
             }
