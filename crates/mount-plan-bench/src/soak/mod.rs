@@ -274,6 +274,7 @@ struct Ctx {
     lock: tokio::sync::RwLock<()>,
     /// In front of the engine for `gc`, narrowing its listing to this run.
     gc_proxy: Proxy,
+    gc_lock: tokio::sync::Mutex<()>,
     service: Option<Mutex<service::Service>>,
 }
 
@@ -336,6 +337,7 @@ impl Ctx {
             full,
             lock: tokio::sync::RwLock::new(()),
             gc_proxy,
+            gc_lock: tokio::sync::Mutex::new(()),
             service,
         })
     }
@@ -662,8 +664,10 @@ impl Ctx {
         Ok(record)
     }
 
-    /// `mount-plan gc` through the narrowing proxy; how many containers it removed.
+    /// `mount-plan gc` through the narrowing proxy; how many containers it removed. One at a
+    /// time, as a site runs it: two at once race on the same orphan (see docs/reliability.md).
     async fn gc(&self) -> Result<usize> {
+        let _one = self.gc_lock.lock().await;
         let out = tokio::time::timeout(
             Duration::from_secs(120),
             tokio::process::Command::new(&self.cli)
