@@ -70,6 +70,10 @@ pub struct SoakArgs {
     /// The `mount-plan` binary the soak launches through
     #[arg(long, default_value = "target/release/mount-plan")]
     cli: PathBuf,
+    /// The first launches on each engine take each fault kind once, in order (so that a short
+    /// run covers them all); the rest are drawn as usual
+    #[arg(long)]
+    each_fault_once: bool,
     /// Start no launch after this many seconds (per engine): the report counts the launches
     /// actually made
     #[arg(long)]
@@ -420,7 +424,9 @@ impl Ctx {
     /// One launch with its fault, and its checks.
     async fn launch(&self, i: u64, args: &SoakArgs) -> Result<Record> {
         let mut rng = Rng::new(self.seed, self.index, i);
-        let fault = if !self.faults.is_empty() && rng.chance(args.fault_rate) {
+        let fault = if args.each_fault_once && (i as usize) < self.faults.len() {
+            Some(self.faults[i as usize])
+        } else if !self.faults.is_empty() && rng.chance(args.fault_rate) {
             Some(self.faults[rng.below(self.faults.len() as u64) as usize])
         } else {
             None
