@@ -2,11 +2,15 @@
 //! command) through mount-plan, through bare Engine API calls (the floor) and through the
 //! engines' own CLIs, side by side, at several concurrency levels. Prints a table.
 //!
+//! `soak` runs many launches with faults injected and checks that none leaks a container,
+//! loses an output or hangs (see `soak/mod.rs` and docs/reliability.md).
+//!
 //! `check-stream` instead measures `mount-plan check --json` as a whole process against the
 //! reference launcher's job-name guard.
 
 mod check_stream;
 mod raw;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,6 +87,9 @@ enum Mode {
     /// `mount-plan check --json` as a whole process on UUID names, against the reference
     /// launcher's job-name guard in Python (needs the release `mount-plan` binary)
     CheckStream(check_stream::CheckStreamArgs),
+    /// Launches with faults injected at random points drawn from a seed; exits 1 on any
+    /// leaked container, lost output or hang (needs the release `mount-plan` binary)
+    Soak(soak::SoakArgs),
 }
 
 struct Target {
@@ -107,10 +114,15 @@ struct Row {
     jobs_per_s: f64,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     let mut args = Args::parse();
-    if let Some(Mode::CheckStream(check)) = &args.mode {
-        return check_stream::run(check);
+    match &args.mode {
+        Some(Mode::CheckStream(check)) => {
+            check_stream::run(check)?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Some(Mode::Soak(soak)) => return soak::run(soak),
+        None => {}
     }
     if args.smoke {
         args.runs = 2;
@@ -126,7 +138,7 @@ fn main() -> Result<()> {
             breakdown(&rt, &target, args.runs)?;
             let _ = std::fs::remove_dir_all(&target.workspace);
         }
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let mut rows = Vec::new();
     for &engine in &args.engines {
@@ -150,6 +162,18 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&rows);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Run a command; fail with its stderr unless it succeeds.
+fn run_ok(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

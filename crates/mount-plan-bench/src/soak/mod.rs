@@ -1,0 +1,909 @@
+//! `mount-plan-bench soak`: many launches with faults injected at random points drawn from a
+//! seed, each checked for its outcome, its output and what it left on the engine; 64 jobs in
+//! flight checking from inside that each sees only its own job directory; and the library's
+//! resident memory over thousands of in-process launches.
+//!
+//! Every soak launch runs the CLI (`mount-plan launch`) as a child process, so that the exit
+//! status a launcher relies on is the one checked, and so that the launcher itself can be
+//! killed. The mapping of faults to outcomes is in `docs/reliability.md`.
+
+mod fault;
+mod isolation;
+mod memory;
+mod proxy;
+mod service;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+
+use crate::Engine;
+use fault::{Expect, Fault, Rng, OUTPUT};
+use proxy::{Break, Proxy};
+
+/// The label every soak container carries (`soak.run=RUN`), and the per-launch one.
+const LABEL_RUN: &str = "soak.run";
+const LABEL_LAUNCH: &str = "soak.launch";
+/// How long after a signalled launcher ends `gc` runs (as a site's periodic gc would, later).
+const GC_SETTLE: Duration = Duration::from_secs(2);
+
+/// Launches with faults injected, checked for leaks, lost outputs and hangs.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Engines to soak, one after the other
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker"])]
+    engines: Vec<Engine>,
+    /// Launches per engine
+    #[arg(long, default_value_t = 100)]
+    launches: usize,
+    /// Launches in flight at once (a Podman restart runs alone)
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Faults to inject: all, none, or a comma-separated list of job-kill, oom, exit,
+    /// launcher-sigkill, launcher-sigterm, launcher-sigint, proxy-drop, proxy-delay,
+    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Seed of every random choice (which launch gets which fault, when, where)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of launches that get a fault
+    #[arg(long, default_value_t = 0.5)]
+    fault_rate: f64,
+    /// A launch still running after this many seconds is a hang: it is killed and counted
+    #[arg(long, default_value_t = 90)]
+    hang_secs: u64,
+    /// Before the soak, run this many jobs at once on each engine, each checking from inside
+    /// that it sees only its own job directory (64 for the isolation check)
+    #[arg(long)]
+    isolation: Option<usize>,
+    /// Instead of the soak: `--launches` in-process library launches (no faults) on each
+    /// engine, printing the resident memory after the first 100 and after all of them
+    #[arg(long)]
+    memory: bool,
+    /// The `mount-plan` binary the soak launches through
+    #[arg(long, default_value = "target/release/mount-plan")]
+    cli: PathBuf,
+    /// The first launches on each engine take each fault kind once, in order (so that a short
+    /// run covers them all); the rest are drawn as usual
+    #[arg(long)]
+    each_fault_once: bool,
+    /// Start no launch after this many seconds (per engine): the report counts the launches
+    /// actually made
+    #[arg(long)]
+    max_secs: Option<u64>,
+    /// Print every launch's outcome on stderr
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// VmRSS of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn parse_faults(text: &str) -> Result<Vec<Fault>> {
+    match text {
+        "all" => Ok(Fault::ALL.to_vec()),
+        "none" | "" => Ok(vec![]),
+        list => list
+            .split(',')
+            .map(|f| Fault::from_str(f.trim(), false).map_err(|e| anyhow::anyhow!("--faults: {e}")))
+            .collect(),
+    }
+}
+
+pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
+    let rss_start = rss_kib();
+    if args.memory {
+        for &engine in &args.engines {
+            memory::run(
+                engine,
+                args.launches,
+                args.concurrency,
+                args.max_secs.map(Duration::from_secs),
+            )?;
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let faults = parse_faults(&args.faults)?;
+    let cli = std::fs::canonicalize(&args.cli).with_context(|| {
+        format!(
+            "the CLI {:?} (build it: cargo build --release -p mount-plan-cli)",
+            args.cli
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let mut total = Tally::default();
+    let mut isolation_failed = false;
+    for (index, &engine) in args.engines.iter().enumerate() {
+        let ctx = rt.block_on(Ctx::new(engine, index as u64, args, &faults, &cli, &run_id))?;
+        if let Some(n) = args.isolation {
+            let report = rt.block_on(isolation::run(&ctx, n))?;
+            eprintln!("{report}");
+            println!("{report}");
+            isolation_failed |= !report.passed();
+        }
+        let tally = rt.block_on(ctx.soak(args))?;
+        if args.launches > 0 {
+            tally.print(engine);
+        }
+        total.add(&tally);
+        ctx.teardown();
+    }
+    let rss_end = rss_kib();
+    println!(
+        "soak: {} signalled launchers left a container that gc then removed",
+        total.left_for_gc
+    );
+    if !total.mismatches.is_empty() {
+        println!(
+            "soak: {} launches ended otherwise than their fault allows (see above)",
+            total.mismatches.len()
+        );
+    }
+    println!(
+        "soak: {} launches, {} faults, {} leaked, {} lost outputs, {} hangs, RSS {}/{} KiB",
+        total.launches,
+        total.faulted(),
+        total.leaked,
+        total.lost,
+        total.hangs,
+        rss_start,
+        rss_end
+    );
+    let failed = total.leaked > 0
+        || total.lost > 0
+        || total.hangs > 0
+        || !total.mismatches.is_empty()
+        || isolation_failed;
+    Ok(if failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// What a soak on one engine found.
+#[derive(Debug, Default)]
+struct Tally {
+    launches: usize,
+    /// Per fault id (`none` for none): outcome -> count.
+    outcomes: BTreeMap<String, BTreeMap<String, usize>>,
+    leaked: usize,
+    lost: usize,
+    hangs: usize,
+    /// Faults drawn whose trigger was never reached (a proxy fault past the last request).
+    not_fired: usize,
+    /// Containers `mount-plan gc` removed after a killed launcher.
+    gc_removed: usize,
+    /// Launches whose containers were still there when the launcher ended (gc removed them).
+    left_for_gc: usize,
+    /// Launches that ended otherwise than their fault allows (status, or the fault itself
+    /// could not be injected).
+    mismatches: Vec<String>,
+    /// What each leak and lost output was.
+    notes: Vec<String>,
+}
+
+impl Tally {
+    fn faulted(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(f, _)| *f != "none")
+            .map(|(_, o)| o.values().sum::<usize>())
+            .sum()
+    }
+
+    fn add(&mut self, o: &Tally) {
+        self.launches += o.launches;
+        for (f, outs) in &o.outcomes {
+            let mine = self.outcomes.entry(f.clone()).or_default();
+            for (k, n) in outs {
+                *mine.entry(k.clone()).or_default() += n;
+            }
+        }
+        self.leaked += o.leaked;
+        self.lost += o.lost;
+        self.hangs += o.hangs;
+        self.not_fired += o.not_fired;
+        self.gc_removed += o.gc_removed;
+        self.left_for_gc += o.left_for_gc;
+        self.mismatches.extend(o.mismatches.iter().cloned());
+        self.notes.extend(o.notes.iter().cloned());
+    }
+
+    fn print(&self, engine: Engine) {
+        let name = engine
+            .to_possible_value()
+            .expect("named")
+            .get_name()
+            .to_owned();
+        println!("{name}: {} launches", self.launches);
+        println!("  {:<18} {:>6}  outcomes", "fault", "count");
+        for (f, outs) in &self.outcomes {
+            let n: usize = outs.values().sum();
+            let text: Vec<String> = outs.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            println!("  {f:<18} {n:>6}  {}", text.join(", "));
+        }
+        println!(
+            "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, launches that left a container to gc {}, removed by gc {}",
+            self.leaked, self.lost, self.hangs, self.not_fired, self.left_for_gc, self.gc_removed
+        );
+        for m in &self.mismatches {
+            println!("  MISMATCH {m}");
+        }
+        for n in &self.notes {
+            println!("  {n}");
+        }
+    }
+}
+
+/// One engine's soak.
+struct Ctx {
+    engine: Engine,
+    index: u64,
+    target: crate::Target,
+    run: String,
+    seed: u64,
+    faults: Vec<Fault>,
+    cli: PathBuf,
+    /// Sockets, events and stderr of each launch.
+    dir: PathBuf,
+    /// A W on a 1 MiB tmpfs (fs-full).
+    full: Option<PathBuf>,
+    /// Normal launches share the engine; a Podman restart takes it alone.
+    lock: tokio::sync::RwLock<()>,
+    /// In front of the engine for `gc`, narrowing its listing to this run.
+    gc_proxy: Proxy,
+    gc_lock: tokio::sync::Mutex<()>,
+    service: Option<Mutex<service::Service>>,
+}
+
+impl Ctx {
+    async fn new(
+        engine: Engine,
+        index: u64,
+        args: &SoakArgs,
+        faults: &[Fault],
+        cli: &Path,
+        run: &str,
+    ) -> Result<Ctx> {
+        let target = crate::setup(engine, 0)
+            .await
+            .with_context(|| format!("setting up {engine:?}"))?;
+        let dir = std::env::temp_dir().join(format!("mp-soak-{run}-{index}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut kept = Vec::new();
+        for &f in faults {
+            match f.unavailable(engine) {
+                Some(why) => eprintln!("soak {engine:?}: no {} fault: {why}", f.id()),
+                None => kept.push(f),
+            }
+        }
+        let full = if kept.contains(&Fault::FsFull) {
+            let w = dir.join("full");
+            std::fs::create_dir_all(&w)?;
+            crate::run_ok(
+                std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
+                    .arg(&w),
+            )?;
+            for d in ["startup", "local"] {
+                std::fs::create_dir_all(w.join(d))?;
+            }
+            Some(w)
+        } else {
+            None
+        };
+        let gc_proxy = Proxy::start(
+            &dir.join("gc.sock"),
+            &target.socket,
+            None,
+            Some(format!("{LABEL_RUN}={run}")),
+        )?;
+        let service = if kept.contains(&Fault::PodmanRestart) {
+            Some(Mutex::new(service::Service::find(engine)?))
+        } else {
+            None
+        };
+        Ok(Ctx {
+            engine,
+            index,
+            target,
+            run: run.to_owned(),
+            seed: args.seed,
+            faults: kept,
+            cli: cli.to_owned(),
+            dir,
+            full,
+            lock: tokio::sync::RwLock::new(()),
+            gc_proxy,
+            gc_lock: tokio::sync::Mutex::new(()),
+            service,
+        })
+    }
+
+    fn teardown(&self) {
+        if let Some(full) = &self.full {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(full)
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.target.workspace);
+    }
+
+    fn runtime_arg(&self) -> &'static str {
+        if self.engine.is_docker() {
+            "docker"
+        } else {
+            "podman"
+        }
+    }
+
+    fn engine_url(&self) -> String {
+        format!("unix://{}", self.target.socket.display())
+    }
+
+    fn rootless(&self) -> bool {
+        self.engine == Engine::PodmanRootless
+    }
+
+    async fn soak(&self, args: &SoakArgs) -> Result<Tally> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let started = Instant::now();
+        let workers = (0..args.concurrency.max(1)).map(|_| {
+            let next = next.clone();
+            let tally = tally.clone();
+            async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let out_of_time = args
+                        .max_secs
+                        .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
+                    if i >= args.launches || out_of_time {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let record = self.launch(i as u64, args).await?;
+                    let bad = !record.leaked.is_empty()
+                        || record.lost.is_some()
+                        || record.hang
+                        || record.mismatch.is_some();
+                    if args.verbose || bad {
+                        eprintln!("soak {:?} #{i}: {}", self.engine, record.line());
+                    }
+                    let mut t = tally.lock().expect("tally");
+                    record.count(&mut t);
+                    if (i + 1) % 50 == 0 {
+                        eprintln!(
+                            "soak {:?}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
+                            self.engine,
+                            i + 1,
+                            started.elapsed().as_secs_f64(),
+                            t.leaked,
+                            t.lost,
+                            t.hangs,
+                            t.mismatches.len()
+                        );
+                    }
+                }
+            }
+        });
+        for r in futures_util::future::join_all(workers).await {
+            r?;
+        }
+        let t = std::mem::take(&mut *tally.lock().expect("tally"));
+        Ok(t)
+    }
+
+    /// One launch with its fault, and its checks.
+    async fn launch(&self, i: u64, args: &SoakArgs) -> Result<Record> {
+        let mut rng = Rng::new(self.seed, self.index, i);
+        let fault = if args.each_fault_once && (i as usize) < self.faults.len() {
+            Some(self.faults[i as usize])
+        } else if !self.faults.is_empty() && rng.chance(args.fault_rate) {
+            Some(self.faults[rng.below(self.faults.len() as u64) as usize])
+        } else {
+            None
+        };
+        let exit = 1 + rng.below(100) as u8;
+        let pause_ms = rng.below(300);
+        let tail_ms = match fault {
+            Some(
+                Fault::LauncherSigkill
+                | Fault::LauncherSigterm
+                | Fault::LauncherSigint
+                | Fault::PodmanRestart
+                | Fault::JobKill,
+            ) => 3000 + rng.below(2000),
+            _ => rng.below(200),
+        };
+        let delay = Duration::from_millis(rng.below(1500));
+        // Any request of a launch (version, image, create, archive, inspect, start, logs,
+        // wait, remove: some 12 to 16); one past the last is counted as not reached.
+        let at = 1 + rng.below(16) as usize;
+        let pause_for = Duration::from_millis(1000 + rng.below(3000));
+        let job = format!("soak-{}-{}-{i}", self.seed, self.index);
+        let data = fault::content(self.seed, self.index, i);
+        let ws = match (fault, &self.full) {
+            (Some(Fault::FsFull), Some(full)) => full.clone(),
+            _ => self.target.workspace.clone(),
+        };
+        let launch_label = format!("{}-{}-{i}", self.run, self.index);
+        let events = self.dir.join(format!("events-{i}.jsonl"));
+        let stderr_path = self.dir.join(format!("stderr-{i}.txt"));
+
+        let _shared;
+        let _alone;
+        if fault == Some(Fault::PodmanRestart) {
+            _alone = self.lock.write().await;
+        } else {
+            _shared = self.lock.read().await;
+        }
+        let proxy = match fault {
+            Some(f @ (Fault::ProxyDrop | Fault::ProxyDelay | Fault::ProxyTruncate)) => {
+                let what = match f {
+                    Fault::ProxyDrop => Break::Drop,
+                    Fault::ProxyDelay => Break::Delay(pause_for),
+                    _ => Break::Truncate,
+                };
+                Some(Proxy::start(
+                    &self.dir.join(format!("p{i}.sock")),
+                    &self.target.socket,
+                    Some((at, what)),
+                    None,
+                )?)
+            }
+            _ => None,
+        };
+        let mut cmd = tokio::process::Command::new(&self.cli);
+        cmd.arg("launch")
+            .args(["--runtime", self.runtime_arg()])
+            .arg("--socket")
+            .arg(proxy.as_ref().map_or_else(|| self.engine_url(), Proxy::url))
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--job", &job, "--create-job-dir=fresh"])
+            .args(["--stop-grace", "1"])
+            .arg("--label")
+            .arg(format!("{LABEL_RUN}={}", self.run))
+            .arg("--label")
+            .arg(format!("{LABEL_LAUNCH}={launch_label}"))
+            .arg("--env")
+            .arg(format!("SOAK_DATA={data}"))
+            .arg("--events")
+            .arg(&events);
+        if self.rootless() {
+            let uid = crate::rootless_uid()?;
+            cmd.arg("--job-dir-owner").arg(format!("{uid}:{uid}"));
+        }
+        match fault {
+            Some(Fault::MissingImage) => cmd.args(["--image", "mount-plan-soak-missing:never"]),
+            _ => cmd.args(["--image", &self.target.image]),
+        };
+        if fault == Some(Fault::Oom) {
+            cmd.args(["--memory", &(16u64 << 20).to_string()]);
+        }
+        cmd.arg("--");
+        match fault {
+            Some(Fault::BadCommand) => cmd.arg("/no/such/command"),
+            f => cmd.args(["sh", "-c", &fault::script(f, pause_ms, tail_ms, exit)]),
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path)?)
+            .kill_on_drop(true)
+            .env_remove("DOCKER_HOST")
+            .env_remove("CONTAINER_HOST");
+        let t0 = Instant::now();
+        let mut child = cmd.spawn().context("spawning mount-plan launch")?;
+        let pid = child.id().unwrap_or_default();
+
+        // The fault that comes from outside, at its moment.
+        let outside = async {
+            match fault {
+                Some(f) if f.signal().is_some() => {
+                    tokio::time::sleep(Duration::from_millis(50) + delay).await;
+                    signal(pid, f.signal().expect("checked")).await;
+                    None
+                }
+                Some(Fault::JobKill) => {
+                    let Some(id) = started_container(&events, Duration::from_secs(60)).await else {
+                        return Some("job-kill: the container never started".to_owned());
+                    };
+                    tokio::time::sleep(delay).await;
+                    let socket = self.target.socket.clone();
+                    let api = if self.engine.is_docker() {
+                        "/v1.41"
+                    } else {
+                        "/v4.3.1/libpod"
+                    };
+                    let path = format!("{api}/containers/{id}/kill?signal=KILL");
+                    let killed = tokio::task::spawn_blocking(move || {
+                        crate::raw::call(&socket, "POST", &path, None)
+                    })
+                    .await;
+                    match killed {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(format!("job-kill: {e}")),
+                        Err(e) => Some(format!("job-kill: {e}")),
+                    }
+                }
+                Some(Fault::PodmanRestart) => {
+                    tokio::time::sleep(delay).await;
+                    let service = self.service.as_ref().expect("a service for restarts");
+                    let result =
+                        tokio::task::block_in_place(|| service.lock().expect("service").restart());
+                    result.err().map(|e| format!("podman-restart: {e:#}"))
+                }
+                _ => None,
+            }
+        };
+        let hang = Duration::from_secs(args.hang_secs);
+        let (waited, outside_error) =
+            tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
+        let elapsed = t0.elapsed();
+        let mut record = Record {
+            fault,
+            outcome: String::new(),
+            leaked: Vec::new(),
+            lost: None,
+            hang: false,
+            fired: proxy.as_ref().is_none_or(Proxy::fired),
+            broke: proxy.as_ref().and_then(|p| {
+                let lines = p.request_lines();
+                p.fired().then(|| lines.get(at - 1).cloned()).flatten()
+            }),
+            gc_removed: 0,
+            left_for_gc: 0,
+            mismatch: outside_error,
+            elapsed,
+        };
+        let status = match waited {
+            Ok(s) => Some(s?),
+            Err(_) => {
+                record.hang = true;
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
+            }
+        };
+        drop(proxy);
+        use std::os::unix::process::ExitStatusExt;
+        let (code, sig) = match status {
+            Some(s) => (s.code(), s.signal()),
+            None => (None, None),
+        };
+        record.outcome = match (record.hang, code, sig) {
+            (true, ..) => "hang".to_owned(),
+            (_, Some(c), _) => format!("exit {c}"),
+            (_, None, Some(s)) => format!("signal {s}"),
+            _ => "unknown".to_owned(),
+        };
+        // A signalled launcher (or a hung one we killed) is followed by gc; what it finds of
+        // this launch is counted, and kept as evidence.
+        if record.hang || sig.is_some() || fault.and_then(Fault::signal).is_some() {
+            // Once now, and once more after a moment: a create the launcher cancelled may
+            // still be under way in the engine and take effect after the launcher ended.
+            let now = self.leftovers(&launch_label, false).await?.len();
+            tokio::time::sleep(GC_SETTLE).await;
+            let later = self.leftovers(&launch_label, false).await?.len();
+            record.left_for_gc = now.max(later);
+            if record.left_for_gc > 0 {
+                self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
+            }
+            match self.gc().await {
+                Ok(n) => record.gc_removed = n,
+                Err(e) => record.mismatch = Some(format!("gc failed: {e:#}")),
+            }
+        }
+        record.leaked = self.leftovers(&launch_label, true).await?;
+        if !record.leaked.is_empty() {
+            self.keep_evidence(i, &events, &stderr_path, "leaked");
+        }
+        // Check the output of a job that exited 0.
+        let out = ws.join(&job).join(OUTPUT);
+        let written = std::fs::read(&out).ok();
+        if code == Some(0) && fault != Some(Fault::FsFull) {
+            match &written {
+                Some(bytes) if fault::checksum(bytes) == fault::checksum(data.as_bytes()) => {}
+                Some(bytes) => {
+                    record.lost = Some(format!(
+                        "{} holds {} bytes, checksum {:016x}, want {:016x}",
+                        out.display(),
+                        bytes.len(),
+                        fault::checksum(bytes),
+                        fault::checksum(data.as_bytes())
+                    ))
+                }
+                None => record.lost = Some(format!("{} is missing", out.display())),
+            }
+        }
+        if record.mismatch.is_none() {
+            record.mismatch = expected(Expect::of(fault, exit), code, sig, record.hang)
+                .err()
+                .or_else(|| {
+                    (code == Some(125) && written.is_some()).then(|| {
+                        "exit 125 (certainly not run), but the command wrote its output".to_owned()
+                    })
+                });
+        }
+        if let Some(m) = &mut record.mismatch {
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            *m = format!(
+                "#{i} {}: {m}; stderr: {}",
+                fault.map_or("none".to_owned(), Fault::id),
+                err.trim().replace('\n', " | ")
+            );
+        }
+        if record.hang {
+            record.mismatch.get_or_insert(format!("#{i}: hang"));
+        }
+        let _ = std::fs::remove_dir_all(ws.join(&job));
+        let _ = std::fs::remove_file(&events);
+        let _ = std::fs::remove_file(&stderr_path);
+        Ok(record)
+    }
+
+    /// `mount-plan gc` through the narrowing proxy; how many containers it removed. One at a
+    /// time, as a site runs it: two at once race on the same orphan (see docs/reliability.md).
+    async fn gc(&self) -> Result<usize> {
+        let _one = self.gc_lock.lock().await;
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(&self.cli)
+                .args(["gc", "--runtime", self.runtime_arg(), "--socket"])
+                .arg(self.gc_proxy.url())
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .context("gc did not end within 120 s")??;
+        if !out.status.success() {
+            bail!(
+                "gc exited {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    }
+
+    /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
+    fn keep_evidence(&self, i: u64, events: &Path, stderr: &Path, what: &str) {
+        let dir = std::env::temp_dir().join("mp-soak-evidence");
+        let _ = std::fs::create_dir_all(&dir);
+        let stem = format!("{}-{}-{i}-{what}", self.run, self.index);
+        let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
+        let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
+    }
+
+    /// Containers still carrying this launch's label; with `remove`, removed too.
+    async fn leftovers(&self, launch_label: &str, remove: bool) -> Result<Vec<String>> {
+        let mut last = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let engine = match connect(self.engine).await {
+                Ok(e) => e,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match engine.list(LABEL_LAUNCH, launch_label).await {
+                Ok(found) => {
+                    let ids: Vec<String> = found.into_iter().map(|l| l.id).collect();
+                    for id in ids.iter().filter(|_| remove) {
+                        let _ = engine.remove(id).await;
+                    }
+                    return Ok(ids);
+                }
+                Err(e) => last = Some(e.into()),
+            }
+        }
+        Err(last.expect("attempted")).context("listing the launch's containers")
+    }
+}
+
+/// Connect to an engine as the benchmark does.
+pub async fn connect(engine: Engine) -> Result<Box<dyn mount_plan_launch::Engine>> {
+    Ok(match engine {
+        Engine::Docker => {
+            Box::new(mount_plan_docker::DockerEngine::connect(&Default::default()).await?)
+        }
+        Engine::Docker26 => Box::new(
+            mount_plan_docker::DockerEngine::connect(&mount_plan_docker::ConnectOptions {
+                host: Some(crate::nested_socket("MOUNT_PLAN_DOCKER26_SOCKET")?),
+                ..Default::default()
+            })
+            .await?,
+        ),
+        other => {
+            let url = match other {
+                Engine::PodmanRootful => crate::env_or(
+                    "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
+                    "unix:///run/podman/podman.sock",
+                ),
+                Engine::PodmanRootless => crate::env_or(
+                    "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
+                    &format!(
+                        "unix:///run/user/{}/podman/podman.sock",
+                        crate::rootless_uid()?
+                    ),
+                ),
+                _ => crate::nested_socket("MOUNT_PLAN_PODMAN5_SOCKET")?,
+            };
+            Box::new(mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?)
+        }
+    })
+}
+
+/// Send `sig` to `pid`.
+async fn signal(pid: u32, sig: i32) {
+    let _ = tokio::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .await;
+}
+
+/// The container of the `started` event in a launch's events file, once it appears.
+async fn started_container(events: &Path, within: Duration) -> Option<String> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Ok(text) = std::fs::read_to_string(events) {
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                match v["event"].as_str() {
+                    Some("started") => return v["container"].as_str().map(str::to_owned),
+                    Some("failed" | "cancelled") => return None,
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Whether the launcher's end is one the fault allows.
+fn expected(expect: Expect, code: Option<i32>, sig: Option<i32>, hang: bool) -> Result<(), String> {
+    if hang {
+        return Err("hang".into());
+    }
+    let ok = match (expect, code, sig) {
+        (Expect::Status(want), Some(c), _) => c == want,
+        (Expect::OwnFailure, Some(c), _) => (1..=121).contains(&c),
+        (Expect::Recovered, Some(c), _) => matches!(c, 0 | 122 | 125),
+        // 128 + the signal; 0 when the job had ended first; killed by the signal itself when
+        // it came before the launcher installed its handlers.
+        (Expect::Cancelled(s), Some(c), _) => c == 128 + s || c == 0,
+        (Expect::Cancelled(s), None, Some(got)) => got == s,
+        (Expect::Killed, None, Some(9)) => true,
+        (Expect::Killed, Some(0), _) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "ended with {} where {expect:?} was expected",
+            match (code, sig) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "nothing".into(),
+            }
+        ))
+    }
+}
+
+/// What one launch showed.
+#[derive(Debug)]
+struct Record {
+    fault: Option<Fault>,
+    outcome: String,
+    leaked: Vec<String>,
+    lost: Option<String>,
+    hang: bool,
+    fired: bool,
+    /// The request line the proxy broke.
+    broke: Option<String>,
+    gc_removed: usize,
+    /// Containers of this launch still there after its launcher ended, before gc.
+    left_for_gc: usize,
+    mismatch: Option<String>,
+    elapsed: Duration,
+}
+
+impl Record {
+    fn line(&self) -> String {
+        format!(
+            "{}{} -> {} in {:.1}s{}{}{}{}",
+            self.fault.map_or("none".to_owned(), Fault::id),
+            self.broke
+                .as_ref()
+                .map_or(String::new(), |b| format!(" at {b:?}")),
+            self.outcome,
+            self.elapsed.as_secs_f64(),
+            if self.fired {
+                ""
+            } else {
+                " (fault not reached)"
+            },
+            if self.leaked.is_empty() {
+                String::new()
+            } else {
+                format!(" LEAKED {:?}", self.leaked)
+            },
+            self.lost
+                .as_ref()
+                .map_or(String::new(), |l| format!(" LOST {l}")),
+            self.mismatch
+                .as_ref()
+                .map_or(String::new(), |m| format!(" MISMATCH {m}")),
+        )
+    }
+
+    fn count(self, t: &mut Tally) {
+        t.launches += 1;
+        let mut outcome = self.outcome.clone();
+        if self.left_for_gc > 0 {
+            outcome.push_str(" +gc");
+            t.left_for_gc += 1;
+        }
+        if !self.fired {
+            outcome.push_str(" (not reached)");
+            t.not_fired += 1;
+        }
+        *t.outcomes
+            .entry(self.fault.map_or("none".to_owned(), Fault::id))
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+        if !self.leaked.is_empty() {
+            t.leaked += 1;
+            t.notes.push(format!("LEAKED {}", self.line()));
+        }
+        if let Some(l) = self.lost {
+            t.lost += 1;
+            t.notes.push(format!("LOST OUTPUT {l}"));
+        }
+        if self.hang {
+            t.hangs += 1;
+        }
+        t.gc_removed += self.gc_removed;
+        if let Some(m) = self.mismatch {
+            t.mismatches.push(m);
+        }
+    }
+}
