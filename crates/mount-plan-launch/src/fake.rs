@@ -61,7 +61,13 @@ pub enum Fault {
     Hang,
     /// The operation takes effect, then its answer is lost.
     LoseAnswer,
+    /// (create only) The engine takes [`SLOW`] to create the container and finishes it even
+    /// if the caller stops waiting, as a real engine does with a request already sent.
+    Slow,
 }
+
+/// How long a [`Fault::Slow`] create takes.
+pub const SLOW: Duration = Duration::from_secs(1);
 
 /// A container's state in the fake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +238,8 @@ impl FakeEngine {
             Some(Fault::Fail) => Err(Self::refused(name, id)),
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::LoseAnswer) => Ok(true),
+            // Handled by the operations that model it (create).
+            Some(Fault::Slow) => Ok(false),
         }
     }
 
@@ -319,22 +327,43 @@ impl Engine for FakeEngine {
     }
 
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+        let slow = self
+            .state
+            .lock()
+            .unwrap()
+            .faults
+            .iter()
+            .any(|(o, f, n)| *o == Op::Create && *f == Fault::Slow && *n > 0);
         let lose = self.before(Op::Create, "create", "").await?;
-        let id = {
-            let mut state = self.state.lock().unwrap();
-            state.next += 1;
-            let id = format!("fake{}", state.next);
-            state.containers.insert(
-                id.clone(),
-                FakeContainer {
-                    labels: request.labels.clone(),
-                    state: FakeState::Created,
-                    plan: request.plan.plan().clone(),
-                    cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
-                    gate: request.gate.clone(),
-                },
-            );
-            id
+        let container = FakeContainer {
+            labels: request.labels.clone(),
+            state: FakeState::Created,
+            plan: request.plan.plan().clone(),
+            cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
+            gate: request.gate.clone(),
+        };
+        let insert = {
+            let state = self.state.clone();
+            let changed = self.changed.clone();
+            move || {
+                let mut state = state.lock().unwrap();
+                state.next += 1;
+                let id = format!("fake{}", state.next);
+                state.containers.insert(id.clone(), container);
+                changed.notify_waiters();
+                id
+            }
+        };
+        let id = if slow {
+            // The engine goes on with it whether or not the caller still waits.
+            tokio::spawn(async move {
+                tokio::time::sleep(SLOW).await;
+                insert()
+            })
+            .await
+            .expect("the fake's create task")
+        } else {
+            insert()
         };
         if lose {
             return Err(Self::lost("create", ""));

@@ -41,8 +41,16 @@ use crate::protection::{Availability, EngineReport, Protection};
 use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
 use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
-/// How many times a clean-up call (remove, the look-up by launch id) is tried.
-const CLEANUP_ATTEMPTS: u32 = 3;
+/// How many times a clean-up call (remove, the look-up by launch id) is tried; the pause
+/// between tries doubles from [`RETRY_PAUSE`], so the tries span about 6 s: long enough for an
+/// engine service that restarts (Podman's takes 1-2 s) to answer again.
+const CLEANUP_ATTEMPTS: u32 = 6;
+/// How long a `create` already sent may still take to answer once the launch is cancelled:
+/// it is not abandoned (the engine would finish it unseen, after the look-up by launch id).
+const CANCELLED_CREATE_SETTLE: Duration = Duration::from_secs(10);
+/// After a `create` whose outcome is unknown found nothing under the launch id, the look-up
+/// runs once more after this pause (the engine may still be creating).
+const LATE_CREATE_PAUSE: Duration = Duration::from_secs(1);
 /// How many times a failed `wait` is resolved by inspecting and waiting again.
 const WAIT_ATTEMPTS: u32 = 3;
 /// Pause between retries of a failed call.
@@ -446,7 +454,7 @@ impl Driver<'_> {
         self.gate = Some(gate.clone());
         // From here, a failure looks for containers of this launch (see `fail`).
         self.create_attempted = true;
-        let id = self.call("create", engine.create(&request)).await?;
+        let id = self.create(&request).await?;
         self.container = Some(id.clone());
         self.observer.event(&Event::Created {
             container: id.clone(),
@@ -642,19 +650,54 @@ impl Driver<'_> {
         }
     }
 
+    /// `create`, bounded by the call timeout. A cancellation while it is in flight does not
+    /// abandon it: its answer is awaited a little longer ([`CANCELLED_CREATE_SETTLE`]), so that
+    /// the container it made is known and removed, then the launch stops as cancelled.
+    async fn create(&mut self, request: &CreateRequest<'_>) -> Result<String, Stop> {
+        let create = self.engine.create(request);
+        tokio::pin!(create);
+        let timeout = self.options.call_timeout;
+        let answered = tokio::select! {
+            biased;
+            _ = self.options.cancel.cancelled() => None,
+            r = tokio::time::timeout(timeout, &mut create) => Some(r),
+        };
+        match answered {
+            Some(Ok(r)) => r.map_err(Stop::Error),
+            Some(Err(_)) => Err(Stop::Error(self.lost("create"))),
+            None => {
+                let settle = CANCELLED_CREATE_SETTLE.min(timeout);
+                if let Ok(Ok(id)) = tokio::time::timeout(settle, &mut create).await {
+                    self.container = Some(id);
+                }
+                Err(Stop::Cancelled)
+            }
+        }
+    }
+
     /// Remove every container labelled with this launch's id (after a create whose outcome
-    /// is unknown).
-    async fn remove_launch(&mut self) -> Result<(), LaunchError> {
+    /// is unknown). A look-up that finds nothing is made once more after a pause: a create
+    /// whose answer was lost may still be in progress in the engine.
+    async fn remove_launch(&mut self, uncertain: bool) -> Result<(), LaunchError> {
         let launch = self.launch.to_string();
         let mut last = None;
-        for attempt in 0..CLEANUP_ATTEMPTS {
+        // A definite "no" from the engine created nothing: one empty look-up is enough.
+        let mut looked_again = !uncertain;
+        let mut attempt = 0;
+        while attempt < CLEANUP_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(RETRY_PAUSE).await;
+                tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
             }
+            attempt += 1;
             match self
                 .cleanup_call("list", self.engine.list(LABEL_LAUNCH, &launch))
                 .await
             {
+                Ok(found) if found.is_empty() && !looked_again => {
+                    looked_again = true;
+                    attempt = 0;
+                    tokio::time::sleep(LATE_CREATE_PAUSE).await;
+                }
                 Ok(found) => {
                     for listed in found {
                         self.container = Some(listed.id.clone());
@@ -676,7 +719,7 @@ impl Driver<'_> {
         let mut last = None;
         for attempt in 0..CLEANUP_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(RETRY_PAUSE).await;
+                tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
             }
             match self.cleanup_call("remove", self.engine.remove(id)).await {
                 Ok(()) | Err(LaunchError::NotFound { .. }) => {
@@ -754,7 +797,13 @@ impl Driver<'_> {
             }
         } else if !self.create_attempted {
             // Refused before any engine call that creates: nothing to look for.
-        } else if let Err(leftover) = self.remove_launch().await {
+        } else if let Err(leftover) = self
+            .remove_launch(matches!(
+                error,
+                LaunchError::AnswerLost { .. } | LaunchError::Cancelled
+            ))
+            .await
+        {
             error = LaunchError::Cleanup {
                 container: String::new(),
                 first: Box::new(error),
@@ -889,12 +938,17 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
             }
         }
         let verdict = judge(&listed.labels, &here, &process_start);
-        let removed = match verdict {
-            Verdict::Orphan(_) if !options.dry_run => match engine.remove(&listed.id).await {
-                Ok(()) | Err(LaunchError::NotFound { .. }) => true,
-                Err(e) => return Err(e),
+        // A removal that fails (another gc removing it at the same moment: Docker answers
+        // 409) does not stop the others: the container is reported as kept, with why.
+        let (verdict, removed) = match verdict {
+            Verdict::Orphan(why) if !options.dry_run => match engine.remove(&listed.id).await {
+                Ok(()) | Err(LaunchError::NotFound { .. }) => (Verdict::Orphan(why), true),
+                Err(e) => (
+                    Verdict::Unknown(format!("{why}, but its removal failed: {e}")),
+                    false,
+                ),
             },
-            _ => false,
+            v => (v, false),
         };
         out.push(Collected {
             job: listed.labels.get(crate::spec::LABEL_JOB).cloned(),
