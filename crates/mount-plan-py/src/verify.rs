@@ -180,6 +180,11 @@ impl VerifiedPlan {
                 "warnings".into(),
                 json(serde_json::to_value(self.inner.warnings()))?,
             );
+            // Sockets, fifos and device nodes the scan found (as `plan --verify` prints).
+            obj.insert(
+                "findings".into(),
+                json(serde_json::to_value(self.inner.findings()))?,
+            );
         }
         value_to_py(py, &value)
     }
