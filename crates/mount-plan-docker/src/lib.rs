@@ -304,17 +304,11 @@ impl Engine for DockerEngine {
             .await
             .map_err(not_created)?;
         let config = image.config.unwrap_or_default();
-        let (entrypoint, cmd) = request
-            .gate
-            .command_line(
-                request.spec,
-                &config.entrypoint.unwrap_or_default(),
-                &config.cmd.unwrap_or_default(),
-            )
-            .ok_or_else(|| LaunchError::Create {
-                job: plan.job().to_string(),
-                source: "no command: neither the launch nor the image gives one".into(),
-            })?;
+        let (entrypoint, cmd) = request.gate.command_line(
+            request.spec,
+            &config.entrypoint.unwrap_or_default(),
+            &config.cmd.unwrap_or_default(),
+        )?;
         call.body.entrypoint = Some(entrypoint);
         call.body.cmd = Some(cmd);
         let created = self

@@ -24,6 +24,7 @@
 use mount_plan_host::VerifiedPlan;
 
 use crate::identity::LaunchId;
+use crate::runtime::LaunchError;
 use crate::spec::LaunchSpec;
 
 /// The gate's executable, built statically from `crates/mount-plan-gate` by this crate's
@@ -48,6 +49,7 @@ const LINE_PREFIX: &str = "mount-plan-gate: ";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
     nonce: String,
+    job: String,
     entrypoint: Vec<String>,
     root: (String, u32),
     /// For each bind: the index of its device word in `entrypoint`, and whether it is one of
@@ -102,6 +104,7 @@ impl Gate {
         args.extend(["cwd".into(), p.workdir().to_string(), "--".into()]);
         Gate {
             nonce,
+            job: p.job().as_str().to_owned(),
             entrypoint: args,
             root: (root.target().to_string(), root.mode()),
             devices,
@@ -139,25 +142,29 @@ impl Gate {
 
     /// The whole entrypoint and command of the container, from the image's own
     /// (`image_entrypoint`, `image_command`) and the launch's command (which, as on every
-    /// engine, replaces the image's command and keeps its entrypoint). `None` when there is
-    /// nothing to run at all.
+    /// engine, replaces the image's command and keeps its entrypoint). When there is nothing
+    /// to run at all, the create is refused ([`LaunchError::Create`]), as an engine refuses a
+    /// container without a command.
     pub fn command_line(
         &self,
         spec: &LaunchSpec,
         image_entrypoint: &[String],
         image_command: &[String],
-    ) -> Option<(Vec<String>, Vec<String>)> {
+    ) -> Result<(Vec<String>, Vec<String>), LaunchError> {
         let command = if spec.command.is_empty() {
             image_command.to_vec()
         } else {
             spec.command.clone()
         };
         if image_entrypoint.is_empty() && command.is_empty() {
-            return None;
+            return Err(LaunchError::Create {
+                job: self.job.clone(),
+                source: "no command: neither the launch nor the image gives one".into(),
+            });
         }
         let mut entrypoint = self.entrypoint.clone();
         entrypoint.extend(image_entrypoint.iter().cloned());
-        Some((entrypoint, command))
+        Ok((entrypoint, command))
     }
 
     /// The tar archive to copy into the container at `/` before it starts: `.mount-plan/gate`
@@ -296,8 +303,13 @@ mod tests {
         let (ep, cmd) = g.command_line(&spec, &[], &s(&["sh"])).unwrap();
         assert_eq!(ep.last().unwrap(), "--");
         assert_eq!(cmd, s(&["sh"]));
-        // Nothing at all to run.
-        assert!(g.command_line(&spec, &[], &[]).is_none());
+        // Nothing at all to run: the create is refused, naming the job.
+        let err = g.command_line(&spec, &[], &[]).unwrap_err();
+        assert_eq!(err.rule(), "create");
+        assert!(
+            err.to_string().contains("job-1") && err.to_string().contains("no command"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -449,17 +449,11 @@ impl Engine for PodmanEngine {
             .config
             .map(|c| (c.entrypoint, c.cmd))
             .unwrap_or_default();
-        let line = request
-            .gate
-            .command_line(
-                request.spec,
-                &image_entrypoint.unwrap_or_default(),
-                &image_cmd.unwrap_or_default(),
-            )
-            .ok_or_else(|| LaunchError::Create {
-                job: plan.job().as_str().to_owned(),
-                source: "no command: neither the launch nor the image gives one".into(),
-            })?;
+        let line = request.gate.command_line(
+            request.spec,
+            &image_entrypoint.unwrap_or_default(),
+            &image_cmd.unwrap_or_default(),
+        )?;
         let opts = translate(
             plan,
             request.spec,

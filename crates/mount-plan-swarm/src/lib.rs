@@ -242,16 +242,11 @@ impl Engine for SwarmEngine {
             .clone()
             .accepting_root_mode(mount_plan_docker::WORKDIR_PARENT_MODE)
             .node_local_devices();
-        let (entrypoint, command) = gate
-            .command_line(
-                request.spec,
-                &config.entrypoint.unwrap_or_default(),
-                &config.cmd.unwrap_or_default(),
-            )
-            .ok_or_else(|| LaunchError::Create {
-                job: plan.job().to_string(),
-                source: "no command: neither the launch nor the image gives one".into(),
-            })?;
+        let (entrypoint, command) = gate.command_line(
+            request.spec,
+            &config.entrypoint.unwrap_or_default(),
+            &config.cmd.unwrap_or_default(),
+        )?;
         let call = translate::GateCall {
             on_nodes: self.gate_on_nodes.clone(),
             entrypoint,
