@@ -35,10 +35,21 @@ pub enum Fault {
     MissingImage,
     /// The command does not exist in the image.
     BadCommand,
+    /// Aimed at the clean-up after a lost create answer: the proxy cuts the connection as soon
+    /// as the create request is sent, and hands it to the engine only half a second later
+    /// (an engine still creating when the launcher looks).
+    CutCreate,
+    /// Aimed at the removal's retries: the proxy drops the launch's first remove request.
+    DropRemove,
+    /// Aimed at a cancellation while create is in flight: the proxy holds the create request
+    /// three seconds, and the launcher gets SIGTERM meanwhile.
+    SigtermInCreate,
+    /// Aimed at `gc`: the launcher is killed with SIGKILL once its container has started.
+    SigkillAfterStart,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 17] = [
         Fault::JobKill,
         Fault::Oom,
         Fault::Exit,
@@ -52,6 +63,10 @@ impl Fault {
         Fault::FsFull,
         Fault::MissingImage,
         Fault::BadCommand,
+        Fault::CutCreate,
+        Fault::DropRemove,
+        Fault::SigtermInCreate,
+        Fault::SigkillAfterStart,
     ];
 
     /// The id used on the command line and in the report.
@@ -85,8 +100,8 @@ impl Fault {
     /// Whether the launcher runs as a child process that the soak signals.
     pub fn signal(self) -> Option<i32> {
         match self {
-            Fault::LauncherSigkill => Some(libc_sig::KILL),
-            Fault::LauncherSigterm => Some(libc_sig::TERM),
+            Fault::LauncherSigkill | Fault::SigkillAfterStart => Some(libc_sig::KILL),
+            Fault::LauncherSigterm | Fault::SigtermInCreate => Some(libc_sig::TERM),
             Fault::LauncherSigint => Some(libc_sig::INT),
             _ => None,
         }
@@ -194,17 +209,19 @@ pub enum Expect {
 impl Expect {
     pub fn of(fault: Option<Fault>, exit: u8) -> Expect {
         match fault {
-            None | Some(Fault::ProxyDelay) => Expect::Status(0),
+            None | Some(Fault::ProxyDelay | Fault::DropRemove) => Expect::Status(0),
             Some(Fault::Exit) => Expect::Status(i32::from(exit)),
             Some(Fault::JobKill | Fault::Oom) => Expect::Status(137),
             Some(Fault::FsFull) => Expect::OwnFailure,
-            Some(Fault::MissingImage | Fault::BadCommand) => Expect::Status(125),
+            Some(Fault::MissingImage | Fault::BadCommand | Fault::CutCreate) => Expect::Status(125),
             Some(Fault::ProxyDrop | Fault::ProxyTruncate | Fault::PodmanRestart) => {
                 Expect::Recovered
             }
             Some(Fault::LauncherSigterm) => Expect::Cancelled(libc_sig::TERM),
             Some(Fault::LauncherSigint) => Expect::Cancelled(libc_sig::INT),
-            Some(Fault::LauncherSigkill) => Expect::Killed,
+            // The signal comes while create is held: the launcher runs, with its handlers.
+            Some(Fault::SigtermInCreate) => Expect::Status(128 + libc_sig::TERM),
+            Some(Fault::LauncherSigkill | Fault::SigkillAfterStart) => Expect::Killed,
         }
     }
 }

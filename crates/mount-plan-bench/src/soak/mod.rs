@@ -24,14 +24,24 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
 use crate::Engine;
-use fault::{Expect, Fault, Rng, OUTPUT};
-use proxy::{Break, Proxy};
+use fault::{libc_sig, Expect, Fault, Rng, OUTPUT};
+use proxy::{Break, Proxy, Trigger};
 
 /// The label every soak container carries (`soak.run=RUN`), and the per-launch one.
 const LABEL_RUN: &str = "soak.run";
 const LABEL_LAUNCH: &str = "soak.launch";
 /// How long after a signalled launcher ends `gc` runs (as a site's periodic gc would, later).
 const GC_SETTLE: Duration = Duration::from_secs(2);
+/// The request line of a create, on Docker and on Podman.
+const CREATE: &str = "/containers/create";
+/// The request line of a removal.
+const REMOVE: &str = "DELETE /";
+/// How long `cut-create` keeps the create request from the engine after cutting the
+/// launcher's connection: longer than the launcher's first look, shorter than its second.
+const CUT_PAUSE: Duration = Duration::from_millis(500);
+/// How long `sigterm-in-create` holds the create request: longer than the launcher's two
+/// looks after a cancellation, shorter than its wait for a create in flight.
+const HOLD_CREATE: Duration = Duration::from_secs(3);
 
 /// Launches with faults injected, checked for leaks, lost outputs and hangs.
 #[derive(Debug, clap::Args)]
@@ -47,7 +57,9 @@ pub struct SoakArgs {
     concurrency: usize,
     /// Faults to inject: all, none, or a comma-separated list of job-kill, oom, exit,
     /// launcher-sigkill, launcher-sigterm, launcher-sigint, proxy-drop, proxy-delay,
-    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command
+    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, and the faults
+    /// aimed at one clean-up step each: cut-create, drop-remove, sigterm-in-create,
+    /// sigkill-after-start
     #[arg(long, default_value = "all")]
     faults: String,
     /// Seed of every random choice (which launch gets which fault, when, where)
@@ -242,11 +254,11 @@ impl Tally {
             .get_name()
             .to_owned();
         println!("{name}: {} launches", self.launches);
-        println!("  {:<18} {:>6}  outcomes", "fault", "count");
+        println!("  {:<20} {:>6}  outcomes", "fault", "count");
         for (f, outs) in &self.outcomes {
             let n: usize = outs.values().sum();
             let text: Vec<String> = outs.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            println!("  {f:<18} {n:>6}  {}", text.join(", "));
+            println!("  {f:<20} {n:>6}  {}", text.join(", "));
         }
         println!(
             "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, launches that left a container to gc {}, removed by gc {}",
@@ -279,6 +291,13 @@ struct Ctx {
     /// In front of the engine for `gc`, narrowing its listing to this run.
     gc_proxy: Proxy,
     gc_lock: tokio::sync::Mutex<()>,
+    /// Every container `gc` removed: (job, why). A gc run after one killed launcher removes
+    /// any orphan of this run, so each is judged at the end against the launches whose
+    /// launcher was killed: an orphan of a launcher that ended by itself is a leak that
+    /// another launch's gc happened to clean.
+    gc_log: Mutex<Vec<(String, String)>>,
+    /// The launches whose launcher was killed (by a fault, or as a hang).
+    killed: Mutex<std::collections::BTreeSet<u64>>,
     service: Option<Mutex<service::Service>>,
 }
 
@@ -342,6 +361,8 @@ impl Ctx {
             lock: tokio::sync::RwLock::new(()),
             gc_proxy,
             gc_lock: tokio::sync::Mutex::new(()),
+            gc_log: Mutex::new(Vec::new()),
+            killed: Mutex::new(Default::default()),
             service,
         })
     }
@@ -391,6 +412,7 @@ impl Ctx {
                     }
                     let record = self.launch(i as u64, args).await?;
                     let bad = !record.leaked.is_empty()
+                        || record.left_dir.is_some()
                         || record.lost.is_some()
                         || record.hang
                         || record.mismatch.is_some();
@@ -417,7 +439,20 @@ impl Ctx {
         for r in futures_util::future::join_all(workers).await {
             r?;
         }
-        let t = std::mem::take(&mut *tally.lock().expect("tally"));
+        let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
+        let killed = self.killed.lock().expect("killed");
+        let prefix = format!("soak-{}-{}-", self.seed, self.index);
+        for (job, why) in self.gc_log.lock().expect("gc log").iter() {
+            let index = job
+                .strip_prefix(&prefix)
+                .and_then(|i| i.parse::<u64>().ok());
+            if !index.is_some_and(|i| killed.contains(&i)) {
+                t.leaked += 1;
+                t.notes.push(format!(
+                    "LEAKED job {job}: its launcher was not killed, yet gc removed its container ({why})"
+                ));
+            }
+        }
         Ok(t)
     }
 
@@ -439,7 +474,8 @@ impl Ctx {
                 | Fault::LauncherSigterm
                 | Fault::LauncherSigint
                 | Fault::PodmanRestart
-                | Fault::JobKill,
+                | Fault::JobKill
+                | Fault::SigkillAfterStart,
             ) => 3000 + rng.below(2000),
             _ => rng.below(200),
         };
@@ -465,22 +501,31 @@ impl Ctx {
         } else {
             _shared = self.lock.read().await;
         }
-        let proxy = match fault {
-            Some(f @ (Fault::ProxyDrop | Fault::ProxyDelay | Fault::ProxyTruncate)) => {
-                let what = match f {
-                    Fault::ProxyDrop => Break::Drop,
-                    Fault::ProxyDelay => Break::Delay(pause_for),
-                    _ => Break::Truncate,
-                };
-                Some(Proxy::start(
-                    &self.dir.join(format!("p{i}.sock")),
-                    &self.target.socket,
-                    Some((at, what)),
-                    None,
-                )?)
+        let aim = match fault {
+            Some(Fault::ProxyDrop) => Some((Trigger::Nth(at), Break::Drop)),
+            Some(Fault::ProxyDelay) => Some((Trigger::Nth(at), Break::Delay(pause_for))),
+            Some(Fault::ProxyTruncate) => Some((Trigger::Nth(at), Break::Truncate)),
+            Some(Fault::CutCreate) => Some((Trigger::First(CREATE), Break::Cut(CUT_PAUSE))),
+            Some(Fault::DropRemove) => Some((Trigger::First(REMOVE), Break::Drop)),
+            Some(Fault::SigtermInCreate) => {
+                Some((Trigger::First(CREATE), Break::Delay(HOLD_CREATE)))
             }
             _ => None,
         };
+        let proxy = match aim {
+            Some(aim) => Some(Proxy::start(
+                &self.dir.join(format!("p{i}.sock")),
+                &self.target.socket,
+                Some(aim),
+                None,
+            )?),
+            None => None,
+        };
+        // The faults aimed at a create's clean-up use a job directory that exists before the
+        // launch, as a launcher that prepares it would: a launch releases only a directory it
+        // created, and a released directory would make the engine refuse a create that comes
+        // late (its bind source gone), hiding a container the clean-up missed.
+        let prepared = matches!(fault, Some(Fault::CutCreate | Fault::SigtermInCreate));
         let mut cmd = tokio::process::Command::new(&self.cli);
         cmd.arg("launch")
             .args(["--runtime", self.runtime_arg()])
@@ -488,7 +533,7 @@ impl Ctx {
             .arg(proxy.as_ref().map_or_else(|| self.engine_url(), Proxy::url))
             .arg("--workspace")
             .arg(&ws)
-            .args(["--job", &job, "--create-job-dir=fresh"])
+            .args(["--job", &job])
             .args(["--stop-grace", "1"])
             .arg("--label")
             .arg(format!("{LABEL_RUN}={}", self.run))
@@ -498,9 +543,14 @@ impl Ctx {
             .arg(format!("SOAK_DATA={data}"))
             .arg("--events")
             .arg(&events);
-        if self.rootless() {
-            let uid = crate::rootless_uid()?;
-            cmd.arg("--job-dir-owner").arg(format!("{uid}:{uid}"));
+        if prepared {
+            prepare_job_dir(&ws.join(&job), self.rootless())?;
+        } else {
+            cmd.arg("--create-job-dir=fresh");
+            if self.rootless() {
+                let uid = crate::rootless_uid()?;
+                cmd.arg("--job-dir-owner").arg(format!("{uid}:{uid}"));
+            }
         }
         match fault {
             Some(Fault::MissingImage) => cmd.args(["--image", "mount-plan-soak-missing:never"]),
@@ -527,6 +577,31 @@ impl Ctx {
         // The fault that comes from outside, at its moment.
         let outside = async {
             match fault {
+                // While the proxy holds the create request: the launcher is certainly
+                // running, with its handlers, and its create is in flight.
+                Some(Fault::SigtermInCreate) => {
+                    let p = proxy.as_ref().expect("a proxy holds the create");
+                    let until = Instant::now() + Duration::from_secs(60);
+                    while !p.fired() && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if !p.fired() {
+                        return Some("sigterm-in-create: no create request came".to_owned());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    signal(pid, libc_sig::TERM).await;
+                    None
+                }
+                Some(Fault::SigkillAfterStart) => {
+                    if started_container(&events, Duration::from_secs(60))
+                        .await
+                        .is_none()
+                    {
+                        return Some("sigkill-after-start: the container never started".to_owned());
+                    }
+                    signal(pid, libc_sig::KILL).await;
+                    None
+                }
                 Some(f) if f.signal().is_some() => {
                     tokio::time::sleep(Duration::from_millis(50) + delay).await;
                     signal(pid, f.signal().expect("checked")).await;
@@ -575,10 +650,8 @@ impl Ctx {
             lost: None,
             hang: false,
             fired: proxy.as_ref().is_none_or(Proxy::fired),
-            broke: proxy.as_ref().and_then(|p| {
-                let lines = p.request_lines();
-                p.fired().then(|| lines.get(at - 1).cloned()).flatten()
-            }),
+            broke: proxy.as_ref().and_then(Proxy::broken_line),
+            left_dir: None,
             gc_removed: 0,
             left_for_gc: 0,
             mismatch: outside_error,
@@ -593,6 +666,16 @@ impl Ctx {
                 None
             }
         };
+        // A request the proxy held back reaches the engine after the launcher may have ended:
+        // what it made must be there before this launch's leftovers are looked for.
+        if let Some(p) = &proxy {
+            if !p.settled(Duration::from_secs(30)).await {
+                record.mismatch.get_or_insert(
+                    "the request the proxy held back got no answer from the engine within 30 s"
+                        .to_owned(),
+                );
+            }
+        }
         drop(proxy);
         use std::os::unix::process::ExitStatusExt;
         let (code, sig) = match status {
@@ -605,9 +688,12 @@ impl Ctx {
             (_, None, Some(s)) => format!("signal {s}"),
             _ => "unknown".to_owned(),
         };
-        // A signalled launcher (or a hung one we killed) is followed by gc; what it finds of
-        // this launch is counted, and kept as evidence.
-        if record.hang || sig.is_some() || fault.and_then(Fault::signal).is_some() {
+        // A launcher killed by a signal (or a hung one we killed) is followed by gc; what it
+        // finds of this launch is counted, and kept as evidence. A launcher that ended with a
+        // status (a SIGTERM or SIGINT it handled included) promised to leave nothing: what it
+        // left is a leak.
+        if record.hang || sig.is_some() {
+            self.killed.lock().expect("killed").insert(i);
             // Once now, and once more after a moment: a create the launcher cancelled may
             // still be under way in the engine and take effect after the launcher ended.
             let now = self.leftovers(&launch_label, false).await?.len();
@@ -623,7 +709,16 @@ impl Ctx {
             }
         }
         record.leaked = self.leftovers(&launch_label, true).await?;
-        if !record.leaked.is_empty() {
+        // A launch that ended before its command ran releases the job directory it created
+        // (`--create-job-dir=fresh`).
+        if !prepared
+            && code.is_some()
+            && ended_before_the_command(&events)
+            && ws.join(&job).exists()
+        {
+            record.left_dir = Some(ws.join(&job).display().to_string());
+        }
+        if !record.leaked.is_empty() || record.left_dir.is_some() {
             self.keep_evidence(i, &events, &stderr_path, "leaked");
         }
         // Check the output of a job that exited 0.
@@ -692,7 +787,21 @@ impl Ctx {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+        // `removed ID (job J): why`, one line per container removed.
+        let mut removed = 0;
+        let mut log = self.gc_log.lock().expect("gc log");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = line.strip_prefix("removed ") else {
+                continue;
+            };
+            removed += 1;
+            let (job, why) = rest
+                .split_once(" (job ")
+                .and_then(|(_, r)| r.split_once("): "))
+                .unwrap_or(("?", rest));
+            log.push((job.to_owned(), why.to_owned()));
+        }
+        Ok(removed)
     }
 
     /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
@@ -796,6 +905,30 @@ async fn started_container(events: &Path, within: Duration) -> Option<String> {
     None
 }
 
+/// Create a job directory before its launch (mode 0750; on rootless Podman owned by the
+/// service's user, whom the container's root is).
+fn prepare_job_dir(dir: &Path, rootless: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+    if rootless {
+        let uid = crate::rootless_uid()?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(uid))?;
+    }
+    Ok(())
+}
+
+/// Whether the launch's events end in `failed` or `cancelled` with `command_ran: false`.
+fn ended_before_the_command(events: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(events) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| matches!(v["event"].as_str(), Some("failed" | "cancelled")))
+        .is_some_and(|v| v["command_ran"] == serde_json::Value::Bool(false))
+}
+
 /// Whether the launcher's end is one the fault allows.
 fn expected(expect: Expect, code: Option<i32>, sig: Option<i32>, hang: bool) -> Result<(), String> {
     if hang {
@@ -839,6 +972,8 @@ struct Record {
     /// The request line the proxy broke.
     broke: Option<String>,
     gc_removed: usize,
+    /// The job directory a launch created and should have released, still there.
+    left_dir: Option<String>,
     /// Containers of this launch still there after its launcher ended, before gc.
     left_for_gc: usize,
     mismatch: Option<String>,
@@ -848,7 +983,7 @@ struct Record {
 impl Record {
     fn line(&self) -> String {
         format!(
-            "{}{} -> {} in {:.1}s{}{}{}{}",
+            "{}{} -> {} in {:.1}s{}{}{}{}{}",
             self.fault.map_or("none".to_owned(), Fault::id),
             self.broke
                 .as_ref()
@@ -865,6 +1000,9 @@ impl Record {
             } else {
                 format!(" LEAKED {:?}", self.leaked)
             },
+            self.left_dir
+                .as_ref()
+                .map_or(String::new(), |d| format!(" LEFT DIRECTORY {d}")),
             self.lost
                 .as_ref()
                 .map_or(String::new(), |l| format!(" LOST {l}")),
@@ -890,7 +1028,7 @@ impl Record {
             .or_default()
             .entry(outcome)
             .or_default() += 1;
-        if !self.leaked.is_empty() {
+        if !self.leaked.is_empty() || self.left_dir.is_some() {
             t.leaked += 1;
             t.notes.push(format!("LEAKED {}", self.line()));
         }

@@ -22,17 +22,32 @@ pub enum Break {
     Delay(Duration),
     /// Forward it, then half of the first piece of its answer, then close.
     Truncate,
+    /// Close the client's connection at once, and hand the request to the engine only after
+    /// this pause (its answer is read and thrown away): the launcher sees a lost answer while
+    /// the engine is still working on the request.
+    Cut(Duration),
+}
+
+/// Which request is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The k-th request (1-based) on any connection.
+    Nth(usize),
+    /// The first request whose request line contains this text.
+    First(&'static str),
 }
 
 #[derive(Debug)]
 struct State {
     upstream: PathBuf,
-    /// The 1-based request to break, with what to do.
-    fault: Option<(usize, Break)>,
+    /// The request to break, with what to do.
+    fault: Option<(Trigger, Break)>,
     /// Add `label=KEY=VALUE` to every container listing's filters.
     narrow: Option<String>,
     seen: AtomicUsize,
     fired: AtomicBool,
+    /// Requests held back (delay, cut) whose answer has not come back from the engine yet.
+    held: AtomicUsize,
     /// Request lines seen, for `--verbose`.
     log: std::sync::Mutex<Vec<String>>,
 }
@@ -50,7 +65,7 @@ impl Proxy {
     pub fn start(
         path: &Path,
         upstream: &Path,
-        fault: Option<(usize, Break)>,
+        fault: Option<(Trigger, Break)>,
         narrow: Option<String>,
     ) -> Result<Proxy> {
         let _ = std::fs::remove_file(path);
@@ -62,6 +77,7 @@ impl Proxy {
             narrow,
             seen: AtomicUsize::new(0),
             fired: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             log: Default::default(),
         });
         let s = state.clone();
@@ -85,6 +101,32 @@ impl Proxy {
     /// Whether the fault was injected (the launch made enough requests to reach it).
     pub fn fired(&self) -> bool {
         self.state.fired.load(Ordering::SeqCst)
+    }
+
+    /// Wait (at most `within`) until every request held back has reached the engine and been
+    /// answered: what the engine made of it is there to be seen. True if it was.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while self.state.held.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// The request line the fault was applied to.
+    pub fn broken_line(&self) -> Option<String> {
+        if !self.fired() {
+            return None;
+        }
+        let lines = self.request_lines();
+        match self.state.fault {
+            Some((Trigger::Nth(k), _)) => lines.get(k - 1).cloned(),
+            Some((Trigger::First(text), _)) => lines.into_iter().find(|l| l.contains(text)),
+            None => None,
+        }
     }
 
     /// The request lines seen, in order.
@@ -115,6 +157,28 @@ fn request_ends(before: &[u8], chunk: &[u8]) -> usize {
         .count()
 }
 
+/// One held request: counted in `State::held` until released (or dropped).
+struct Held(Option<Arc<State>>);
+
+impl Held {
+    fn new(st: &Arc<State>) -> Held {
+        st.held.fetch_add(1, Ordering::SeqCst);
+        Held(Some(st.clone()))
+    }
+
+    fn release(&mut self) {
+        if let Some(st) = self.0.take() {
+            st.held.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 async fn serve(client: UnixStream, st: Arc<State>) {
     let Ok(server) = UnixStream::connect(&st.upstream).await else {
         return;
@@ -126,12 +190,17 @@ async fn serve(client: UnixStream, st: Arc<State>) {
     let mut before: Vec<u8> = Vec::new();
     let mut truncate_armed = false;
     let mut client_open = true;
-    loop {
+    // A delayed request, until the engine's answer to it starts coming back.
+    let mut held: Option<Held> = None;
+    let (cut, pause, mut cut_held) = 'conn: loop {
         tokio::select! {
             n = cr.read(&mut cbuf), if client_open => {
                 let n = match n {
                     Ok(0) | Err(_) => {
-                        let _ = sw.shutdown().await;
+                        // The engine still gets a held request, as from a client that waits.
+                        if held.is_none() {
+                            let _ = sw.shutdown().await;
+                        }
                         client_open = false;
                         continue;
                     }
@@ -140,10 +209,14 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                 let mut chunk = cbuf[..n].to_vec();
                 let requests = request_ends(&before, &chunk);
                 before = chunk.clone();
+                let line = String::from_utf8_lossy(&chunk)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 if requests > 0 {
                     if let Ok(mut log) = st.log.lock() {
-                        let line = String::from_utf8_lossy(&chunk);
-                        log.push(line.lines().next().unwrap_or_default().to_owned());
+                        log.push(line.clone());
                     }
                 }
                 if let Some(label) = &st.narrow {
@@ -157,15 +230,25 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                 }
                 for _ in 0..requests {
                     let k = st.seen.fetch_add(1, Ordering::SeqCst) + 1;
-                    let Some((at, what)) = st.fault else { continue };
-                    if k != at {
+                    let Some((trigger, what)) = st.fault else { continue };
+                    let hit = match trigger {
+                        Trigger::Nth(at) => k == at,
+                        Trigger::First(text) => {
+                            line.contains(text) && !st.fired.load(Ordering::SeqCst)
+                        }
+                    };
+                    if !hit {
                         continue;
                     }
                     st.fired.store(true, Ordering::SeqCst);
                     match what {
                         Break::Drop => return,
-                        Break::Delay(d) => tokio::time::sleep(d).await,
+                        Break::Delay(d) => {
+                            held = Some(Held::new(&st));
+                            tokio::time::sleep(d).await;
+                        }
                         Break::Truncate => truncate_armed = true,
+                        Break::Cut(d) => break 'conn (chunk, d, Held::new(&st)),
                     }
                 }
                 if sw.write_all(&chunk).await.is_err() {
@@ -173,6 +256,9 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                 }
             }
             n = sr.read(&mut sbuf) => {
+                if let Some(mut h) = held.take() {
+                    h.release();
+                }
                 let n = match n {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
@@ -186,7 +272,31 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                 }
             }
         }
+    };
+    // The rest of the request (a body sent after its head), then the launcher's connection
+    // ends; the engine gets the request later, as from a client that is still there.
+    let mut cut = cut;
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), cr.read(&mut cbuf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        cut.extend_from_slice(&cbuf[..n]);
     }
+    drop((cr, cw));
+    tokio::time::sleep(pause).await;
+    if sw.write_all(&cut).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(n) = sr.read(&mut sbuf).await {
+            cut_held.release();
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 enum Narrowed {
@@ -281,6 +391,7 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_request_line_split_across_reads_counts_once() {
@@ -291,6 +402,127 @@ mod tests {
         assert_eq!(
             request_ends(b"", b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n"),
             2
+        );
+    }
+
+    /// An engine stand-in: answers each request (head and a 4-byte body) with an empty 200,
+    /// and reports each request it got with the time it got it.
+    async fn upstream(path: PathBuf) -> tokio::sync::mpsc::UnboundedReceiver<(String, Instant)> {
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        if got.ends_with(b"\r\n\r\nbody") {
+                            let _ = tx.send((String::from_utf8_lossy(&got).into(), Instant::now()));
+                            got.clear();
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        rx
+    }
+
+    /// One request, its head and body written apart; what the client read back.
+    async fn request(proxy: &Proxy, line: &str) -> Vec<u8> {
+        let path = proxy.url().trim_start_matches("unix://").to_owned();
+        let mut c = UnixStream::connect(path).await.unwrap();
+        c.write_all(format!("{line} HTTP/1.1\r\nContent-Length: 4\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A dropped request's connection may be closed already.
+        let _ = c.write_all(b"body").await;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await {
+            if n == 0 || answer.ends_with(b"\r\n\r\n") {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        answer
+    }
+
+    #[tokio::test]
+    async fn cut_ends_the_launchers_connection_then_hands_the_whole_request_on_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut got = upstream(dir.path().join("engine.sock")).await;
+        let pause = Duration::from_millis(400);
+        let proxy = Proxy::start(
+            &dir.path().join("proxy.sock"),
+            &dir.path().join("engine.sock"),
+            Some((Trigger::First("/containers/create"), Break::Cut(pause))),
+            None,
+        )
+        .unwrap();
+        let sent = Instant::now();
+        let answer = request(&proxy, "POST /v1.41/containers/create?name=x").await;
+        assert!(answer.is_empty(), "the launcher got an answer: {answer:?}");
+        // Settled: the engine got the whole request and answered it.
+        assert!(proxy.settled(Duration::from_secs(5)).await, "never settled");
+        let (text, at) = got
+            .try_recv()
+            .expect("settled before the engine got the request");
+        assert!(
+            text.starts_with("POST /v1.41/containers/create?name=x HTTP/1.1"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\r\n\r\nbody"),
+            "the body was not handed on: {text:?}"
+        );
+        assert!(at - sent >= pause, "handed on after {:?}", at - sent);
+        assert!(proxy.fired());
+        assert_eq!(
+            proxy.broken_line().as_deref(),
+            Some("POST /v1.41/containers/create?name=x HTTP/1.1")
+        );
+        // Only the first match is broken: the next create passes through.
+        let answer = request(&proxy, "POST /v1.41/containers/create?name=y").await;
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK"), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn first_skips_requests_that_do_not_match_and_drops_the_one_that_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut got = upstream(dir.path().join("engine.sock")).await;
+        let proxy = Proxy::start(
+            &dir.path().join("proxy.sock"),
+            &dir.path().join("engine.sock"),
+            Some((Trigger::First("DELETE /"), Break::Drop)),
+            None,
+        )
+        .unwrap();
+        let answer = request(&proxy, "GET /v1.41/containers/abc/json").await;
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK"), "{answer:?}");
+        assert!(!proxy.fired());
+        got.recv().await.unwrap();
+        let answer = request(&proxy, "DELETE /v1.41/containers/abc?force=true").await;
+        assert!(answer.is_empty(), "{answer:?}");
+        assert!(proxy.fired());
+        let answer = request(&proxy, "DELETE /v1.41/containers/abc?force=true").await;
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK"), "{answer:?}");
+        let (text, _) = got.recv().await.unwrap();
+        assert!(text.starts_with("DELETE /"), "{text}");
+        assert!(
+            got.try_recv().is_err(),
+            "the dropped request reached the engine"
         );
     }
 
