@@ -242,7 +242,7 @@ impl Layout {
     }
 
     /// The layout as a layout file's keys (`container_root`, `shared`, `root`,
-    /// `root_size_bytes`, `extra_mounts`).
+    /// `root_size_bytes`, `extra_mounts`, `require`).
     fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let spec = LayoutSpec {
             container_root: Some(self.inner.container_root().to_string()),
@@ -263,7 +263,7 @@ impl Layout {
                     read_only: m.read_only(),
                 })
                 .collect(),
-            require: Vec::new(),
+            require: self.inner.required_hardening().iter().copied().collect(),
         };
         to_py(py, &spec)
     }

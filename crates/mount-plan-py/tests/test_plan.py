@@ -160,7 +160,8 @@ def test_docker_mounts_are_engine_api_mounts():
 def test_layout_object_and_file(tmp_path):
     f = tmp_path / "site.toml"
     f.write_text('container_root = "/var/tmp/nvflare/workspace"\nshared = ["startup"]\n'
-                 'root = "scratch"\nroot_size_bytes = 65536\n\n[[extra_mounts]]\n'
+                 'root = "scratch"\nroot_size_bytes = 65536\nrequire = ["noexec"]\n\n'
+                 '[[extra_mounts]]\n'
                  'source = "/datasets/mnist"\ntarget = "/data/mnist"\n')
     layout = mount_plan.Layout.from_file(f)
     assert layout == mount_plan.Layout(layout=f)
@@ -175,7 +176,9 @@ def test_layout_object_and_file(tmp_path):
     assert p.workdir == "/var/tmp/nvflare/workspace/job-1"
     assert p == layout.plan("/srv/site", "job-1") == mount_plan.plan("/srv/site", "job-1",
                                                                       layout=f)
-    assert mount_plan.Layout.from_file(f).to_dict()["root"] == "scratch"
+    exported = mount_plan.Layout.from_file(f).to_dict()
+    assert (exported["root"], exported["require"]) == ("scratch", ["noexec"])
+    assert mount_plan.Layout().to_dict()["require"] == []
     with pytest.raises(mount_plan.PlanError) as e:
         layout.job("STARTUP")
     assert e.value.rule == "reserved"

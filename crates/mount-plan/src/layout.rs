@@ -356,6 +356,10 @@ impl Layout {
     pub fn extra_mounts(&self) -> &[ExtraMount] {
         &self.extra_mounts
     }
+    /// The hardening the site requires ([`LayoutSpec::require`]), carried into every plan.
+    pub fn required_hardening(&self) -> &std::collections::BTreeSet<Hardening> {
+        &self.require
+    }
 
     /// Parse a job name and refuse it when it is reserved in this layout (equal to a shared
     /// directory name, ignoring ASCII case).

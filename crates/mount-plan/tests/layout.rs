@@ -2,8 +2,8 @@
 //! extra mounts.
 
 use mount_plan::{
-    ExtraMountSpec, Layout, LayoutError, LayoutSpec, NameError, PathError, RootKind, RootPolicy,
-    DEFAULT_CONTAINER_ROOT, DEFAULT_READ_ONLY_ROOT_SIZE,
+    ExtraMountSpec, Hardening, Layout, LayoutError, LayoutSpec, NameError, PathError, RootKind,
+    RootPolicy, DEFAULT_CONTAINER_ROOT, DEFAULT_READ_ONLY_ROOT_SIZE,
 };
 
 /// Assert `spec` is refused by `rule`, with a message naming the rule and quoting `value`.
@@ -60,7 +60,28 @@ fn default_layout() {
     assert!(layout.root().read_only());
     assert_eq!(layout.root().mode(), 0o555);
     assert!(layout.extra_mounts().is_empty());
+    assert!(layout.required_hardening().is_empty());
     assert_eq!(LayoutSpec::default().build().unwrap(), layout);
+}
+
+#[test]
+fn required_hardening_is_kept_once_each_and_carried_into_plans() {
+    let layout = LayoutSpec {
+        require: vec![Hardening::NoExec, Hardening::NoSuid, Hardening::NoExec],
+        ..LayoutSpec::default()
+    }
+    .build()
+    .unwrap();
+    let want: Vec<Hardening> = vec![Hardening::NoSuid, Hardening::NoExec];
+    let got: Vec<Hardening> = layout.required_hardening().iter().copied().collect();
+    assert_eq!(got, want);
+    let plan = layout
+        .plan(
+            &mount_plan::HostPath::parse("/srv/site").unwrap(),
+            &mount_plan::JobName::parse("job-1").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(plan.required_hardening(), layout.required_hardening());
 }
 
 #[test]
