@@ -64,6 +64,9 @@ pub enum Fault {
     /// (create only) The engine takes [`SLOW`] to create the container and finishes it even
     /// if the caller stops waiting, as a real engine does with a request already sent.
     Slow,
+    /// (remove only) Someone else (its own launcher, another gc) removed the container just
+    /// before: the engine answers not found.
+    Gone,
 }
 
 /// How long a [`Fault::Slow`] create takes.
@@ -240,6 +243,10 @@ impl FakeEngine {
             Some(Fault::LoseAnswer) => Ok(true),
             // Handled by the operations that model it (create).
             Some(Fault::Slow) => Ok(false),
+            Some(Fault::Gone) => {
+                self.state.lock().unwrap().containers.remove(id);
+                Ok(false)
+            }
         }
     }
 

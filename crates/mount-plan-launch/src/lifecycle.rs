@@ -942,7 +942,11 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
         // 409) does not stop the others: the container is reported as kept, with why.
         let (verdict, removed) = match verdict {
             Verdict::Orphan(why) if !options.dry_run => match engine.remove(&listed.id).await {
-                Ok(()) | Err(LaunchError::NotFound { .. }) => (Verdict::Orphan(why), true),
+                Ok(()) => (Verdict::Orphan(why), true),
+                // Gone since the listing: its launcher removed it as it ended (the pid is gone
+                // because the launch is over), or another gc did. Not an orphan this gc
+                // removed, so not reported as one.
+                Err(LaunchError::NotFound { .. }) => continue,
                 Err(e) => (
                     Verdict::Unknown(format!("{why}, but its removal failed: {e}")),
                     false,

@@ -513,6 +513,46 @@ async fn a_lost_create_still_in_progress_is_found_by_the_second_look() {
     );
 }
 
+/// A container gone between gc's listing and its removal (its launcher removed it as it
+/// ended) is not reported as removed: gc did not remove it, and the report is what a site
+/// counts orphans by.
+#[tokio::test(start_paused = true)]
+async fn gc_does_not_report_a_container_that_was_gone_before_its_removal() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    })
+    .fault(Op::Remove, Fault::Gone, 1);
+    let me = mount_plan_launch::Launcher::current();
+    for _ in 0..2 {
+        let mut l = mount_plan_launch::lifecycle::launch_labels(
+            verified.plan(),
+            &spec(),
+            &mount_plan_launch::LaunchId::new(),
+            &me,
+        );
+        l.insert(
+            mount_plan_launch::identity::LABEL_PID.into(),
+            "999999999".into(),
+        );
+        let gate = mount_plan_launch::gate::Gate::new(&verified);
+        let req = mount_plan_launch::CreateRequest {
+            plan: &verified,
+            gate: &gate,
+            spec: &spec(),
+            labels: &l,
+        };
+        use mount_plan_launch::Engine;
+        engine.create(&req).await.unwrap();
+    }
+    let done = gc(&engine, &GcOptions::default()).await.expect("gc");
+    assert_eq!(done.len(), 1, "only the container gc removed: {done:?}");
+    assert!(done[0].removed, "{done:?}");
+    assert!(engine.containers().is_empty());
+}
+
 /// `gc` goes on past a removal that fails (another gc removing the same container: Docker
 /// answers 409): the others are still judged and removed, the failed one is reported kept
 /// with why.
