@@ -211,6 +211,8 @@ struct Tally {
     not_fired: usize,
     /// Containers `mount-plan gc` removed after a killed launcher.
     gc_removed: usize,
+    /// Removals gc reported of containers their own launcher had removed (see `soak`).
+    gc_phantoms: usize,
     /// Launches whose containers were still there when the launcher ended (gc removed them).
     left_for_gc: usize,
     /// Launches that ended otherwise than their fault allows (status, or the fault itself
@@ -242,6 +244,7 @@ impl Tally {
         self.hangs += o.hangs;
         self.not_fired += o.not_fired;
         self.gc_removed += o.gc_removed;
+        self.gc_phantoms += o.gc_phantoms;
         self.left_for_gc += o.left_for_gc;
         self.mismatches.extend(o.mismatches.iter().cloned());
         self.notes.extend(o.notes.iter().cloned());
@@ -261,8 +264,8 @@ impl Tally {
             println!("  {f:<20} {n:>6}  {}", text.join(", "));
         }
         println!(
-            "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, launches that left a container to gc {}, removed by gc {}",
-            self.leaked, self.lost, self.hangs, self.not_fired, self.left_for_gc, self.gc_removed
+            "  leaked {}, lost outputs {}, hangs {}, proxy faults not reached {}, launches that left a container to gc {}, removed by gc {} (of which {} their launcher had removed)",
+            self.leaked, self.lost, self.hangs, self.not_fired, self.left_for_gc, self.gc_removed, self.gc_phantoms
         );
         for m in &self.mismatches {
             println!("  MISMATCH {m}");
@@ -298,6 +301,8 @@ struct Ctx {
     gc_log: Mutex<Vec<(String, String)>>,
     /// The launches whose launcher was killed (by a fault, or as a hang).
     killed: Mutex<std::collections::BTreeSet<u64>>,
+    /// The launches whose events say their launcher removed the container itself.
+    removed_by_launcher: Mutex<std::collections::BTreeSet<u64>>,
     service: Option<Mutex<service::Service>>,
 }
 
@@ -363,6 +368,7 @@ impl Ctx {
             gc_lock: tokio::sync::Mutex::new(()),
             gc_log: Mutex::new(Vec::new()),
             killed: Mutex::new(Default::default()),
+            removed_by_launcher: Mutex::new(Default::default()),
             service,
         })
     }
@@ -441,17 +447,26 @@ impl Ctx {
         }
         let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
         let killed = self.killed.lock().expect("killed");
+        let removed_by_launcher = self.removed_by_launcher.lock().expect("removed");
         let prefix = format!("soak-{}-{}-", self.seed, self.index);
         for (job, why) in self.gc_log.lock().expect("gc log").iter() {
             let index = job
                 .strip_prefix(&prefix)
                 .and_then(|i| i.parse::<u64>().ok());
-            if !index.is_some_and(|i| killed.contains(&i)) {
-                t.leaked += 1;
-                t.notes.push(format!(
-                    "LEAKED job {job}: its launcher was not killed, yet gc removed its container ({why})"
-                ));
+            if index.is_some_and(|i| killed.contains(&i)) {
+                continue;
             }
+            // gc listed the container while its launcher ran, and judged it once the launcher
+            // had removed it and exited: its removal found nothing (the engine's not-found
+            // counts as removed), so gc reports a removal that did not happen.
+            if index.is_some_and(|i| removed_by_launcher.contains(&i)) {
+                t.gc_phantoms += 1;
+                continue;
+            }
+            t.leaked += 1;
+            t.notes.push(format!(
+                "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
+            ));
         }
         Ok(t)
     }
@@ -759,6 +774,9 @@ impl Ctx {
         if record.hang {
             record.mismatch.get_or_insert(format!("#{i}: hang"));
         }
+        if launcher_removed(&events) {
+            self.removed_by_launcher.lock().expect("removed").insert(i);
+        }
         let _ = std::fs::remove_dir_all(ws.join(&job));
         let _ = std::fs::remove_file(&events);
         let _ = std::fs::remove_file(&stderr_path);
@@ -916,6 +934,15 @@ fn prepare_job_dir(dir: &Path, rootless: bool) -> Result<()> {
         std::os::unix::fs::chown(dir, Some(uid), Some(uid))?;
     }
     Ok(())
+}
+
+/// Whether the launch's events hold a `removed` event: its launcher removed its container.
+fn launcher_removed(events: &Path) -> bool {
+    std::fs::read_to_string(events).is_ok_and(|text| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["event"] == "removed")
+    })
 }
 
 /// Whether the launch's events end in `failed` or `cancelled` with `command_ran: false`.
