@@ -399,6 +399,33 @@ async fn a_failing_launch_never_removes_a_job_directory_another_launch_holds() {
     assert!(site.job_dir().exists());
 }
 
+/// Create a container of `verified` on the fake as if launched by the launcher with `pid` on
+/// `host` (this process otherwise); its id.
+async fn create_of_launcher(
+    engine: &FakeEngine,
+    verified: &VerifiedPlan,
+    pid: &str,
+    host: &str,
+) -> String {
+    let mut labels = mount_plan_launch::lifecycle::launch_labels(
+        verified.plan(),
+        &spec(),
+        &mount_plan_launch::LaunchId::new(),
+        &mount_plan_launch::Launcher::current(),
+    );
+    labels.insert(mount_plan_launch::identity::LABEL_PID.into(), pid.into());
+    labels.insert(mount_plan_launch::identity::LABEL_HOST.into(), host.into());
+    let gate = mount_plan_launch::gate::Gate::new(verified);
+    let req = mount_plan_launch::CreateRequest {
+        plan: verified,
+        gate: &gate,
+        spec: &spec(),
+        labels: &labels,
+    };
+    use mount_plan_launch::Engine;
+    engine.create(&req).await.unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
     let site = Site::new();
@@ -407,33 +434,14 @@ async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
         until_stopped: true,
         ..Script::default()
     });
-    let labels = |pid: &str, host: &str| {
-        let mut l = mount_plan_launch::lifecycle::launch_labels(
-            verified.plan(),
-            &spec(),
-            &mount_plan_launch::LaunchId::new(),
-            &mount_plan_launch::Launcher::current(),
-        );
-        l.insert(mount_plan_launch::identity::LABEL_PID.into(), pid.into());
-        l.insert(mount_plan_launch::identity::LABEL_HOST.into(), host.into());
-        l
-    };
     let me = mount_plan_launch::Launcher::current();
     let mut ids = Vec::new();
-    for l in [
-        labels(&me.pid.to_string(), &me.host), // alive: this process
-        labels("999999999", &me.host),         // gone
-        labels("999999999", "elsewhere"),      // cannot be judged here
+    for (pid, host) in [
+        (me.pid.to_string(), me.host.as_str()), // alive: this process
+        ("999999999".into(), &me.host),         // gone
+        ("999999999".into(), "elsewhere"),      // cannot be judged here
     ] {
-        let gate = mount_plan_launch::gate::Gate::new(&verified);
-        let req = mount_plan_launch::CreateRequest {
-            plan: &verified,
-            gate: &gate,
-            spec: &spec(),
-            labels: &l,
-        };
-        use mount_plan_launch::Engine;
-        ids.push(engine.create(&req).await.unwrap());
+        ids.push(create_of_launcher(&engine, &verified, &pid, host).await);
     }
     let dry = gc(
         &engine,
@@ -527,25 +535,7 @@ async fn gc_does_not_report_a_container_that_was_gone_before_its_removal() {
     .fault(Op::Remove, Fault::Gone, 1);
     let me = mount_plan_launch::Launcher::current();
     for _ in 0..2 {
-        let mut l = mount_plan_launch::lifecycle::launch_labels(
-            verified.plan(),
-            &spec(),
-            &mount_plan_launch::LaunchId::new(),
-            &me,
-        );
-        l.insert(
-            mount_plan_launch::identity::LABEL_PID.into(),
-            "999999999".into(),
-        );
-        let gate = mount_plan_launch::gate::Gate::new(&verified);
-        let req = mount_plan_launch::CreateRequest {
-            plan: &verified,
-            gate: &gate,
-            spec: &spec(),
-            labels: &l,
-        };
-        use mount_plan_launch::Engine;
-        engine.create(&req).await.unwrap();
+        create_of_launcher(&engine, &verified, "999999999", &me.host).await;
     }
     let done = gc(&engine, &GcOptions::default()).await.expect("gc");
     assert_eq!(done.len(), 1, "only the container gc removed: {done:?}");
@@ -567,25 +557,7 @@ async fn gc_goes_on_past_a_removal_that_fails() {
     .fault(Op::Remove, Fault::Fail, 1);
     let me = mount_plan_launch::Launcher::current();
     for _ in 0..2 {
-        let mut l = mount_plan_launch::lifecycle::launch_labels(
-            verified.plan(),
-            &spec(),
-            &mount_plan_launch::LaunchId::new(),
-            &me,
-        );
-        l.insert(
-            mount_plan_launch::identity::LABEL_PID.into(),
-            "999999999".into(),
-        );
-        let gate = mount_plan_launch::gate::Gate::new(&verified);
-        let req = mount_plan_launch::CreateRequest {
-            plan: &verified,
-            gate: &gate,
-            spec: &spec(),
-            labels: &l,
-        };
-        use mount_plan_launch::Engine;
-        engine.create(&req).await.unwrap();
+        create_of_launcher(&engine, &verified, "999999999", &me.host).await;
     }
     let done = gc(&engine, &GcOptions::default())
         .await
