@@ -209,7 +209,7 @@ struct Tally {
     hangs: usize,
     /// Faults drawn whose trigger was never reached (a proxy fault past the last request).
     not_fired: usize,
-    /// Containers `mount-plan gc` removed after a killed launcher.
+    /// Containers `mount-plan gc` reported removing (its `gc_log`).
     gc_removed: usize,
     /// Removals gc reported of containers their own launcher had removed (see `soak`).
     gc_phantoms: usize,
@@ -446,10 +446,12 @@ impl Ctx {
             r?;
         }
         let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
+        let gc_log = self.gc_log.lock().expect("gc log");
+        t.gc_removed = gc_log.len();
         let killed = self.killed.lock().expect("killed");
         let removed_by_launcher = self.removed_by_launcher.lock().expect("removed");
         let prefix = format!("soak-{}-{}-", self.seed, self.index);
-        for (job, why) in self.gc_log.lock().expect("gc log").iter() {
+        for (job, why) in gc_log.iter() {
             let index = job
                 .strip_prefix(&prefix)
                 .and_then(|i| i.parse::<u64>().ok());
@@ -667,7 +669,6 @@ impl Ctx {
             fired: proxy.as_ref().is_none_or(Proxy::fired),
             broke: proxy.as_ref().and_then(Proxy::broken_line),
             left_dir: None,
-            gc_removed: 0,
             left_for_gc: 0,
             mismatch: outside_error,
             elapsed,
@@ -718,17 +719,17 @@ impl Ctx {
             if record.left_for_gc > 0 {
                 self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
             }
-            match self.gc().await {
-                Ok(n) => record.gc_removed = n,
-                Err(e) => record.mismatch = Some(format!("gc failed: {e:#}")),
+            if let Err(e) = self.gc().await {
+                record.mismatch = Some(format!("gc failed: {e:#}"));
             }
         }
         record.leaked = self.leftovers(&launch_label, true).await?;
+        let events_seen = read_events(&events);
         // A launch that ended before its command ran releases the job directory it created
         // (`--create-job-dir=fresh`).
         if !prepared
             && code.is_some()
-            && ended_before_the_command(&events)
+            && ended_before_the_command(&events_seen)
             && ws.join(&job).exists()
         {
             record.left_dir = Some(ws.join(&job).display().to_string());
@@ -774,7 +775,7 @@ impl Ctx {
         if record.hang {
             record.mismatch.get_or_insert(format!("#{i}: hang"));
         }
-        if launcher_removed(&events) {
+        if events_seen.iter().any(|v| v["event"] == "removed") {
             self.removed_by_launcher.lock().expect("removed").insert(i);
         }
         let _ = std::fs::remove_dir_all(ws.join(&job));
@@ -783,9 +784,9 @@ impl Ctx {
         Ok(record)
     }
 
-    /// `mount-plan gc` through the narrowing proxy; how many containers it removed. One at a
+    /// `mount-plan gc` through the narrowing proxy; what it removed goes to `gc_log`. One at a
     /// time, as a site runs it: two at once race on the same orphan (see docs/reliability.md).
-    async fn gc(&self) -> Result<usize> {
+    async fn gc(&self) -> Result<()> {
         let _one = self.gc_lock.lock().await;
         let out = tokio::time::timeout(
             Duration::from_secs(120),
@@ -806,20 +807,18 @@ impl Ctx {
             );
         }
         // `removed ID (job J): why`, one line per container removed.
-        let mut removed = 0;
         let mut log = self.gc_log.lock().expect("gc log");
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Some(rest) = line.strip_prefix("removed ") else {
                 continue;
             };
-            removed += 1;
             let (job, why) = rest
                 .split_once(" (job ")
                 .and_then(|(_, r)| r.split_once("): "))
                 .unwrap_or(("?", rest));
             log.push((job.to_owned(), why.to_owned()));
         }
-        Ok(removed)
+        Ok(())
     }
 
     /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
@@ -936,22 +935,21 @@ fn prepare_job_dir(dir: &Path, rootless: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether the launch's events hold a `removed` event: its launcher removed its container.
-fn launcher_removed(events: &Path) -> bool {
-    std::fs::read_to_string(events).is_ok_and(|text| {
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|v| v["event"] == "removed")
-    })
+/// A launch's events file (`--events`), one JSON object per line; none if it is missing.
+fn read_events(events: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(events)
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// Whether the launch's events end in `failed` or `cancelled` with `command_ran: false`.
-fn ended_before_the_command(events: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(events) else {
-        return false;
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+/// Whether the events end in `failed` or `cancelled` with `command_ran: false`.
+fn ended_before_the_command(events: &[serde_json::Value]) -> bool {
+    events
+        .iter()
         .rfind(|v| matches!(v["event"].as_str(), Some("failed" | "cancelled")))
         .is_some_and(|v| v["command_ran"] == serde_json::Value::Bool(false))
 }
@@ -998,7 +996,6 @@ struct Record {
     fired: bool,
     /// The request line the proxy broke.
     broke: Option<String>,
-    gc_removed: usize,
     /// The job directory a launch created and should have released, still there.
     left_dir: Option<String>,
     /// Containers of this launch still there after its launcher ended, before gc.
@@ -1066,7 +1063,6 @@ impl Record {
         if self.hang {
             t.hangs += 1;
         }
-        t.gc_removed += self.gc_removed;
         if let Some(m) = self.mismatch {
             t.mismatches.push(m);
         }

@@ -157,25 +157,19 @@ fn request_ends(before: &[u8], chunk: &[u8]) -> usize {
         .count()
 }
 
-/// One held request: counted in `State::held` until released (or dropped).
-struct Held(Option<Arc<State>>);
+/// One held request: counted in `State::held` until dropped.
+struct Held(Arc<State>);
 
 impl Held {
     fn new(st: &Arc<State>) -> Held {
         st.held.fetch_add(1, Ordering::SeqCst);
-        Held(Some(st.clone()))
-    }
-
-    fn release(&mut self) {
-        if let Some(st) = self.0.take() {
-            st.held.fetch_sub(1, Ordering::SeqCst);
-        }
+        Held(st.clone())
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.release();
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -192,7 +186,7 @@ async fn serve(client: UnixStream, st: Arc<State>) {
     let mut client_open = true;
     // A delayed request, until the engine's answer to it starts coming back.
     let mut held: Option<Held> = None;
-    let (cut, pause, mut cut_held) = 'conn: loop {
+    let (cut, pause, cut_held) = 'conn: loop {
         tokio::select! {
             n = cr.read(&mut cbuf), if client_open => {
                 let n = match n {
@@ -248,7 +242,7 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                             tokio::time::sleep(d).await;
                         }
                         Break::Truncate => truncate_armed = true,
-                        Break::Cut(d) => break 'conn (chunk, d, Held::new(&st)),
+                        Break::Cut(d) => break 'conn (chunk, d, Some(Held::new(&st))),
                     }
                 }
                 if sw.write_all(&chunk).await.is_err() {
@@ -256,9 +250,8 @@ async fn serve(client: UnixStream, st: Arc<State>) {
                 }
             }
             n = sr.read(&mut sbuf) => {
-                if let Some(mut h) = held.take() {
-                    h.release();
-                }
+                // The answer to a held request is coming back.
+                held = None;
                 let n = match n {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
@@ -276,6 +269,7 @@ async fn serve(client: UnixStream, st: Arc<State>) {
     // The rest of the request (a body sent after its head), then the launcher's connection
     // ends; the engine gets the request later, as from a client that is still there.
     let mut cut = cut;
+    let mut cut_held = cut_held;
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), cr.read(&mut cbuf)).await
     {
         if n == 0 {
@@ -290,7 +284,7 @@ async fn serve(client: UnixStream, st: Arc<State>) {
     }
     let _ = tokio::time::timeout(Duration::from_secs(60), async {
         while let Ok(n) = sr.read(&mut sbuf).await {
-            cut_held.release();
+            cut_held = None;
             if n == 0 {
                 break;
             }
