@@ -2,6 +2,10 @@
 //! executable with rustc alone, so that [`crate::gate`] can embed it: every launch copies it
 //! into the container, whatever C library the image has (or none).
 //!
+//! The gate includes its protocol (`mount-plan-spec`'s `src/gate_protocol.rs`, the one file
+//! the launcher's side reads too) from the path that crate's build script publishes
+//! (`DEP_MOUNT_PLAN_SPEC_GATE_PROTOCOL`), passed to rustc as `MOUNT_PLAN_GATE_PROTOCOL`.
+//!
 //! A machine whose C library cannot link statically still builds this crate: the gate is
 //! then empty and every launch is refused with a message saying how to get it, never run
 //! without it.
@@ -14,10 +18,17 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let src = manifest.join("../mount-plan-gate/src/main.rs");
     println!("cargo:rerun-if-changed={}", src.display());
+    let protocol = env::var_os("DEP_MOUNT_PLAN_SPEC_GATE_PROTOCOL")
+        .expect("mount-plan-spec's build script publishes the gate protocol's path");
+    println!(
+        "cargo:rerun-if-changed={}",
+        PathBuf::from(&protocol).display()
+    );
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("mount-plan-gate");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = env::var("TARGET").expect("set by cargo");
     let built = Command::new(rustc)
+        .env("MOUNT_PLAN_GATE_PROTOCOL", &protocol)
         .args([
             "--edition",
             "2021",
