@@ -11,6 +11,7 @@ use mount_plan_host::VerifiedPlan;
 mod engine;
 #[cfg(feature = "kubernetes")]
 mod k8s_args;
+mod outcome;
 mod plan_args;
 mod stream;
 

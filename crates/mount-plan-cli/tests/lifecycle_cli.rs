@@ -523,9 +523,90 @@ fn the_exit_status_is_the_commands_own(engine: &Engine) -> Result<(), Failed> {
     })
 }
 
+/// `--status-file`'s document, read back.
+fn status_doc(site: &Site, name: &str) -> Result<serde_json::Value, Failed> {
+    let text = std::fs::read_to_string(site.path(name))
+        .map_err(|e| format!("{}: no status file {name}: {e}", site.engine.name))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: status file {text:?}: {e}", site.engine.name).into())
+}
+
+/// A command that itself exits 125 or 122 exits with that status, as a launch that never
+/// ran the command (125) or lost its status (122) does: the status file tells them apart.
+fn a_commands_own_125_and_122_are_told_from_the_launchers(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "own125");
+    for code in [125, 122] {
+        let name = format!("run/status-{code}.json");
+        let file = site.path(&name);
+        let script = format!("echo ran > ran-{code}; exit {code}");
+        let mut child = site.launch(
+            &["--status-file", file.to_str().unwrap()],
+            &["sh", "-c", &script],
+        );
+        let (status, stderr) = collect(&mut child);
+        check(status.code() == Some(code), || {
+            format!("{}: exit {status:?}, want {code}: {stderr}", engine.name)
+        })?;
+        check(site.w().join(format!("job-1/ran-{code}")).is_file(), || {
+            format!("{}: the command did not run", engine.name)
+        })?;
+        let doc = status_doc(&site, &name)?;
+        check(
+            doc["outcome"] == "exited"
+                && doc["command_ran"] == true
+                && doc["status"] == code
+                && doc["exit"] == code
+                && doc["launch"].is_string(),
+            || format!("{}: status file {doc}", engine.name),
+        )?;
+    }
+    // The gate cannot exec the command: 125, and the command certainly did not run.
+    let file = site.path("run/status-refused.json");
+    let mut child = site.launch(
+        &["--status-file", file.to_str().unwrap()],
+        &["/no/such/command"],
+    );
+    let (status, stderr) = collect(&mut child);
+    check(status.code() == Some(125), || {
+        format!("{}: exit {status:?}, want 125: {stderr}", engine.name)
+    })?;
+    let doc = status_doc(&site, "run/status-refused.json")?;
+    check(
+        doc["outcome"] == "failed"
+            && doc["command_ran"] == false
+            && doc["status"].is_null()
+            && doc["exit"] == 125
+            && doc["rule"].is_string(),
+        || format!("{}: status file {doc}", engine.name),
+    )?;
+    // A status file is never overwritten: the launch is refused before anything runs.
+    let mut child = site.launch(
+        &["--status-file", file.to_str().unwrap()],
+        &["sh", "-c", "echo ran > again"],
+    );
+    let (status, stderr) = collect(&mut child);
+    check(
+        status.code() == Some(125) && stderr.contains("status-file"),
+        || format!("{}: exit {status:?}: {stderr}", engine.name),
+    )?;
+    check(!site.w().join("job-1/again").exists(), || {
+        format!(
+            "{}: the command ran over an existing status file",
+            engine.name
+        )
+    })?;
+    check(status_doc(&site, "run/status-refused.json")? == doc, || {
+        format!("{}: the existing status file changed", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 4] = [
+const SCENARIOS: [(&str, Scenario); 5] = [
     (
         "sigterm_stops_and_removes_within_the_grace_period",
         sigterm_stops_and_removes_within_the_grace_period,
@@ -541,6 +622,10 @@ const SCENARIOS: [(&str, Scenario); 4] = [
     (
         "the_exit_status_is_the_commands_own",
         the_exit_status_is_the_commands_own,
+    ),
+    (
+        "a_commands_own_125_and_122_are_told_from_the_launchers",
+        a_commands_own_125_and_122_are_told_from_the_launchers,
     ),
 ];
 
