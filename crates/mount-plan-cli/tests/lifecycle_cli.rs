@@ -4,7 +4,10 @@
 //!   plus 5 s, and `launch` exits 143;
 //! - SIGKILL to the launcher, then `mount-plan gc`, leaves no managed container of ours;
 //! - two launches of one job, the first failing late, never remove the second's directory;
-//! - a job whose status is read normally exits with its own status.
+//! - a job whose status is read normally exits with its own status;
+//! - a command's own 125 and 122 are told from the launcher's by `--status-file`;
+//! - a container the engine's own CLI runs with exactly `plan --format docker-args` /
+//!   `podman-args` passes `mount-plan audit`.
 //!
 //! An engine that is missing shows as ignored in the summary; under `CI` it fails.
 
@@ -229,6 +232,25 @@ impl Site {
             None => Command::new(bin),
         };
         cmd.args(args);
+        if let Some(conf) = &self.engine.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        cmd
+    }
+
+    /// The engine's own CLI (`docker`, `podman --url ...`) as the engine's user.
+    fn engine_cli(&self, args: &[&str]) -> Command {
+        let mut cmd = match &self.engine.user {
+            Some((user, uid)) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "env"])
+                    .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+                    .arg(&self.engine.ps[0]);
+                c
+            }
+            None => Command::new(&self.engine.ps[0]),
+        };
+        cmd.args(&self.engine.ps[1..]).args(args);
         if let Some(conf) = &self.engine.conf {
             cmd.env("CONTAINERS_CONF", conf);
         }
@@ -604,9 +626,96 @@ fn a_commands_own_125_and_122_are_told_from_the_launchers(engine: &Engine) -> Re
     })
 }
 
+/// A container started by the engine's own CLI with exactly `plan --format docker-args` (or
+/// `podman-args`) passes `mount-plan audit`: the arguments carry everything the audit asks.
+fn the_plans_run_args_pass_the_audit(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "args");
+    let w = site.w();
+    let ws = w.to_str().unwrap();
+    let job = w.join("job-1");
+    std::fs::create_dir(&job).unwrap();
+    if let Some((_, uid)) = &engine.user {
+        std::os::unix::fs::chown(&job, Some(*uid), Some(*uid)).unwrap();
+    }
+    let format = if engine.ps[0] == "docker" {
+        "docker-args"
+    } else {
+        "podman-args"
+    };
+    let plan = site
+        .cli(&[
+            "plan",
+            "--format",
+            format,
+            "--workspace",
+            ws,
+            "--job",
+            "job-1",
+        ])
+        .output()
+        .map_err(|e| format!("plan: {e}"))?;
+    check(plan.status.success(), || {
+        format!(
+            "{}: plan: {}",
+            engine.name,
+            String::from_utf8_lossy(&plan.stderr)
+        )
+    })?;
+    let args: Vec<String> = serde_json::from_slice(&plan.stdout)
+        .map_err(|e| format!("{}: plan's {format}: {e}", engine.name))?;
+    let name = format!("mp-{}", site.label);
+    let label = format!("mount-plan-test.run={}", site.label);
+    let mut run: Vec<&str> = vec!["run", "-d", "--name", &name, "--label", &label];
+    if engine.user.is_some() {
+        // This machine's rootless Podman cannot make a network (no /dev/net/tun); the network
+        // is the launcher's choice, not the plan's, and the audit does not look at it.
+        run.extend(["--network", "none"]);
+    }
+    run.extend(args.iter().map(String::as_str));
+    run.extend([engine.image.as_str(), "sleep", "30"]);
+    let started = site
+        .engine_cli(&run)
+        .output()
+        .map_err(|e| format!("{} run: {e}", engine.ps[0]))?;
+    check(started.status.success(), || {
+        format!(
+            "{}: {} run {args:?}: {}",
+            engine.name,
+            engine.ps[0],
+            String::from_utf8_lossy(&started.stderr)
+        )
+    })?;
+    let engine_args = engine.args();
+    let mut audit: Vec<&str> = vec!["audit"];
+    audit.extend(engine_args.iter().map(String::as_str));
+    audit.extend([name.as_str(), "--workspace", ws, "--job", "job-1"]);
+    let audited = site
+        .cli(&audit)
+        .output()
+        .map_err(|e| format!("audit: {e}"))?;
+    let _ = site.engine_cli(&["rm", "-f", &name]).output();
+    let report = String::from_utf8_lossy(&audited.stdout);
+    check(
+        audited.status.code() == Some(0) && report.contains("conforms"),
+        || {
+            format!(
+                "{}: audit of `{} run` with {args:?}: exit {:?}\n{report}{}",
+                engine.name,
+                engine.ps[0],
+                audited.status.code(),
+                String::from_utf8_lossy(&audited.stderr)
+            )
+        },
+    )?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 5] = [
+const SCENARIOS: [(&str, Scenario); 6] = [
     (
         "sigterm_stops_and_removes_within_the_grace_period",
         sigterm_stops_and_removes_within_the_grace_period,
@@ -626,6 +735,10 @@ const SCENARIOS: [(&str, Scenario); 5] = [
     (
         "a_commands_own_125_and_122_are_told_from_the_launchers",
         a_commands_own_125_and_122_are_told_from_the_launchers,
+    ),
+    (
+        "the_plans_run_args_pass_the_audit",
+        the_plans_run_args_pass_the_audit,
     ),
 ];
 
