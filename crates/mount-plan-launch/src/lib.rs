@@ -54,7 +54,7 @@ pub use mount_plan_spec::audit;
 pub use mount_plan_spec::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
 };
-pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
+pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
 pub use mount_plan_spec::{
     Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
     NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,

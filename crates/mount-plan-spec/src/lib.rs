@@ -10,8 +10,9 @@
 //!
 //! Beside the spec: the [`Protection`]s a plan asks of an engine and how an engine reports
 //! honouring them ([`EngineReport`]), the pure [`audit()`] that compares what an engine reports
-//! about a container ([`ObservedContainer`]) with the plan, the runc facts ([`runc_fix`]), and
-//! the in-container gate's protocol ([`gate_protocol`]), which the gate itself includes from
+//! about a container ([`ObservedContainer`]) with the plan, one [`Version`] type for every
+//! engine and runtime, the runc facts judged with it ([`runc_fix`]), and the in-container
+//! gate's protocol ([`gate_protocol`]), which the gate itself includes from
 //! this crate's source.
 //!
 //! **Limits.** Values and decisions only: no async runtime, no engine client, no filesystem
@@ -41,6 +42,7 @@ pub mod gate_protocol;
 mod protection;
 mod runc;
 mod spec;
+mod version;
 
 pub use audit::{
     audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
@@ -55,3 +57,4 @@ pub use spec::{
     NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,
     LABEL_PLAN_DIGEST, LABEL_PREFIX,
 };
+pub use version::Version;
