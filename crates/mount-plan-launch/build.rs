@@ -21,8 +21,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", src.display());
     assert!(
         src.is_file(),
-        "the in-container gate's source {src:?} is missing from the mount-plan-launch package: \
-         every launch would be refused; the package was built without it"
+        "the in-container gate's source {src:?} is missing: this mount-plan-launch package \
+         was made without it, and every launch would be refused"
     );
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("mount-plan-gate");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
