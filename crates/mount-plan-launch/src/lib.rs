@@ -10,7 +10,7 @@
 //! for every engine: it checks the protections, creates, audits, starts, audits again,
 //! forwards output, waits and removes, and cleans up on every path, including cancellation
 //! ([`CancelToken`]), a lost engine answer and a failed wait. [`gc`] removes containers
-//! whose launcher is gone ([`identity`]). [`audit`] is the pure comparison between what an
+//! whose launcher is gone ([`identity`]). [`audit()`] is the pure comparison between what an
 //! engine reports ([`ObservedContainer`]) and the plan.
 //!
 //! **Limits.** This crate talks to no engine; the lifecycle runs on the caller's tokio
