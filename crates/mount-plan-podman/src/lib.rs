@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod create_lock;
 mod endpoint;
 mod error;
 mod observe;
@@ -78,7 +79,8 @@ pub use version::{
     MIN_VERSION_FEATURE, RUNC_FIXED,
 };
 
-/// Serialises keep-id creates within this process (see [`PodmanEngine`]'s `create`).
+/// Serialises keep-id creates within this process (see [`PodmanEngine`]'s `create`); the
+/// [`create_lock`] serialises them across processes.
 static KEEP_ID_CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A Podman service (rootful or rootless) reached through its libpod API socket.
@@ -463,10 +465,27 @@ impl Engine for PodmanEngine {
             Some(&line),
         )?;
         // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
-        // which is not thread-safe: concurrent keep-id creates crash the service (SIGSEGV in
-        // subid_get_uid_ranges, seen here). Creates with keep-id go one at a time per process.
+        // which is not thread-safe: overlapping keep-id creates crash the service. Creates
+        // with keep-id go one at a time: within this process, then across every process of
+        // the service ([`create_lock`]). Both are held until the create answered or was
+        // abandoned.
         let _one_at_a_time = match self.options.userns {
-            UserNamespace::KeepId => Some(KEEP_ID_CREATE.lock().await),
+            UserNamespace::KeepId => {
+                let here = KEEP_ID_CREATE.lock().await;
+                let refused = |e: PodmanError| LaunchError::Create {
+                    job: plan.job().as_str().to_owned(),
+                    source: Box::new(e),
+                };
+                let run_root = self
+                    .facts
+                    .run_root
+                    .as_deref()
+                    .ok_or_else(|| refused(PodmanError::NoRunRoot))?;
+                let everywhere = create_lock::acquire(&create_lock::lock_path(run_root))
+                    .await
+                    .map_err(refused)?;
+                Some((here, everywhere))
+            }
             _ => None,
         };
         let created = self
