@@ -67,6 +67,9 @@ pub enum Fault {
     /// (remove only) Someone else (its own launcher, another gc) removed the container just
     /// before: the engine answers not found.
     Gone,
+    /// (inspect only) The container's process is ending as the engine looks: it answers
+    /// [`LaunchError::ProcessEnding`] (Podman's 500 `read /proc/N/cgroup: no such process`).
+    Ending,
 }
 
 /// How long a [`Fault::Slow`] create takes.
@@ -247,6 +250,11 @@ impl FakeEngine {
                 self.state.lock().unwrap().containers.remove(id);
                 Ok(false)
             }
+            Some(Fault::Ending) => Err(LaunchError::ProcessEnding {
+                op: name,
+                container: id.to_owned(),
+                source: "fake engine: read /proc/1/cgroup: no such process".into(),
+            }),
         }
     }
 

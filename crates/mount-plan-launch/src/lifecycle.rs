@@ -55,6 +55,10 @@ const LATE_CREATE_PAUSE: Duration = Duration::from_secs(1);
 const WAIT_ATTEMPTS: u32 = 3;
 /// Pause between retries of a failed call.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How many times an inspect is made while the engine answers that the container's process
+/// is ending ([`LaunchError::ProcessEnding`]), [`RETRY_PAUSE`] apart: the process is gone
+/// within milliseconds, so the engine answers well within these tries.
+const ENDING_ATTEMPTS: u32 = 5;
 
 /// A cancellation signal shared between a launch and whoever may cancel it (a signal
 /// handler, a `KeyboardInterrupt`, a supervisor). Cloning shares it.
@@ -573,8 +577,25 @@ impl Driver<'_> {
             .refusal(&String::from_utf8_lossy(&self.gate_output))
     }
 
+    /// Inspect, asked again while the engine answers that the container's process is ending
+    /// (a quick job that just exited), [`ENDING_ATTEMPTS`] times at most.
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, Stop> {
+        let mut attempt = 1;
+        loop {
+            match self.call("inspect", self.engine.inspect(id)).await {
+                Err(Stop::Error(LaunchError::ProcessEnding { .. }))
+                    if attempt < ENDING_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn audited(&self, id: &str) -> Result<(), Stop> {
-        let observed = self.call("inspect", self.engine.inspect(id)).await?;
+        let observed = self.inspect(id).await?;
         let differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
         if differences.is_empty() {
             Ok(())

@@ -103,11 +103,28 @@ fn is_not_found(e: &podman_api::Error) -> bool {
     status_of(e) == Some(404)
 }
 
+/// Whether the service failed a call because the container's process ended as it read it:
+/// Podman 4.3 answers 500 `read /proc/N/cgroup: no such process` to an inspect of a job that
+/// has just exited.
+fn is_process_ending(e: &podman_api::Error) -> bool {
+    matches!(e, podman_api::Error::Fault { code, message }
+        if code.as_u16() == 500 && message.contains("no such process"))
+}
+
 /// An engine call's failure: the service's answer (an HTTP status) as the matching error; a
-/// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
+/// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`]; a
+/// process that ended as the service looked as [`LaunchError::ProcessEnding`].
 fn call_error(op: &'static str, container: &str, source: podman_api::Error) -> LaunchError {
     let status = status_of(&source);
+    let ending = is_process_ending(&source);
     let source = Box::new(PodmanError::Service { op, source });
+    if ending {
+        return LaunchError::ProcessEnding {
+            op,
+            container: container.to_owned(),
+            source,
+        };
+    }
     LaunchError::from_call(op, container, status, source)
 }
 
@@ -655,6 +672,24 @@ mod tests {
         );
         // Output beyond what both reads saw is sent whole.
         assert_eq!(r.unsent(chunk(Stdout, "x")), Some(chunk(Stdout, "x")));
+    }
+
+    #[test]
+    fn a_process_that_ended_as_the_service_looked_is_told_apart() {
+        let fault = |code: u16, message: &str| podman_api::Error::Fault {
+            code: code.try_into().unwrap(),
+            message: message.into(),
+        };
+        let e = call_error(
+            "inspect",
+            "c1",
+            fault(500, "read /proc/4242/cgroup: no such process"),
+        );
+        assert_eq!(e.rule(), "process-ending", "{e}");
+        assert!(e.to_string().contains("no such process"), "{e}");
+        for other in [fault(500, "something else"), fault(404, "no such process")] {
+            assert_ne!(call_error("inspect", "c1", other).rule(), "process-ending");
+        }
     }
 
     #[test]
