@@ -355,10 +355,7 @@ impl LogResume {
     }
 }
 
-/// Send container `id`'s output to `tx`: follow the log while it runs; if the followed
-/// stream has not ended [`LOG_GRACE`] after the container stopped (Podman 4.3's follower
-/// waits for a "died" event it can miss when the command exits quickly), read the whole log
-/// once more without following and send only what was not sent yet, per stream.
+/// Send container `id`'s output to `tx` (see [`forward`]).
 async fn forward_logs(
     podman: Podman,
     id: String,
@@ -366,33 +363,73 @@ async fn forward_logs(
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
 ) {
     let container = podman.containers().get(&id);
-    let follow = ContainerLogsOpts::builder()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
+    let read = |follow: bool| {
+        let opts = ContainerLogsOpts::builder()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        container
+            .logs(&opts)
+            .filter_map(|item| {
+                std::future::ready(match item {
+                    Ok(chunk) => log_chunk(chunk).map(Ok),
+                    Err(e) => Some(Err(call_error("logs", &id, e))),
+                })
+            })
+            .boxed()
+    };
+    forward(
+        read(true),
+        wait_stopped(&podman, &id, interval),
+        || read(false),
+        tx,
+    )
+    .await;
+}
+
+/// Follow the log while the container runs, then, once it stopped, read the whole log once
+/// more without following and send only what was not sent yet, per stream: every byte
+/// arrives once, however the follower stops.
+///
+/// The followed stream is not trusted to be complete. Podman's follower can end early, as
+/// if the log were whole, under load (podman#21914: 23,091 of 25,890 bytes of stderr were
+/// seen here); its connection can break; and Podman 4.3's follower can go on after the
+/// container stopped, waiting for a "died" event it missed (it is given up [`LOG_GRACE`]
+/// after the container stopped). Once the container has stopped, conmon has written every
+/// byte to the log, so the full read is complete; an error of the follower is not sent, an
+/// error of the full read is.
+async fn forward<S, F>(
+    followed: S,
+    stopped: impl std::future::Future,
+    full_read: impl FnOnce() -> F,
+    tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
+) where
+    S: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
+    F: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
+{
     let mut resume = LogResume::default();
     {
-        let mut stream = container.logs(&follow);
-        let stopped = wait_stopped(&podman, &id, interval);
+        tokio::pin!(followed);
         tokio::pin!(stopped);
         let mut stopped_done = false;
         let grace = tokio::time::sleep(Duration::MAX);
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                item = stream.next() => match item {
-                    None => return,
+                item = followed.next() => match item {
                     Some(Ok(chunk)) => {
-                        let Some(chunk) = log_chunk(chunk) else { continue };
                         resume.delivered(&chunk);
                         if tx.send(Ok(chunk)).await.is_err() {
                             return;
                         }
                     }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(call_error("logs", &id, e))).await;
-                        return;
+                    // Ended or broken: the full read, once the container has stopped.
+                    None | Some(Err(_)) => {
+                        if !stopped_done {
+                            stopped.as_mut().await;
+                        }
+                        break;
                     }
                 },
                 _ = &mut stopped, if !stopped_done => {
@@ -403,21 +440,17 @@ async fn forward_logs(
             }
         }
     }
-    let once = ContainerLogsOpts::builder()
-        .follow(false)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut stream = container.logs(&once);
-    while let Some(item) = stream.next().await {
+    let full = full_read();
+    tokio::pin!(full);
+    while let Some(item) = full.next().await {
         let chunk = match item {
             Ok(chunk) => chunk,
             Err(e) => {
-                let _ = tx.send(Err(call_error("logs", &id, e))).await;
+                let _ = tx.send(Err(e)).await;
                 return;
             }
         };
-        if let Some(chunk) = log_chunk(chunk).and_then(|c| resume.unsent(c)) {
+        if let Some(chunk) = resume.unsent(chunk) {
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
             }
@@ -689,6 +722,88 @@ mod tests {
         assert!(e.to_string().contains("no such process"), "{e}");
         for other in [fault(500, "something else"), fault(404, "no such process")] {
             assert_ne!(call_error("inspect", "c1", other).rule(), "process-ending");
+        }
+    }
+
+    /// Large interleaved output on both streams, in the chunks `full` makes of it.
+    fn interleaved(lines: usize) -> Vec<LogChunk> {
+        (0..lines)
+            .flat_map(|i| {
+                [
+                    chunk(OutputStream::Stdout, &format!("out-{i}\n")),
+                    chunk(OutputStream::Stderr, &format!("err-{i}\n")),
+                ]
+            })
+            .collect()
+    }
+
+    /// Run [`forward`] with a followed stream that delivers the first `followed` chunks of
+    /// `all` and then `end`s as given, a container that stopped, and a full read of `all`;
+    /// what the receiver got, per stream.
+    async fn forwarded(all: &[LogChunk], followed: usize, ends: FollowEnd) -> (String, String) {
+        let mut first: Vec<Result<LogChunk, LaunchError>> =
+            all[..followed].iter().cloned().map(Ok).collect();
+        if ends == FollowEnd::Error {
+            first.push(Err(LaunchError::AnswerLost {
+                op: "logs",
+                container: "c1".into(),
+                source: "connection reset".into(),
+            }));
+        }
+        let followed = futures_util::stream::iter(first);
+        let followed = match ends {
+            FollowEnd::Hangs => followed.chain(futures_util::stream::pending()).boxed(),
+            FollowEnd::Ends | FollowEnd::Error => followed.boxed(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let full: Vec<Result<LogChunk, LaunchError>> = all.iter().cloned().map(Ok).collect();
+        let task = tokio::spawn(forward(
+            followed,
+            std::future::ready(()),
+            move || futures_util::stream::iter(full),
+            tx,
+        ));
+        let (mut out, mut err) = (String::new(), String::new());
+        while let Some(item) = rx.recv().await {
+            let c = item.expect("no error reaches the caller when the full read is whole");
+            let text = String::from_utf8(c.bytes).unwrap();
+            match c.stream {
+                OutputStream::Stdout => out.push_str(&text),
+                OutputStream::Stderr => err.push_str(&text),
+            }
+        }
+        task.await.unwrap();
+        (out, err)
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum FollowEnd {
+        /// The follower ends early, as if the log were complete (podman#21914).
+        Ends,
+        /// The follower never ends (it missed the container's end).
+        Hangs,
+        /// The follower's connection breaks.
+        Error,
+    }
+
+    /// However the followed read stops (ends early as if complete, hangs, breaks), and
+    /// wherever, every byte of both streams arrives once, in order per stream.
+    #[tokio::test]
+    async fn every_byte_arrives_once_however_the_follower_stops() {
+        let all = interleaved(3000);
+        let want = |p: &str| (0..3000).map(|i| format!("{p}-{i}\n")).collect::<String>();
+        for ends in [FollowEnd::Ends, FollowEnd::Hangs, FollowEnd::Error] {
+            for followed in [0, 1, 2, 2999, 4000, 5999, 6000] {
+                let (out, err) = forwarded(&all, followed, ends).await;
+                assert!(
+                    out == want("out") && err == want("err"),
+                    "{ends:?} after {followed} chunks: stdout {} of {} bytes, stderr {} of {}",
+                    out.len(),
+                    want("out").len(),
+                    err.len(),
+                    want("err").len()
+                );
+            }
         }
     }
 
