@@ -34,7 +34,7 @@ use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
 use crate::audit::{audit, ObservedContainer};
-use crate::engine::{CreateRequest, Engine};
+use crate::engine::{CreateRequest, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
 use crate::protection::{Availability, EngineReport, Protection};
@@ -743,7 +743,7 @@ impl Driver<'_> {
                 tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
             }
             match self.cleanup_call("remove", self.engine.remove(id)).await {
-                Ok(()) | Err(LaunchError::NotFound { .. }) => {
+                Ok(_) | Err(LaunchError::NotFound { .. }) => {
                     self.observer.event(&Event::Removed {
                         container: id.to_owned(),
                     });
@@ -963,11 +963,11 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
         // 409) does not stop the others: the container is reported as kept, with why.
         let (verdict, removed) = match verdict {
             Verdict::Orphan(why) if !options.dry_run => match engine.remove(&listed.id).await {
-                Ok(()) => (Verdict::Orphan(why), true),
+                Ok(Removal::Removed) => (Verdict::Orphan(why), true),
                 // Gone since the listing: its launcher removed it as it ended (the pid is gone
                 // because the launch is over), or another gc did. Not an orphan this gc
                 // removed, so not reported as one.
-                Err(LaunchError::NotFound { .. }) => continue,
+                Ok(Removal::AlreadyGone) | Err(LaunchError::NotFound { .. }) => continue,
                 Err(e) => (
                     Verdict::Unknown(format!("{why}, but its removal failed: {e}")),
                     false,

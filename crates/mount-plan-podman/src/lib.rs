@@ -59,7 +59,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream,
+    LogStream, ObservedContainer, OutputStream, Removal,
 };
 use podman_api::conn::TtyChunk;
 use podman_api::opts::{
@@ -618,7 +618,7 @@ impl Engine for PodmanEngine {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         let removed = self
             .podman
             .containers()
@@ -633,8 +633,9 @@ impl Engine for PodmanEngine {
             )
             .await;
         match removed {
-            Err(e) if is_not_found(&e) => Ok(()),
-            other => other.map_err(|e| call_error("remove", id, e)),
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(call_error("remove", id, e)),
         }
     }
 
