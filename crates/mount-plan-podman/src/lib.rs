@@ -248,12 +248,16 @@ impl PodmanEngine {
 /// How long one libpod wait call may take before the state is read by inspect instead.
 const WAIT_SLICE: Duration = Duration::from_secs(5);
 
-/// How long a followed log stream may go on after its container stopped before it is
-/// replaced by a one-shot read of the whole log. Podman 4.3's follower only notices the end
-/// of a container on its own ~250 ms poll (and sometimes never): once the container has
-/// stopped, conmon has written every byte to the log, so reading it once is complete and
-/// saves that quarter second on every job (see docs/perf.md).
-const LOG_GRACE: Duration = Duration::from_millis(20);
+/// How often a running container's log is read again, at least. Each read is a whole read
+/// of the log (see [`forward`]); one that took long spaces the next ones out to
+/// [`LOG_READ_SHARE`] times its duration, at most [`LOG_POLL_MAX`] apart, so a large log costs
+/// the service a bounded share of its time and its output comes later, not at a cost that
+/// grows with it.
+const LOG_POLL: Duration = Duration::from_millis(250);
+/// The longest pause between two reads of a running container's log.
+const LOG_POLL_MAX: Duration = Duration::from_secs(10);
+/// The pause after a read, in multiples of how long the read took.
+const LOG_READ_SHARE: u32 = 10;
 
 /// States in which a container's command is no longer running.
 fn is_stopped(state: Option<&str>) -> bool {
@@ -319,8 +323,9 @@ fn log_chunk(chunk: TtyChunk) -> Option<LogChunk> {
     }
 }
 
-/// Byte counts per stream of what the followed log delivered, to resume from a second, full
-/// read of the log: each stream's bytes come in order in both reads.
+/// Byte counts per stream of what was sent, to send from each new whole read of the log only
+/// what follows: the log only grows, and each stream's bytes come in the same order in every
+/// read, however the reads cut them into chunks.
 #[derive(Debug, Default)]
 struct LogResume {
     sent: [usize; 2],
@@ -335,12 +340,12 @@ impl LogResume {
         }
     }
 
-    /// Record a chunk the followed read delivered.
-    fn delivered(&mut self, chunk: &LogChunk) {
-        self.sent[Self::index(chunk)] += chunk.bytes.len();
+    /// A new whole read of the log begins.
+    fn next_read(&mut self) {
+        self.seen = [0, 0];
     }
 
-    /// The part of a chunk of the full read that was not delivered yet, if any.
+    /// The part of a chunk of the current read that was not sent yet, if any.
     fn unsent(&mut self, mut chunk: LogChunk) -> Option<LogChunk> {
         let i = Self::index(&chunk);
         let len = chunk.bytes.len();
@@ -363,14 +368,14 @@ async fn forward_logs(
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
 ) {
     let container = podman.containers().get(&id);
-    let read = |follow: bool| {
-        let opts = ContainerLogsOpts::builder()
-            .follow(follow)
-            .stdout(true)
-            .stderr(true)
-            .build();
+    let whole = ContainerLogsOpts::builder()
+        .follow(false)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let read = || {
         container
-            .logs(&opts)
+            .logs(&whole)
             .filter_map(|item| {
                 std::future::ready(match item {
                     Ok(chunk) => log_chunk(chunk).map(Ok),
@@ -379,82 +384,83 @@ async fn forward_logs(
             })
             .boxed()
     };
-    forward(
-        read(true),
-        wait_stopped(&podman, &id, interval),
-        || read(false),
-        tx,
-    )
-    .await;
+    forward(wait_stopped(&podman, &id, interval), read, tx).await;
 }
 
-/// Follow the log while the container runs, then, once it stopped, read the whole log once
-/// more without following and send only what was not sent yet, per stream: every byte
-/// arrives once, however the follower stops.
+/// What one whole read of the log came to.
+enum Read {
+    /// Read to its end.
+    Whole,
+    /// The read failed.
+    Failed(LaunchError),
+    /// Nobody listens any more.
+    Closed,
+}
+
+/// Send what `read` (a whole read of the log) has beyond what was sent, per stream.
+async fn send_unsent<F>(
+    read: F,
+    resume: &mut LogResume,
+    tx: &tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
+) -> Read
+where
+    F: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
+{
+    tokio::pin!(read);
+    resume.next_read();
+    while let Some(item) = read.next().await {
+        match item {
+            Ok(chunk) => {
+                if let Some(chunk) = resume.unsent(chunk) {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Read::Closed;
+                    }
+                }
+            }
+            Err(e) => return Read::Failed(e),
+        }
+    }
+    Read::Whole
+}
+
+/// Send the container's output while it runs and once it `stopped`, every byte once: the log
+/// is read whole, again and again ([`LOG_POLL`]), and each read sends only what follows what
+/// was sent, per stream ([`LogResume`]); the read after the container stopped is the last
+/// one and is complete (conmon has written every byte to the log by then).
 ///
-/// The followed stream is not trusted to be complete. Podman's follower can end early, as
-/// if the log were whole, under load (podman#21914: 23,091 of 25,890 bytes of stderr were
-/// seen here); its connection can break; and Podman 4.3's follower can go on after the
-/// container stopped, waiting for a "died" event it missed (it is given up [`LOG_GRACE`]
-/// after the container stopped). Once the container has stopped, conmon has written every
-/// byte to the log, so the full read is complete; an error of the follower is not sent, an
-/// error of the full read is.
-async fn forward<S, F>(
-    followed: S,
+/// Podman's follower (`follow=true`) is not used: under load it skips part of the log and
+/// goes on (1,656 lines of stdout missing between two that were delivered, seen here with
+/// four large outputs at once), or ends early as if the log were whole (podman#21914; 23,091
+/// of 25,890 bytes of stderr were once seen), and what it sent cannot be taken back. A read
+/// without following is a faithful copy of the log so far. A failed read while the container
+/// runs is made again at the next turn; a failed last read is sent as the error.
+async fn forward<F>(
     stopped: impl std::future::Future,
-    full_read: impl FnOnce() -> F,
+    read: impl Fn() -> F,
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
 ) where
-    S: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
     F: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
 {
     let mut resume = LogResume::default();
-    {
-        tokio::pin!(followed);
-        tokio::pin!(stopped);
-        let mut stopped_done = false;
-        let grace = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                item = followed.next() => match item {
-                    Some(Ok(chunk)) => {
-                        resume.delivered(&chunk);
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Ended or broken: the full read, once the container has stopped.
-                    None | Some(Err(_)) => {
-                        if !stopped_done {
-                            stopped.as_mut().await;
-                        }
-                        break;
-                    }
-                },
-                _ = &mut stopped, if !stopped_done => {
-                    stopped_done = true;
-                    grace.as_mut().reset(tokio::time::Instant::now() + LOG_GRACE);
-                }
-                _ = &mut grace, if stopped_done => break,
-            }
-        }
-    }
-    let full = full_read();
-    tokio::pin!(full);
-    while let Some(item) = full.next().await {
-        let chunk = match item {
-            Ok(chunk) => chunk,
-            Err(e) => {
+    tokio::pin!(stopped);
+    let mut pause = LOG_POLL;
+    loop {
+        let last = tokio::select! {
+            biased;
+            _ = &mut stopped => true,
+            _ = tokio::time::sleep(pause) => false,
+        };
+        let began = tokio::time::Instant::now();
+        match send_unsent(read(), &mut resume, &tx).await {
+            Read::Closed => return,
+            Read::Failed(e) if last => {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
-        };
-        if let Some(chunk) = resume.unsent(chunk) {
-            if tx.send(Ok(chunk)).await.is_err() {
-                return;
-            }
+            Read::Whole | Read::Failed(_) if last => return,
+            Read::Whole | Read::Failed(_) => {}
         }
+        pause = (began.elapsed() * LOG_READ_SHARE).clamp(LOG_POLL, LOG_POLL_MAX);
     }
 }
 
@@ -679,22 +685,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_second_read_resumes_each_stream_where_the_first_stopped() {
+    fn each_read_sends_only_what_follows_what_was_sent_per_stream() {
         use OutputStream::{Stderr, Stdout};
         let mut r = LogResume::default();
-        // The followed read delivered "hel" of stdout and "e1" of stderr, then hung.
-        r.delivered(&chunk(Stdout, "he"));
-        r.delivered(&chunk(Stderr, "e1"));
-        r.delivered(&chunk(Stdout, "l"));
-        // The full read chunks differently and interleaves differently.
-        let full = [
+        // A first read of the log so far: "hel" of stdout, "e1" of stderr.
+        r.next_read();
+        let first = [chunk(Stdout, "he"), chunk(Stderr, "e1"), chunk(Stdout, "l")];
+        let sent: Vec<LogChunk> = first.into_iter().filter_map(|c| r.unsent(c)).collect();
+        assert_eq!(
+            sent,
+            vec![chunk(Stdout, "he"), chunk(Stderr, "e1"), chunk(Stdout, "l")]
+        );
+        // The next read has grown, and chunks and interleaves differently.
+        r.next_read();
+        let next = [
             chunk(Stdout, "h"),
             chunk(Stderr, "e1e2"),
             chunk(Stdout, "ello\n"),
             chunk(Stdout, "world\n"),
             chunk(Stderr, "e3"),
         ];
-        let rest: Vec<LogChunk> = full.into_iter().filter_map(|c| r.unsent(c)).collect();
+        let rest: Vec<LogChunk> = next.into_iter().filter_map(|c| r.unsent(c)).collect();
         assert_eq!(
             rest,
             vec![
@@ -704,29 +715,13 @@ mod tests {
                 chunk(Stderr, "e3"),
             ]
         );
-        // Output beyond what both reads saw is sent whole.
-        assert_eq!(r.unsent(chunk(Stdout, "x")), Some(chunk(Stdout, "x")));
+        // A read with nothing new sends nothing.
+        r.next_read();
+        let same = [chunk(Stdout, "hello\nworld\n"), chunk(Stderr, "e1e2e3")];
+        assert!(same.into_iter().all(|c| r.unsent(c).is_none()));
     }
 
-    #[test]
-    fn a_process_that_ended_as_the_service_looked_is_told_apart() {
-        let fault = |code: u16, message: &str| podman_api::Error::Fault {
-            code: code.try_into().unwrap(),
-            message: message.into(),
-        };
-        let e = call_error(
-            "inspect",
-            "c1",
-            fault(500, "read /proc/4242/cgroup: no such process"),
-        );
-        assert_eq!(e.rule(), "process-ending", "{e}");
-        assert!(e.to_string().contains("no such process"), "{e}");
-        for other in [fault(500, "something else"), fault(404, "no such process")] {
-            assert_ne!(call_error("inspect", "c1", other).rule(), "process-ending");
-        }
-    }
-
-    /// Large interleaved output on both streams, in the chunks `full` makes of it.
+    /// A log of `lines` lines on each stream, interleaved, as conmon writes it.
     fn interleaved(lines: usize) -> Vec<LogChunk> {
         (0..lines)
             .flat_map(|i| {
@@ -738,35 +733,62 @@ mod tests {
             .collect()
     }
 
-    /// Run [`forward`] with a followed stream that delivers the first `followed` chunks of
-    /// `all` and then `end`s as given, a container that stopped, and a full read of `all`;
-    /// what the receiver got, per stream.
-    async fn forwarded(all: &[LogChunk], followed: usize, ends: FollowEnd) -> (String, String) {
-        let mut first: Vec<Result<LogChunk, LaunchError>> =
-            all[..followed].iter().cloned().map(Ok).collect();
-        if ends == FollowEnd::Error {
-            first.push(Err(LaunchError::AnswerLost {
-                op: "logs",
-                container: "c1".into(),
-                source: "connection reset".into(),
-            }));
-        }
-        let followed = futures_util::stream::iter(first);
-        let followed = match ends {
-            FollowEnd::Hangs => followed.chain(futures_util::stream::pending()).boxed(),
-            FollowEnd::Ends | FollowEnd::Error => followed.boxed(),
+    /// Large interleaved output that grows between reads, read whole again and again while
+    /// the container runs, each read cut into chunks its own way, one read failing half-way:
+    /// every byte of both streams arrives once, in order, and the last read (after the
+    /// container stopped) completes it.
+    #[tokio::test(start_paused = true)]
+    async fn every_byte_arrives_once_from_whole_reads_of_a_growing_log() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let lines = 3000;
+        let log = Arc::new(interleaved(lines));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let stops_after = 7;
+        let read = {
+            let (log, reads) = (log.clone(), reads.clone());
+            move || {
+                let n = reads.fetch_add(1, Ordering::SeqCst);
+                // The log so far: a growing prefix, the whole of it from the last read on.
+                let upto = if n + 1 >= stops_after {
+                    log.len()
+                } else {
+                    log.len() * (n + 1) / (stops_after + 2)
+                };
+                let mut items: Vec<Result<LogChunk, LaunchError>> = Vec::new();
+                for c in &log[..upto] {
+                    // Odd reads join each chunk to the one before it of the same stream.
+                    match items.last_mut() {
+                        Some(Ok(last)) if n % 2 == 1 && last.stream == c.stream => {
+                            last.bytes.extend_from_slice(&c.bytes)
+                        }
+                        _ => items.push(Ok(c.clone())),
+                    }
+                }
+                if n == 3 {
+                    items.truncate(items.len() / 3);
+                    items.push(Err(LaunchError::AnswerLost {
+                        op: "logs",
+                        container: "c1".into(),
+                        source: "connection reset".into(),
+                    }));
+                }
+                futures_util::stream::iter(items)
+            }
+        };
+        let stopped = {
+            let reads = reads.clone();
+            async move {
+                while reads.load(Ordering::SeqCst) < stops_after - 1 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let full: Vec<Result<LogChunk, LaunchError>> = all.iter().cloned().map(Ok).collect();
-        let task = tokio::spawn(forward(
-            followed,
-            std::future::ready(()),
-            move || futures_util::stream::iter(full),
-            tx,
-        ));
+        let task = tokio::spawn(forward(stopped, read, tx));
         let (mut out, mut err) = (String::new(), String::new());
         while let Some(item) = rx.recv().await {
-            let c = item.expect("no error reaches the caller when the full read is whole");
+            let c = item.expect("a failed read while it runs is made again, not sent");
             let text = String::from_utf8(c.bytes).unwrap();
             match c.stream {
                 OutputStream::Stdout => out.push_str(&text),
@@ -774,38 +796,37 @@ mod tests {
             }
         }
         task.await.unwrap();
-        (out, err)
+        let want = |p: &str| (0..lines).map(|i| format!("{p}-{i}\n")).collect::<String>();
+        assert!(
+            out == want("out") && err == want("err"),
+            "stdout {} of {} bytes, stderr {} of {}",
+            out.len(),
+            want("out").len(),
+            err.len(),
+            want("err").len()
+        );
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            stops_after,
+            "one read after the stop"
+        );
     }
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum FollowEnd {
-        /// The follower ends early, as if the log were complete (podman#21914).
-        Ends,
-        /// The follower never ends (it missed the container's end).
-        Hangs,
-        /// The follower's connection breaks.
-        Error,
-    }
-
-    /// However the followed read stops (ends early as if complete, hangs, breaks), and
-    /// wherever, every byte of both streams arrives once, in order per stream.
-    #[tokio::test]
-    async fn every_byte_arrives_once_however_the_follower_stops() {
-        let all = interleaved(3000);
-        let want = |p: &str| (0..3000).map(|i| format!("{p}-{i}\n")).collect::<String>();
-        for ends in [FollowEnd::Ends, FollowEnd::Hangs, FollowEnd::Error] {
-            for followed in [0, 1, 2, 2999, 4000, 5999, 6000] {
-                let (out, err) = forwarded(&all, followed, ends).await;
-                assert!(
-                    out == want("out") && err == want("err"),
-                    "{ends:?} after {followed} chunks: stdout {} of {} bytes, stderr {} of {}",
-                    out.len(),
-                    want("out").len(),
-                    err.len(),
-                    want("err").len()
-                );
-            }
-        }
+    /// A last read that fails is sent as the error.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_last_read_is_sent() {
+        let read = || {
+            futures_util::stream::iter(vec![Err(LaunchError::AnswerLost {
+                op: "logs",
+                container: "c1".into(),
+                source: "connection reset".into(),
+            })])
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(forward(std::future::ready(()), read, tx));
+        let first = rx.recv().await.expect("an item");
+        assert_eq!(first.expect_err("the error").rule(), "answer-lost");
+        assert!(rx.recv().await.is_none());
     }
 
     #[test]
