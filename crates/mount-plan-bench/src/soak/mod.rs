@@ -432,7 +432,7 @@ impl Ctx {
                     }
                     let mut t = tally.lock().expect("tally");
                     record.count(&mut t);
-                    if (i + 1) % 50 == 0 {
+                    if (i + 1).is_multiple_of(50) {
                         eprintln!(
                             "soak {:?}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
                             self.engine,
