@@ -44,7 +44,7 @@ pub mod identity;
 pub mod lifecycle;
 mod runtime;
 
-pub use engine::{CreateRequest, Engine, EngineKind, Listed};
+pub use engine::{CreateRequest, Engine, EngineKind, Listed, Removal};
 pub use identity::{LaunchId, Launcher, Verdict};
 pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
