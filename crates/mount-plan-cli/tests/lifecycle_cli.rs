@@ -523,9 +523,82 @@ fn the_exit_status_is_the_commands_own(engine: &Engine) -> Result<(), Failed> {
     })
 }
 
+/// Issue 21, finding 6: `--stop-grace` past its bound is refused before anything runs (it
+/// overflowed the lifecycle's clock once SIGTERM came: exit 101, the container left running).
+fn a_stop_grace_past_its_bound_is_refused_before_anything_runs(
+    engine: &Engine,
+) -> Result<(), Failed> {
+    let site = Site::new(engine, "grace");
+    let mut child = site.launch(&["--stop-grace", &u64::MAX.to_string()], &["sleep", "60"]);
+    // Today's main starts the job: cancel it as the finding did.
+    let started = until(Duration::from_secs(30), || {
+        site.events().contains("\"event\":\"started\"") || child.try_wait().ok().flatten().is_some()
+    });
+    if started.is_ok() && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        kill(site.launcher_pid(&child), "TERM");
+    }
+    let (status, stderr) = collect(&mut child);
+    let left = site.leftovers();
+    if !left.is_empty() {
+        let mut rm = Command::new(&engine.ps[0]);
+        rm.args(&engine.ps[1..]).args(["rm", "-f"]).args(&left);
+        if let Some(conf) = &engine.conf {
+            rm.env("CONTAINERS_CONF", conf);
+        }
+        let _ = rm.status();
+    }
+    check(status.code() == Some(125), || {
+        format!("{}: exit {status:?}, want 125: {stderr}", engine.name)
+    })?;
+    check(
+        stderr.contains("spec rule `duration`") && stderr.contains("--stop-grace"),
+        || format!("{}: stderr does not name the rule: {stderr}", engine.name),
+    )?;
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })?;
+    check(!site.w().join("job-1").exists(), || {
+        format!("{}: W/J was created for a refused launch", engine.name)
+    })
+}
+
+/// Issue 21, finding 7: `--events` naming a symbolic link is refused (rule
+/// `events-file-link`) and the link's target is never written.
+fn an_events_file_that_is_a_link_is_refused(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "events-link");
+    let target = site.path("run/target");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, site.path("run/events.jsonl")).unwrap();
+    let mut child = site.launch(&[], &["true"]);
+    let (status, stderr) = collect(&mut child);
+    let kept = std::fs::read_to_string(&target).unwrap();
+    check(kept == "precious\n", || {
+        format!("{}: the link's target was written: {kept:?}", engine.name)
+    })?;
+    check(status.code() == Some(125), || {
+        format!("{}: exit {status:?}, want 125: {stderr}", engine.name)
+    })?;
+    check(stderr.contains("events rule `events-file-link`"), || {
+        format!("{}: stderr does not name the rule: {stderr}", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 4] = [
+const SCENARIOS: [(&str, Scenario); 6] = [
+    (
+        "a_stop_grace_past_its_bound_is_refused_before_anything_runs",
+        a_stop_grace_past_its_bound_is_refused_before_anything_runs,
+    ),
+    (
+        "an_events_file_that_is_a_link_is_refused",
+        an_events_file_that_is_a_link_is_refused,
+    ),
     (
         "sigterm_stops_and_removes_within_the_grace_period",
         sigterm_stops_and_removes_within_the_grace_period,
