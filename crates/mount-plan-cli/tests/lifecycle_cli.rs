@@ -588,9 +588,78 @@ fn an_events_file_that_is_a_link_is_refused(engine: &Engine) -> Result<(), Faile
     })
 }
 
+/// Issue 21, finding 5: another host user (nobody) who can open W/J holds an exclusive
+/// `flock` on it. The launch's claim is not that lock: it runs to the end (before, it blocked
+/// in the host check and ignored SIGTERM until the lock was released).
+fn another_users_lock_on_the_job_dir_blocks_no_launch(engine: &Engine) -> Result<(), Failed> {
+    use std::io::BufRead;
+    let site = Site::new(engine, "flock");
+    let j = site.w().join("job-1");
+    std::fs::create_dir(&j).unwrap();
+    std::fs::set_permissions(&j, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some((_, uid)) = &engine.user {
+        std::os::unix::fs::chown(&j, Some(*uid), Some(*uid)).unwrap();
+    }
+    let mut holder = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["flock", "-x"])
+        .arg(&j)
+        .args(["sh", "-c", "echo held; exec sleep 120"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() != "held" {
+        let _ = holder.kill();
+        return Err(format!("{}: nobody could not lock W/J: {line:?}", engine.name).into());
+    }
+    let mut child = site.launch(&[], &["sh", "-c", "echo ran > out"]);
+    let ended = until(Duration::from_secs(60), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let mut blocked = String::new();
+    if ended.is_err() {
+        // Blocked behind nobody's lock: SIGTERM, as a supervisor would.
+        kill(site.launcher_pid(&child), "TERM");
+        let stopped = until(Duration::from_secs(10), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        blocked = format!(
+            "the launch blocked behind another user's lock on W/J{}",
+            if stopped.is_err() {
+                " and ignored SIGTERM"
+            } else {
+                ""
+            }
+        );
+        let _ = child.kill();
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let (status, stderr) = collect(&mut child);
+    check(blocked.is_empty(), || format!("{}: {blocked}", engine.name))?;
+    check(status.code() == Some(0), || {
+        format!("{}: exit {status:?}: {stderr}", engine.name)
+    })?;
+    check(j.join("out").is_file(), || {
+        format!("{}: the command did not run in W/J", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 6] = [
+const SCENARIOS: [(&str, Scenario); 7] = [
+    (
+        "another_users_lock_on_the_job_dir_blocks_no_launch",
+        another_users_lock_on_the_job_dir_blocks_no_launch,
+    ),
     (
         "a_stop_grace_past_its_bound_is_refused_before_anything_runs",
         a_stop_grace_past_its_bound_is_refused_before_anything_runs,
