@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -655,14 +656,24 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
             .collect();
         // The bind sources on this host, by identity: a source path swapped or made a link
         // since the check (the engine mounted what the path led to then).
+        let mut not_compared = None;
         if let Some(verified) = &verified {
             let sources = observed
                 .binds
                 .iter()
                 .map(|b| (b.target.as_str(), b.source.as_str()));
-            for m in verified.compare_sources(sources) {
+            // ...and what the running container holds, through its process's root: a path
+            // swapped before the start and back after shows only there.
+            let held = match container_root(&observed) {
+                Ok(root) => verified.compare_held(&root),
+                Err(why) => {
+                    not_compared = Some(why);
+                    Vec::new()
+                }
+            };
+            for m in verified.compare_sources(sources).iter().chain(&held) {
                 let chain =
-                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                    std::iter::successors(Some(m as &(dyn std::error::Error + 'static)), |e| {
                         e.source()
                     });
                 differences.push(crate::stream::chain_text(chain));
@@ -676,18 +687,57 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         for d in engine.report().differences_for(&plan) {
             writeln!(out, "note: {d}")?;
         }
+        if let Some(why) = &not_compared {
+            writeln!(
+                out,
+                "note: the identities the container holds were not compared: {why}"
+            )?;
+        }
         if differences.is_empty() {
             writeln!(
                 out,
-                "container {:?} conforms to the plan of job {:?}",
+                "container {:?} conforms to the plan of job {:?}{}",
                 cmd.container,
-                plan.job().as_str()
+                plan.job().as_str(),
+                if not_compared.is_some() {
+                    " (its bind sources were compared on this host by path only)"
+                } else {
+                    ""
+                }
             )?;
             Ok(ExitCode::SUCCESS)
         } else {
             Ok(ExitCode::from(1))
         }
     })
+}
+
+/// The root of a running container as this host sees it (`/proc/PID/root` of its first
+/// process), once that process is known to be the container's: its cgroup names the
+/// container (Docker, rootful Podman) or its `/run/.containerenv` does (Podman, rootless
+/// included). Otherwise why not: it does not run, or the engine numbers pids in another pid
+/// namespace (an engine in a container, on another host).
+fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<PathBuf, String> {
+    let Some(pid) = observed.first_pid else {
+        return Err("the container has no running process (the engine reports no pid)".into());
+    };
+    let id = observed.id.as_str();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let names_it = |text: &str| id.len() >= 12 && text.contains(id);
+    let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+    let containerenv = std::fs::read_to_string(proc_dir.join("root/run/.containerenv"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim() == format!("id=\"{id}\""));
+    if !(names_it(&cgroup) || containerenv) {
+        return Err(format!(
+            "pid {pid} on this host is not the container's process (the engine runs in another pid namespace or on another host), or this process may not look at it"
+        ));
+    }
+    let root = proc_dir.join("root");
+    std::fs::symlink_metadata(root.join("."))
+        .map_err(|e| format!("cannot look into the container's root {root:?}: {e}"))?;
+    Ok(root)
 }
 
 /// `mount-plan doctor`.

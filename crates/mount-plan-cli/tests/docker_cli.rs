@@ -423,7 +423,77 @@ fn audit_verify_compares_bind_sources_with_the_pins() {
         )),
         "{report}"
     );
-    assert_eq!(report.matches("pin rule").count(), 2, "{report}");
+    // And what the running container holds: the sibling at the job's target, nothing at
+    // the unmounted local/ (the startup link led to the pinned directory).
+    assert!(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job1\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("pin rule `pin-held-unreadable`: the container's \"/workspace/local\""),
+        "{report}"
+    );
+    assert_eq!(report.matches("pin rule").count(), 4, "{report}");
+}
+
+/// Issue 21, finding 9: `audit --verify` compares what the running container holds (through
+/// `/proc/PID/root`), not only what the host path leads to now. W/J is swapped for a link to
+/// another directory before the container starts and swapped back after: the host path
+/// matches the pin again, the container still holds the other directory.
+fn audit_verify_compares_what_the_container_holds() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("audit-held");
+    let w = ws.w.to_str().unwrap();
+    let other = ws.w.join("other");
+    fs::create_dir(&other).unwrap();
+    let (job, real) = (ws.w.join("job1"), ws.w.join("job1.real"));
+    fs::rename(&job, &real).unwrap();
+    std::os::unix::fs::symlink(&other, &job).unwrap();
+    let o = sh(Command::new("docker").args([
+        "run",
+        "-d",
+        "--label",
+        &format!("mount-plan-test.run={}", ws.label),
+        "-v",
+        &format!("{w}/startup:/workspace/startup:ro"),
+        "-v",
+        &format!("{w}/local:/workspace/local:ro"),
+        "-v",
+        &format!("{w}/job1:/workspace/job1"),
+        IMAGE,
+        "sleep",
+        "60",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    // Swapped back: the host path is the pinned directory again.
+    fs::remove_file(&job).unwrap();
+    fs::rename(&real, &job).unwrap();
+    let a = sh(Command::new(BIN).args([
+        "audit",
+        "--runtime",
+        "docker",
+        &id,
+        "--workspace",
+        w,
+        "--job",
+        "job1",
+        "--accept-missing",
+        "noexec",
+        "--verify",
+    ]));
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let report = text(&a.stdout);
+    assert_eq!(a.status.code(), Some(1), "{report}{}", text(&a.stderr));
+    assert!(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job1\""),
+        "{report}"
+    );
+    // Only the swapped bind: the host paths and the other binds are as pinned.
+    assert_eq!(report.matches("pin rule").count(), 1, "{report}");
+    assert!(!report.contains("were not compared"), "{report}");
 }
 
 fn doctor_exit_status_follows_the_default_plan() {
@@ -557,6 +627,11 @@ fn main() {
             "audit_verify_compares_bind_sources_with_the_pins",
             DOCKER,
             audit_verify_compares_bind_sources_with_the_pins,
+        ),
+        harness::test(
+            "audit_verify_compares_what_the_container_holds",
+            DOCKER,
+            audit_verify_compares_what_the_container_holds,
         ),
         harness::test(
             "doctor_exit_status_follows_the_default_plan",

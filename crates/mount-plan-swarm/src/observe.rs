@@ -268,6 +268,7 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
             .collect(),
         state: Some(state),
         exit_code,
+        first_pid: None,
         working_dir: c.dir.clone().filter(|d| !d.is_empty()),
         user: c.user.clone().filter(|u| !u.is_empty()),
         binds,
