@@ -714,9 +714,11 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
 
 /// The root of a running container as this host sees it (`/proc/PID/root` of its first
 /// process), once that process is known to be the container's: its cgroup names the
-/// container (Docker, rootful Podman) or its `/run/.containerenv` does (Podman, rootless
-/// included). Otherwise why not: it does not run, or the engine numbers pids in another pid
-/// namespace (an engine in a container, on another host).
+/// container's id (Docker, rootful Podman), or its parent is the container's monitor started
+/// with the id as an argument (Podman's `conmon -c ID`, Docker's `containerd-shim -id ID`;
+/// rootless Podman on cgroup v1 has no cgroup of its own). Otherwise why not: it does not
+/// run, or the engine numbers pids in another pid namespace (an engine in a container, on
+/// another host).
 fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<PathBuf, String> {
     let Some(pid) = observed.first_pid else {
         return Err("the container has no running process (the engine reports no pid)".into());
@@ -725,11 +727,17 @@ fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<Pat
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let names_it = |text: &str| id.len() >= 12 && text.contains(id);
     let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
-    let containerenv = std::fs::read_to_string(proc_dir.join("root/run/.containerenv"))
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.trim() == format!("id=\"{id}\""));
-    if !(names_it(&cgroup) || containerenv) {
+    // The parent's pid is field 4 of stat, after the parenthesised command name.
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')').map(|i| s[i + 1..].to_owned())?;
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+    let monitor = parent
+        .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .is_some_and(|argv| argv.split(|b| *b == 0).any(|a| a == id.as_bytes()));
+    if !(names_it(&cgroup) || (id.len() >= 12 && monitor)) {
         return Err(format!(
             "pid {pid} on this host is not the container's process (the engine runs in another pid namespace or on another host), or this process may not look at it"
         ));

@@ -653,9 +653,81 @@ fn another_users_lock_on_the_job_dir_blocks_no_launch(engine: &Engine) -> Result
     })
 }
 
+/// Issue 21, finding 9: `audit --verify` reports what the running container holds (through
+/// `/proc/PID/root`) when W/J was swapped for a link before the container started and
+/// swapped back after, on every engine (the container identified by its cgroup or its
+/// `/run/.containerenv`).
+fn audit_verify_sees_what_the_container_holds(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "held");
+    let w = site.w();
+    let (job, real, other) = (w.join("job-1"), w.join("job-1.real"), w.join("other"));
+    for d in [&real, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some((_, uid)) = &engine.user {
+            std::os::unix::fs::chown(d, Some(*uid), Some(*uid)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(&other, &job).unwrap();
+    let ws = w.to_str().unwrap();
+    let mut run = Command::new(&engine.ps[0]);
+    run.args(&engine.ps[1..]).args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        &format!("mount-plan-test.run={}", site.label),
+        "-v",
+        &format!("{ws}/startup:/workspace/startup:ro"),
+        "-v",
+        &format!("{ws}/local:/workspace/local:ro"),
+        "-v",
+        &format!("{ws}/job-1:/workspace/job-1"),
+        &engine.image,
+        "sleep",
+        "60",
+    ]);
+    if let Some(conf) = &engine.conf {
+        run.env("CONTAINERS_CONF", conf);
+    }
+    let id = output_ok(&mut run)?.trim().to_owned();
+    // Swapped back: the host path is the directory the audit's own check pins.
+    std::fs::remove_file(&job).unwrap();
+    std::fs::rename(&real, &job).unwrap();
+    let engine_args = engine.args();
+    let mut args: Vec<&str> = vec!["audit"];
+    args.extend(engine_args.iter().map(String::as_str));
+    args.extend(engine.launch_only.iter().map(String::as_str));
+    args.extend([&id, "--workspace", ws, "--job", "job-1", "--verify"]);
+    let out = site.cli(&args).output().unwrap();
+    let mut rm = Command::new(&engine.ps[0]);
+    rm.args(&engine.ps[1..]).args(["rm", "-f", &id]);
+    if let Some(conf) = &engine.conf {
+        rm.env("CONTAINERS_CONF", conf);
+    }
+    let _ = rm.output();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check(out.status.code() == Some(1), || {
+        format!("{}: exit {:?}: {report}{stderr}", engine.name, out.status)
+    })?;
+    check(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job-1\""),
+        || format!("{}: no pin-held for the job: {report}{stderr}", engine.name),
+    )?;
+    check(report.matches("pin rule").count() == 1, || {
+        format!("{}: other pin differences: {report}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 7] = [
+const SCENARIOS: [(&str, Scenario); 8] = [
+    (
+        "audit_verify_sees_what_the_container_holds",
+        audit_verify_sees_what_the_container_holds,
+    ),
     (
         "another_users_lock_on_the_job_dir_blocks_no_launch",
         another_users_lock_on_the_job_dir_blocks_no_launch,
