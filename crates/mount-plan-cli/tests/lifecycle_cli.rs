@@ -614,6 +614,7 @@ fn another_users_lock_on_the_job_dir_blocks_no_launch(engine: &Engine) -> Result
         .unwrap();
     if line.trim() != "held" {
         let _ = holder.kill();
+        let _ = holder.wait();
         return Err(format!("{}: nobody could not lock W/J: {line:?}", engine.name).into());
     }
     let mut child = site.launch(&[], &["sh", "-c", "echo ran > out"]);
