@@ -496,6 +496,50 @@ fn audit_verify_compares_what_the_container_holds() {
     assert!(!report.contains("were not compared"), "{report}");
 }
 
+/// Issue 21, finding 4: a container launched on another machine that shares this engine and
+/// this host name (another machine id and boot id) is not judged: `gc` keeps it and names it
+/// on stderr (before, a different boot id read as "rebooted": it would be removed). Dry run,
+/// so that no other test's container is touched.
+fn gc_keeps_and_names_a_container_of_another_machine() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("gc-machine");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let pid_ns = fs::read_link("/proc/self/ns/pid").unwrap();
+    let labels = [
+        "io.mount-plan.managed=1".to_owned(),
+        "io.mount-plan.job=job1".to_owned(),
+        format!("mount-plan-test.run={}", ws.label),
+        "io.mount-plan.launch=0123456789abcdef0123456789abcdef".to_owned(),
+        format!("io.mount-plan.host={}", host.trim()),
+        "io.mount-plan.machine=fedcba9876543210fedcba9876543210".to_owned(),
+        "io.mount-plan.boot-id=00000000-1111-2222-3333-444444444444".to_owned(),
+        format!("io.mount-plan.pid-ns={}", pid_ns.display()),
+        "io.mount-plan.pid=999999999".to_owned(),
+        "io.mount-plan.pid-start=1".to_owned(),
+    ];
+    let mut create = Command::new("docker");
+    create.arg("create");
+    for l in &labels {
+        create.args(["--label", l]);
+    }
+    let o = sh(create.args([IMAGE, "true"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    let g = sh(Command::new(BIN).args(["gc", "--runtime", "docker", "--dry-run"]));
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let (stdout, stderr) = (text(&g.stdout), text(&g.stderr));
+    assert_eq!(g.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains(&id), "judged an orphan: {stdout}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&format!("kept {id}"))
+            && l.contains("another machine")
+            && l.contains("fedcba9876543210fedcba9876543210")),
+        "{stderr}"
+    );
+}
+
 fn doctor_exit_status_follows_the_default_plan() {
     if !docker_ready() {
         return;
@@ -632,6 +676,11 @@ fn main() {
             "audit_verify_compares_what_the_container_holds",
             DOCKER,
             audit_verify_compares_what_the_container_holds,
+        ),
+        harness::test(
+            "gc_keeps_and_names_a_container_of_another_machine",
+            DOCKER,
+            gc_keeps_and_names_a_container_of_another_machine,
         ),
         harness::test(
             "doctor_exit_status_follows_the_default_plan",
