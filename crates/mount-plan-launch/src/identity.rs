@@ -10,7 +10,9 @@ pub const LABEL_LAUNCH: &str = "io.mount-plan.launch";
 pub const LABEL_HOST: &str = "io.mount-plan.host";
 /// Label carrying the launcher machine's id (`/etc/machine-id`): host names repeat across
 /// machines, and the pid namespace of a machine's first process has the same number on every
-/// machine, so neither tells machines apart.
+/// machine, so neither tells machines apart. Limit: machines cloned with the same
+/// `/etc/machine-id` are one machine to `gc` (a different boot id then reads as a reboot):
+/// give each its own id (`systemd-machine-id-setup`).
 pub const LABEL_MACHINE: &str = "io.mount-plan.machine";
 /// Label carrying the launcher host's boot id (`/proc/sys/kernel/random/boot_id`).
 pub const LABEL_BOOT_ID: &str = "io.mount-plan.boot-id";
