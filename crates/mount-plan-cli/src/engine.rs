@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,9 +10,9 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Capability, Class, Engine, Event, GcOptions, Keep,
-    LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection,
-    Resources, Verdict,
+    audit, duration_whole_secs, Availability, CancelToken, Capability, Class, Engine, Event,
+    GcOptions, Keep, LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream,
+    Protection, Resources, Verdict,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use mount_plan_swarm::SwarmEngine;
@@ -143,6 +144,11 @@ impl CapArgs {
     }
 }
 
+/// `--connect-timeout`, bounded ([`mount_plan_launch::MAX_DURATION`]), at least 1 s.
+fn connect_timeout(args: &EngineArgs) -> Result<Duration, LaunchError> {
+    Ok(duration_whole_secs("--connect-timeout", args.connect_timeout)?.max(Duration::from_secs(1)))
+}
+
 /// Connect to the engine `args` names.
 pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
     match args.runtime {
@@ -152,7 +158,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         RuntimeArg::Swarm => Ok(Box::new(
             SwarmEngine::connect(&ConnectOptions {
                 host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 ..ConnectOptions::default()
             })
             .await?
@@ -168,7 +174,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         RuntimeArg::Docker => {
             let options = ConnectOptions {
                 host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 probe_image: args.probe_image.clone(),
                 ..ConnectOptions::default()
             };
@@ -180,7 +186,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
                     UsernsArg::Default => UserNamespace::EngineDefault,
                     UsernsArg::KeepId => UserNamespace::KeepId,
                 },
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 ..PodmanOptions::default()
             };
             Ok(Box::new(match &args.socket {
@@ -190,7 +196,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         }
         #[cfg(feature = "kubernetes")]
         RuntimeArg::Kubernetes => {
-            let timeout = Duration::from_secs(args.connect_timeout.max(1));
+            let timeout = connect_timeout(args)?;
             Ok(Box::new(args.kube.connect(timeout).await?))
         }
     }
@@ -364,6 +370,89 @@ impl Observer for CliObserver {
     }
 }
 
+/// Why the `--events` file was refused. Each variant names a rule id, unique across the
+/// project.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsFileError {
+    /// The path's last component is a symbolic link: a launcher (often root) would append to
+    /// whatever file the link's owner chose.
+    #[error("{rule}the events file {path:?} is a symbolic link; it is opened without following one, so name the file itself", rule = self.prefix())]
+    Link {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// Not a regular file (a fifo, a device, a socket, a directory).
+    #[error("{rule}the events file {path:?} is not a regular file", rule = self.prefix())]
+    NotRegular {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// It cannot be opened or created.
+    #[error("{rule}cannot open the events file {path:?}: {source}", rule = self.prefix())]
+    Open {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+mount_plan::rules!(EventsFileError, "events", {
+    Link => "events-file-link",
+    NotRegular => "events-file-not-regular",
+    Open => "events-file-open",
+});
+
+/// Open (or create, mode 0644 less the umask) the `--events` file for appending, without
+/// following a symbolic link in its last component and without blocking on a fifo; only a
+/// regular file is accepted.
+fn open_events(path: &std::path::Path) -> Result<std::fs::File, EventsFileError> {
+    use rustix::fs::{fstat, open, FileType, Mode, OFlags};
+    let opened = open(
+        path,
+        OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    );
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(EventsFileError::Link {
+                path: path.to_owned(),
+            })
+        }
+        // A fifo with no reader (O_NONBLOCK): not a regular file.
+        Err(rustix::io::Errno::NXIO) => {
+            return Err(EventsFileError::NotRegular {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => {
+            return Err(EventsFileError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            })
+        }
+    };
+    let st = fstat(&fd).map_err(|e| EventsFileError::Open {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(EventsFileError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 /// The signals that cancel a launch, and the status a shell gives for each.
 const CANCEL_SIGNALS: [(i32, &str, u8); 3] =
     [(2, "SIGINT", 130), (15, "SIGTERM", 143), (1, "SIGHUP", 129)];
@@ -478,23 +567,21 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
         let prepared = (|| {
             let plan = cmd.plan.plan()?;
             let spec = cmd.spec()?;
+            let stop_grace = duration_whole_secs("--stop-grace", cmd.stop_grace)?;
             let verified = cmd.verify.verify(plan)?;
-            Ok::<_, anyhow::Error>((verified, spec))
+            Ok::<_, anyhow::Error>((verified, spec, stop_grace))
         })();
-        let (verified, spec) = match prepared {
+        let (verified, spec, stop_grace) = match prepared {
             Ok(v) => v,
             Err(e) => return fail(e, None),
         };
         let events = match &cmd.events {
             None => None,
-            Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Some(path) => match open_events(path) {
                 Ok(f) => Some(std::io::BufWriter::new(f)),
                 Err(e) => {
                     let _ = verified.release_job_dir();
-                    return fail(
-                        anyhow!("cannot open the events file {path:?}: {e}"),
-                        None,
-                    );
+                    return fail(e.into(), None);
                 }
             },
         };
@@ -541,7 +628,7 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
         }
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
-            stop_grace: Duration::from_secs(cmd.stop_grace),
+            stop_grace,
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
@@ -659,14 +746,24 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
             .collect();
         // The bind sources on this host, by identity: a source path swapped or made a link
         // since the check (the engine mounted what the path led to then).
+        let mut not_compared = None;
         if let Some(verified) = &verified {
             let sources = observed
                 .binds
                 .iter()
                 .map(|b| (b.target.as_str(), b.source.as_str()));
-            for m in verified.compare_sources(sources) {
+            // ...and what the running container holds, through its process's root: a path
+            // swapped before the start and back after shows only there.
+            let held = match container_root(&observed) {
+                Ok(root) => verified.compare_held(&root),
+                Err(why) => {
+                    not_compared = Some(why);
+                    Vec::new()
+                }
+            };
+            for m in verified.compare_sources(sources).iter().chain(&held) {
                 let chain =
-                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                    std::iter::successors(Some(m as &(dyn std::error::Error + 'static)), |e| {
                         e.source()
                     });
                 differences.push(crate::stream::chain_text(chain));
@@ -680,18 +777,65 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         for d in engine.report().differences_for(&plan) {
             writeln!(out, "note: {d}")?;
         }
+        if let Some(why) = &not_compared {
+            writeln!(
+                out,
+                "note: the identities the container holds were not compared: {why}"
+            )?;
+        }
         if differences.is_empty() {
             writeln!(
                 out,
-                "container {:?} conforms to the plan of job {:?}",
+                "container {:?} conforms to the plan of job {:?}{}",
                 cmd.container,
-                plan.job().as_str()
+                plan.job().as_str(),
+                if not_compared.is_some() {
+                    " (its bind sources were compared on this host by path only)"
+                } else {
+                    ""
+                }
             )?;
             Ok(ExitCode::SUCCESS)
         } else {
             Ok(ExitCode::from(1))
         }
     })
+}
+
+/// The root of a running container as this host sees it (`/proc/PID/root` of its first
+/// process), once that process is known to be the container's: its cgroup names the
+/// container's id (Docker, rootful Podman), or its parent is the container's monitor started
+/// with the id as an argument (Podman's `conmon -c ID`, Docker's `containerd-shim -id ID`;
+/// rootless Podman on cgroup v1 has no cgroup of its own). Otherwise why not: it does not
+/// run, or the engine numbers pids in another pid namespace (an engine in a container, on
+/// another host).
+fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<PathBuf, String> {
+    let Some(pid) = observed.first_pid else {
+        return Err("the container has no running process (the engine reports no pid)".into());
+    };
+    let id = observed.id.as_str();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let names_it = |text: &str| id.len() >= 12 && text.contains(id);
+    let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+    // The parent's pid is field 4 of stat, after the parenthesised command name.
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')').map(|i| s[i + 1..].to_owned())?;
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+    let monitor = parent
+        .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .is_some_and(|argv| argv.split(|b| *b == 0).any(|a| a == id.as_bytes()));
+    if !(names_it(&cgroup) || (id.len() >= 12 && monitor)) {
+        return Err(format!(
+            "pid {pid} on this host is not the container's process (the engine runs in another pid namespace or on another host), or this process may not look at it"
+        ));
+    }
+    let root = proc_dir.join("root");
+    std::fs::symlink_metadata(root.join("."))
+        .map_err(|e| format!("cannot look into the container's root {root:?}: {e}"))?;
+    Ok(root)
 }
 
 /// `mount-plan doctor`.

@@ -56,9 +56,9 @@ pub use mount_plan_spec::{
 };
 pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
 pub use mount_plan_spec::{
-    Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
-    NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,
-    LABEL_PLAN_DIGEST, LABEL_PREFIX,
+    duration_secs, duration_whole_secs, Capability, ContainerName, EnvVar, GpuRequest, ImageRef,
+    Labels, LaunchSpec, Network, NetworkName, PlacementConstraint, Resources, SpecError, User,
+    LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX, MAX_DURATION,
 };
 pub use mount_plan_spec::{
     Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,

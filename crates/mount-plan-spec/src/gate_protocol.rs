@@ -7,7 +7,9 @@
 /// Where the gate lives in the container (outside R: the root tmpfs hides nothing of it).
 pub const GATE_PATH: &str = "/.mount-plan/gate";
 /// The protocol version: the gate's first argument after its path; a gate refuses any other.
-pub const GATE_PROTOCOL: &str = "v1";
+/// v2: the gate sets no-new-privileges before `execve`, so a v1 gate (which did not) refuses
+/// a v2 launch: a stale gate installed on a cluster's nodes cannot run a job without it.
+pub const GATE_PROTOCOL: &str = "v2";
 /// The gate's exit status when it refuses (the command never ran): the status `docker run`
 /// uses for "the container did not run the command".
 pub const GATE_REFUSED: u8 = 125;
