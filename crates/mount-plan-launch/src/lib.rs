@@ -52,14 +52,14 @@ pub use lifecycle::{
 };
 pub use mount_plan_spec::audit;
 pub use mount_plan_spec::{
-    required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
-};
-pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
-pub use mount_plan_spec::{
     duration_secs, duration_whole_secs, Capability, ContainerName, EnvVar, GpuRequest, ImageRef,
     Labels, LaunchSpec, Network, NetworkName, PlacementConstraint, Resources, SpecError, User,
     LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX, MAX_DURATION,
 };
+pub use mount_plan_spec::{
+    required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
+};
+pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
 pub use mount_plan_spec::{
     Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,
