@@ -102,7 +102,7 @@ async fn podman_rootful_doctor_reports_versions_and_protections() {
     assert_eq!(engine.engine, "podman");
     assert_eq!(engine.endpoint, service.url);
     assert!(!engine.rootless);
-    let version: mount_plan_podman::PodmanVersion = engine.version.parse().expect("version");
+    let version = mount_plan_podman::parse_version(&engine.version).expect("version");
     assert!(version >= mount_plan_podman::MIN_VERSION, "{version}");
     assert!(
         engine

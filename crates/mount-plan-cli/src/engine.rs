@@ -17,6 +17,7 @@ use mount_plan_launch::{
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use mount_plan_swarm::SwarmEngine;
 
+use crate::outcome::{Ending, Outcome, StatusFile};
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
 /// Exit status of `launch` when the command certainly did not run (a refusal, an engine
@@ -266,6 +267,12 @@ pub struct LaunchCmd {
     /// with "time" and "launch")
     #[arg(long, value_name = "FILE")]
     events: Option<std::path::PathBuf>,
+    /// Write the launch's outcome to FILE (one JSON object, written atomically at the end;
+    /// FILE must not exist): whether the command ran, its own status, or why the launch
+    /// failed. The exit status alone cannot tell a command's own 125 from a launch that never
+    /// ran it; this file can
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<std::path::PathBuf>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -480,26 +487,82 @@ fn cancel_on_signals(
 /// Run `mount-plan launch`: verify, then the one lifecycle of [`mount_plan_launch::launch`].
 /// Exit status: the command's own; [`EXIT_LAUNCH_FAILED`] when it certainly did not run;
 /// [`EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
-/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch.
+/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch. The number
+/// alone cannot tell a command's own 125 from a launch that never ran it: `--status-file`
+/// can ([`crate::outcome`]).
 pub fn launch(cmd: &LaunchCmd) -> ExitCode {
-    let fail = |e: anyhow::Error| {
+    let status_file = match cmd
+        .status_file
+        .as_deref()
+        .map(StatusFile::reserve)
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_LAUNCH_FAILED);
+        }
+    };
+    let outcome = launch_outcome(cmd);
+    if let Some(file) = status_file {
+        if let Err(e) = file.write(&outcome) {
+            let path = cmd
+                .status_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            eprintln!("error: status-file: cannot write {path:?}: {e}");
+        }
+    }
+    ExitCode::from(outcome.exit)
+}
+
+/// The rule id of an error before the lifecycle, when it has one.
+fn rule_of(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(e) = e.downcast_ref::<LaunchError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan_launch::SpecError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan_host::HostError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan::PlanError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan::NameError>() {
+        return Some(e.rule());
+    }
+    e.downcast_ref::<mount_plan::PathError>().map(|e| e.rule())
+}
+
+/// [`launch`] up to its outcome (printed on stderr as it happens).
+fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
+    let fail = |e: anyhow::Error, launch: Option<String>| {
         // A LaunchError's message already ends with the engine's answer: print it once.
         match e.downcast_ref::<LaunchError>() {
             Some(l) => eprintln!("error: {l}"),
             None => crate::print_error(&e),
         }
-        ExitCode::from(EXIT_LAUNCH_FAILED)
+        Outcome::failed(
+            Ending::Failed,
+            false,
+            rule_of(&e),
+            crate::stream::chain_text(e.chain()),
+            launch,
+            EXIT_LAUNCH_FAILED,
+        )
     };
     let rt = match tokio_runtime() {
         Ok(r) => r,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e, None),
     };
     rt.block_on(async {
         // Signals are handled from here on: before the host check creates anything.
         let cancel = CancelToken::new();
         let signalled = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
         if let Err(e) = cancel_on_signals(&cancel, &signalled) {
-            return fail(e);
+            return fail(e, None);
         }
         let prepared = (|| {
             let plan = cmd.plan.plan()?;
@@ -510,7 +573,7 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         })();
         let (verified, spec, stop_grace) = match prepared {
             Ok(v) => v,
-            Err(e) => return fail(e),
+            Err(e) => return fail(e, None),
         };
         let events = match &cmd.events {
             None => None,
@@ -518,13 +581,26 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
                 Ok(f) => Some(std::io::BufWriter::new(f)),
                 Err(e) => {
                     let _ = verified.release_job_dir();
-                    return fail(e.into());
+                    return fail(e.into(), None);
                 }
             },
         };
         let mut observer = CliObserver {
             events,
             launch: String::new(),
+        };
+        let cancelled = |signalled: u8, command_ran: bool, launch: Option<String>| {
+            Outcome::failed(
+                Ending::Cancelled,
+                command_ran,
+                Some(LaunchError::Cancelled.rule()),
+                LaunchError::Cancelled.to_string(),
+                launch,
+                match signalled {
+                    0 => EXIT_LAUNCH_FAILED,
+                    code => code,
+                },
+            )
         };
         // Let the signal tasks run once: a signal that came during the host check cancels.
         tokio::task::yield_now().await;
@@ -537,10 +613,12 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             Err(e) => {
                 let _ = verified.release_job_dir();
                 return match e {
-                    LaunchError::Cancelled => {
-                        ExitCode::from(signalled.load(std::sync::atomic::Ordering::SeqCst))
-                    }
-                    e => fail(e.into()),
+                    LaunchError::Cancelled => cancelled(
+                        signalled.load(std::sync::atomic::Ordering::SeqCst),
+                        false,
+                        None,
+                    ),
+                    e => fail(e.into(), None),
                 };
             }
         };
@@ -554,23 +632,26 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
-        match mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
-            .await
-        {
+        let launched =
+            mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
+                .await;
+        let launch_id = Some(observer.launch.clone());
+        match launched {
             Ok(done) => {
                 if !done.removed && cmd.keep {
                     eprintln!("mount-plan: kept container {}", done.container);
                 }
-                match u8::try_from(done.status.code) {
-                    Ok(c) => ExitCode::from(c),
+                let exit = match u8::try_from(done.status.code) {
+                    Ok(c) => c,
                     Err(_) => {
                         eprintln!(
                             "mount-plan: the command's exit status {} does not fit an exit code",
                             done.status.code
                         );
-                        ExitCode::from(EXIT_STATUS_UNKNOWN)
+                        EXIT_STATUS_UNKNOWN
                     }
-                }
+                };
+                Outcome::exited(done.status.code, exit, done.launch)
             }
             Err(failed) if failed.is_cancelled() => {
                 eprintln!(
@@ -581,21 +662,30 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
                         "the command never ran"
                     }
                 );
-                match signalled.load(std::sync::atomic::Ordering::SeqCst) {
-                    0 => ExitCode::from(EXIT_LAUNCH_FAILED),
-                    code => ExitCode::from(code),
-                }
+                cancelled(
+                    signalled.load(std::sync::atomic::Ordering::SeqCst),
+                    failed.command_ran,
+                    launch_id,
+                )
             }
             Err(failed) => {
                 eprintln!("error: {}", failed.error);
-                if failed.command_ran {
+                let exit = if failed.command_ran {
                     eprintln!(
                         "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
                     );
-                    ExitCode::from(EXIT_STATUS_UNKNOWN)
+                    EXIT_STATUS_UNKNOWN
                 } else {
-                    ExitCode::from(EXIT_LAUNCH_FAILED)
-                }
+                    EXIT_LAUNCH_FAILED
+                };
+                Outcome::failed(
+                    Ending::Failed,
+                    failed.command_ran,
+                    Some(failed.error.rule()),
+                    failed.error.to_string(),
+                    launch_id,
+                    exit,
+                )
             }
         }
     })

@@ -11,6 +11,7 @@ use mount_plan_host::VerifiedPlan;
 mod engine;
 #[cfg(feature = "kubernetes")]
 mod k8s_args;
+mod outcome;
 mod plan_args;
 mod stream;
 
@@ -318,24 +319,15 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The plan as `plan --format json` prints it; with host checks, their pins and findings too.
+/// The plan as `plan --format json` prints it; with host checks, the verified plan's one
+/// serialised form (`mount_plan_host::VerifiedPlan`'s: the plan's fields, the pins, warnings
+/// and findings), which Python's `VerifiedPlan.to_dict()` returns too.
 fn plan_json(plan: &MountPlan, verified: Option<&VerifiedPlan>) -> serde_json::Value {
-    let json = |v: Result<serde_json::Value, serde_json::Error>| {
-        v.expect("plans and pins have string keys and no failing Serialize")
-    };
-    let mut value = json(serde_json::to_value(plan));
-    if let Some(v) = verified {
-        let obj = value.as_object_mut().expect("a plan is a JSON object");
-        obj.insert("pins".into(), json(serde_json::to_value(v.pins())));
-        obj.insert(
-            "launcher_workspace".into(),
-            json(serde_json::to_value(v.launcher_workspace())),
-        );
-        obj.insert("job_dir_created".into(), v.job_dir_created().into());
-        obj.insert("warnings".into(), json(serde_json::to_value(v.warnings())));
-        obj.insert("findings".into(), json(serde_json::to_value(v.findings())));
+    match verified {
+        Some(v) => serde_json::to_value(v),
+        None => serde_json::to_value(plan),
     }
-    value
+    .expect("plans and pins have string keys and no failing Serialize")
 }
 
 /// The plan as a Pod; what the target cannot honour is noted on stderr (a launch refuses it

@@ -334,11 +334,14 @@ pub struct Pins {
 
 /// A plan whose bind sources were checked on the real filesystem; the only type backends accept.
 ///
-/// Serialises as `{"plan": {...}, "pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
-/// "source", "role", "dev", "ino"}]}, "launcher_workspace", "resolver", "job_dir_created",
-/// "warnings", "findings"}`.
+/// Serialises as the plan's own fields (`version`, `job`, `workspace`, `container_root`,
+/// `workdir`, `mounts`) followed by `"pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
+/// "source", "role", "dev", "ino"}]}`, `launcher_workspace`, `resolver`, `job_dir_created`,
+/// `warnings` and `findings`: the one form of a verified plan, which `mount-plan plan --verify`
+/// prints and Python's `VerifiedPlan.to_dict()` returns.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedPlan {
+    #[serde(flatten)]
     plan: MountPlan,
     pins: Pins,
     #[serde(serialize_with = "ser_lossy_path")]

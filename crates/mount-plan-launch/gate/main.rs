@@ -41,15 +41,21 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+/// The protocol, shared with the launcher: `mount-plan-spec`'s `src/gate_protocol.rs`, whose
+/// path the build script hands to rustc.
+#[allow(dead_code)]
+mod protocol {
+    include!(env!("MOUNT_PLAN_GATE_PROTOCOL"));
+}
 /// The exit status of a refusal (the status `docker run` uses for "the container did not
 /// run the command").
-const REFUSED: u8 = 125;
+const REFUSED: u8 = protocol::GATE_REFUSED;
 /// The only protocol version this gate speaks.
 /// v2: the gate sets no-new-privileges before `execve`; a v1 gate (which did not) refuses a v2
 /// launch, so a stale gate installed on a cluster's nodes cannot run a job without it.
-const VERSION: &str = "v2";
+const VERSION: &str = protocol::GATE_PROTOCOL;
 /// The environment variable naming the node, on a cluster engine.
-const NODE_ENV: &str = "MOUNT_PLAN_GATE_NODE";
+const NODE_ENV: &str = protocol::GATE_NODE_ENV;
 
 /// The root tmpfs, as planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,8 +491,10 @@ fn main() -> ExitCode {
     };
     let on = node.map(|n| format!("on node {n:?}: ")).unwrap_or_default();
     let line = format!(
-        "mount-plan-gate: {nonce}: refused: {}: {on}{}\n",
-        refusal.rule, refusal.message
+        "{}{nonce}: refused: {}: {on}{}\n",
+        protocol::GATE_LINE_PREFIX,
+        refusal.rule,
+        refusal.message
     );
     // One write, so that the line arrives as one piece of output.
     let _ = io::stderr().write_all(line.as_bytes());

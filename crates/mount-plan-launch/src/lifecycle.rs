@@ -33,13 +33,13 @@ use futures_util::StreamExt;
 use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
-use crate::audit::{audit, ObservedContainer};
 use crate::engine::{CreateRequest, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
-use crate::protection::{Availability, EngineReport, Protection};
 use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
-use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
+use mount_plan_spec::{audit, ObservedContainer};
+use mount_plan_spec::{Availability, EngineReport, Protection};
+use mount_plan_spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
 /// How many times a clean-up call (remove, the look-up by launch id) is tried; the pause
 /// between tries doubles from [`RETRY_PAUSE`], so the tries span about 6 s: long enough for an
@@ -422,7 +422,7 @@ impl Driver<'_> {
         spec.check().map_err(LaunchError::from)?;
         let report = engine.report();
         // The hardening the caller names and the plan's layout requires.
-        let required = crate::protection::required_hardening(self.plan.plan(), &spec.require);
+        let required = mount_plan_spec::required_hardening(self.plan.plan(), &spec.require);
         check_protections(&report, self.plan.plan(), &spec.accept_missing, &required)?;
         // Hardening the engine cannot apply and the site does not require: one warning, and
         // the audit does not ask for it.
@@ -984,7 +984,7 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
             v => (v, false),
         };
         out.push(Collected {
-            job: listed.labels.get(crate::spec::LABEL_JOB).cloned(),
+            job: listed.labels.get(mount_plan_spec::LABEL_JOB).cloned(),
             container: listed.id,
             verdict,
             removed,

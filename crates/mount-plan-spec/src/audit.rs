@@ -499,7 +499,7 @@ pub fn audit(
     for (i, o) in observed.binds.iter().enumerate() {
         // The gate, bound read-only from the node where an engine has no archive call (Swarm):
         // outside R, a single file, read-only; the gate checks everything else.
-        let gate = o.target == crate::gate::GATE_PATH && o.read_only;
+        let gate = o.target == crate::gate_protocol::GATE_PATH && o.read_only;
         if !seen_binds[i] && !gate {
             out.push(Difference::UnplannedMount {
                 target: o.target.clone(),
