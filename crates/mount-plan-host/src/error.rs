@@ -86,6 +86,21 @@ pub enum HostError {
         /// The refused mode.
         mode: u32,
     },
+    /// A job directory mode with bits the contract forbids: set-user-ID, set-group-ID or
+    /// write for others ([`crate::JOB_DIR_FORBIDDEN_BITS`]).
+    #[error("{rule}the job directory mode {mode:04o} has set-id bits or lets others write (forbidden bits {:04o}); every host user could plant links, fifos and sockets in the job's only writable view", crate::JOB_DIR_FORBIDDEN_BITS, rule = self.prefix())]
+    JobDirMode {
+        /// The refused mode.
+        mode: u32,
+    },
+    /// An existing job directory whose mode has bits the contract forbids.
+    #[error("{rule}{at} has mode {mode:04o}, with set-id bits or write for others (forbidden bits {:04o}); tighten it (chmod o-w,ug-s) before launching", crate::JOB_DIR_FORBIDDEN_BITS, rule = self.prefix())]
+    JobDirLoose {
+        /// The job directory.
+        at: Subject,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The object is a symbolic link.
     #[error("{rule}{at} is a symlink", rule = self.prefix())]
     Symlink {
@@ -221,6 +236,8 @@ pub enum HostError {
 mount_plan::rules!(HostError, "host", {
     LauncherPath => "launcher-path",
     InvalidMode => "mode",
+    JobDirMode => "job-dir-mode",
+    JobDirLoose => "job-dir-loose",
     Symlink => "symlink",
     SymlinkInPath => "symlink-in-path",
     NotADirectory => "not-a-directory",
@@ -258,7 +275,9 @@ impl HostError {
     /// What the refusal concerned, when it concerned a path.
     pub fn subject(&self) -> Option<&Subject> {
         match self {
-            HostError::LauncherPath { .. } | HostError::InvalidMode { .. } => None,
+            HostError::LauncherPath { .. }
+            | HostError::InvalidMode { .. }
+            | HostError::JobDirMode { .. } => None,
             HostError::Symlink { at }
             | HostError::SymlinkInPath { at }
             | HostError::NotADirectory { at, .. }
@@ -270,6 +289,7 @@ impl HostError {
             | HostError::HardLink { at, .. }
             | HostError::TooDeep { at, .. }
             | HostError::JobDirRemoved { at }
+            | HostError::JobDirLoose { at, .. }
             | HostError::ExtraAliasesWorkspace { at, .. }
             | HostError::Io { at, .. } => Some(at),
         }
@@ -282,6 +302,12 @@ impl HostError {
         match self {
             HostError::LauncherPath { .. } => "give the launcher's view of the workspace as an absolute path",
             HostError::InvalidMode { .. } => "give the job directory mode as octal permission bits between 0 and 7777",
+            HostError::JobDirMode { .. } => {
+                "give a mode without set-id bits and without write for others (0750, 0770, 0755)"
+            }
+            HostError::JobDirLoose { .. } => {
+                "tighten the job directory (chmod o-w,ug-s), or start from a fresh one (--create-job-dir=fresh)"
+            }
             HostError::Symlink { .. } if what == Some("extra mount source") => {
                 "pass the real path of the extra mount source, not a symlink to it"
             }

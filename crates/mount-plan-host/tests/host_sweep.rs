@@ -128,6 +128,102 @@ fn device_nodes_sockets_and_fifos_are_reported() {
     assert_eq!(v.findings().len(), 3, "{:?}", v.findings());
 }
 
+/// Finding 1 of issue 21: a set-user-ID file far below W/J (deeper than the old 64-level limit,
+/// and deeper than the handles the sweep keeps open) is cleared, and W/J's own mode, which a
+/// root job may open up, is put back.
+fn the_sweep_has_no_depth_limit_and_puts_back_the_job_directory_mode() {
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    chmod(&job, 0o750);
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    assert_eq!(v.job_dir_state().mode, 0o750);
+    // What a root job does: nested directories, set-id files at several depths, its own
+    // directory opened to everyone.
+    let mut dir = job.clone();
+    let mut planted = Vec::new();
+    let mut rel = PathBuf::new();
+    for level in 0..300 {
+        dir.push("d");
+        rel.push("d");
+        fs::create_dir(&dir).unwrap();
+        if level % 97 == 96 || level == 299 {
+            // A sibling directory too, walked after coming back up from the deep one.
+            fs::create_dir(dir.join("side")).unwrap();
+            let tool = dir.join("side/tool");
+            fs::write(&tool, b"#!/bin/sh\n").unwrap();
+            chmod(&tool, 0o4755);
+            planted.push((rel.join("side/tool"), tool));
+        }
+    }
+    chmod(&job, 0o777);
+    let report = v.sweep_job_dir().unwrap();
+    assert!(report.is_complete(), "{:?}", report.unhandled);
+    let mut cleared: Vec<PathBuf> = report.cleared.iter().map(|c| c.path.clone()).collect();
+    cleared.sort();
+    let mut expected: Vec<PathBuf> = planted.iter().map(|(r, _)| r.clone()).collect();
+    expected.sort();
+    assert_eq!(cleared, expected);
+    assert!(report.cleared.iter().all(|c| !c.removed));
+    for (_, tool) in &planted {
+        assert_eq!(mode(tool), 0o755, "{tool:?}");
+    }
+    assert_eq!(mode(&job), 0o750, "W/J's verified mode is back");
+    assert_eq!(report.restored.map(|r| r.mode), Some(0o777));
+    // A second sweep finds nothing left to do.
+    let again = v.sweep_job_dir().unwrap();
+    assert!(again.cleared.is_empty() && again.restored.is_none());
+    assert!(again.is_complete());
+}
+
+/// W/J's verified owner is put back too (a root job may `chown` its own directory).
+fn the_sweep_puts_back_the_job_directory_owner() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    chmod(&job, 0o750);
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let before = fs::metadata(&job).unwrap();
+    chown(&job, Some(4321), Some(4322)).unwrap();
+    chmod(&job, 0o2755);
+    let report = v.sweep_job_dir().unwrap();
+    assert!(report.is_complete(), "{:?}", report.unhandled);
+    let after = fs::metadata(&job).unwrap();
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert_eq!(mode(&job), 0o750);
+    let restored = report.restored.unwrap();
+    assert_eq!((restored.uid, restored.gid, restored.mode), (4321, 4322, 0o2755));
+}
+
+/// A set-id file the sweep can neither clear nor remove (immutable) makes it incomplete, with
+/// the file named: never a silent give-up.
+fn a_set_id_file_that_cannot_be_cleared_makes_the_sweep_incomplete() {
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    fs::create_dir_all(job.join("a")).unwrap();
+    let tool = job.join("a/tool");
+    fs::write(&tool, b"x").unwrap();
+    chmod(&tool, 0o4755);
+    let chattr = |flag: &str| {
+        let ok = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&tool)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "chattr {flag} {tool:?} (needs root and ext4 or tmpfs)");
+    };
+    chattr("+i");
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let report = v.sweep_job_dir();
+    chattr("-i");
+    let report = report.unwrap();
+    assert!(!report.is_complete());
+    assert_eq!(report.unhandled.len(), 1, "{:?}", report.unhandled);
+    assert_eq!(report.unhandled[0].path, PathBuf::from("a/tool"));
+    assert!(report.cleared.is_empty());
+    assert_eq!(mode(&tool), 0o4755);
+}
+
 /// A tmpfs at `target` with `data` options and `flags`.
 fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
     rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
@@ -170,6 +266,21 @@ fn main() {
             "the_sweep_follows_the_pinned_directory_not_the_name",
             &[],
             the_sweep_follows_the_pinned_directory_not_the_name,
+        ),
+        harness::test(
+            "the_sweep_has_no_depth_limit_and_puts_back_the_job_directory_mode",
+            &[],
+            the_sweep_has_no_depth_limit_and_puts_back_the_job_directory_mode,
+        ),
+        harness::test(
+            "the_sweep_puts_back_the_job_directory_owner",
+            ROOT,
+            the_sweep_puts_back_the_job_directory_owner,
+        ),
+        harness::test(
+            "a_set_id_file_that_cannot_be_cleared_makes_the_sweep_incomplete",
+            ROOT,
+            a_set_id_file_that_cannot_be_cleared_makes_the_sweep_incomplete,
         ),
         harness::test(
             "device_nodes_sockets_and_fifos_are_reported",
