@@ -101,6 +101,16 @@ pub enum HostError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A job directory swept by path (`gc`) is no longer the directory that was launched.
+    #[error("{rule}{at} is not the job directory its container was launched with (dev {} ino {}, now dev {} ino {}); it was not swept", .expected.dev, .expected.ino, .found.dev, .found.ino, rule = self.prefix())]
+    JobDirReplaced {
+        /// The job directory.
+        at: Subject,
+        /// The identity recorded at launch.
+        expected: Pin,
+        /// The identity found.
+        found: Pin,
+    },
     /// The object is a symbolic link.
     #[error("{rule}{at} is a symlink", rule = self.prefix())]
     Symlink {
@@ -238,6 +248,7 @@ mount_plan::rules!(HostError, "host", {
     InvalidMode => "mode",
     JobDirMode => "job-dir-mode",
     JobDirLoose => "job-dir-loose",
+    JobDirReplaced => "job-dir-replaced",
     Symlink => "symlink",
     SymlinkInPath => "symlink-in-path",
     NotADirectory => "not-a-directory",
@@ -290,6 +301,7 @@ impl HostError {
             | HostError::TooDeep { at, .. }
             | HostError::JobDirRemoved { at }
             | HostError::JobDirLoose { at, .. }
+            | HostError::JobDirReplaced { at, .. }
             | HostError::ExtraAliasesWorkspace { at, .. }
             | HostError::Io { at, .. } => Some(at),
         }
@@ -304,6 +316,9 @@ impl HostError {
             HostError::InvalidMode { .. } => "give the job directory mode as octal permission bits between 0 and 7777",
             HostError::JobDirMode { .. } => {
                 "give a mode without set-id bits and without write for others (0750, 0770, 0755)"
+            }
+            HostError::JobDirReplaced { .. } => {
+                "nothing to do for this container: the directory under its name is another one"
             }
             HostError::JobDirLoose { .. } => {
                 "tighten the job directory (chmod o-w,ug-s), or start from a fresh one (--create-job-dir=fresh)"

@@ -468,6 +468,20 @@ impl VerifiedPlan {
         )
     }
 
+    /// W/J as this process sees it (W's launcher path and J's name).
+    pub fn launcher_job_dir(&self) -> PathBuf {
+        self.handles.job_at.launcher_path.clone()
+    }
+
+    /// Whether host users other than W's owner may pass through W (its mode grants search
+    /// to its group or to others): then W/J is only as closed as its own mode, which a root
+    /// job can change while it runs.
+    pub fn workspace_reachable_by_others(&self) -> Result<bool, HostError> {
+        let st = fstat(&self.handles.workspace)
+            .map_err(|e| open::io_err(&self.handles.workspace_at, "stat", e))?;
+        Ok(st.st_mode & 0o011 != 0)
+    }
+
     /// W/J's owner and mode when it was verified (or created): what
     /// [`VerifiedPlan::sweep_job_dir`] puts back after the job.
     pub fn job_dir_state(&self) -> JobDirState {
@@ -481,6 +495,75 @@ impl VerifiedPlan {
     pub fn release_job_dir(&self) -> Result<JobDirRelease, HostError> {
         self.claim.release()
     }
+}
+
+/// The facts about a workspace W that decide how far a job's outputs reach, read from `path`
+/// (its last component not followed): the mount flags of its filesystem, and whether host
+/// users other than its owner may pass through it (its mode grants search to its group or
+/// others). For `doctor`; a launch reads the same facts from its verified plan.
+pub fn workspace_reach(path: &Path) -> Result<(WorkspaceMountFlags, bool), HostError> {
+    let at = Subject::new(
+        "workspace",
+        path.to_string_lossy().into_owned(),
+        path.to_owned(),
+    );
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| open::io_err(&at, "open", e))?;
+    let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
+    Ok((sweep::mount_flags(fd.as_fd(), &at)?, st.st_mode & 0o011 != 0))
+}
+
+/// This process's effective uid: whether a launcher may change what a job writes.
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Sweep a job directory by its path and identity, without a verified plan: for `gc`, which
+/// removes a container whose launcher died before its own sweep. `path` is W/J as this
+/// process sees it (its last component is not followed); it is swept only when it is still
+/// the directory `pin` names (rule `job-dir-replaced` otherwise), and `state` (its verified
+/// owner and mode) is put back first, as [`VerifiedPlan::sweep_job_dir`] does.
+pub fn sweep_job_dir_at(
+    path: &Path,
+    pin: Pin,
+    state: JobDirState,
+) -> Result<SweepReport, HostError> {
+    let at = Subject::new(
+        "job directory",
+        path.to_string_lossy().into_owned(),
+        path.to_owned(),
+    );
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::NOENT => HostError::Missing { at: at.clone() },
+        e => open::io_err(&at, "open", e),
+    })?;
+    let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
+    let found = Pin::of(&st);
+    if found != pin {
+        return Err(HostError::JobDirReplaced {
+            at,
+            expected: pin,
+            found,
+        });
+    }
+    sweep::sweep(fd.as_fd(), &at, Some(state))
 }
 
 /// Check `plan` against the real filesystem, through the launcher's view of W.

@@ -90,6 +90,13 @@ pub struct JobDirState {
     pub mode: u32,
 }
 
+impl JobDirState {
+    /// An owner and a mode (permission bits).
+    pub fn new(uid: u32, gid: u32, mode: u32) -> Self {
+        JobDirState { uid, gid, mode }
+    }
+}
+
 /// What [`crate::VerifiedPlan::sweep_job_dir`] did.
 #[derive(Debug, Default)]
 #[non_exhaustive]

@@ -166,6 +166,7 @@ impl FakeEngine {
                 api_version: "0".into(),
                 runtime: None,
                 rootless: false,
+                user_namespace: false,
             },
             script,
             cancel_on: None,

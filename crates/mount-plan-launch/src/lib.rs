@@ -48,6 +48,7 @@ pub mod fake;
 pub mod gate;
 pub mod identity;
 pub mod lifecycle;
+pub mod outputs;
 mod protection;
 mod runc;
 mod runtime;
