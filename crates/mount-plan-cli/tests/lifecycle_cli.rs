@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use mount_plan_testkit::harness::{self, Need};
 
+#[path = "lifecycle_cli/outputs.rs"]
+mod outputs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
 const ENV_FILE: &str = "/tmp/mount-plan-podman/env";
 
@@ -561,7 +564,11 @@ fn main() {
     let mut trials = Vec::new();
     for (name, probe) in engines {
         let found = root.clone().and_then(|()| probe());
-        for (scenario, run) in SCENARIOS {
+        let outputs = outputs::SCENARIOS
+            .into_iter()
+            .filter(|(_, _, docker_only)| !docker_only || name == "docker")
+            .map(|(scenario, run, _)| (scenario, run));
+        for (scenario, run) in SCENARIOS.into_iter().chain(outputs) {
             let trial_name = format!("{name}::{scenario}");
             let trial = match &found {
                 Ok(engine) => {
