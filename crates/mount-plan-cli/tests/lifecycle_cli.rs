@@ -4,7 +4,8 @@
 //!   plus 5 s, and `launch` exits 143;
 //! - SIGKILL to the launcher, then `mount-plan gc`, leaves no managed container of ours;
 //! - two launches of one job, the first failing late, never remove the second's directory;
-//! - a job whose status is read normally exits with its own status.
+//! - a job whose status is read normally exits with its own status;
+//! - issue 21: what a job writes gives no other host user a privilege ([`outputs`]).
 //!
 //! An engine that is missing shows as ignored in the summary; under `CI` it fails.
 
