@@ -518,7 +518,10 @@ pub fn workspace_reach(path: &Path) -> Result<(WorkspaceMountFlags, bool), HostE
     )
     .map_err(|e| open::io_err(&at, "open", e))?;
     let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
-    Ok((sweep::mount_flags(fd.as_fd(), &at)?, st.st_mode & 0o011 != 0))
+    Ok((
+        sweep::mount_flags(fd.as_fd(), &at)?,
+        st.st_mode & 0o011 != 0,
+    ))
 }
 
 /// This process's effective uid: whether a launcher may change what a job writes.

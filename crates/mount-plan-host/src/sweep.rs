@@ -187,7 +187,8 @@ fn restore(
         .map_err(|e| io_err(at, "restore the owner of", e))?;
     }
     // After the chown, which may clear set-id bits of a directory.
-    fchmod(dir, Mode::from_raw_mode(state.mode)).map_err(|e| io_err(at, "restore the mode of", e))?;
+    fchmod(dir, Mode::from_raw_mode(state.mode))
+        .map_err(|e| io_err(at, "restore the mode of", e))?;
     report.restored = Some(found);
     Ok(())
 }

@@ -191,7 +191,10 @@ fn the_sweep_puts_back_the_job_directory_owner() {
     assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
     assert_eq!(mode(&job), 0o750);
     let restored = report.restored.unwrap();
-    assert_eq!((restored.uid, restored.gid, restored.mode), (4321, 4322, 0o2755));
+    assert_eq!(
+        (restored.uid, restored.gid, restored.mode),
+        (4321, 4322, 0o2755)
+    );
 }
 
 /// A set-id file the sweep can neither clear nor remove (immutable) makes it incomplete, with

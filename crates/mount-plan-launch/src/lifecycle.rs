@@ -452,8 +452,7 @@ impl Driver<'_> {
                 "this build of mount-plan has no in-container gate (its build could not link it statically: install the static C library, e.g. Debian's libc6-dev, and rebuild): no launch runs unchecked".into(),
             )));
         }
-        let mut labels =
-            launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
+        let mut labels = launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
         for (k, v) in crate::outputs::job_dir_labels(self.plan) {
             labels.insert(k.to_owned(), v);
         }

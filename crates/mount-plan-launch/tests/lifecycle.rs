@@ -342,7 +342,10 @@ async fn an_incomplete_sweep_fails_the_launch_after_the_command_ran() {
     assert_eq!(failed.error.rule(), "sweep-incomplete", "{}", failed.error);
     assert!(failed.command_ran);
     let text = failed.error.to_string();
-    assert!(text.contains("exit status 3") && text.contains("stuck"), "{text}");
+    assert!(
+        text.contains("exit status 3") && text.contains("stuck"),
+        "{text}"
+    );
     assert!(
         rec.events.iter().any(|e| matches!(
             e,

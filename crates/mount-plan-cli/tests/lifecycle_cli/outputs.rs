@@ -32,14 +32,7 @@ fn stage_id(site: &Site) {
 /// with another effective uid.
 fn run_as_nobody(engine: &Engine, path: &Path) -> Result<String, Failed> {
     let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            NOBODY,
-            "--regid",
-            NOBODY,
-            "--clear-groups",
-            "--",
-        ])
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
         .arg(path)
         .output()
         .map_err(|e| format!("setpriv: {e}"))?;
@@ -115,7 +108,10 @@ fn gc_sweeps_the_job_directory_of_a_killed_launcher(engine: &Engine) -> Result<(
     let _ = collect(&mut child);
     let left = site.leftovers();
     check(left.len() == 1, || {
-        format!("{}: want the killed launcher's container: {left:?}", engine.name)
+        format!(
+            "{}: want the killed launcher's container: {left:?}",
+            engine.name
+        )
     })?;
     let engine_args = engine.args();
     let mut gc_args = vec!["gc"];
@@ -134,7 +130,12 @@ fn gc_sweeps_the_job_directory_of_a_killed_launcher(engine: &Engine) -> Result<(
         stdout
             .lines()
             .any(|l| l.starts_with(&format!("swept the job directory of {short}"))),
-        || format!("{}: gc did not sweep {short}: {stdout} {stderr}", engine.name),
+        || {
+            format!(
+                "{}: gc did not sweep {short}: {stdout} {stderr}",
+                engine.name
+            )
+        },
     )?;
     check(mode(&job.join("id")) & 0o6000 == 0, || {
         format!(
@@ -144,7 +145,11 @@ fn gc_sweeps_the_job_directory_of_a_killed_launcher(engine: &Engine) -> Result<(
         )
     })?;
     check(mode(&job) == 0o750, || {
-        format!("{}: W/J keeps the job's mode {:04o}", engine.name, mode(&job))
+        format!(
+            "{}: W/J keeps the job's mode {:04o}",
+            engine.name,
+            mode(&job)
+        )
     })?;
     run_as_nobody(engine, &job.join("id"))?;
     check(site.leftovers().is_empty(), || {
@@ -190,7 +195,13 @@ fn a_non_root_launcher_with_a_root_job_is_refused(engine: &Engine) -> Result<(),
         .args(&engine.launch_only)
         .arg("--workspace")
         .arg(&w)
-        .args(["--job", "job-1", "--create-job-dir", "--image", &engine.image])
+        .args([
+            "--job",
+            "job-1",
+            "--create-job-dir",
+            "--image",
+            &engine.image,
+        ])
         .args(["--label", &label, "--events"])
         .arg(&events)
         .args(extra)
@@ -200,7 +211,10 @@ fn a_non_root_launcher_with_a_root_job_is_refused(engine: &Engine) -> Result<(),
     let out = launch(&["--cap-add", "DAC_OVERRIDE"], "root-ran");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     check(!out.status.success(), || {
-        format!("{}: a root job of a non-root launcher ran: {stderr}", engine.name)
+        format!(
+            "{}: a root job of a non-root launcher ran: {stderr}",
+            engine.name
+        )
     })?;
     check(stderr.contains("`outputs-unclearable`"), || {
         format!("{}: not refused by its rule: {stderr}", engine.name)
