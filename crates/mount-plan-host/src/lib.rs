@@ -497,6 +497,12 @@ impl VerifiedPlan {
     }
 }
 
+/// A directory opened by its full path, its last component not followed.
+const OPEN_DIR_NOFOLLOW: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
 /// The facts about a workspace W that decide how far a job's outputs reach, read from `path`
 /// (its last component not followed): the mount flags of its filesystem, and whether host
 /// users other than its owner may pass through it (its mode grants search to its group or
@@ -507,16 +513,8 @@ pub fn workspace_reach(path: &Path) -> Result<(WorkspaceMountFlags, bool), HostE
         path.to_string_lossy().into_owned(),
         path.to_owned(),
     );
-    let fd = rustix::fs::openat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open::io_err(&at, "open", e))?;
+    let fd = rustix::fs::openat(rustix::fs::CWD, path, OPEN_DIR_NOFOLLOW, Mode::empty())
+        .map_err(|e| open::io_err(&at, "open", e))?;
     let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
     Ok((
         sweep::mount_flags(fd.as_fd(), &at)?,
@@ -544,19 +542,12 @@ pub fn sweep_job_dir_at(
         path.to_string_lossy().into_owned(),
         path.to_owned(),
     );
-    let fd = rustix::fs::openat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::OFlags::PATH
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
-        Errno::NOENT => HostError::Missing { at: at.clone() },
-        e => open::io_err(&at, "open", e),
-    })?;
+    let fd = rustix::fs::openat(rustix::fs::CWD, path, OPEN_DIR_NOFOLLOW, Mode::empty()).map_err(
+        |e| match e {
+            Errno::NOENT => HostError::Missing { at: at.clone() },
+            e => open::io_err(&at, "open", e),
+        },
+    )?;
     let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
     let found = Pin::of(&st);
     if found != pin {

@@ -175,8 +175,9 @@ fn restore(
     if found == state {
         return Ok(());
     }
-    // The mode first: a restored owner with the job's mode would keep others' access.
-    fchmod(dir, Mode::from_raw_mode(state.mode & !0o6000))
+    // The mode first: it closes W/J to others even when the owner cannot be put back. (A
+    // verified mode has no set-id bits for the chown to clear.)
+    fchmod(dir, Mode::from_raw_mode(state.mode))
         .map_err(|e| io_err(at, "restore the mode of", e))?;
     if (found.uid, found.gid) != (state.uid, state.gid) {
         fchown(
@@ -186,9 +187,6 @@ fn restore(
         )
         .map_err(|e| io_err(at, "restore the owner of", e))?;
     }
-    // After the chown, which may clear set-id bits of a directory.
-    fchmod(dir, Mode::from_raw_mode(state.mode))
-        .map_err(|e| io_err(at, "restore the mode of", e))?;
     report.restored = Some(found);
     Ok(())
 }

@@ -227,6 +227,63 @@ fn a_set_id_file_that_cannot_be_cleared_makes_the_sweep_incomplete() {
     assert_eq!(mode(&tool), 0o4755);
 }
 
+/// `gc`'s sweep by path and identity: the very directory a launch pinned is swept and its mode
+/// put back; another directory under that name, a link there or nothing there is not swept.
+fn a_job_directory_is_swept_by_path_only_when_it_is_the_pinned_one() {
+    use mount_plan_host::sweep_job_dir_at;
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    chmod(&job, 0o750);
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let (pin, state) = (v.job_pin(), v.job_dir_state());
+    assert_eq!(v.launcher_job_dir(), job);
+    drop(v);
+    let tool = job.join("tool");
+    fs::write(&tool, b"x").unwrap();
+    chmod(&tool, 0o4755);
+    chmod(&job, 0o777);
+    let report = sweep_job_dir_at(&job, pin, state).unwrap();
+    assert!(report.is_complete(), "{:?}", report.unhandled);
+    assert_eq!(report.cleared.len(), 1);
+    assert_eq!((mode(&tool), mode(&job)), (0o755, 0o750));
+    // Another directory under the name: refused, untouched.
+    chmod(&tool, 0o4755);
+    let moved = site.ws.join("moved");
+    fs::rename(&job, &moved).unwrap();
+    fs::create_dir(&job).unwrap();
+    let err = sweep_job_dir_at(&job, pin, state).unwrap_err();
+    assert_eq!(err.rule(), "job-dir-replaced", "{err}");
+    // A link to the pinned directory: not followed.
+    fs::remove_dir(&job).unwrap();
+    symlink(&moved, &job).unwrap();
+    let err = sweep_job_dir_at(&job, pin, state).unwrap_err();
+    assert_eq!(err.rule(), "io", "{err}");
+    // Nothing there.
+    fs::remove_file(&job).unwrap();
+    let err = sweep_job_dir_at(&job, pin, state).unwrap_err();
+    assert_eq!(err.rule(), "missing", "{err}");
+    assert_eq!(mode(&moved.join("tool")), 0o4755, "nothing was swept");
+}
+
+/// `doctor`'s facts about a workspace: who may pass through it.
+fn workspace_reach_says_who_may_pass_through_w() {
+    let site = Site::new();
+    for (m, reachable) in [(0o700, false), (0o750, true), (0o701, true), (0o755, true)] {
+        chmod(&site.ws, m);
+        let (_, got) = mount_plan_host::workspace_reach(&site.ws).unwrap();
+        assert_eq!(got, reachable, "{m:o}");
+        let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+        assert_eq!(
+            v.workspace_reachable_by_others().unwrap(),
+            reachable,
+            "{m:o}"
+        );
+    }
+    let link = site.path("link");
+    symlink(&site.ws, &link).unwrap();
+    assert!(mount_plan_host::workspace_reach(&link).is_err());
+}
+
 /// A tmpfs at `target` with `data` options and `flags`.
 fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
     rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
@@ -274,6 +331,16 @@ fn main() {
             "the_sweep_has_no_depth_limit_and_puts_back_the_job_directory_mode",
             &[],
             the_sweep_has_no_depth_limit_and_puts_back_the_job_directory_mode,
+        ),
+        harness::test(
+            "a_job_directory_is_swept_by_path_only_when_it_is_the_pinned_one",
+            &[],
+            a_job_directory_is_swept_by_path_only_when_it_is_the_pinned_one,
+        ),
+        harness::test(
+            "workspace_reach_says_who_may_pass_through_w",
+            &[],
+            workspace_reach_says_who_may_pass_through_w,
         ),
         harness::test(
             "the_sweep_puts_back_the_job_directory_owner",
