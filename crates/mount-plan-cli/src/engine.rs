@@ -498,7 +498,10 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             }
             Err(failed) => {
                 eprintln!("error: {}", failed.error);
-                if failed.command_ran {
+                if matches!(failed.error, LaunchError::SweepIncomplete { .. }) {
+                    // Its message says that the command ran, and its status.
+                    ExitCode::from(EXIT_STATUS_UNKNOWN)
+                } else if failed.command_ran {
                     eprintln!(
                         "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
                     );
