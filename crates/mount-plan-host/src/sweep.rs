@@ -15,6 +15,7 @@ use rustix::process::{Gid, Uid};
 use crate::error::{HostError, Subject};
 use crate::open::{dev_of, io_err, mount_id, reopen_dir, Base};
 use crate::scan::FindingKind;
+use crate::Pin;
 
 /// The mount flags of the filesystem that holds W (`fstatvfs` on W's pinned handle). A
 /// workspace on a `nosuid` mount makes a set-user-ID file a job leaves behind harmless to host
@@ -154,7 +155,7 @@ pub(crate) fn sweep(
         report: &mut report,
         stack: Vec::new(),
     }
-    .run(dir, pin_of(&st));
+    .run(dir, Pin::of(&st));
     Ok(report)
 }
 
@@ -201,11 +202,6 @@ const FILE_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NONBLOCK)
     .union(OFlags::CLOEXEC);
 
-fn pin_of(st: &rustix::fs::Stat) -> (u64, u64) {
-    #[allow(clippy::useless_conversion)] // `st_ino`'s type differs between architectures
-    (dev_of(st), u64::from(st.st_ino))
-}
-
 /// One directory on the walk's path from W/J down.
 struct Frame {
     /// Its handle, or `None` when closed to stay within [`OPEN_DIRS`].
@@ -213,7 +209,7 @@ struct Frame {
     /// Its name in its parent (empty for W/J).
     name: OsString,
     /// Its identity, to reopen it by name and know it is the same directory.
-    pin: (u64, u64),
+    pin: Pin,
     /// Its path relative to W/J.
     rel: PathBuf,
     at: Subject,
@@ -240,7 +236,7 @@ impl Walk<'_> {
         });
     }
 
-    fn run(mut self, root: OwnedFd, pin: (u64, u64)) {
+    fn run(mut self, root: OwnedFd, pin: Pin) {
         self.enter(root, OsString::new(), pin, PathBuf::new(), self.at.clone());
         while let Some(top) = self.stack.last_mut() {
             let Some(name) = top.pending.pop() else {
@@ -270,7 +266,7 @@ impl Walk<'_> {
             };
             match fstat(&sub) {
                 Ok(st) if dev_of(&st) == self.base.dev && same_mount(self.base, sub.as_fd()) => {
-                    self.enter(sub, name, pin_of(&st), path, child);
+                    self.enter(sub, name, Pin::of(&st), path, child);
                 }
                 // A mount point below W/J: not the job's (a non-recursive bind does not carry
                 // it in), and the sweep never leaves W/J's mount.
@@ -302,7 +298,7 @@ impl Walk<'_> {
             let fd = openat(parent, &frame.name, DIR_FLAGS, Mode::empty())
                 .map_err(|e| io_err(&frame.at, "reopen", e))?;
             let st = fstat(&fd).map_err(|e| io_err(&frame.at, "stat", e))?;
-            if pin_of(&st) != frame.pin {
+            if Pin::of(&st) != frame.pin {
                 return Err(io_err(&frame.at, "reopen (it was replaced)", Errno::STALE));
             }
             frame.fd = Some(fd);
@@ -326,7 +322,7 @@ impl Walk<'_> {
 
     /// Sweep the entries of the directory `dir` at `rel` and push it on the stack with its
     /// subdirectories to walk.
-    fn enter(&mut self, dir: OwnedFd, name: OsString, pin: (u64, u64), rel: PathBuf, at: Subject) {
+    fn enter(&mut self, dir: OwnedFd, name: OsString, pin: Pin, rel: PathBuf, at: Subject) {
         let mut pending = Vec::new();
         match reopen_dir(dir.as_fd()).and_then(Dir::new) {
             Ok(mut entries) => {

@@ -284,6 +284,42 @@ fn workspace_reach_says_who_may_pass_through_w() {
     assert!(mount_plan_host::workspace_reach(&link).is_err());
 }
 
+/// A mount point below W/J (a bind of a directory of the same filesystem, and a tmpfs) is not
+/// the job's: the sweep never enters it and says it could not handle it, so the launch fails
+/// rather than claiming a complete sweep.
+fn the_sweep_does_not_enter_a_mount_point_below_the_job_directory() {
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    let outside = site.outside.join("suid");
+    fs::write(&outside, b"x").unwrap();
+    chmod(&outside, 0o4755);
+    fs::create_dir(job.join("bound")).unwrap();
+    fs::create_dir(job.join("tmp")).unwrap();
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let _bound = common::bind_mount(&site.outside, &job.join("bound"));
+    let _tmp = tmpfs(&job.join("tmp"), rustix::mount::MountFlags::empty());
+    let inside_tmp = job.join("tmp/suid");
+    fs::write(&inside_tmp, b"x").unwrap();
+    chmod(&inside_tmp, 0o4755);
+    let report = v.sweep_job_dir().unwrap();
+    let mut unhandled: Vec<(PathBuf, &str)> = report
+        .unhandled
+        .iter()
+        .map(|p| (p.path.clone(), p.error.rule()))
+        .collect();
+    unhandled.sort();
+    assert_eq!(
+        unhandled,
+        vec![
+            (PathBuf::from("bound"), "other-filesystem"),
+            (PathBuf::from("tmp"), "other-filesystem")
+        ]
+    );
+    assert!(!report.is_complete());
+    assert!(report.cleared.is_empty(), "{:?}", report.cleared);
+    assert_eq!((mode(&outside), mode(&inside_tmp)), (0o4755, 0o4755));
+}
+
 /// A tmpfs at `target` with `data` options and `flags`.
 fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
     rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
@@ -341,6 +377,11 @@ fn main() {
             "workspace_reach_says_who_may_pass_through_w",
             &[],
             workspace_reach_says_who_may_pass_through_w,
+        ),
+        harness::test(
+            "the_sweep_does_not_enter_a_mount_point_below_the_job_directory",
+            ROOT,
+            the_sweep_does_not_enter_a_mount_point_below_the_job_directory,
         ),
         harness::test(
             "the_sweep_puts_back_the_job_directory_owner",
