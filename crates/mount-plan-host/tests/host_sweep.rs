@@ -320,6 +320,79 @@ fn the_sweep_does_not_enter_a_mount_point_below_the_job_directory() {
     assert_eq!((mode(&outside), mode(&inside_tmp)), (0o4755, 0o4755));
 }
 
+/// What this test binary does when run as the child of
+/// [`a_set_id_file_the_launcher_may_not_change_is_removed`]: sweep the directory that
+/// `MP_SWEEP_CHILD` names (`PATH:DEV:INO:UID:GID:MODE`) and print what became of each file.
+const SWEEP_CHILD: &str = "MP_SWEEP_CHILD";
+
+fn sweep_child(spec: &str) {
+    let parts: Vec<&str> = spec.rsplitn(6, ':').collect();
+    let num = |i: usize| parts[i].parse::<u64>().unwrap();
+    let pin = mount_plan_host::Pin {
+        dev: num(4),
+        ino: num(3),
+    };
+    let state = mount_plan_host::JobDirState::new(num(2) as u32, num(1) as u32, num(0) as u32);
+    let report = mount_plan_host::sweep_job_dir_at(Path::new(parts[5]), pin, state).unwrap();
+    for c in &report.cleared {
+        println!(
+            "cleared {:?} {:o} removed={}",
+            c.path, c.mode_before, c.removed
+        );
+    }
+    for p in &report.unhandled {
+        println!("unhandled {:?} {}", p.path, p.error);
+    }
+}
+
+/// A launcher that may not `fchmod` a set-id file (another user's) removes it, which needs
+/// only write access to its directory: the sweep is still complete. Run as uid 65534 (the
+/// test binary re-executed through `setpriv`, needs root).
+fn a_set_id_file_the_launcher_may_not_change_is_removed() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let site = Site::new();
+    chmod(site.tmp.path(), 0o755);
+    let job = site.ws.join("job1");
+    chown(&job, Some(65534), Some(65534)).unwrap();
+    chmod(&job, 0o750);
+    let tool = job.join("tool");
+    fs::write(&tool, b"x").unwrap();
+    chmod(&tool, 0o4755);
+    let md = fs::metadata(&job).unwrap();
+    let spec = format!(
+        "{}:{}:{}:65534:65534:{}",
+        job.display(),
+        md.dev(),
+        md.ino(),
+        0o750
+    );
+    // A copy of this binary uid 65534 can reach, wherever the build put it.
+    let exe = site.path("host_sweep");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    chmod(&exe, 0o755);
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(&exe)
+        .env(SWEEP_CHILD, &spec)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "cleared \"tool\" 4755 removed=true", "{text}");
+    assert!(fs::symlink_metadata(&tool).is_err(), "the file is gone");
+}
+
 /// A tmpfs at `target` with `data` options and `flags`.
 fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
     rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
@@ -351,6 +424,9 @@ fn workspace_mount_flags_come_from_the_workspace_filesystem() {
 
 fn main() {
     use mount_plan_testkit::harness::{self, Need};
+    if let Ok(spec) = std::env::var(SWEEP_CHILD) {
+        return sweep_child(&spec);
+    }
     const ROOT: &[Need] = &[Need::Root];
     harness::run(vec![
         harness::test(
@@ -382,6 +458,11 @@ fn main() {
             "the_sweep_does_not_enter_a_mount_point_below_the_job_directory",
             ROOT,
             the_sweep_does_not_enter_a_mount_point_below_the_job_directory,
+        ),
+        harness::test(
+            "a_set_id_file_the_launcher_may_not_change_is_removed",
+            ROOT,
+            a_set_id_file_the_launcher_may_not_change_is_removed,
         ),
         harness::test(
             "the_sweep_puts_back_the_job_directory_owner",
