@@ -393,6 +393,51 @@ fn a_set_id_file_the_launcher_may_not_change_is_removed() {
     assert!(fs::symlink_metadata(&tool).is_err(), "the file is gone");
 }
 
+/// A tree deeper than the open-file limit is swept whole: the sweep keeps a bounded number of
+/// directories open (the test binary re-executed under `prlimit --nofile=100`).
+fn the_sweep_keeps_few_directories_open() {
+    use std::os::unix::fs::MetadataExt;
+    let site = Site::new();
+    let job = site.ws.join("job1");
+    chmod(&job, 0o750);
+    let mut dir = job.clone();
+    for _ in 0..300 {
+        dir.push("d");
+    }
+    fs::create_dir_all(&dir).unwrap();
+    let tool = dir.join("tool");
+    fs::write(&tool, b"x").unwrap();
+    chmod(&tool, 0o4755);
+    let md = fs::metadata(&job).unwrap();
+    let spec = format!(
+        "{}:{}:{}:{}:{}:{}",
+        job.display(),
+        md.dev(),
+        md.ino(),
+        md.uid(),
+        md.gid(),
+        0o750
+    );
+    let out = std::process::Command::new("prlimit")
+        .args(["--nofile=100:100", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .env(SWEEP_CHILD, &spec)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("cleared ") && text.contains("removed=false"),
+        "{text}"
+    );
+    assert_eq!(mode(&tool), 0o755);
+}
+
 /// A tmpfs at `target` with `data` options and `flags`.
 fn tmpfs(target: &Path, flags: rustix::mount::MountFlags) -> Mounted {
     rustix::mount::mount("tmpfs", target, "tmpfs", flags, None::<&CStr>)
@@ -463,6 +508,11 @@ fn main() {
             "a_set_id_file_the_launcher_may_not_change_is_removed",
             ROOT,
             a_set_id_file_the_launcher_may_not_change_is_removed,
+        ),
+        harness::test(
+            "the_sweep_keeps_few_directories_open",
+            &[],
+            the_sweep_keeps_few_directories_open,
         ),
         harness::test(
             "the_sweep_puts_back_the_job_directory_owner",
