@@ -33,6 +33,13 @@ async fn docker_labels_and_audit() {
     conformance::labels_and_audit(&rt, &fx).await;
 }
 
+async fn docker_gc_reports_only_what_it_removed() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    conformance::gc_reports_only_what_it_removed(&rt, &fx).await;
+}
+
 async fn docker_doctor_reports_versions_and_protections() {
     let Some((rt, _fx)) = support::docker::fixture(true).await else {
         return;
@@ -98,6 +105,12 @@ fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
     harness::run(vec![
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_gc_reports_only_what_it_removed",
+            DOCKER,
+            docker_gc_reports_only_what_it_removed,
+        ),
         harness::tokio(
             Runtime::Workers(2),
             "docker_as_root_conforms",

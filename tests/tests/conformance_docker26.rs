@@ -101,7 +101,10 @@ async fn docker26_read_only_binds_are_forced() {
         .client()
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await;
-    rt.remove(&id).await.expect("remove");
+    assert_eq!(
+        rt.remove(&id).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     let mounts = inspected
         .expect("inspect")
         .host_config

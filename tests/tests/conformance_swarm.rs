@@ -50,6 +50,13 @@ async fn swarm_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn swarm_gc_reports_only_what_it_removed() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    conformance::gc_reports_only_what_it_removed(rt.as_ref(), &fx).await;
+}
+
 async fn swarm_labels_and_audit() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -109,6 +116,12 @@ fn main() {
             "swarm_as_user_conforms",
             SWARM,
             swarm_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_gc_reports_only_what_it_removed",
+            SWARM,
+            swarm_gc_reports_only_what_it_removed,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -58,7 +58,7 @@ pub use audit::{
     audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,
 };
-pub use engine::{CreateRequest, Engine, EngineKind, Listed};
+pub use engine::{CreateRequest, Engine, EngineKind, Listed, Removal};
 pub use identity::{LaunchId, Launcher, Verdict};
 pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
