@@ -7,6 +7,10 @@
 //! A package without the gate's source is a packaging bug, not a machine's limit: the build
 //! fails, naming the missing file.
 //!
+//! The gate includes its protocol (`mount-plan-spec`'s `src/gate_protocol.rs`, the one file
+//! the launcher's side reads too) from the path that crate's build script publishes
+//! (`DEP_MOUNT_PLAN_SPEC_GATE_PROTOCOL`), passed to rustc as `MOUNT_PLAN_GATE_PROTOCOL`.
+//!
 //! A machine whose C library cannot link statically still builds this crate: the gate is
 //! then empty and every launch is refused with a message saying how to get it, never run
 //! without it.
@@ -24,10 +28,17 @@ fn main() {
         "the in-container gate's source {src:?} is missing: this mount-plan-launch package \
          was made without it, and every launch would be refused"
     );
+    let protocol = env::var_os("DEP_MOUNT_PLAN_SPEC_GATE_PROTOCOL")
+        .expect("mount-plan-spec's build script publishes the gate protocol's path");
+    println!(
+        "cargo:rerun-if-changed={}",
+        PathBuf::from(&protocol).display()
+    );
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("mount-plan-gate");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = env::var("TARGET").expect("set by cargo");
     let built = Command::new(rustc)
+        .env("MOUNT_PLAN_GATE_PROTOCOL", &protocol)
         .args([
             "--edition",
             "2021",

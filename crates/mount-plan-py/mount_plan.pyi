@@ -172,12 +172,14 @@ class Plan:
         """Exactly what ``mount-plan plan --format json`` prints."""
     def docker_mounts(self) -> list[dict[str, Any]]:
         """The Engine API's ``HostConfig.Mounts`` list, for docker-py's ``mounts=``. Pass
-        ``security_opt=["no-new-privileges"]`` too: Docker cannot set nosuid on binds."""
+        ``security_opt=["no-new-privileges"]`` (Docker cannot set nosuid on binds) and
+        ``cap_drop=["ALL"]`` too."""
     def docker_args(self) -> list[str]:
         """``docker run`` arguments: CSV-quoted ``--mount`` values, ``--workdir``,
-        ``--security-opt no-new-privileges``."""
+        ``--security-opt no-new-privileges``, ``--cap-drop ALL``."""
     def podman_args(self) -> list[str]:
-        """``podman run`` arguments: CSV-quoted ``--mount`` values, ``--workdir``."""
+        """``podman run`` arguments: CSV-quoted ``--mount`` values, ``--workdir``,
+        ``--cap-drop ALL``."""
     def oci_mounts(self) -> list[dict[str, Any]]:
         """OCI runtime-spec mounts: ``destination``, ``type``, ``source``, ``options``."""
 

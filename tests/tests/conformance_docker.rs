@@ -93,6 +93,14 @@ async fn docker_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn docker_the_command_runs_with_no_new_privileges() {
+    let Some((rt, fx)) = support::docker::fixture(true).await else {
+        return;
+    };
+    let rt: Box<dyn Engine> = Box::new(rt);
+    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
+}
+
 async fn docker_scratch_root_has_the_planned_mode() {
     let Some((rt, fx)) = support::docker::fixture(true).await else {
         return;
@@ -134,6 +142,12 @@ fn main() {
             "docker_planted_setuid_and_devices_give_host_users_nothing",
             DOCKER,
             docker_planted_setuid_and_devices_give_host_users_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "docker_the_command_runs_with_no_new_privileges",
+            DOCKER,
+            docker_the_command_runs_with_no_new_privileges,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -10,7 +10,7 @@ mod podman_support;
 mod support;
 
 use mount_plan_launch::{Engine, Protection};
-use mount_plan_podman::{PodmanEngine, PodmanVersion, UserNamespace};
+use mount_plan_podman::{PodmanEngine, UserNamespace};
 use podman_support::{Mode, Service};
 use support::conformance::{self, EngineFixture, Scenario};
 
@@ -78,8 +78,11 @@ async fn podman5_doctor_reports_versions_and_protections() {
     let engine = rt.info();
     assert_eq!(engine.engine, "podman");
     assert!(!engine.rootless);
-    let version: PodmanVersion = engine.version.parse().expect("version");
-    assert!(version >= PodmanVersion::new(5, 0, 0), "{version}");
+    let version = mount_plan_podman::parse_version(&engine.version).expect("version");
+    assert!(
+        version >= mount_plan_launch::Version::new(5, 0, 0),
+        "{version}"
+    );
     assert_eq!(report.protections.len(), Protection::ALL.len());
     for p in Protection::ALL {
         assert!(report.availability(p).is_available(), "{p}: {report:?}");

@@ -102,7 +102,7 @@ async fn podman_rootful_doctor_reports_versions_and_protections() {
     assert_eq!(engine.engine, "podman");
     assert_eq!(engine.endpoint, service.url);
     assert!(!engine.rootless);
-    let version: mount_plan_podman::PodmanVersion = engine.version.parse().expect("version");
+    let version = mount_plan_podman::parse_version(&engine.version).expect("version");
     assert!(version >= mount_plan_podman::MIN_VERSION, "{version}");
     assert!(
         engine
@@ -357,6 +357,14 @@ async fn podman_rootful_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootful_the_command_runs_with_no_new_privileges() {
+    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
+    else {
+        return;
+    };
+    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
+}
+
 async fn podman_rootful_scratch_root_has_the_planned_mode() {
     let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
     else {
@@ -393,6 +401,12 @@ fn main() {
             "podman_rootful_planted_setuid_and_devices_give_host_users_nothing",
             ROOTFUL,
             podman_rootful_planted_setuid_and_devices_give_host_users_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootful_the_command_runs_with_no_new_privileges",
+            ROOTFUL,
+            podman_rootful_the_command_runs_with_no_new_privileges,
         ),
         harness::tokio(
             Runtime::Workers(2),

@@ -262,6 +262,13 @@ async fn podman_rootless_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn podman_rootless_the_command_runs_with_no_new_privileges() {
+    let Some((rt, fx, _)) = rootless(As::Root).await else {
+        return;
+    };
+    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
+}
+
 async fn podman_rootless_scratch_root_has_the_planned_mode() {
     let Some((rt, fx, _)) = rootless(As::Root).await else {
         return;
@@ -296,6 +303,12 @@ fn main() {
             "podman_rootless_planted_setuid_and_devices_give_host_users_nothing",
             ROOTLESS,
             podman_rootless_planted_setuid_and_devices_give_host_users_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_the_command_runs_with_no_new_privileges",
+            ROOTLESS,
+            podman_rootless_the_command_runs_with_no_new_privileges,
         ),
         harness::tokio(
             Runtime::Workers(2),

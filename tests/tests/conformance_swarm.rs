@@ -50,6 +50,13 @@ async fn swarm_planted_setuid_and_devices_give_host_users_nothing() {
     conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
 }
 
+async fn swarm_the_command_runs_with_no_new_privileges() {
+    let Some((rt, fx)) = setup().await else {
+        return;
+    };
+    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
+}
+
 async fn swarm_gc_reports_only_what_it_removed() {
     let Some((rt, fx)) = setup().await else {
         return;
@@ -71,9 +78,13 @@ async fn swarm_doctor_reports_versions_and_protections() {
     let report = rt.report();
     assert_eq!(rt.info().engine, "swarm");
     assert_eq!(report.protections.len(), Protection::ALL.len());
-    for missing in [Protection::NoExecOnBinds, Protection::NoSuidOnBinds] {
-        assert!(!report.availability(missing).is_available(), "{missing}");
-    }
+    assert!(!report
+        .availability(Protection::NoExecOnBinds)
+        .is_available());
+    // By the gate's no-new-privileges, at every API version (issue 21, finding 10).
+    assert!(report
+        .availability(Protection::NoSuidOnBinds)
+        .is_available());
     for native in [
         Protection::ReadOnlyRoot,
         Protection::ReadOnlyBinds,
@@ -110,6 +121,12 @@ fn main() {
             "swarm_planted_setuid_and_devices_give_host_users_nothing",
             SWARM,
             swarm_planted_setuid_and_devices_give_host_users_nothing,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "swarm_the_command_runs_with_no_new_privileges",
+            SWARM,
+            swarm_the_command_runs_with_no_new_privileges,
         ),
         harness::tokio(
             Runtime::Workers(2),

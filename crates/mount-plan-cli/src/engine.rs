@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,13 +10,14 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Capability, Class, Engine, Event, GcOptions, Keep,
-    LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection,
-    Resources, Verdict,
+    audit, duration_whole_secs, Availability, CancelToken, Capability, Class, Engine, Event,
+    GcOptions, Keep, LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream,
+    Protection, Resources, Verdict,
 };
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use mount_plan_swarm::SwarmEngine;
 
+use crate::outcome::{Ending, Outcome, StatusFile};
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
 /// Exit status of `launch` when the command certainly did not run (a refusal, an engine
@@ -142,6 +144,11 @@ impl CapArgs {
     }
 }
 
+/// `--connect-timeout`, bounded ([`mount_plan_launch::MAX_DURATION`]), at least 1 s.
+fn connect_timeout(args: &EngineArgs) -> Result<Duration, LaunchError> {
+    Ok(duration_whole_secs("--connect-timeout", args.connect_timeout)?.max(Duration::from_secs(1)))
+}
+
 /// Connect to the engine `args` names.
 pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
     match args.runtime {
@@ -151,7 +158,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         RuntimeArg::Swarm => Ok(Box::new(
             SwarmEngine::connect(&ConnectOptions {
                 host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 ..ConnectOptions::default()
             })
             .await?
@@ -167,7 +174,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         RuntimeArg::Docker => {
             let options = ConnectOptions {
                 host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 probe_image: args.probe_image.clone(),
                 ..ConnectOptions::default()
             };
@@ -179,7 +186,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
                     UsernsArg::Default => UserNamespace::EngineDefault,
                     UsernsArg::KeepId => UserNamespace::KeepId,
                 },
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+                connect_timeout: connect_timeout(args)?,
                 ..PodmanOptions::default()
             };
             Ok(Box::new(match &args.socket {
@@ -189,7 +196,7 @@ pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> 
         }
         #[cfg(feature = "kubernetes")]
         RuntimeArg::Kubernetes => {
-            let timeout = Duration::from_secs(args.connect_timeout.max(1));
+            let timeout = connect_timeout(args)?;
             Ok(Box::new(args.kube.connect(timeout).await?))
         }
     }
@@ -260,6 +267,12 @@ pub struct LaunchCmd {
     /// with "time" and "launch")
     #[arg(long, value_name = "FILE")]
     events: Option<std::path::PathBuf>,
+    /// Write the launch's outcome to FILE (one JSON object, written atomically at the end;
+    /// FILE must not exist): whether the command ran, its own status, or why the launch
+    /// failed. The exit status alone cannot tell a command's own 125 from a launch that never
+    /// ran it; this file can
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<std::path::PathBuf>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -357,6 +370,89 @@ impl Observer for CliObserver {
     }
 }
 
+/// Why the `--events` file was refused. Each variant names a rule id, unique across the
+/// project.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsFileError {
+    /// The path's last component is a symbolic link: a launcher (often root) would append to
+    /// whatever file the link's owner chose.
+    #[error("{rule}the events file {path:?} is a symbolic link; it is opened without following one, so name the file itself", rule = self.prefix())]
+    Link {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// Not a regular file (a fifo, a device, a socket, a directory).
+    #[error("{rule}the events file {path:?} is not a regular file", rule = self.prefix())]
+    NotRegular {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// It cannot be opened or created.
+    #[error("{rule}cannot open the events file {path:?}: {source}", rule = self.prefix())]
+    Open {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+mount_plan::rules!(EventsFileError, "events", {
+    Link => "events-file-link",
+    NotRegular => "events-file-not-regular",
+    Open => "events-file-open",
+});
+
+/// Open (or create, mode 0644 less the umask) the `--events` file for appending, without
+/// following a symbolic link in its last component and without blocking on a fifo; only a
+/// regular file is accepted.
+fn open_events(path: &std::path::Path) -> Result<std::fs::File, EventsFileError> {
+    use rustix::fs::{fstat, open, FileType, Mode, OFlags};
+    let opened = open(
+        path,
+        OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    );
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(EventsFileError::Link {
+                path: path.to_owned(),
+            })
+        }
+        // A fifo with no reader (O_NONBLOCK): not a regular file.
+        Err(rustix::io::Errno::NXIO) => {
+            return Err(EventsFileError::NotRegular {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => {
+            return Err(EventsFileError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            })
+        }
+    };
+    let st = fstat(&fd).map_err(|e| EventsFileError::Open {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(EventsFileError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 /// The signals that cancel a launch, and the status a shell gives for each.
 const CANCEL_SIGNALS: [(i32, &str, u8); 3] =
     [(2, "SIGINT", 130), (15, "SIGTERM", 143), (1, "SIGHUP", 129)];
@@ -391,50 +487,120 @@ fn cancel_on_signals(
 /// Run `mount-plan launch`: verify, then the one lifecycle of [`mount_plan_launch::launch`].
 /// Exit status: the command's own; [`EXIT_LAUNCH_FAILED`] when it certainly did not run;
 /// [`EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
-/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch.
+/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch. The number
+/// alone cannot tell a command's own 125 from a launch that never ran it: `--status-file`
+/// can ([`crate::outcome`]).
 pub fn launch(cmd: &LaunchCmd) -> ExitCode {
-    let fail = |e: anyhow::Error| {
+    let status_file = match cmd
+        .status_file
+        .as_deref()
+        .map(StatusFile::reserve)
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_LAUNCH_FAILED);
+        }
+    };
+    let outcome = launch_outcome(cmd);
+    if let Some(file) = status_file {
+        if let Err(e) = file.write(&outcome) {
+            let path = cmd
+                .status_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            eprintln!("error: status-file: cannot write {path:?}: {e}");
+        }
+    }
+    ExitCode::from(outcome.exit)
+}
+
+/// The rule id of an error before the lifecycle, when it has one.
+fn rule_of(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(e) = e.downcast_ref::<LaunchError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan_launch::SpecError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan_host::HostError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan::PlanError>() {
+        return Some(e.rule());
+    }
+    if let Some(e) = e.downcast_ref::<mount_plan::NameError>() {
+        return Some(e.rule());
+    }
+    e.downcast_ref::<mount_plan::PathError>().map(|e| e.rule())
+}
+
+/// [`launch`] up to its outcome (printed on stderr as it happens).
+fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
+    let fail = |e: anyhow::Error, launch: Option<String>| {
         // A LaunchError's message already ends with the engine's answer: print it once.
         match e.downcast_ref::<LaunchError>() {
             Some(l) => eprintln!("error: {l}"),
             None => crate::print_error(&e),
         }
-        ExitCode::from(EXIT_LAUNCH_FAILED)
+        Outcome::failed(
+            Ending::Failed,
+            false,
+            rule_of(&e),
+            crate::stream::chain_text(e.chain()),
+            launch,
+            EXIT_LAUNCH_FAILED,
+        )
     };
     let rt = match tokio_runtime() {
         Ok(r) => r,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e, None),
     };
     rt.block_on(async {
         // Signals are handled from here on: before the host check creates anything.
         let cancel = CancelToken::new();
         let signalled = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
         if let Err(e) = cancel_on_signals(&cancel, &signalled) {
-            return fail(e);
+            return fail(e, None);
         }
         let prepared = (|| {
             let plan = cmd.plan.plan()?;
             let spec = cmd.spec()?;
+            let stop_grace = duration_whole_secs("--stop-grace", cmd.stop_grace)?;
             let verified = cmd.verify.verify(plan)?;
-            Ok::<_, anyhow::Error>((verified, spec))
+            Ok::<_, anyhow::Error>((verified, spec, stop_grace))
         })();
-        let (verified, spec) = match prepared {
+        let (verified, spec, stop_grace) = match prepared {
             Ok(v) => v,
-            Err(e) => return fail(e),
+            Err(e) => return fail(e, None),
         };
         let events = match &cmd.events {
             None => None,
-            Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Some(path) => match open_events(path) {
                 Ok(f) => Some(std::io::BufWriter::new(f)),
                 Err(e) => {
                     let _ = verified.release_job_dir();
-                    return fail(anyhow!("cannot open the events file {path:?}: {e}"));
+                    return fail(e.into(), None);
                 }
             },
         };
         let mut observer = CliObserver {
             events,
             launch: String::new(),
+        };
+        let cancelled = |signalled: u8, command_ran: bool, launch: Option<String>| {
+            Outcome::failed(
+                Ending::Cancelled,
+                command_ran,
+                Some(LaunchError::Cancelled.rule()),
+                LaunchError::Cancelled.to_string(),
+                launch,
+                match signalled {
+                    0 => EXIT_LAUNCH_FAILED,
+                    code => code,
+                },
+            )
         };
         // Let the signal tasks run once: a signal that came during the host check cancels.
         tokio::task::yield_now().await;
@@ -447,10 +613,12 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             Err(e) => {
                 let _ = verified.release_job_dir();
                 return match e {
-                    LaunchError::Cancelled => {
-                        ExitCode::from(signalled.load(std::sync::atomic::Ordering::SeqCst))
-                    }
-                    e => fail(e.into()),
+                    LaunchError::Cancelled => cancelled(
+                        signalled.load(std::sync::atomic::Ordering::SeqCst),
+                        false,
+                        None,
+                    ),
+                    e => fail(e.into(), None),
                 };
             }
         };
@@ -460,27 +628,30 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         }
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
-            stop_grace: Duration::from_secs(cmd.stop_grace),
+            stop_grace,
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
-        match mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
-            .await
-        {
+        let launched =
+            mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
+                .await;
+        let launch_id = Some(observer.launch.clone());
+        match launched {
             Ok(done) => {
                 if !done.removed && cmd.keep {
                     eprintln!("mount-plan: kept container {}", done.container);
                 }
-                match u8::try_from(done.status.code) {
-                    Ok(c) => ExitCode::from(c),
+                let exit = match u8::try_from(done.status.code) {
+                    Ok(c) => c,
                     Err(_) => {
                         eprintln!(
                             "mount-plan: the command's exit status {} does not fit an exit code",
                             done.status.code
                         );
-                        ExitCode::from(EXIT_STATUS_UNKNOWN)
+                        EXIT_STATUS_UNKNOWN
                     }
-                }
+                };
+                Outcome::exited(done.status.code, exit, done.launch)
             }
             Err(failed) if failed.is_cancelled() => {
                 eprintln!(
@@ -491,24 +662,33 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
                         "the command never ran"
                     }
                 );
-                match signalled.load(std::sync::atomic::Ordering::SeqCst) {
-                    0 => ExitCode::from(EXIT_LAUNCH_FAILED),
-                    code => ExitCode::from(code),
-                }
+                cancelled(
+                    signalled.load(std::sync::atomic::Ordering::SeqCst),
+                    failed.command_ran,
+                    launch_id,
+                )
             }
             Err(failed) => {
                 eprintln!("error: {}", failed.error);
-                if matches!(failed.error, LaunchError::SweepIncomplete { .. }) {
+                let exit = if matches!(failed.error, LaunchError::SweepIncomplete { .. }) {
                     // Its message says that the command ran, and its status.
-                    ExitCode::from(EXIT_STATUS_UNKNOWN)
+                    EXIT_STATUS_UNKNOWN
                 } else if failed.command_ran {
                     eprintln!(
                         "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
                     );
-                    ExitCode::from(EXIT_STATUS_UNKNOWN)
+                    EXIT_STATUS_UNKNOWN
                 } else {
-                    ExitCode::from(EXIT_LAUNCH_FAILED)
-                }
+                    EXIT_LAUNCH_FAILED
+                };
+                Outcome::failed(
+                    Ending::Failed,
+                    failed.command_ran,
+                    Some(failed.error.rule()),
+                    failed.error.to_string(),
+                    launch_id,
+                    exit,
+                )
             }
         }
     })
@@ -569,14 +749,24 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
             .collect();
         // The bind sources on this host, by identity: a source path swapped or made a link
         // since the check (the engine mounted what the path led to then).
+        let mut not_compared = None;
         if let Some(verified) = &verified {
             let sources = observed
                 .binds
                 .iter()
                 .map(|b| (b.target.as_str(), b.source.as_str()));
-            for m in verified.compare_sources(sources) {
+            // ...and what the running container holds, through its process's root: a path
+            // swapped before the start and back after shows only there.
+            let held = match container_root(&observed) {
+                Ok(root) => verified.compare_held(&root),
+                Err(why) => {
+                    not_compared = Some(why);
+                    Vec::new()
+                }
+            };
+            for m in verified.compare_sources(sources).iter().chain(&held) {
                 let chain =
-                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                    std::iter::successors(Some(m as &(dyn std::error::Error + 'static)), |e| {
                         e.source()
                     });
                 differences.push(crate::stream::chain_text(chain));
@@ -590,18 +780,65 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         for d in engine.report().differences_for(&plan) {
             writeln!(out, "note: {d}")?;
         }
+        if let Some(why) = &not_compared {
+            writeln!(
+                out,
+                "note: the identities the container holds were not compared: {why}"
+            )?;
+        }
         if differences.is_empty() {
             writeln!(
                 out,
-                "container {:?} conforms to the plan of job {:?}",
+                "container {:?} conforms to the plan of job {:?}{}",
                 cmd.container,
-                plan.job().as_str()
+                plan.job().as_str(),
+                if not_compared.is_some() {
+                    " (its bind sources were compared on this host by path only)"
+                } else {
+                    ""
+                }
             )?;
             Ok(ExitCode::SUCCESS)
         } else {
             Ok(ExitCode::from(1))
         }
     })
+}
+
+/// The root of a running container as this host sees it (`/proc/PID/root` of its first
+/// process), once that process is known to be the container's: its cgroup names the
+/// container's id (Docker, rootful Podman), or its parent is the container's monitor started
+/// with the id as an argument (Podman's `conmon -c ID`, Docker's `containerd-shim -id ID`;
+/// rootless Podman on cgroup v1 has no cgroup of its own). Otherwise why not: it does not
+/// run, or the engine numbers pids in another pid namespace (an engine in a container, on
+/// another host).
+fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<PathBuf, String> {
+    let Some(pid) = observed.first_pid else {
+        return Err("the container has no running process (the engine reports no pid)".into());
+    };
+    let id = observed.id.as_str();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let names_it = |text: &str| id.len() >= 12 && text.contains(id);
+    let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+    // The parent's pid is field 4 of stat, after the parenthesised command name.
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')').map(|i| s[i + 1..].to_owned())?;
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+    let monitor = parent
+        .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .is_some_and(|argv| argv.split(|b| *b == 0).any(|a| a == id.as_bytes()));
+    if !(names_it(&cgroup) || (id.len() >= 12 && monitor)) {
+        return Err(format!(
+            "pid {pid} on this host is not the container's process (the engine runs in another pid namespace or on another host), or this process may not look at it"
+        ));
+    }
+    let root = proc_dir.join("root");
+    std::fs::symlink_metadata(root.join("."))
+        .map_err(|e| format!("cannot look into the container's root {root:?}: {e}"))?;
+    Ok(root)
 }
 
 /// `mount-plan doctor`.

@@ -11,6 +11,7 @@ use mount_plan_host::VerifiedPlan;
 mod engine;
 #[cfg(feature = "kubernetes")]
 mod k8s_args;
+mod outcome;
 mod plan_args;
 mod stream;
 
@@ -80,7 +81,11 @@ enum Command {
     /// plan first, and each bind source the engine reports is looked at on this host (lstat,
     /// no link followed) and compared with the pinned (device, inode): a source that is a
     /// symlink, is another directory, or cannot be looked at is a difference (rules `pin-link`,
-    /// `pin-identity`, `pin-unreadable`) naming the mount and both identities.
+    /// `pin-identity`, `pin-unreadable`) naming the mount and both identities. While the
+    /// container runs and its engine's host is this host, what it holds at each bind target is
+    /// compared too, through its first process's root `/proc/PID/root` (rules `pin-held`,
+    /// `pin-held-unreadable`): a path swapped before the start and back after shows there. A
+    /// `note:` line says when that comparison could not be made, and why.
     ///
     /// Exit status: 0 when it conforms, 1 when it differs, 2 when it cannot be audited.
     Audit(engine::AuditCmd),
@@ -315,24 +320,15 @@ fn run_plan(cmd: &PlanCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The plan as `plan --format json` prints it; with host checks, their pins and findings too.
+/// The plan as `plan --format json` prints it; with host checks, the verified plan's one
+/// serialised form (`mount_plan_host::VerifiedPlan`'s: the plan's fields, the pins, warnings
+/// and findings), which Python's `VerifiedPlan.to_dict()` returns too.
 fn plan_json(plan: &MountPlan, verified: Option<&VerifiedPlan>) -> serde_json::Value {
-    let json = |v: Result<serde_json::Value, serde_json::Error>| {
-        v.expect("plans and pins have string keys and no failing Serialize")
-    };
-    let mut value = json(serde_json::to_value(plan));
-    if let Some(v) = verified {
-        let obj = value.as_object_mut().expect("a plan is a JSON object");
-        obj.insert("pins".into(), json(serde_json::to_value(v.pins())));
-        obj.insert(
-            "launcher_workspace".into(),
-            json(serde_json::to_value(v.launcher_workspace())),
-        );
-        obj.insert("job_dir_created".into(), v.job_dir_created().into());
-        obj.insert("warnings".into(), json(serde_json::to_value(v.warnings())));
-        obj.insert("findings".into(), json(serde_json::to_value(v.findings())));
+    match verified {
+        Some(v) => serde_json::to_value(v),
+        None => serde_json::to_value(plan),
     }
-    value
+    .expect("plans and pins have string keys and no failing Serialize")
 }
 
 /// The plan as a Pod; what the target cannot honour is noted on stderr (a launch refuses it

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mount_plan_launch::{Availability, EngineInfo, Protection};
+use mount_plan_launch::{Availability, EngineInfo, Protection, Version};
 
 /// An Engine API version, `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,21 +57,9 @@ impl FromStr for ApiVersion {
     }
 }
 
-/// `major.minor.patch` of a version string such as `1.1.5+ds1` or `v1.1.12` (a missing patch
-/// is 0), or `None`.
-pub fn parse_semver(v: &str) -> Option<(u32, u32, u32)> {
-    let core: String = v
-        .trim_start_matches('v')
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
-    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
-}
-
 /// The oldest upstream runc without the CVE-2024-21626 working-directory escape (the
 /// judgement, distributions' backports included, is [`mount_plan_launch::runc_fix`]).
-pub const RUNC_FIXED: (u32, u32, u32) = mount_plan_launch::RUNC_FIXED;
+pub const RUNC_FIXED: Version = mount_plan_launch::RUNC_FIXED;
 /// The most precise runc version in Docker's `/version` component: Debian builds report the
 /// package revision as the commit (`1.1.5+ds1` with commit `1.1.5+ds1-1+deb12u1`), and only
 /// that revision says whether a security fix was backported; upstream builds report a hash
@@ -86,7 +74,7 @@ pub fn runc_version(version: &str, git_commit: Option<&str>) -> String {
 /// The oldest runc that keeps a tmpfs's `mode=` when the mount point already exists
 /// (opencontainers/runc#3916, released in 1.1.8): older ones chmod the tmpfs to the mode of
 /// the directory it covers.
-pub const RUNC_KEEPS_TMPFS_MODE: (u32, u32, u32) = (1, 1, 8);
+pub const RUNC_KEEPS_TMPFS_MODE: Version = Version::new(1, 1, 8);
 /// The mode Docker gives the directories it creates for the working directory.
 pub const WORKDIR_PARENT_MODE: u32 = 0o755;
 
@@ -131,7 +119,7 @@ impl FromStr for RootMode {
 /// [`RUNC_KEEPS_TMPFS_MODE`] gives R the mode of the directory Docker created), `None` when
 /// the version cannot tell (another runtime, or none reported): only an observation can.
 pub fn root_mode_from_runtime(runtime: Option<&str>) -> Option<RootMode> {
-    let version = parse_semver(runtime?.strip_prefix("runc ")?)?;
+    let (version, _) = Version::split_prefix(runtime?.strip_prefix("runc ")?)?;
     Some(if version < RUNC_KEEPS_TMPFS_MODE {
         RootMode::Becomes(WORKDIR_PARENT_MODE)
     } else {
@@ -216,11 +204,8 @@ pub const NODEV_SUBSTITUTE: &str = "Docker's device cgroup (never privileged, no
 pub fn root_mode_note(mode: u32, known: Known, runtime: Option<&str>) -> String {
     let how = match known {
         Known::ByVersion => format!(
-            "{} predates {}.{}.{}, which keeps a tmpfs's mode",
+            "{} predates {RUNC_KEEPS_TMPFS_MODE}, which keeps a tmpfs's mode",
             runtime.unwrap_or("the runtime"),
-            RUNC_KEEPS_TMPFS_MODE.0,
-            RUNC_KEEPS_TMPFS_MODE.1,
-            RUNC_KEEPS_TMPFS_MODE.2
         ),
         Known::Observed => "observed on this engine".to_owned(),
     };
@@ -248,11 +233,8 @@ pub fn availability(facts: &EngineFacts) -> Vec<(Protection, Availability)> {
                         Availability::Substitute(root_mode_note(m, known, facts.runtime.as_deref()))
                     }
                     None => Availability::Substitute(format!(
-                        "R's directory entry written with the planned mode before the container starts (whether runtime {:?} would keep it is not known: runc before {}.{}.{} gives the tmpfs {WORKDIR_PARENT_MODE:04o}); the in-container gate checks the mode",
+                        "R's directory entry written with the planned mode before the container starts (whether runtime {:?} would keep it is not known: runc before {RUNC_KEEPS_TMPFS_MODE} gives the tmpfs {WORKDIR_PARENT_MODE:04o}); the in-container gate checks the mode",
                         facts.runtime.as_deref().unwrap_or("(not reported)"),
-                        RUNC_KEEPS_TMPFS_MODE.0,
-                        RUNC_KEEPS_TMPFS_MODE.1,
-                        RUNC_KEEPS_TMPFS_MODE.2
                     )),
                 },
                 Protection::ReadOnlyBinds
@@ -332,11 +314,10 @@ mod tests {
 
     #[test]
     fn semver() {
-        assert_eq!(parse_semver("1.1.5+ds1"), Some((1, 1, 5)));
-        assert_eq!(parse_semver("v1.1.12"), Some((1, 1, 12)));
-        assert_eq!(parse_semver("1.2"), Some((1, 2, 0)));
-        assert_eq!(parse_semver("x"), None);
-        assert!(parse_semver("1.1.5+ds1").unwrap() < RUNC_FIXED);
+        let v = |t| Version::split_prefix(t).map(|(v, _)| v);
+        assert_eq!(v("1.1.5+ds1"), Some(Version::new(1, 1, 5)));
+        assert_eq!(v("v1.1.12"), Some(Version::new(1, 1, 12)));
+        assert!(v("1.1.5+ds1").unwrap() < RUNC_FIXED);
     }
 
     #[test]

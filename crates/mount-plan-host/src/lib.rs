@@ -120,6 +120,7 @@
 
 mod alias;
 mod claim;
+mod claim_lock;
 mod compare;
 mod error;
 mod open;
@@ -344,11 +345,14 @@ pub struct Pins {
 
 /// A plan whose bind sources were checked on the real filesystem; the only type backends accept.
 ///
-/// Serialises as `{"plan": {...}, "pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
-/// "source", "role", "dev", "ino"}]}, "launcher_workspace", "resolver", "job_dir_created",
-/// "warnings", "findings"}`.
+/// Serialises as the plan's own fields (`version`, `job`, `workspace`, `container_root`,
+/// `workdir`, `mounts`) followed by `"pins": {"workspace": {"dev", "ino"}, "binds": [{"target",
+/// "source", "role", "dev", "ino"}]}`, `launcher_workspace`, `resolver`, `job_dir_created`,
+/// `warnings` and `findings`: the one form of a verified plan, which `mount-plan plan --verify`
+/// prints and Python's `VerifiedPlan.to_dict()` returns.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedPlan {
+    #[serde(flatten)]
     plan: MountPlan,
     pins: Pins,
     #[serde(serialize_with = "ser_lossy_path")]
@@ -357,7 +361,7 @@ pub struct VerifiedPlan {
     job_dir_created: bool,
     warnings: Vec<String>,
     findings: Vec<Finding>,
-    /// The shared lock on W/J, held while this plan (or a clone) lives.
+    /// The shared claim on W/J, held while this plan (or a clone) lives.
     #[serde(skip)]
     claim: Arc<claim::JobDirClaim>,
     /// W's and W/J's pinned handles.
@@ -490,8 +494,9 @@ impl VerifiedPlan {
 
     /// Release the job directory after a launch whose command never ran: W/J is removed
     /// only if this verification created it, the name still leads to that very directory,
-    /// it is empty, and no other launch holds it (each verification holds a shared lock on
-    /// W/J while its plan lives). Never follows a link; idempotent.
+    /// it is empty, and no other launch holds it (each verification holds a shared claim on
+    /// W/J while its plan lives: see `claim_lock`, a lock no other host user can take). Never
+    /// follows a link; idempotent.
     pub fn release_job_dir(&self) -> Result<JobDirRelease, HostError> {
         self.claim.release()
     }
@@ -881,7 +886,8 @@ impl CreatedDir<'_> {
 impl Drop for CreatedDir<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, None);
+            let at = Subject::new("job directory", String::new(), PathBuf::new());
+            let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, &at);
         }
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mount_plan::{BindMount, BindRole, MountPlan};
-use mount_plan_launch::{Capability, User};
+use mount_plan_spec::{Capability, User};
 
 use crate::error::PodError;
 use crate::names::{pod_name, split_metadata, ClaimName};

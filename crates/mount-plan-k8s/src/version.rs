@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use mount_plan_launch::{Availability, Protection};
+use mount_plan_spec::{Availability, Protection};
 
 use crate::error::PodError;
 

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use mount_plan_host::VerifiedPlan;
 
-use crate::audit::ObservedContainer;
 use crate::gate::Gate;
-use crate::protection::{EngineInfo, EngineReport};
 use crate::runtime::{ExitStatus, LaunchError, LogStream};
-use crate::spec::LaunchSpec;
+use mount_plan_spec::LaunchSpec;
+use mount_plan_spec::ObservedContainer;
+use mount_plan_spec::{EngineInfo, EngineReport};
 
 /// The kinds of engine mount-plan launches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,12 +60,12 @@ impl fmt::Display for EngineKind {
 }
 
 impl FromStr for EngineKind {
-    type Err = crate::spec::SpecError;
+    type Err = mount_plan_spec::SpecError;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         EngineKind::ALL
             .into_iter()
             .find(|k| k.id() == value)
-            .ok_or_else(|| crate::spec::SpecError::EngineKind {
+            .ok_or_else(|| mount_plan_spec::SpecError::EngineKind {
                 value: value.to_owned(),
             })
     }

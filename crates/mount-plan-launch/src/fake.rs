@@ -11,11 +11,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan::MountPlan;
 
-use crate::audit::{ObservedBind, ObservedContainer, ObservedTmpfs};
 use crate::engine::{CreateRequest, Engine, Listed, Removal};
 use crate::lifecycle::CancelToken;
-use crate::protection::{Availability, EngineInfo, EngineReport, Protection};
 use crate::runtime::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
+use mount_plan_spec::{Availability, EngineInfo, EngineReport, Protection};
+use mount_plan_spec::{ObservedBind, ObservedContainer, ObservedTmpfs};
 
 /// An engine operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -299,6 +299,7 @@ fn observed(id: &str, c: &FakeContainer) -> ObservedContainer {
         labels: c.labels.clone(),
         state: Some(state.into()),
         exit_code,
+        first_pid: None,
         working_dir: Some(c.plan.workdir().as_str().to_owned()),
         tmpfs: Some(vec![ObservedTmpfs {
             target: root.target().as_str().to_owned(),

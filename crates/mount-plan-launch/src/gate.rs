@@ -25,25 +25,22 @@ use mount_plan_host::VerifiedPlan;
 
 use crate::identity::LaunchId;
 use crate::runtime::LaunchError;
-use crate::spec::LaunchSpec;
+use mount_plan_spec::LaunchSpec;
 
 /// The gate's executable, built statically from `gate/main.rs` of this package by its
 /// build script (empty when the machine could not link it statically).
 pub const GATE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mount-plan-gate"));
-/// Where the gate lives in the container (outside R: the root tmpfs hides nothing of it).
-pub const GATE_PATH: &str = "/.mount-plan/gate";
-/// The gate's exit status when it refuses (the command never ran).
-pub const GATE_REFUSED: i64 = 125;
-/// The environment variable a cluster engine sets to the node's name, so that a refusal
-/// names the node (the gate removes it before the command runs).
-pub const GATE_NODE_ENV: &str = "MOUNT_PLAN_GATE_NODE";
+pub use mount_plan_spec::gate_protocol::{
+    GATE_LINE_PREFIX, GATE_NODE_ENV, GATE_PATH, GATE_PROTOCOL,
+};
+/// The gate's exit status when it refuses (the command never ran), as an engine reports an
+/// exit code ([`mount_plan_spec::gate_protocol::GATE_REFUSED`]).
+pub const GATE_REFUSED: i64 = mount_plan_spec::gate_protocol::GATE_REFUSED as i64;
 /// Where a cluster engine without an archive call (Swarm) finds the gate on every node, to
 /// bind it read-only at [`GATE_PATH`]: `mount-plan gate install` puts it there.
 pub const GATE_ON_NODES: &str = "/usr/local/libexec/mount-plan/gate";
 /// The index of R's mode among [`Gate::entrypoint`]'s words.
 const ROOT_MODE_ARG: usize = 5;
-/// How a refusal line starts.
-const LINE_PREFIX: &str = "mount-plan-gate: ";
 
 /// One launch's gate: its arguments and what to copy into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +70,7 @@ impl Gate {
         let nonce = LaunchId::new().to_string();
         let p = plan.plan();
         let root = p.root_tmpfs();
-        let mut args: Vec<String> = vec![GATE_PATH.into(), "v1".into(), nonce.clone()];
+        let mut args: Vec<String> = vec![GATE_PATH.into(), GATE_PROTOCOL.into(), nonce.clone()];
         args.extend([
             "tmpfs".into(),
             root.target().to_string(),
@@ -204,12 +201,15 @@ impl Gate {
 
     /// The line the gate of this launch writes when it refuses (`check`, `message`).
     pub fn refusal_line(&self, check: &str, message: &str) -> String {
-        format!("{LINE_PREFIX}{}: refused: {check}: {message}\n", self.nonce)
+        format!(
+            "{GATE_LINE_PREFIX}{}: refused: {check}: {message}\n",
+            self.nonce
+        )
     }
 
     /// This launch's refusal, if `output` (the container's stderr) holds its line.
     pub fn refusal(&self, output: &str) -> Option<GateRefusal> {
-        let marker = format!("{LINE_PREFIX}{}: refused: ", self.nonce);
+        let marker = format!("{GATE_LINE_PREFIX}{}: refused: ", self.nonce);
         let at = output.find(&marker)?;
         let rest = output[at + marker.len()..].lines().next().unwrap_or("");
         let (check, message) = rest.split_once(": ").unwrap_or((rest, ""));
@@ -258,7 +258,7 @@ mod tests {
         let v = verified(dir.path());
         let g = Gate::new(&v);
         let e = g.entrypoint();
-        assert_eq!(&e[..2], &[GATE_PATH.to_owned(), "v1".to_owned()]);
+        assert_eq!(&e[..2], &[GATE_PATH.to_owned(), GATE_PROTOCOL.to_owned()]);
         assert_eq!(
             &e[3..7],
             &["tmpfs", "/workspace", "555", "ro"].map(String::from)

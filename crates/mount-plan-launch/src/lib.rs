@@ -1,13 +1,8 @@
 //! # mount-plan-launch: the engine-neutral launch API
 //!
-//! **Guarantee.** A [`LaunchSpec`] holds everything a caller may choose about a job container
-//! (image, command, environment, user, network, labels, name, GPUs, resource limits, the
-//! capabilities added back after all are dropped) and has no field that can set mounts,
-//! volumes, the working directory, privileged mode, devices or host namespaces: the
-//! verified plan alone owns those. [`Capability`] cannot name `MKNOD`, `FSETID`, `SETFCAP`
-//! or `SYS_ADMIN`. Values are
-//! validated newtypes (`"host"` as a network, `io.mount-plan.*` labels, non-numeric users are
-//! refused with a rule-named [`SpecError`]).
+//! **Guarantee.** The values a caller chooses about a job container ([`LaunchSpec`]), the
+//! protections, the audit and the gate's protocol are pure and live in `mount-plan-spec`;
+//! this crate re-exports all of them at the same paths, so a launcher needs only this crate.
 //!
 //! A backend implements [`Engine`]: a few thin calls (create, start, inspect, wait, logs,
 //! stop, remove, list) and a report of what its engine honours. A launcher holds it as
@@ -15,7 +10,7 @@
 //! for every engine: it checks the protections, creates, audits, starts, audits again,
 //! forwards output, waits and removes, and cleans up on every path, including cancellation
 //! ([`CancelToken`]), a lost engine answer and a failed wait. [`gc`] removes containers
-//! whose launcher is gone ([`identity`]). [`audit`] is the pure comparison between what an
+//! whose launcher is gone ([`identity`]). [`audit()`] is the pure comparison between what an
 //! engine reports ([`ObservedContainer`]) and the plan.
 //!
 //! **Limits.** This crate talks to no engine; the lifecycle runs on the caller's tokio
@@ -41,7 +36,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod audit;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -49,31 +43,29 @@ pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 pub mod outputs;
-mod protection;
-mod runc;
 mod runtime;
-mod spec;
 
-pub use audit::{
-    audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
-    ObservedTmpfs,
-};
 pub use engine::{CreateRequest, Engine, EngineKind, Listed, Removal};
 pub use identity::{LaunchId, Launcher, Verdict};
 pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,
     GcOptions, LaunchOptions, Observer,
 };
-pub use protection::{
+pub use mount_plan_spec::audit;
+pub use mount_plan_spec::{
+    duration_secs, duration_whole_secs, Capability, ContainerName, EnvVar, GpuRequest, ImageRef,
+    Labels, LaunchSpec, Network, NetworkName, PlacementConstraint, Resources, SpecError, User,
+    LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX, MAX_DURATION,
+};
+pub use mount_plan_spec::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
 };
-pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
+pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
+pub use mount_plan_spec::{
+    Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
+    ObservedTmpfs,
+};
 pub use runtime::{
     container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
     OutputStream,
-};
-pub use spec::{
-    Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
-    NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,
-    LABEL_PLAN_DIGEST, LABEL_PREFIX,
 };

@@ -33,13 +33,13 @@ use futures_util::StreamExt;
 use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
-use crate::audit::{audit, ObservedContainer};
 use crate::engine::{CreateRequest, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
-use crate::protection::{Availability, EngineReport, Protection};
 use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
-use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
+use mount_plan_spec::{audit, ObservedContainer};
+use mount_plan_spec::{Availability, EngineReport, Protection};
+use mount_plan_spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
 /// How many times a clean-up call (remove, the look-up by launch id) is tried; the pause
 /// between tries doubles from [`RETRY_PAUSE`], so the tries span about 6 s: long enough for an
@@ -422,7 +422,7 @@ impl Driver<'_> {
         spec.check().map_err(LaunchError::from)?;
         let report = engine.report();
         // The hardening the caller names and the plan's layout requires.
-        let required = crate::protection::required_hardening(self.plan.plan(), &spec.require);
+        let required = mount_plan_spec::required_hardening(self.plan.plan(), &spec.require);
         check_protections(&report, self.plan.plan(), &spec.accept_missing, &required)?;
         // Hardening the engine cannot apply and the site does not require: one warning, and
         // the audit does not ask for it.
@@ -679,7 +679,7 @@ impl Driver<'_> {
                 },
                 s = &mut wait, if status.is_none() => {
                     status = Some(s);
-                    drain.as_mut().reset(tokio::time::Instant::now() + log_drain);
+                    drain.as_mut().reset(deadline(log_drain));
                 }
                 _ = &mut drain, if status.is_some() && !logs_done => {
                     logs_done = true;
@@ -806,7 +806,7 @@ impl Driver<'_> {
             let grace = self.options.stop_grace;
             // A failed stop still ends in a forced removal.
             let _ = tokio::time::timeout(
-                grace + self.options.call_timeout,
+                grace.saturating_add(self.options.call_timeout),
                 self.engine.stop(id, grace),
             )
             .await;
@@ -918,6 +918,14 @@ impl Driver<'_> {
     }
 }
 
+/// `after` from now; a duration past the clock's range is the far future (the options a
+/// library caller builds are not bounded as the front ends' are).
+fn deadline(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// An error with its causes, each once (a cause already in the text is not repeated).
 fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -1018,7 +1026,7 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
     let mut out = Vec::new();
     for listed in engine.list(LABEL_MANAGED, "1").await? {
         if let (Some(min), Some(created)) = (options.older_than, listed.created_unix) {
-            if now.saturating_sub(created) < min.as_secs() as i64 {
+            if now.saturating_sub(created) < i64::try_from(min.as_secs()).unwrap_or(i64::MAX) {
                 continue;
             }
         }
@@ -1068,7 +1076,7 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
             None
         };
         out.push(Collected {
-            job: listed.labels.get(crate::spec::LABEL_JOB).cloned(),
+            job: listed.labels.get(mount_plan_spec::LABEL_JOB).cloned(),
             container: listed.id,
             verdict,
             removed,

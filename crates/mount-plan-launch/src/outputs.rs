@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use mount_plan_host::{JobDirState, Pin, SweepReport, VerifiedPlan};
 
-use crate::spec::User;
+use crate::User;
 
 /// Label carrying W/J as the launcher sees it (for `gc`'s sweep).
 pub const LABEL_JOB_DIR: &str = "io.mount-plan.job-dir";

@@ -6,9 +6,9 @@ use futures_util::stream::BoxStream;
 use mount_plan::MountPlan;
 use sha2::{Digest, Sha256};
 
-use crate::audit::Difference;
-use crate::protection::Protection;
-use crate::spec::{LaunchSpec, SpecError, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST};
+use mount_plan_spec::Difference;
+use mount_plan_spec::Protection;
+use mount_plan_spec::{LaunchSpec, SpecError, LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST};
 
 /// An error from an engine client, boxed so that the trait stays engine-neutral.
 pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -432,5 +432,13 @@ mod tests {
         ));
         let e = LaunchError::from_call("create", "", None, lost());
         assert_eq!(e.rule(), "answer-lost");
+    }
+
+    #[test]
+    fn a_refused_spec_value_keeps_its_value() {
+        for bad in ["root", "1000:", "-1"] {
+            let err = bad.parse::<crate::User>().unwrap_err();
+            assert_eq!(LaunchError::from(err).value(), Some(bad));
+        }
     }
 }

@@ -75,7 +75,7 @@ pub use translate::{
     container_mount, container_mounts, translate, PodmanOptions, UserNamespace, ENGINE, NO_COPY_UP,
 };
 pub use version::{
-    availability, check_version, service_facts, warnings, PodmanVersion, ServiceFacts, MIN_VERSION,
+    availability, check_version, parse_version, service_facts, warnings, ServiceFacts, MIN_VERSION,
     MIN_VERSION_FEATURE, RUNC_FIXED,
 };
 

@@ -1,10 +1,7 @@
 //! Which Podman this is: its version, what its service reported at connect time, and what
 //! that version honours. Pure: unit-tested without a service.
 
-use std::fmt;
-use std::str::FromStr;
-
-use mount_plan_launch::{Availability, LaunchError, Protection};
+use mount_plan_launch::{Availability, LaunchError, Protection, Version};
 
 use crate::error::PodmanError;
 use crate::translate::ENGINE;
@@ -13,77 +10,27 @@ use crate::translate::ENGINE;
 /// `/v4.3.1/libpod/...` in every path), and every plan option used here (`bind`, `private`,
 /// `nosuid`/`nodev`/`noexec` on binds, `ro`/`mode`/`size`/`notmpcopyup` on tmpfs, `keep-id`
 /// through the API, the wait `interval`) is honoured by Podman 4.0 and later.
-pub const MIN_VERSION: PodmanVersion = PodmanVersion::new(4, 0, 0);
+pub const MIN_VERSION: Version = Version::new(4, 0, 0);
 
 /// The feature that [`MIN_VERSION`] gates, as [`LaunchError::ApiTooOld`] names it.
 pub const MIN_VERSION_FEATURE: &str =
     "the libpod API v4 (create with OCI mounts, keep-id, wait interval)";
 
 /// The first upstream runc release with the fix for CVE-2024-21626 (working-directory escape).
-pub const RUNC_FIXED: PodmanVersion = PodmanVersion::new(
-    mount_plan_launch::RUNC_FIXED.0,
-    mount_plan_launch::RUNC_FIXED.1,
-    mount_plan_launch::RUNC_FIXED.2,
-);
+pub const RUNC_FIXED: Version = mount_plan_launch::RUNC_FIXED;
 
-/// A `major.minor.patch` version (`4.3.1`, `4.9.3-dev`, `runc version 1.1.5+ds1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodmanVersion {
-    /// Major.
-    pub major: u32,
-    /// Minor.
-    pub minor: u32,
-    /// Patch.
-    pub patch: u32,
-}
-
-impl PodmanVersion {
-    /// Build a version.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        PodmanVersion {
-            major,
-            minor,
-            patch,
-        }
-    }
-}
-
-impl fmt::Display for PodmanVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl FromStr for PodmanVersion {
-    type Err = PodmanError;
-    /// Parse the first `N.N[.N]` in `value`; anything after the numbers (`-dev`, `+ds1`) is
-    /// ignored, a missing patch is 0.
-    fn from_str(value: &str) -> Result<Self, PodmanError> {
-        let err = || PodmanError::Version {
-            value: value.to_owned(),
-        };
-        let start = value.find(|c: char| c.is_ascii_digit()).ok_or_else(err)?;
-        let rest = &value[start..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let mut parts = rest[..end].split('.').filter(|p| !p.is_empty());
-        let mut next = |required: bool| -> Result<u32, PodmanError> {
-            match parts.next() {
-                Some(p) => p.parse().map_err(|_| err()),
-                None if required => Err(err()),
-                None => Ok(0),
-            }
-        };
-        Ok(PodmanVersion::new(next(true)?, next(true)?, next(false)?))
-    }
+/// Podman's version in `text` (`4.3.1`, `4.9.3-dev`): the first `N.N[.N]` in it.
+pub fn parse_version(text: &str) -> Result<Version, PodmanError> {
+    Version::find_in(text).ok_or_else(|| PodmanError::Version {
+        value: text.to_owned(),
+    })
 }
 
 /// What the service said about itself when we connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceFacts {
     /// Podman's version (also its libpod API version).
-    pub version: PodmanVersion,
+    pub version: Version,
     /// The version string as reported.
     pub version_text: String,
     /// Whether the service runs rootless.
@@ -93,7 +40,7 @@ pub struct ServiceFacts {
     /// The OCI runtime's name (`runc`, `crun`), when reported.
     pub runtime_name: Option<String>,
     /// The OCI runtime's version, when reported.
-    pub runtime_version: Option<PodmanVersion>,
+    pub runtime_version: Option<Version>,
     /// The OCI runtime's package, when reported (`runc_1.1.5+ds1-1+deb12u1_amd64`).
     pub runtime_package: Option<String>,
     /// The store's run directory (`/run/user/1001/containers`), when reported: every user of
@@ -184,7 +131,7 @@ pub fn service_facts(
     let host = info.host.as_ref();
     let runtime = host.and_then(|h| h.oci_runtime.as_ref());
     Ok(ServiceFacts {
-        version: version_text.parse()?,
+        version: parse_version(&version_text)?,
         version_text,
         rootless: host
             .and_then(|h| h.security.as_ref())
@@ -195,7 +142,7 @@ pub fn service_facts(
         runtime_version: runtime
             .and_then(|r| r.version.as_deref())
             .and_then(|v| v.lines().next())
-            .and_then(|l| l.parse().ok()),
+            .and_then(Version::find_in),
         runtime_package: runtime.and_then(|r| r.package.clone()),
         run_root: info.store.as_ref().and_then(|s| s.run_root.clone()),
     })
@@ -208,12 +155,12 @@ pub(crate) mod tests {
     /// Facts of a service at `version`, with Debian 12's runc.
     pub(crate) fn facts(version: &str, rootless: bool) -> ServiceFacts {
         ServiceFacts {
-            version: version.parse().unwrap(),
+            version: parse_version(version).unwrap(),
             version_text: version.to_owned(),
             rootless,
             cgroup_version: Some("v1".into()),
             runtime_name: Some("runc".into()),
-            runtime_version: Some(PodmanVersion::new(1, 1, 5)),
+            runtime_version: Some(Version::new(1, 1, 5)),
             runtime_package: Some("runc_1.1.5+ds1-1+deb12u1_amd64".into()),
             run_root: Some("/run/user/1001/containers".into()),
         }
@@ -221,28 +168,19 @@ pub(crate) mod tests {
 
     #[test]
     fn versions_parse() {
+        assert_eq!(parse_version("4.3.1").unwrap(), Version::new(4, 3, 1));
+        assert_eq!(parse_version("4.9.3-dev").unwrap(), Version::new(4, 9, 3));
         assert_eq!(
-            "4.3.1".parse::<PodmanVersion>().unwrap(),
-            PodmanVersion::new(4, 3, 1)
+            parse_version("runc version 1.1.5+ds1").unwrap(),
+            Version::new(1, 1, 5)
         );
-        assert_eq!(
-            "4.9.3-dev".parse::<PodmanVersion>().unwrap(),
-            PodmanVersion::new(4, 9, 3)
-        );
-        assert_eq!(
-            "runc version 1.1.5+ds1".parse::<PodmanVersion>().unwrap(),
-            PodmanVersion::new(1, 1, 5)
-        );
-        assert_eq!(
-            "5.0".parse::<PodmanVersion>().unwrap(),
-            PodmanVersion::new(5, 0, 0)
-        );
+        assert_eq!(parse_version("5.0").unwrap(), Version::new(5, 0, 0));
         for bad in ["", "dev", "4", "x.y.z"] {
-            let e = bad.parse::<PodmanVersion>().unwrap_err();
+            let e = parse_version(bad).unwrap_err();
             assert_eq!(e.rule(), "version-unreadable", "{bad:?}");
         }
-        assert!(PodmanVersion::new(3, 4, 4) < MIN_VERSION);
-        assert!(PodmanVersion::new(4, 3, 1) >= MIN_VERSION);
+        assert!(Version::new(3, 4, 4) < MIN_VERSION);
+        assert!(Version::new(4, 3, 1) >= MIN_VERSION);
     }
 
     #[test]
@@ -286,7 +224,7 @@ pub(crate) mod tests {
         assert!(w.iter().any(|w| w.contains("cgroup v1")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("mount namespace")), "{w:?}");
         let mut f = facts("4.3.1", false);
-        f.runtime_version = Some(PodmanVersion::new(1, 1, 12));
+        f.runtime_version = Some(Version::new(1, 1, 12));
         assert!(!warnings(&f).iter().any(|w| w.contains("CVE")));
         assert!(!warnings(&f).iter().any(|w| w.contains("mount namespace")));
     }

@@ -290,13 +290,16 @@ pub fn launch(
     on_output: Option<Bound<'_, PyAny>>,
     on_event: Option<Bound<'_, PyAny>>,
 ) -> PyResult<i64> {
-    let secs = |what: &str, v: f64| {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| PyValueError::new_err(format!("{what}={v} is not a number of seconds")))
+    let verified = plan.get().inner.clone();
+    // Bounded before anything runs (a longer one would overflow the lifecycle's clock).
+    let secs = |what: &'static str, v: f64| {
+        mount_plan_launch::duration_secs(what, v).map_err(|e| {
+            let _ = verified.release_job_dir();
+            to_py_launch_error(&LaunchError::from(e), None, false)
+        })
     };
     let stop_grace = secs("stop_grace", stop_grace)?;
     let connect_timeout = secs("connect_timeout", connect_timeout)?.max(Duration::from_secs(1));
-    let verified = plan.get().inner.clone();
     let args = SpecArgs {
         image,
         command: command.unwrap_or_default(),

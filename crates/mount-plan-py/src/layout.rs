@@ -244,28 +244,7 @@ impl Layout {
     /// The layout as a layout file's keys (`container_root`, `shared`, `root`,
     /// `root_size_bytes`, `extra_mounts`, `require`).
     fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let spec = LayoutSpec {
-            container_root: Some(self.inner.container_root().to_string()),
-            shared: Some(self.shared().into_iter().map(str::to_owned).collect()),
-            root: Some(if self.inner.root().read_only() {
-                RootKind::ReadOnly
-            } else {
-                RootKind::Scratch
-            }),
-            root_size_bytes: Some(self.inner.root().size_bytes()),
-            extra_mounts: self
-                .inner
-                .extra_mounts()
-                .iter()
-                .map(|m| ExtraMountSpec {
-                    source: m.source().to_string(),
-                    target: m.target().to_string(),
-                    read_only: m.read_only(),
-                })
-                .collect(),
-            require: self.inner.required_hardening().iter().copied().collect(),
-        };
-        to_py(py, &spec)
+        to_py(py, &self.inner.to_spec())
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {

@@ -240,7 +240,8 @@ impl Plan {
     /// The mounts as the Docker Engine API's `HostConfig.Mounts` list (dicts with `Target`,
     /// `Source`, `Type`, `ReadOnly`, `BindOptions`, `TmpfsOptions`), which docker-py takes as
     /// `mounts=`. Binds carry `NonRecursive` (Engine API >= 1.40). Docker cannot set nosuid on
-    /// binds: pass `security_opt=["no-new-privileges"]` too (see `docker_args()`).
+    /// binds: pass `security_opt=["no-new-privileges"]` and `cap_drop=["ALL"]` too (see
+    /// `docker_args()`).
     fn docker_mounts(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         to_py(
             py,
@@ -248,13 +249,14 @@ impl Plan {
         )
     }
 
-    /// Arguments for `docker run`: one CSV-quoted `--mount` per mount, `--workdir` and
-    /// `--security-opt no-new-privileges`.
+    /// Arguments for `docker run`: one CSV-quoted `--mount` per mount, `--workdir`,
+    /// `--security-opt no-new-privileges` and `--cap-drop ALL`.
     fn docker_args(&self) -> Vec<String> {
         self.inner.docker_args()
     }
 
-    /// Arguments for `podman run`: one CSV-quoted `--mount` per mount and `--workdir`.
+    /// Arguments for `podman run`: one CSV-quoted `--mount` per mount, `--workdir` and
+    /// `--cap-drop ALL`.
     fn podman_args(&self) -> Vec<String> {
         self.inner.podman_args()
     }

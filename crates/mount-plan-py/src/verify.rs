@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
-use crate::convert::{to_py, value_to_py};
+use crate::convert::to_py;
 use crate::errors::host_error;
 use crate::plan::Plan;
 
@@ -154,39 +154,10 @@ impl VerifiedPlan {
         self.inner.job_dir_created()
     }
 
-    /// The plan with its pins, as `mount-plan plan --verify --format json` prints it.
+    /// The plan with its pins, as `mount-plan plan --verify --format json` prints it (the
+    /// host crate's one serialised form of a verified plan).
     fn to_dict(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let plan = Plan {
-            inner: self.inner.plan().clone(),
-        };
-        let mut value = plan.json()?;
-        let json = |v: serde_json::Result<serde_json::Value>| {
-            v.map_err(|e| PyValueError::new_err(e.to_string()))
-        };
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert(
-                "pins".into(),
-                json(serde_json::to_value(self.inner.pins()))?,
-            );
-            obj.insert(
-                "launcher_workspace".into(),
-                json(serde_json::to_value(self.inner.launcher_workspace()))?,
-            );
-            obj.insert(
-                "job_dir_created".into(),
-                self.inner.job_dir_created().into(),
-            );
-            obj.insert(
-                "warnings".into(),
-                json(serde_json::to_value(self.inner.warnings()))?,
-            );
-            // Sockets, fifos and device nodes the scan found (as `plan --verify` prints).
-            obj.insert(
-                "findings".into(),
-                json(serde_json::to_value(self.inner.findings()))?,
-            );
-        }
-        value_to_py(py, &value)
+        to_py(py, &self.inner)
     }
 
     fn __repr__(&self) -> String {

@@ -361,6 +361,31 @@ impl Layout {
         &self.require
     }
 
+    /// The layout as the spec (a layout file's keys) that builds it again:
+    /// `layout.to_spec().build() == Ok(layout)`. Every key is filled in, defaults included.
+    pub fn to_spec(&self) -> LayoutSpec {
+        LayoutSpec {
+            container_root: Some(self.container_root.to_string()),
+            shared: Some(self.shared.iter().map(|n| n.as_str().to_owned()).collect()),
+            root: Some(if self.root.read_only() {
+                RootKind::ReadOnly
+            } else {
+                RootKind::Scratch
+            }),
+            root_size_bytes: Some(self.root.size_bytes()),
+            extra_mounts: self
+                .extra_mounts
+                .iter()
+                .map(|m| ExtraMountSpec {
+                    source: m.source().to_string(),
+                    target: m.target().to_string(),
+                    read_only: m.read_only(),
+                })
+                .collect(),
+            require: self.require.iter().copied().collect(),
+        }
+    }
+
     /// Parse a job name and refuse it when it is reserved in this layout (equal to a shared
     /// directory name, ignoring ASCII case).
     pub fn job(&self, value: &str) -> Result<JobName, NameError> {

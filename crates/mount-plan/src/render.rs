@@ -27,6 +27,10 @@ pub struct OciMount {
 /// Docker setting replaces `noexec`.
 pub const DOCKER_BIND_FLAGS_NOT_EXPRESSIBLE: [&str; 3] = ["nosuid", "nodev", "noexec"];
 
+/// Every capability dropped: the engines' defaults include `MKNOD`, `FSETID` and `SETFCAP`,
+/// which the plan's contract does not leave to a job.
+const CAP_DROP_ALL: [&str; 2] = ["--cap-drop", "ALL"];
+
 fn tmpfs_oci(t: &TmpfsMount) -> OciMount {
     let mut options = vec![if t.read_only() { "ro" } else { "rw" }.to_owned()];
     options.extend(t.flags().words().map(str::to_owned));
@@ -116,9 +120,10 @@ impl MountPlan {
             .collect()
     }
 
-    /// Arguments for `docker run`: one quoted `--mount` per mount, the working directory, and
+    /// Arguments for `docker run`: one quoted `--mount` per mount, the working directory,
     /// `--security-opt no-new-privileges` in place of `nosuid` on binds (see
-    /// [`DOCKER_BIND_FLAGS_NOT_EXPRESSIBLE`]).
+    /// [`DOCKER_BIND_FLAGS_NOT_EXPRESSIBLE`]) and `--cap-drop ALL`: everything the container
+    /// audit asks of a container (a launcher adds back only the capabilities it names).
     pub fn docker_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         for fields in self.docker_mount_fields() {
@@ -131,6 +136,7 @@ impl MountPlan {
             "--security-opt".to_owned(),
             "no-new-privileges".to_owned(),
         ]);
+        args.extend(CAP_DROP_ALL.map(str::to_owned));
         args
     }
 
@@ -164,7 +170,8 @@ impl MountPlan {
             .collect()
     }
 
-    /// Arguments for `podman run`: one quoted `--mount` per mount and the working directory.
+    /// Arguments for `podman run`: one quoted `--mount` per mount (with its flags), the working
+    /// directory and `--cap-drop ALL`: everything the container audit asks of a container.
     pub fn podman_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         for fields in self.podman_mount_fields() {
@@ -172,6 +179,7 @@ impl MountPlan {
             args.push(mount_arg(&fields));
         }
         args.extend(["--workdir".to_owned(), self.workdir().to_string()]);
+        args.extend(CAP_DROP_ALL.map(str::to_owned));
         args
     }
 }

@@ -385,3 +385,32 @@ fn layout_files_deserialise_strictly() {
     let err = serde_json::from_str::<LayoutSpec>(r#"{"root": "writable"}"#).unwrap_err();
     assert!(err.to_string().contains("writable"), "{err}");
 }
+
+#[test]
+fn to_spec_builds_the_same_layout_again() {
+    let layouts = [
+        Layout::default(),
+        LayoutSpec {
+            container_root: Some("/job-root".into()),
+            shared: Some(vec!["tools".into()]),
+            root: Some(RootKind::Scratch),
+            root_size_bytes: Some(4096),
+            extra_mounts: vec![
+                ExtraMountSpec {
+                    source: "/opt/data".into(),
+                    target: "/data".into(),
+                    read_only: false,
+                },
+                extra("/opt/models", "/models"),
+            ],
+            require: vec![Hardening::NoExec, Hardening::NoDev],
+        }
+        .build()
+        .unwrap(),
+    ];
+    for layout in layouts {
+        let spec = layout.to_spec();
+        assert_eq!(spec.build().unwrap(), layout, "{spec:?}");
+        assert_eq!(spec.build().unwrap().to_spec(), spec);
+    }
+}

@@ -111,6 +111,8 @@ fn default_plan_renders_exactly() {
             "/workspace/job-1",
             "--security-opt",
             "no-new-privileges",
+            "--cap-drop",
+            "ALL",
         ]
     );
     let podman = plan.podman_args();
@@ -122,7 +124,10 @@ fn default_plan_renders_exactly() {
         podman[7],
         r#""type=bind","source=/srv/site/job-1","destination=/workspace/job-1","ro=false","bind-propagation=private","bind-nonrecursive","nosuid","nodev""#
     );
-    assert_eq!(podman[8..], ["--workdir", "/workspace/job-1"]);
+    assert_eq!(
+        podman[8..],
+        ["--workdir", "/workspace/job-1", "--cap-drop", "ALL"]
+    );
     let oci = plan.oci_mounts();
     assert_eq!(
         oci[0].options,

@@ -1092,9 +1092,12 @@ pub fn check_render(plan: &MountPlan) {
         match cli {
             Cli::Docker => assert_eq!(
                 other,
-                [("--security-opt".to_owned(), "no-new-privileges".to_owned())]
+                [
+                    ("--security-opt".to_owned(), "no-new-privileges".to_owned()),
+                    ("--cap-drop".to_owned(), "ALL".to_owned())
+                ]
             ),
-            Cli::Podman => assert!(other.is_empty(), "{other:?}"),
+            Cli::Podman => assert_eq!(other, [("--cap-drop".to_owned(), "ALL".to_owned())]),
         }
         assert_eq!(values.len(), plan.mounts().len());
         assert_eq!(fields.len(), plan.mounts().len());

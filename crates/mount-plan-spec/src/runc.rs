@@ -10,8 +10,10 @@
 
 use std::fmt;
 
+use crate::version::Version;
+
 /// The first upstream runc release with the fix for CVE-2024-21626.
-pub const RUNC_FIXED: (u32, u32, u32) = (1, 1, 12);
+pub const RUNC_FIXED: Version = Version::new(1, 1, 12);
 
 /// Distribution revisions known to carry the fix although their upstream version predates
 /// 1.1.12: (revision prefix, first fixed update, distribution). A revision
@@ -40,24 +42,11 @@ pub enum RuncFix {
     Unreadable,
 }
 
-/// `major.minor.patch` at the start of `v` (after an optional `v`; a missing patch is 0) and
-/// the rest of the string.
-fn split_version(v: &str) -> Option<((u32, u32, u32), &str)> {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    let end = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (core, rest) = v.split_at(end);
-    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
-    let version = (it.next()??, it.next()??, it.next().flatten().unwrap_or(0));
-    Some((version, rest))
-}
-
 /// Judge a runc version (`1.1.12`, `v1.1.5`, `1.1.5+ds1-1+deb12u1`, `1.1.5-1.el9`) against
 /// CVE-2024-21626. Pass the most precise version known: the distribution's package version
 /// when the engine reports it ([`runc_version_of_package`]), not the upstream one runc prints.
 pub fn runc_fix(version: &str) -> RuncFix {
-    let Some((numbers, rest)) = split_version(version) else {
+    let Some((numbers, rest)) = Version::split_prefix(version) else {
         return RuncFix::Unreadable;
     };
     if numbers >= RUNC_FIXED {
@@ -100,24 +89,24 @@ pub fn runc_version_of_package(package: &str) -> Option<&str> {
     }
     package
         .strip_prefix("runc-")
-        .filter(|r| split_version(r).is_some())
+        .filter(|r| Version::split_prefix(r).is_some())
 }
 
 impl RuncFix {
     /// What `doctor` and the engine report say about runc `version` judged so, if it is
     /// worth a look (`None` when fixed).
     pub fn warning(self, version: &str) -> Option<String> {
-        let (a, b, c) = RUNC_FIXED;
+        let fixed = RUNC_FIXED;
         match self {
             RuncFix::Fixed | RuncFix::FixedByDistribution { .. } => None,
             RuncFix::Exposed => Some(format!(
-                "runc {version} is exposed to CVE-2024-21626 (working-directory escape; fixed upstream in {a}.{b}.{c}): the plan's working directory is fixed, but upgrade runc"
+                "runc {version} is exposed to CVE-2024-21626 (working-directory escape; fixed upstream in {fixed}): the plan's working directory is fixed, but upgrade runc"
             )),
             RuncFix::Unknown => Some(format!(
-                "runc {version} predates {a}.{b}.{c}, the upstream fix for CVE-2024-21626 (working-directory escape), and its distribution revision is not one this check knows: check the distribution's security tracker for that package"
+                "runc {version} predates {fixed}, the upstream fix for CVE-2024-21626 (working-directory escape), and its distribution revision is not one this check knows: check the distribution's security tracker for that package"
             )),
             RuncFix::Unreadable => Some(format!(
-                "runc version {version:?} could not be read; check it against CVE-2024-21626 (fixed upstream in {a}.{b}.{c})"
+                "runc version {version:?} could not be read; check it against CVE-2024-21626 (fixed upstream in {fixed})"
             )),
         }
     }

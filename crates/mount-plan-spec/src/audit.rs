@@ -87,6 +87,11 @@ pub struct ObservedContainer {
     pub state: Option<String>,
     /// The command's exit code, once it has exited and when reported.
     pub exit_code: Option<i64>,
+    /// The pid of the container's first process while it runs, as the engine numbers it (in
+    /// the engine's pid namespace: this host's only when the engine runs on this host and not
+    /// in a container of its own). `audit --verify` looks through `/proc/PID/root` at what the
+    /// container holds.
+    pub first_pid: Option<u32>,
     /// The working directory; `None`: not reported.
     pub working_dir: Option<String>,
     /// The configured user.
@@ -494,7 +499,7 @@ pub fn audit(
     for (i, o) in observed.binds.iter().enumerate() {
         // The gate, bound read-only from the node where an engine has no archive call (Swarm):
         // outside R, a single file, read-only; the gate checks everything else.
-        let gate = o.target == crate::gate::GATE_PATH && o.read_only;
+        let gate = o.target == crate::gate_protocol::GATE_PATH && o.read_only;
         if !seen_binds[i] && !gate {
             out.push(Difference::UnplannedMount {
                 target: o.target.clone(),
