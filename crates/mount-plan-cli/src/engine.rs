@@ -670,7 +670,10 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
             }
             Err(failed) => {
                 eprintln!("error: {}", failed.error);
-                let exit = if failed.command_ran {
+                let exit = if matches!(failed.error, LaunchError::SweepIncomplete { .. }) {
+                    // Its message says that the command ran, and its status.
+                    EXIT_STATUS_UNKNOWN
+                } else if failed.command_ran {
                     eprintln!(
                         "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
                     );
@@ -845,6 +848,10 @@ pub struct DoctorCmd {
     engine: EngineArgs,
     #[command(flatten)]
     accept: AcceptArgs,
+    /// Also say which layers keep a job's outputs in this workspace (as this process sees
+    /// it) from being a privilege on the host: its mount flags and who can pass through it
+    #[arg(long, value_name = "PATH")]
+    workspace: Option<std::path::PathBuf>,
 }
 
 /// Run `mount-plan doctor`: versions and protections; 0 when the default plan can be
@@ -884,6 +891,31 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
             )?;
         }
         writeln!(out, "rootless: {}", e.rootless)?;
+        // Which layers keep outputs from being a privilege (for a job running as root, the
+        // image's usual user).
+        let reach = cmd
+            .workspace
+            .as_deref()
+            .map(mount_plan_host::workspace_reach)
+            .transpose()?;
+        let layers = mount_plan_launch::outputs::OutputLayers::new(
+            e.user_namespace,
+            reach.is_some_and(|(f, _)| f.nosuid && f.nodev),
+            reach.is_some_and(|(_, reachable)| !reachable),
+            mount_plan_host::effective_uid(),
+            None,
+        );
+        let mut line = layers.describe();
+        if reach.is_none() {
+            line = line.replace(
+                "nosuid workspace: no; W/J unreachable: no",
+                "nosuid workspace: ?; W/J unreachable: ? (--workspace PATH says)",
+            );
+        }
+        writeln!(out, "outputs:  {line}")?;
+        if let Some(why) = layers.refusal() {
+            writeln!(out, "outputs:  a launch of a root job is refused: {why}")?;
+        }
         writeln!(out, "protections:")?;
         for (p, a) in &report.protections {
             let note = match (a, p.class()) {
@@ -948,8 +980,9 @@ pub struct GcCmd {
 
 /// Run `mount-plan gc`: remove the managed containers whose launcher is gone. One line per
 /// container removed (or, with --dry-run, that would be removed) on stdout; containers whose
-/// launcher cannot be judged from here are kept and named on stderr. Exit 0, or 2 when the
-/// engine cannot be asked.
+/// launcher cannot be judged from here are kept and named on stderr. A removed container's job
+/// directory is swept (its labels name it, by path and identity); an incomplete sweep is named
+/// on stderr. Exit 0, 1 when a sweep was incomplete, or 2 when the engine cannot be asked.
 pub fn gc_cmd(cmd: &GcCmd) -> Result<ExitCode> {
     let options = GcOptions {
         older_than: cmd.older_than.map(Duration::from_secs),
@@ -962,11 +995,28 @@ pub fn gc_cmd(cmd: &GcCmd) -> Result<ExitCode> {
             .await
             .map_err(once)?;
         let mut out = std::io::stdout().lock();
+        let mut incomplete = false;
         for c in &collected {
             let job = c.job.as_deref().unwrap_or("?");
             match &c.verdict {
                 Verdict::Orphan(why) if c.removed => {
-                    writeln!(out, "removed {} (job {job}): {why}", c.container)?
+                    writeln!(out, "removed {} (job {job}): {why}", c.container)?;
+                    match &c.swept {
+                        Some(Ok(what)) => {
+                            writeln!(out, "swept the job directory of {}: {what}", c.container)?
+                        }
+                        Some(Err(problems)) => {
+                            incomplete = true;
+                            let e = LaunchError::SweepIncomplete {
+                                job: job.to_owned(),
+                                status: None,
+                                problems: problems.clone(),
+                                first: None,
+                            };
+                            eprintln!("{e} (container {} removed by gc)", c.container)
+                        }
+                        None => {}
+                    }
                 }
                 Verdict::Orphan(why) => {
                     writeln!(out, "would remove {} (job {job}): {why}", c.container)?
@@ -977,6 +1027,10 @@ pub fn gc_cmd(cmd: &GcCmd) -> Result<ExitCode> {
                 Verdict::Alive => {}
             }
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(if incomplete {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }

@@ -72,7 +72,8 @@ enum Command {
     ///
     /// Exit status: the command's own; 125 when the command certainly did not run (the error
     /// is printed, no container is left behind); 122 when the command ran but its status could
-    /// not be read; 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP cancelled the launch.
+    /// not be read, or when the sweep of W/J after it could not clear everything
+    /// (`sweep-incomplete`: the message gives the status); 130, 143 or 129 when SIGINT, SIGTERM or SIGHUP cancelled the launch.
     Launch(Box<engine::LaunchCmd>),
     /// Compare a container with the plan: print each difference
     ///

@@ -40,7 +40,7 @@ fn runc_version(out: &str) -> Option<(u32, u32, u32)> {
 fn doctor_reports_r_mode_from_this_engines_runtime() {
     let o = doctor(None);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    if out.contains("unreachable") {
+    if out.contains("engine: unreachable") {
         return skip_or_fail("this machine's docker engine does not answer");
     }
     let mode = line(&out, "root-mode-size");
@@ -61,7 +61,7 @@ fn doctor_on_docker26_reports_r_mode_kept() {
     };
     let o = doctor(Some(&socket));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    if out.contains("unreachable") {
+    if out.contains("engine: unreachable") {
         return skip_or_fail(&format!("Docker 26 does not answer at {socket}"));
     }
     assert!(line(&out, "engine:").contains("docker 26."), "{out}");
@@ -82,7 +82,7 @@ fn doctor_on_docker26_reports_r_mode_kept() {
 fn doctor_judges_runc_by_the_distributions_revision() {
     let o = doctor(None);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    if out.contains("unreachable") {
+    if out.contains("engine: unreachable") {
         return skip_or_fail("this machine's docker engine does not answer");
     }
     let runtime = line(&out, "runtime:");
@@ -101,6 +101,37 @@ fn doctor_judges_runc_by_the_distributions_revision() {
     }
 }
 
+/// Issue 21: `doctor --workspace W` names the layers that keep a root job's outputs from being
+/// a privilege: this Docker's user namespace (from `docker info`), whether W lets other users
+/// through, and (as root) a complete sweep.
+fn doctor_names_the_layers_that_protect_a_site() {
+    use std::os::unix::fs::PermissionsExt;
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.SecurityOptions}}"])
+        .output()
+        .expect("docker info");
+    let userns = String::from_utf8_lossy(&info.stdout).contains("name=userns")
+        || String::from_utf8_lossy(&info.stdout).contains("name=rootless");
+    let tmp = tempfile::tempdir().unwrap();
+    for (mode, unreachable) in [(0o700, "yes"), (0o750, "no"), (0o755, "no")] {
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = Command::new(BIN)
+            .args(["doctor", "--runtime", "docker", "--workspace"])
+            .arg(tmp.path())
+            .output()
+            .expect("run mount-plan doctor");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if out.contains("engine: unreachable") {
+            return skip_or_fail("this machine's docker engine does not answer");
+        }
+        let want = format!(
+            "outputs:  user namespace: {}; nosuid workspace: no; W/J unreachable: {unreachable}; sweep: complete",
+            if userns { "yes" } else { "no" }
+        );
+        assert_eq!(line(&out, "outputs:"), want, "{mode:o}: {out}");
+    }
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need};
     const DOCKER: &[Need] = &[Need::Docker];
@@ -115,6 +146,11 @@ fn main() {
             "doctor_judges_runc_by_the_distributions_revision",
             DOCKER,
             doctor_judges_runc_by_the_distributions_revision,
+        ),
+        harness::test(
+            "doctor_names_the_layers_that_protect_a_site",
+            &[Need::Docker, Need::Root],
+            doctor_names_the_layers_that_protect_a_site,
         ),
         harness::test(
             "doctor_on_docker26_reports_r_mode_kept",

@@ -254,10 +254,54 @@ fn findings_are_shown_in_json_and_in_the_table() {
     assert!(text(&o.stdout).contains(&format!("finding: socket {:?}", sock.to_str().unwrap())));
 }
 
+/// Issue 21, finding 8: `--job-dir-mode 7777` was accepted silently, and an existing W/J with
+/// mode 0777 was used as it was (any host user could plant links, fifos and sockets in the
+/// job's only writable view). Both are refused by a rule naming the mode.
+fn a_job_directory_mode_beyond_the_contract_is_refused() {
+    let ws = Ws::new();
+    for mode in ["7777", "0777", "4750", "2770"] {
+        let o = plan(&[
+            "--workspace",
+            ws.w(),
+            "--job",
+            "fresh",
+            "--create-job-dir",
+            "fresh",
+            "--job-dir-mode",
+            mode,
+        ]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{mode}: {}", text(&o.stdout));
+        assert!(err.contains("`job-dir-mode`"), "{mode}: {err}");
+        assert!(err.contains(&format!("{:0>4}", mode)), "{mode}: {err}");
+        assert!(!ws.w.join("fresh").exists(), "{mode}: created anyway");
+    }
+    fs::set_permissions(ws.w.join("job1"), fs::Permissions::from_mode(0o777)).unwrap();
+    for extra in [&[][..], &["--create-job-dir", "if-missing"][..]] {
+        let mut args = vec!["--workspace", ws.w(), "--job", "job1", "--verify"];
+        args.extend_from_slice(extra);
+        let o = plan(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o.stdout));
+        assert!(
+            err.contains("`job-dir-loose`") && err.contains("0777"),
+            "{extra:?}: {err}"
+        );
+    }
+    fs::set_permissions(ws.w.join("job1"), fs::Permissions::from_mode(0o750)).unwrap();
+    let o = plan(&["--workspace", ws.w(), "--job", "job1", "--verify"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need};
     const ROOT: &[Need] = &[Need::Root];
     harness::run(vec![
+        harness::test(
+            "a_job_directory_mode_beyond_the_contract_is_refused",
+            &[],
+            a_job_directory_mode_beyond_the_contract_is_refused,
+        ),
         harness::test(
             "a_host_io_error_prints_its_cause_once_and_a_hint",
             ROOT,

@@ -7,7 +7,8 @@
 //! - a job whose status is read normally exits with its own status;
 //! - a command's own 125 and 122 are told from the launcher's by `--status-file`;
 //! - a container the engine's own CLI runs with exactly `plan --format docker-args` /
-//!   `podman-args` passes `mount-plan audit`.
+//!   `podman-args` passes `mount-plan audit`.;
+//! - issue 21: what a job writes gives no other host user a privilege ([`outputs`]).
 //!
 //! An engine that is missing shows as ignored in the summary; under `CI` it fails.
 
@@ -19,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use mount_plan_testkit::harness::{self, Need};
+
+#[path = "lifecycle_cli/outputs.rs"]
+mod outputs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mount-plan");
 const ENV_FILE: &str = "/tmp/mount-plan-podman/env";
@@ -974,7 +978,11 @@ fn main() {
     let mut trials = Vec::new();
     for (name, probe) in engines {
         let found = root.clone().and_then(|()| probe());
-        for (scenario, run) in SCENARIOS {
+        let outputs = outputs::SCENARIOS
+            .into_iter()
+            .filter(|(_, _, docker_only)| !docker_only || name == "docker")
+            .map(|(scenario, run, _)| (scenario, run));
+        for (scenario, run) in SCENARIOS.into_iter().chain(outputs) {
             let trial_name = format!("{name}::{scenario}");
             let trial = match &found {
                 Ok(engine) => {

@@ -235,6 +235,13 @@ impl DockerEngine {
             api_version: api.to_string(),
             runtime,
             rootless,
+            // userns-remap (`name=userns`) or a rootless daemon: the job's root is not the
+            // host's.
+            user_namespace: rootless
+                || sysinfo
+                    .security_options
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|s| s.contains("name=userns"))),
         };
         let observed = probe::root_mode(&docker, &info, options.probe_image.as_deref()).await?;
         Ok(DockerEngine {

@@ -304,6 +304,7 @@ mod tests {
             api_version: "1.41".into(),
             runtime: runtime.map(str::to_owned),
             rootless: false,
+            user_namespace: false,
         }
     }
 

@@ -86,6 +86,31 @@ pub enum HostError {
         /// The refused mode.
         mode: u32,
     },
+    /// A job directory mode with bits the contract forbids: set-user-ID, set-group-ID or
+    /// write for others ([`crate::JOB_DIR_FORBIDDEN_BITS`]).
+    #[error("{rule}the job directory mode {mode:04o} has set-id bits or lets others write (forbidden bits {:04o}); every host user could plant links, fifos and sockets in the job's only writable view", crate::JOB_DIR_FORBIDDEN_BITS, rule = self.prefix())]
+    JobDirMode {
+        /// The refused mode.
+        mode: u32,
+    },
+    /// An existing job directory whose mode has bits the contract forbids.
+    #[error("{rule}{at} has mode {mode:04o}, with set-id bits or write for others (forbidden bits {:04o}); tighten it (chmod o-w,ug-s) before launching", crate::JOB_DIR_FORBIDDEN_BITS, rule = self.prefix())]
+    JobDirLoose {
+        /// The job directory.
+        at: Subject,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A job directory swept by path (`gc`) is no longer the directory that was launched.
+    #[error("{rule}{at} is not the job directory its container was launched with (dev {} ino {}, now dev {} ino {}); it was not swept", .expected.dev, .expected.ino, .found.dev, .found.ino, rule = self.prefix())]
+    JobDirReplaced {
+        /// The job directory.
+        at: Subject,
+        /// The identity recorded at launch.
+        expected: Pin,
+        /// The identity found.
+        found: Pin,
+    },
     /// The object is a symbolic link.
     #[error("{rule}{at} is a symlink", rule = self.prefix())]
     Symlink {
@@ -241,6 +266,9 @@ pub enum HostError {
 mount_plan::rules!(HostError, "host", {
     LauncherPath => "launcher-path",
     InvalidMode => "mode",
+    JobDirMode => "job-dir-mode",
+    JobDirLoose => "job-dir-loose",
+    JobDirReplaced => "job-dir-replaced",
     Symlink => "symlink",
     SymlinkInPath => "symlink-in-path",
     NotADirectory => "not-a-directory",
@@ -280,7 +308,9 @@ impl HostError {
     /// What the refusal concerned, when it concerned a path.
     pub fn subject(&self) -> Option<&Subject> {
         match self {
-            HostError::LauncherPath { .. } | HostError::InvalidMode { .. } => None,
+            HostError::LauncherPath { .. }
+            | HostError::InvalidMode { .. }
+            | HostError::JobDirMode { .. } => None,
             HostError::Symlink { at }
             | HostError::SymlinkInPath { at }
             | HostError::NotADirectory { at, .. }
@@ -292,6 +322,8 @@ impl HostError {
             | HostError::HardLink { at, .. }
             | HostError::TooDeep { at, .. }
             | HostError::JobDirRemoved { at }
+            | HostError::JobDirLoose { at, .. }
+            | HostError::JobDirReplaced { at, .. }
             | HostError::JobDirBusy { at, .. }
             | HostError::ClaimDirUnsafe { at, .. }
             | HostError::ExtraAliasesWorkspace { at, .. }
@@ -306,6 +338,15 @@ impl HostError {
         match self {
             HostError::LauncherPath { .. } => "give the launcher's view of the workspace as an absolute path",
             HostError::InvalidMode { .. } => "give the job directory mode as octal permission bits between 0 and 7777",
+            HostError::JobDirMode { .. } => {
+                "give a mode without set-id bits and without write for others (0750, 0770, 0755)"
+            }
+            HostError::JobDirReplaced { .. } => {
+                "nothing to do for this container: the directory under its name is another one"
+            }
+            HostError::JobDirLoose { .. } => {
+                "tighten the job directory (chmod o-w,ug-s), or start from a fresh one (--create-job-dir=fresh)"
+            }
             HostError::Symlink { .. } if what == Some("extra mount source") => {
                 "pass the real path of the extra mount source, not a symlink to it"
             }

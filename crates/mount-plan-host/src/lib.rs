@@ -90,6 +90,9 @@
 //! - **The job directory itself** need not be private: the job writes there, and a site may
 //!   share it with a group on purpose. What an attacker needs to swap W/J is write access to
 //!   W, which is refused. Entries *inside* W/J belong to the job; see the hard-link option.
+//!   Its mode may not have set-id bits nor write for others ([`JOB_DIR_FORBIDDEN_BITS`]): a
+//!   mode asked for with them is refused (`job-dir-mode`), an existing W/J with them too
+//!   (`job-dir-loose`).
 //! - **Permissions** are read from the mode bits. POSIX ACL entries that grant write show up
 //!   in the group bits (the ACL mask), so they are refused too; other access control (SELinux,
 //!   capabilities of other processes, root) is out of scope.
@@ -137,12 +140,20 @@ pub use claim::JobDirRelease;
 pub use compare::PinMismatch;
 pub use error::{HostError, Overlap, Subject};
 pub use scan::{Finding, FindingKind, MAX_SCAN_DEPTH};
-pub use sweep::{ClearedFile, SpecialFile, SweepProblem, SweepReport, WorkspaceMountFlags};
+pub use sweep::{
+    ClearedFile, JobDirState, SpecialFile, SweepProblem, SweepReport, WorkspaceMountFlags,
+};
 
 use open::{Base, Method};
 
 /// The default mode of a job directory that [`verify`] creates.
 pub const DEFAULT_JOB_DIR_MODE: u32 = 0o750;
+
+/// Mode bits a job directory may not have: set-user-ID, set-group-ID and write for others
+/// (any host user could plant links, fifos and sockets in the job's only writable view).
+/// A mode asked for with them is refused (rule `job-dir-mode`), and so is an existing W/J
+/// that has them (rule `job-dir-loose`).
+pub const JOB_DIR_FORBIDDEN_BITS: u32 = 0o6002;
 
 /// (device, inode) identity of a directory, as `stat` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -356,6 +367,9 @@ pub struct VerifiedPlan {
     /// W's and W/J's pinned handles.
     #[serde(skip)]
     handles: Arc<Handles>,
+    /// W/J's owner and mode as verified, which the sweep puts back.
+    #[serde(skip)]
+    job_dir_state: JobDirState,
 }
 
 /// The handles a verification opened, kept for the host facts asked after it.
@@ -432,20 +446,50 @@ impl VerifiedPlan {
         sweep::mount_flags(self.handles.workspace.as_fd(), &self.handles.workspace_at)
     }
 
-    /// Sweep the job directory after its container is gone: walk W/J from its pinned handle
-    /// (every directory opened `O_RDONLY | O_DIRECTORY | O_NOFOLLOW` from its parent's handle,
-    /// no link followed, never leaving W/J's mount, at most [`MAX_SCAN_DEPTH`] levels) and
-    /// clear the set-user-ID and set-group-ID bits of every regular file (opened `O_NOFOLLOW |
-    /// O_NONBLOCK | O_NOCTTY`, then `fstat` and `fchmod` on that descriptor), so that a
-    /// set-user-ID binary a root job planted gives host users no privilege. Sockets, fifos and
-    /// device nodes are reported, not removed; entries that could not be handled are listed
-    /// with why. Fails only when W/J itself cannot be read.
+    /// Sweep the job directory after its container is gone. First W/J's owner and mode are
+    /// put back as they were verified ([`VerifiedPlan::job_dir_state`]; a root job may have
+    /// `chmod`ed its own directory open). Then W/J is walked from its pinned handle, depth
+    /// first with an explicit stack and no depth limit (every directory opened `O_RDONLY |
+    /// O_DIRECTORY | O_NOFOLLOW` from its parent's handle, no link followed, never leaving
+    /// W/J's mount, a bounded number of handles open: a directory closed on the way down is
+    /// reopened by name and compared with its identity), and the set-user-ID and set-group-ID
+    /// bits of every regular file are cleared (opened `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY`,
+    /// then `fstat` and `fchmod` on that descriptor); a set-id file that cannot be changed
+    /// (another user's) is removed. Sockets, fifos and device nodes are reported, not removed.
+    /// What could be neither cleared nor removed is listed in
+    /// [`SweepReport::unhandled`]: the sweep is then incomplete
+    /// ([`SweepReport::is_complete`]) and a launcher must say so. Fails only when W/J itself
+    /// cannot be read.
     ///
     /// Entries swapped while the sweep runs are either the same kind of object (decided on the
     /// opened descriptor) or skipped; a set-id file renamed into a directory already swept
     /// stays set-id, so run it when nothing writes to W/J any more.
     pub fn sweep_job_dir(&self) -> Result<SweepReport, HostError> {
-        sweep::sweep(self.handles.job.as_fd(), &self.handles.job_at)
+        sweep::sweep(
+            self.handles.job.as_fd(),
+            &self.handles.job_at,
+            Some(self.job_dir_state),
+        )
+    }
+
+    /// W/J as this process sees it (W's launcher path and J's name).
+    pub fn launcher_job_dir(&self) -> PathBuf {
+        self.handles.job_at.launcher_path.clone()
+    }
+
+    /// Whether host users other than W's owner may pass through W (its mode grants search
+    /// to its group or to others): then W/J is only as closed as its own mode, which a root
+    /// job can change while it runs.
+    pub fn workspace_reachable_by_others(&self) -> Result<bool, HostError> {
+        let st = fstat(&self.handles.workspace)
+            .map_err(|e| open::io_err(&self.handles.workspace_at, "stat", e))?;
+        Ok(st.st_mode & 0o011 != 0)
+    }
+
+    /// W/J's owner and mode when it was verified (or created): what
+    /// [`VerifiedPlan::sweep_job_dir`] puts back after the job.
+    pub fn job_dir_state(&self) -> JobDirState {
+        self.job_dir_state
     }
 
     /// Release the job directory after a launch whose command never ran: W/J is removed
@@ -458,6 +502,69 @@ impl VerifiedPlan {
     }
 }
 
+/// A directory opened by its full path, its last component not followed.
+const OPEN_DIR_NOFOLLOW: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+/// The facts about a workspace W that decide how far a job's outputs reach, read from `path`
+/// (its last component not followed): the mount flags of its filesystem, and whether host
+/// users other than its owner may pass through it (its mode grants search to its group or
+/// others). For `doctor`; a launch reads the same facts from its verified plan.
+pub fn workspace_reach(path: &Path) -> Result<(WorkspaceMountFlags, bool), HostError> {
+    let at = Subject::new(
+        "workspace",
+        path.to_string_lossy().into_owned(),
+        path.to_owned(),
+    );
+    let fd = rustix::fs::openat(rustix::fs::CWD, path, OPEN_DIR_NOFOLLOW, Mode::empty())
+        .map_err(|e| open::io_err(&at, "open", e))?;
+    let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
+    Ok((
+        sweep::mount_flags(fd.as_fd(), &at)?,
+        st.st_mode & 0o011 != 0,
+    ))
+}
+
+/// This process's effective uid: whether a launcher may change what a job writes.
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Sweep a job directory by its path and identity, without a verified plan: for `gc`, which
+/// removes a container whose launcher died before its own sweep. `path` is W/J as this
+/// process sees it (its last component is not followed); it is swept only when it is still
+/// the directory `pin` names (rule `job-dir-replaced` otherwise), and `state` (its verified
+/// owner and mode) is put back first, as [`VerifiedPlan::sweep_job_dir`] does.
+pub fn sweep_job_dir_at(
+    path: &Path,
+    pin: Pin,
+    state: JobDirState,
+) -> Result<SweepReport, HostError> {
+    let at = Subject::new(
+        "job directory",
+        path.to_string_lossy().into_owned(),
+        path.to_owned(),
+    );
+    let fd = rustix::fs::openat(rustix::fs::CWD, path, OPEN_DIR_NOFOLLOW, Mode::empty()).map_err(
+        |e| match e {
+            Errno::NOENT => HostError::Missing { at: at.clone() },
+            e => open::io_err(&at, "open", e),
+        },
+    )?;
+    let st = fstat(&fd).map_err(|e| open::io_err(&at, "stat", e))?;
+    let found = Pin::of(&st);
+    if found != pin {
+        return Err(HostError::JobDirReplaced {
+            at,
+            expected: pin,
+            found,
+        });
+    }
+    sweep::sweep(fd.as_fd(), &at, Some(state))
+}
+
 /// Check `plan` against the real filesystem, through the launcher's view of W.
 pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, HostError> {
     let view = options.view.clone().unwrap_or_default();
@@ -465,6 +572,9 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
     if let JobDir::CreateIfMissing { mode } | JobDir::CreateFresh { mode } = options.job_dir {
         if mode & !0o7777 != 0 {
             return Err(HostError::InvalidMode { mode });
+        }
+        if mode & JOB_DIR_FORBIDDEN_BITS != 0 {
+            return Err(HostError::JobDirMode { mode });
         }
     }
     let expected_owner = options
@@ -549,6 +659,17 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
         pin: Some(Pin::of(&job_st)),
         armed: created,
     };
+    let job_dir_state = JobDirState {
+        uid: job_st.st_uid,
+        gid: job_st.st_gid,
+        mode: job_st.st_mode & 0o7777,
+    };
+    if job_dir_state.mode & JOB_DIR_FORBIDDEN_BITS != 0 {
+        return Err(HostError::JobDirLoose {
+            at: job_at,
+            mode: job_dir_state.mode,
+        });
+    }
     let claim = claim::JobDirClaim::take(
         ws.as_fd(),
         OsStr::new(job_name),
@@ -634,6 +755,7 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
             job: job_fd,
             job_at,
         }),
+        job_dir_state,
     })
 }
 

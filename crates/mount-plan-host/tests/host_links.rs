@@ -204,7 +204,7 @@ fn a_created_job_directory_gets_the_asked_owner_and_an_existing_one_is_left_alon
         let job = format!("owned{i}");
         let dir = site.ws.join(&job);
         let options = VerifyOptions {
-            job_dir: JobDir::CreateFresh { mode: 0o2750 },
+            job_dir: JobDir::CreateFresh { mode: 0o770 },
             job_dir_owner: Some((4321, 4322)),
             ..opts(resolver)
         };
@@ -212,8 +212,7 @@ fn a_created_job_directory_gets_the_asked_owner_and_an_existing_one_is_left_alon
         assert!(v.job_dir_created());
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
-        // The mode is set after the chown, so a set-id bit survives it.
-        assert_eq!(mode(&dir), 0o2750);
+        assert_eq!(mode(&dir), 0o770);
         // An existing directory is used as it is: never re-owned.
         let options = VerifyOptions {
             job_dir: JobDir::CreateIfMissing { mode: 0o750 },

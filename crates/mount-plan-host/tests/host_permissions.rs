@@ -88,8 +88,34 @@ fn a_shared_directory_of_another_owner_is_refused() {
 
 fn the_job_directory_may_be_group_writable() {
     let site = Site::new();
-    chmod(&site.ws.join("job1"), 0o2770);
+    chmod(&site.ws.join("job1"), 0o770);
     verify(site.plan("job1"), &VerifyOptions::default()).unwrap();
+}
+
+/// Finding 8 of issue 21: a job directory open to every host user (or with set-id bits) is
+/// refused, whether asked for or found.
+fn a_job_directory_mode_with_set_id_bits_or_world_write_is_refused() {
+    let site = Site::new();
+    for mode in [0o7777, 0o777, 0o4750, 0o2750, 0o752] {
+        let options = VerifyOptions {
+            job_dir: mount_plan_host::JobDir::CreateFresh { mode },
+            ..VerifyOptions::default()
+        };
+        let err = verify(site.plan("fresh"), &options).unwrap_err();
+        assert_eq!(err.rule(), "job-dir-mode", "{mode:o}: {err}");
+        assert!(err.to_string().contains(&format!("{mode:04o}")), "{err}");
+        assert!(!site.ws.join("fresh").exists(), "nothing is created");
+    }
+    for mode in [0o777, 0o2770, 0o4750, 0o1777, 0o757] {
+        chmod(&site.ws.join("job1"), mode);
+        let err = verify(site.plan("job1"), &VerifyOptions::default()).unwrap_err();
+        assert_eq!(err.rule(), "job-dir-loose", "{mode:o}: {err}");
+        assert!(err.to_string().contains(&format!("{mode:04o}")), "{err}");
+    }
+    for mode in [0o700, 0o750, 0o770, 0o755, 0o1770] {
+        chmod(&site.ws.join("job1"), mode);
+        verify(site.plan("job1"), &VerifyOptions::default()).unwrap();
+    }
 }
 
 fn main() {
@@ -97,6 +123,11 @@ fn main() {
     const NOTHING: &[Need] = &[];
     const ROOT: &[Need] = &[Need::Root];
     harness::run(vec![
+        harness::test(
+            "a_job_directory_mode_with_set_id_bits_or_world_write_is_refused",
+            NOTHING,
+            a_job_directory_mode_with_set_id_bits_or_world_write_is_refused,
+        ),
         harness::test(
             "a_group_writable_workspace_is_refused",
             NOTHING,

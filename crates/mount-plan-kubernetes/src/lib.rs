@@ -199,6 +199,7 @@ impl KubernetesEngine {
             api_version: format!("core/v1, Pods written for {}", options.pod.target.version()),
             runtime: None,
             rootless: false,
+            user_namespace: false,
         };
         KubernetesEngine {
             pods: Api::namespaced(client, &namespace),

@@ -42,6 +42,7 @@ pub mod fake;
 pub mod gate;
 pub mod identity;
 pub mod lifecycle;
+pub mod outputs;
 mod runtime;
 
 pub use engine::{CreateRequest, Engine, EngineKind, Listed, Removal};

@@ -329,7 +329,7 @@ pub async fn launch(
     });
     let result = driver.run(spec).await;
     match result {
-        Ok(status) => Ok(driver.finish(status).await),
+        Ok(status) => driver.finish(status).await,
         Err(error) => Err(driver.fail(error).await),
     }
 }
@@ -439,6 +439,15 @@ impl Driver<'_> {
                 .into_iter()
                 .map(|(p, _)| p),
         );
+        // Outputs carry no privilege: refuse, before anything is created, a launch whose job
+        // could leave set-id files that this launcher cannot clear and no other layer defuses.
+        let layers = self.output_layers(&report, spec);
+        if let Some(why) = layers.refusal() {
+            return Err(Stop::Error(LaunchError::OutputsUnclearable {
+                why,
+                layers: layers.describe(),
+            }));
+        }
         if self.options.cancel.is_cancelled() {
             return Err(Stop::Cancelled);
         }
@@ -447,7 +456,10 @@ impl Driver<'_> {
                 "this build of mount-plan has no in-container gate (its build could not link it statically: install the static C library, e.g. Debian's libc6-dev, and rebuild): no launch runs unchecked".into(),
             )));
         }
-        let labels = launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
+        let mut labels = launch_labels(self.plan.plan(), spec, &self.launch, &Launcher::current());
+        for (k, v) in crate::outputs::job_dir_labels(self.plan) {
+            labels.insert(k.to_owned(), v);
+        }
         let gate = Gate::new(self.plan);
         let request = CreateRequest {
             plan: self.plan,
@@ -494,11 +506,30 @@ impl Driver<'_> {
         self.follow(&id).await
     }
 
-    /// After a command ran (its container stopped or gone): clear the set-user-ID and
-    /// set-group-ID bits of every file it left in W/J, so that a binary a root job planted
-    /// gives no host user its owner's identity (`mount_plan_host::VerifiedPlan::sweep_job_dir`).
-    /// What was cleared, device nodes found, and what could not be handled are warnings.
-    fn sweep(&mut self) {
+    /// The layers that keep this launch's outputs from being a privilege on the host
+    /// ([`crate::outputs`]). A fact that cannot be read counts as no protection.
+    fn output_layers(
+        &self,
+        report: &crate::EngineReport,
+        spec: &LaunchSpec,
+    ) -> crate::outputs::OutputLayers {
+        let flags = self.plan.workspace_mount_flags().ok();
+        crate::outputs::OutputLayers::new(
+            report.engine.user_namespace,
+            flags.is_some_and(|f| f.nosuid && f.nodev),
+            matches!(self.plan.workspace_reachable_by_others(), Ok(false)),
+            mount_plan_host::effective_uid(),
+            spec.user,
+        )
+    }
+
+    /// After a command ran (its container stopped or gone): put back W/J's verified owner and
+    /// mode and clear the set-user-ID and set-group-ID bits of every file the job left in it,
+    /// so that a binary a root job planted gives no host user its owner's identity
+    /// (`mount_plan_host::VerifiedPlan::sweep_job_dir`). What was cleared and device nodes
+    /// found are warnings; what could not be handled is returned: the launch then fails
+    /// (`sweep-incomplete`).
+    fn sweep(&mut self) -> Result<(), String> {
         const SHOWN: usize = 5;
         let names = |paths: Vec<String>| {
             let more = paths.len().saturating_sub(SHOWN);
@@ -516,11 +547,25 @@ impl Driver<'_> {
                     let paths = report
                         .cleared
                         .iter()
-                        .map(|c| format!("{:?} (was {:04o})", c.path, c.mode_before & 0o7777))
+                        .map(|c| {
+                            format!(
+                                "{:?} (was {:04o}{})",
+                                c.path,
+                                c.mode_before & 0o7777,
+                                if c.removed { ", removed" } else { "" }
+                            )
+                        })
                         .collect();
                     self.warn(format!(
                         "cleared the set-user-ID/set-group-ID bits of {n} file(s) the job left in {job}/ (they would give host users their owner's identity): {}",
                         names(paths)
+                    ));
+                }
+                if let Some(r) = report.restored {
+                    let verified = self.plan.job_dir_state();
+                    self.warn(format!(
+                        "the job changed {job}/ to owner {}:{} mode {:04o}; put back to {}:{} {:04o}",
+                        r.uid, r.gid, r.mode, verified.uid, verified.gid, verified.mode
                     ));
                 }
                 let devices: Vec<String> = report
@@ -541,22 +586,19 @@ impl Driver<'_> {
                         names(devices)
                     ));
                 }
-                if !report.unhandled.is_empty() {
-                    let problems = report
-                        .unhandled
-                        .iter()
-                        .map(|p| format!("{:?}: {}", p.path, with_causes(&p.error)))
-                        .collect();
-                    self.warn(format!(
-                        "the sweep of {job}/ for set-user-ID files could not handle: {}",
-                        names(problems)
-                    ));
+                if report.unhandled.is_empty() {
+                    Ok(())
+                } else {
+                    Err(names(
+                        report
+                            .unhandled
+                            .iter()
+                            .map(|p| format!("{:?}: {}", p.path, with_causes(&p.error)))
+                            .collect(),
+                    ))
                 }
             }
-            Err(e) => self.warn(format!(
-                "the sweep of {job}/ for set-user-ID files failed: {}",
-                with_causes(&e)
-            )),
+            Err(e) => Err(format!("the sweep failed: {}", with_causes(&e))),
         }
     }
 
@@ -772,7 +814,7 @@ impl Driver<'_> {
         self.remove(id).await
     }
 
-    async fn finish(mut self, status: ExitStatus) -> Finished {
+    async fn finish(mut self, status: ExitStatus) -> Result<Finished, Failed> {
         let id = self
             .container
             .clone()
@@ -792,14 +834,22 @@ impl Driver<'_> {
                 }
             },
         };
-        self.sweep();
-        Finished {
+        if let Err(problems) = self.sweep() {
+            let error = LaunchError::SweepIncomplete {
+                job: self.plan.plan().job().as_str().to_owned(),
+                status: Some(status.code),
+                problems,
+                first: None,
+            };
+            return Err(self.failed(error));
+        }
+        Ok(Finished {
             launch: self.launch.to_string(),
             container: id,
             status,
             removed,
             warnings: self.warnings,
-        }
+        })
     }
 
     async fn fail(mut self, stop: Stop) -> Failed {
@@ -836,9 +886,19 @@ impl Driver<'_> {
             if let Err(e) = self.plan.release_job_dir() {
                 self.warn(with_causes(&e));
             }
-        } else {
-            self.sweep();
+        } else if let Err(problems) = self.sweep() {
+            error = LaunchError::SweepIncomplete {
+                job: self.plan.plan().job().as_str().to_owned(),
+                status: None,
+                problems,
+                first: Some(Box::new(error)),
+            };
         }
+        self.failed(error)
+    }
+
+    /// The end of a failed launch: its event, and the outcome.
+    fn failed(self, error: LaunchError) -> Failed {
         if matches!(error, LaunchError::Cancelled) {
             self.observer.event(&Event::Cancelled {
                 command_ran: self.started,
@@ -942,6 +1002,10 @@ pub struct Collected {
     pub verdict: Verdict,
     /// Whether it was removed (false with `dry_run`, and for kept ones).
     pub removed: bool,
+    /// The sweep of its job directory after its removal (its launcher died before its own
+    /// sweep): `Ok` with what it did, `Err` with what it could not do (the directory may
+    /// still hold a privilege). `None`: not removed, or its labels name no job directory.
+    pub swept: Option<Result<String, String>>,
 }
 
 /// Options of [`gc`].
@@ -983,11 +1047,40 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
             },
             v => (v, false),
         };
+        // A container removed here never had its launcher's sweep: do it now, on the very
+        // directory its labels name (by path and identity).
+        let swept = if removed {
+            crate::outputs::job_dir_of(&listed.labels).map(|(path, pin, state)| {
+                match mount_plan_host::sweep_job_dir_at(&path, pin, state) {
+                    Ok(report) if report.is_complete() => {
+                        Ok(crate::outputs::describe_sweep(&report))
+                    }
+                    Ok(report) => Err(format!(
+                        "{}: {}",
+                        crate::outputs::describe_sweep(&report),
+                        report
+                            .unhandled
+                            .iter()
+                            .map(|p| format!("{:?}: {}", p.path, with_causes(&p.error)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    // Gone: nothing a job wrote is left to sweep.
+                    Err(mount_plan_host::HostError::Missing { .. }) => {
+                        Ok("the job directory is gone".to_owned())
+                    }
+                    Err(e) => Err(with_causes(&e)),
+                }
+            })
+        } else {
+            None
+        };
         out.push(Collected {
             job: listed.labels.get(mount_plan_spec::LABEL_JOB).cloned(),
             container: listed.id,
             verdict,
             removed,
+            swept,
         });
     }
     Ok(out)

@@ -180,6 +180,28 @@ pub enum LaunchError {
         /// What it saw, against what was verified.
         message: String,
     },
+    /// The job's outputs could carry a privilege no layer would take away (see
+    /// [`crate::outputs`]): refused before anything was created.
+    #[error("{rule}{why} ({layers}); run the launcher as root, run the job as the launcher's own user (--user), use an engine with a user namespace (rootless Podman, Docker with userns-remap), or mount the workspace nosuid,nodev", rule = self.prefix())]
+    OutputsUnclearable {
+        /// Why.
+        why: &'static str,
+        /// The layers of this launch ([`crate::outputs::OutputLayers::describe`]).
+        layers: String,
+    },
+    /// The command ran, and the sweep of W/J after it could not handle everything: a file the
+    /// job left may still carry a privilege (the launch fails whatever the exit status).
+    #[error("{rule}the command ran{}, but the sweep of {job}/ could not handle everything the job left (it may still carry a privilege; check it by hand): {problems}", .status.map(|s| format!(" (exit status {s})")).unwrap_or_default(), rule = self.prefix())]
+    SweepIncomplete {
+        /// The job.
+        job: String,
+        /// The command's exit status, when it was reported.
+        status: Option<i64>,
+        /// What could not be handled.
+        problems: String,
+        /// The failure before the sweep, when the launch had already failed.
+        first: Option<Box<LaunchError>>,
+    },
     /// Something could not be removed and is left for `mount-plan gc`.
     #[error("{rule}{what} could not be removed (`mount-plan gc` removes it once this launcher is gone): {source}", rule = self.prefix())]
     Leftover {
@@ -209,6 +231,8 @@ mount_plan::rules!(LaunchError, "engine", {
         Cancelled => "cancelled",
         Leftover => "leftover",
         GateRefused => "gate-refused",
+        OutputsUnclearable => "outputs-unclearable",
+        SweepIncomplete => "sweep-incomplete",
     } via { Spec });
 
 /// What to do about a protection an engine cannot honour.
@@ -277,6 +301,8 @@ impl LaunchError {
             | LaunchError::ProcessEnding { container, .. }
             | LaunchError::GateRefused { container, .. } => Some(container),
             LaunchError::Leftover { what, .. } => Some(what),
+            LaunchError::OutputsUnclearable { layers, .. } => Some(layers),
+            LaunchError::SweepIncomplete { job, .. } => Some(job),
             LaunchError::Unsupported(_) | LaunchError::Cancelled => None,
         }
     }

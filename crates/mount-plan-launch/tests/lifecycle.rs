@@ -7,6 +7,7 @@
 //! The fake is never the proof that a backend works: the conformance suite on real engines
 //! is. This proves the decisions.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -295,6 +296,65 @@ async fn the_exit_status_and_output_come_from_the_engine() {
     )
     .await;
     assert_eq!(outcome.unwrap().status.code, 7);
+}
+
+/// Issue 21: a sweep that cannot handle what the job left fails the launch with its own rule
+/// and event, saying that the command ran and its status; never a warning only.
+#[tokio::test(start_paused = true)]
+async fn an_incomplete_sweep_fails_the_launch_after_the_command_ran() {
+    let site = Site::new();
+    std::fs::create_dir(site.job_dir()).unwrap();
+    std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    // What the sweep can neither clear nor remove: as root an immutable set-user-ID file, as
+    // another user a directory it may not read.
+    let root = mount_plan_host::effective_uid() == 0;
+    let stuck = site.job_dir().join("stuck");
+    let chattr = |flag: &str| {
+        let ok = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chattr {flag} {stuck:?}");
+    };
+    if root {
+        std::fs::write(&stuck, b"x").unwrap();
+        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        chattr("+i");
+    } else {
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let plan = site.verified(JobDir::MustExist);
+    let engine = FakeEngine::new(Script {
+        exit_code: 3,
+        ..Script::default()
+    });
+    let mut rec = Recorder::default();
+    let cancel = CancelToken::new();
+    let outcome = launch(&engine, &plan, &spec(), &options(&cancel), &mut rec).await;
+    if root {
+        chattr("-i");
+    } else {
+        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let failed = outcome.expect_err("an incomplete sweep fails the launch");
+    assert_eq!(failed.error.rule(), "sweep-incomplete", "{}", failed.error);
+    assert!(failed.command_ran);
+    let text = failed.error.to_string();
+    assert!(
+        text.contains("exit status 3") && text.contains("stuck"),
+        "{text}"
+    );
+    assert!(
+        rec.events.iter().any(|e| matches!(
+            e,
+            Event::Failed { rule, command_ran: true, .. } if rule == "sweep-incomplete"
+        )),
+        "{:?}",
+        rec.events
+    );
+    assert!(engine.containers().is_empty());
 }
 
 /// An inspect that fails because the container's process is ending (Podman's 500 `read

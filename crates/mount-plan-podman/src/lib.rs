@@ -186,6 +186,7 @@ impl PodmanEngine {
                 }
             }),
             rootless: facts.rootless,
+            user_namespace: facts.rootless,
         };
         Ok(PodmanEngine {
             podman,

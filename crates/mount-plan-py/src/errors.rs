@@ -100,7 +100,8 @@ pub fn host_error(err: mount_plan_host::HostError) -> PyErr {
             mount_plan_host::HostError::LauncherPath { path } => {
                 Some(path.to_string_lossy().into_owned())
             }
-            mount_plan_host::HostError::InvalidMode { mode } => Some(format!("{mode:o}")),
+            mount_plan_host::HostError::InvalidMode { mode }
+            | mount_plan_host::HostError::JobDirMode { mode } => Some(format!("{mode:o}")),
             _ => path.clone(),
         };
         with_attrs(

@@ -196,6 +196,9 @@ pub struct EngineInfo {
     pub runtime: Option<String>,
     /// Whether the engine runs rootless.
     pub rootless: bool,
+    /// Whether a job's root is an unprivileged host uid (rootless engines, Docker with
+    /// `userns-remap`): a set-user-ID file it writes is set-user-ID to nobody that matters.
+    pub user_namespace: bool,
 }
 
 /// What `doctor` reports: versions and each protection's availability.
@@ -360,6 +363,7 @@ mod tests {
                 api_version: "1".into(),
                 runtime: None,
                 rootless: false,
+                user_namespace: false,
             },
             protections: Protection::ALL
                 .into_iter()

@@ -292,6 +292,7 @@ mod tests {
             api_version: api.into(),
             runtime: Some("runc 1.1.5".into()),
             rootless: false,
+            user_namespace: false,
         }
     }
 
