@@ -1,198 +1,53 @@
 //! `launch`, `audit` and `doctor`: the subcommands that talk to a container engine.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, ValueEnum};
-use mount_plan_docker::{ConnectOptions, DockerEngine};
+use clap::Args;
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Capability, Class, Engine, Event, GcOptions, Keep,
-    LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream, Protection,
-    Resources, Verdict,
+    audit, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep, LaunchError,
+    LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
 };
-use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
-use mount_plan_swarm::SwarmEngine;
+use mount_plan_run::{Endpoint, LaunchRequest, Outcome};
 
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
-/// Exit status of `launch` when the command certainly did not run (a refusal, an engine
-/// error, a failed create or start): nothing is left behind.
-pub const EXIT_LAUNCH_FAILED: u8 = 125;
-/// Exit status of `launch` when the command ran (or may have run) but its exit status could
-/// not be read from the engine. The container was removed; the job directory is kept.
-pub const EXIT_STATUS_UNKNOWN: u8 = 122;
+pub use mount_plan_run::EXIT_LAUNCH_FAILED;
 
-/// A container engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
-    /// Docker Engine API (bollard)
-    Docker,
-    /// Podman (libpod API)
-    Podman,
-    /// Docker Swarm: a one-shot service on a node (--socket is a manager's)
-    Swarm,
-    /// Kubernetes Pods (kube-rs); see --kubeconfig, --namespace and the --k8s-* options
-    #[cfg(feature = "kubernetes")]
-    Kubernetes,
-}
-
-/// A Podman user namespace mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UsernsArg {
-    /// The service's default
-    Default,
-    /// keep-id (rootless services only)
-    KeepId,
-}
-
-/// Which engine, and where.
+/// Which engine, and where: the front door's [`Endpoint`] as flags (`--runtime`, `--socket`,
+/// `--userns`, `--connect-timeout`, `--gate-path`, `--probe-image`), plus the cluster's.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// The container engine
-    #[arg(long, value_enum)]
-    pub runtime: RuntimeArg,
-    /// The engine's API socket [default: docker and swarm (a manager): DOCKER_HOST, then
-    /// /var/run/docker.sock;
-    /// podman: CONTAINER_HOST, then /run/podman/podman.sock as root, else
-    /// $XDG_RUNTIME_DIR/podman/podman.sock]
-    #[arg(long, value_name = "PATH")]
-    pub socket: Option<String>,
-    /// Podman only: the user namespace (keep-id: a rootless service's user keeps its ids in
-    /// the container and owns what the job writes)
-    #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
-    pub userns: UsernsArg,
-    /// Seconds to wait for the engine to answer the version handshake
-    #[arg(long, value_name = "SECS", default_value = "10")]
-    pub connect_timeout: u64,
-    /// Swarm only: where the gate is on every node (`mount-plan gate install --path`;
-    /// default /usr/local/libexec/mount-plan/gate)
-    #[arg(long, value_name = "PATH")]
-    pub gate_path: Option<String>,
-    /// Docker only: an image with `stat`, to observe (once per engine version, cached) what
-    /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
-    #[arg(long, value_name = "IMAGE")]
-    pub probe_image: Option<String>,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     #[cfg(feature = "kubernetes")]
     #[command(flatten)]
     pub kube: crate::k8s_args::KubeEngineArgs,
 }
 
-/// Which protections decide whether a launch runs: contract protections accepted as
-/// missing, hardening required.
-#[derive(Debug, Clone, Args)]
-pub struct AcceptArgs {
-    /// Run although the engine cannot honour this contract protection of the plan (repeat;
-    /// ids: read-only-root, root-mode-size, read-only-binds, non-recursive,
-    /// private-propagation). Hardening (nosuid, nodev, noexec) never needs it: an engine that
-    /// cannot apply it runs the job with one warning.
-    #[arg(long = "accept-missing", value_name = "PROTECTION")]
-    pub accept_missing: Vec<String>,
-    /// Refuse to launch (exit 125) when the engine cannot apply this hardening of the plan
-    /// (repeat; ids: nosuid, nodev, noexec). Docker cannot set noexec on binds: with
-    /// `--require noexec` every Docker launch is refused.
-    #[arg(long = "require", value_name = "HARDENING")]
-    pub require: Vec<String>,
-}
-
-impl AcceptArgs {
-    fn set(&self) -> Result<BTreeSet<Protection>> {
-        self.accept_missing
-            .iter()
-            .map(|p| p.parse::<Protection>().map_err(Into::into))
-            .collect()
-    }
-
-    /// The hardening required; a contract protection is refused (it is always required).
-    pub fn required(&self) -> Result<BTreeSet<Protection>> {
-        self.require
-            .iter()
-            .map(|p| {
-                let p = p.parse::<Protection>()?;
-                if p.class() != Class::Hardening {
-                    return Err(anyhow!(
-                        "--require {p}: {p} is part of the contract and always required; --require names hardening (nosuid, nodev, noexec)"
-                    ));
-                }
-                Ok(p)
-            })
-            .collect()
-    }
-}
-
-/// Capabilities granted to the job: every backend drops all of them and adds back these.
-#[derive(Debug, Clone, Args)]
-pub struct CapArgs {
-    /// Add back a capability after all are dropped (repeat; NAME or CAP_NAME, any case; one
-    /// of CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
-    /// NET_RAW, SYS_CHROOT, AUDIT_WRITE). MKNOD, FSETID, SETFCAP, SYS_ADMIN... are refused:
-    /// they would let a job leave something in its directory a host user can use.
-    #[arg(long = "cap-add", value_name = "NAME")]
-    pub cap_add: Vec<String>,
-}
-
-impl CapArgs {
-    fn set(&self) -> Result<BTreeSet<Capability>> {
-        self.cap_add
-            .iter()
-            .map(|c| c.parse::<Capability>().map_err(Into::into))
-            .collect()
-    }
-}
-
-/// Connect to the engine `args` names.
-pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
-    match args.runtime {
-        RuntimeArg::Docker | RuntimeArg::Swarm if args.userns != UsernsArg::Default => Err(
-            LaunchError::Unsupported("--userns is a podman option".into()),
-        ),
-        RuntimeArg::Swarm => Ok(Box::new(
-            SwarmEngine::connect(&ConnectOptions {
-                host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-                ..ConnectOptions::default()
-            })
-            .await?
-            .with_gate_on_nodes(
-                args.gate_path
-                    .clone()
-                    .unwrap_or_else(|| mount_plan_launch::gate::GATE_ON_NODES.to_owned()),
-            ),
-        )),
-        _ if args.gate_path.is_some() => Err(LaunchError::Unsupported(
-            "--gate-path names the gate on a Swarm's nodes: --runtime swarm only (Docker and Podman receive the gate through their archive call)".into(),
-        )),
-        RuntimeArg::Docker => {
-            let options = ConnectOptions {
-                host: args.socket.clone(),
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-                probe_image: args.probe_image.clone(),
-                ..ConnectOptions::default()
-            };
-            Ok(Box::new(DockerEngine::connect(&options).await?))
-        }
-        RuntimeArg::Podman => {
-            let options = PodmanOptions {
-                userns: match args.userns {
-                    UsernsArg::Default => UserNamespace::EngineDefault,
-                    UsernsArg::KeepId => UserNamespace::KeepId,
-                },
-                connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-                ..PodmanOptions::default()
-            };
-            Ok(Box::new(match &args.socket {
-                Some(socket) => PodmanEngine::connect(socket, options).await?,
-                None => PodmanEngine::discover(options).await?,
-            }))
-        }
+impl EngineArgs {
+    /// The endpoint these flags name (on Kubernetes, with its cluster's settings).
+    pub fn endpoint(&self) -> Result<Endpoint, LaunchError> {
+        #[allow(unused_mut)]
+        let mut endpoint = self.endpoint.clone();
         #[cfg(feature = "kubernetes")]
-        RuntimeArg::Kubernetes => {
-            let timeout = Duration::from_secs(args.connect_timeout.max(1));
-            Ok(Box::new(args.kube.connect(timeout).await?))
+        if endpoint.kind == mount_plan_launch::EngineKind::Kubernetes {
+            endpoint.cluster = Some(self.kube.cluster()?);
         }
+        Ok(endpoint)
     }
+}
+
+/// Which protections decide whether a launch runs (`--accept-missing`, `--require`).
+pub type AcceptArgs = mount_plan_run::Accept;
+/// The capabilities added back (`--cap-add`).
+pub type CapArgs = mount_plan_run::Caps;
+
+/// Connect to the engine `args` names, through the front door.
+pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
+    mount_plan_run::connect(&args.endpoint()?).await
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -212,43 +67,7 @@ pub struct LaunchCmd {
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
-    accept: AcceptArgs,
-    #[command(flatten)]
-    caps: CapArgs,
-    /// The image (never pulled: it must be present on the engine)
-    #[arg(long, value_name = "IMAGE")]
-    image: String,
-    /// Run the command as UID[:GID] (numeric) [default: the image's user]
-    #[arg(long, value_name = "U[:G]")]
-    user: Option<String>,
-    /// Set an environment variable (repeat)
-    #[arg(long = "env", value_name = "K=V")]
-    env: Vec<String>,
-    /// Network: none (default), default, or a network name; host and container:... are refused
-    #[arg(long, value_name = "NAME", default_value = "none")]
-    network: String,
-    /// Container name [default: chosen by the engine]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-    /// Add a label (repeat); io.mount-plan.* are reserved
-    #[arg(long = "label", value_name = "K=V")]
-    labels: Vec<String>,
-    /// GPUs: all, a count, or device=ID[,ID...]
-    #[arg(long, value_name = "GPUS")]
-    gpus: Option<String>,
-    /// Memory limit in bytes
-    #[arg(long, value_name = "BYTES")]
-    memory: Option<u64>,
-    /// CPU limit in CPUs (for example 1.5)
-    #[arg(long, value_name = "CPUS")]
-    cpus: Option<f64>,
-    /// Process limit
-    #[arg(long, value_name = "N")]
-    pids_limit: Option<u64>,
-    /// Swarm only: where the job may run, KEY==VALUE or KEY!=VALUE (repeat; all must hold;
-    /// keys node.id, node.hostname, node.role, node.labels.NAME...) [default: node.role==worker]
-    #[arg(long = "constraint", value_name = "EXPR")]
-    constraints: Vec<String>,
+    request: LaunchRequest,
     /// Keep the container after it stops (default: remove it)
     #[arg(long)]
     keep: bool,
@@ -260,59 +79,6 @@ pub struct LaunchCmd {
     /// with "time" and "launch")
     #[arg(long, value_name = "FILE")]
     events: Option<std::path::PathBuf>,
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
-}
-
-impl LaunchCmd {
-    fn spec(&self) -> Result<LaunchSpec> {
-        let mut spec = LaunchSpec::new(self.image.parse()?).with_command(self.command.clone());
-        spec.user = self.user.as_deref().map(str::parse).transpose()?;
-        spec.env = self
-            .env
-            .iter()
-            .map(|e| e.parse())
-            .collect::<Result<_, _>>()?;
-        spec.network = self.network.parse()?;
-        spec.name = self.name.as_deref().map(str::parse).transpose()?;
-        for l in &self.labels {
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| anyhow!("label {l:?} is not K=V"))?;
-            spec.labels.insert(k, v)?;
-        }
-        spec.gpus = self.gpus.as_deref().map(str::parse).transpose()?;
-        let mut res = Resources::new();
-        if let Some(m) = self.memory {
-            res = res.with_memory_bytes(m)?;
-        }
-        if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(anyhow!("--cpus {c} is not a positive number"));
-            }
-            res = res.with_nano_cpus((c * 1e9) as u64)?;
-        }
-        if let Some(p) = self.pids_limit {
-            res = res.with_pids_limit(p)?;
-        }
-        spec.resources = res;
-        spec.accept_missing = self.accept.set()?;
-        spec.cap_add = self.caps.set()?;
-        spec.require = self.accept.required()?;
-        if !self.constraints.is_empty() && self.engine.runtime != RuntimeArg::Swarm {
-            return Err(anyhow!(
-                "--constraint places a job on a cluster node: --runtime swarm only"
-            ));
-        }
-        spec.placement = self
-            .constraints
-            .iter()
-            .map(|c| c.parse())
-            .collect::<Result<_, _>>()?;
-        spec.check()?;
-        Ok(spec)
-    }
 }
 
 /// Where `launch` sends output and events: the command's output to our stdout and stderr,
@@ -390,14 +156,18 @@ fn cancel_on_signals(
 
 /// Run `mount-plan launch`: verify, then the one lifecycle of [`mount_plan_launch::launch`].
 /// Exit status: the command's own; [`EXIT_LAUNCH_FAILED`] when it certainly did not run;
-/// [`EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
+/// [`mount_plan_run::EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
 /// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch.
 pub fn launch(cmd: &LaunchCmd) -> ExitCode {
     let fail = |e: anyhow::Error| {
         // A LaunchError's message already ends with the engine's answer: print it once.
-        match e.downcast_ref::<LaunchError>() {
-            Some(l) => eprintln!("error: {l}"),
-            None => crate::print_error(&e),
+        match (
+            e.downcast_ref::<LaunchError>(),
+            e.downcast_ref::<mount_plan_run::RunError>(),
+        ) {
+            (Some(l), _) => eprintln!("error: {l}"),
+            (_, Some(r)) => eprintln!("error: {r}"),
+            _ => crate::print_error(&e),
         }
         ExitCode::from(EXIT_LAUNCH_FAILED)
     };
@@ -412,25 +182,28 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         if let Err(e) = cancel_on_signals(&cancel, &signalled) {
             return fail(e);
         }
+        // Everything that can be refused without the host is refused before the host check
+        // creates the job directory; from the check on, the front door releases it.
         let prepared = (|| {
             let plan = cmd.plan.plan()?;
-            let spec = cmd.spec()?;
+            let endpoint = cmd.engine.endpoint()?;
+            cmd.request.spec(endpoint.kind)?;
+            let events = match &cmd.events {
+                None => None,
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| anyhow!("cannot open the events file {path:?}: {e}"))?,
+                )),
+            };
             let verified = cmd.verify.verify(plan)?;
-            Ok::<_, anyhow::Error>((verified, spec))
+            Ok::<_, anyhow::Error>((verified, endpoint, events))
         })();
-        let (verified, spec) = match prepared {
+        let (verified, endpoint, events) = match prepared {
             Ok(v) => v,
             Err(e) => return fail(e),
-        };
-        let events = match &cmd.events {
-            None => None,
-            Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                Ok(f) => Some(std::io::BufWriter::new(f)),
-                Err(e) => {
-                    let _ = verified.release_job_dir();
-                    return fail(anyhow!("cannot open the events file {path:?}: {e}"));
-                }
-            },
         };
         let mut observer = CliObserver {
             events,
@@ -438,76 +211,45 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         };
         // Let the signal tasks run once: a signal that came during the host check cancels.
         tokio::task::yield_now().await;
-        let engine = tokio::select! {
-            connected = connect(&cmd.engine) => connected,
-            _ = cancel.cancelled() => Err(LaunchError::Cancelled),
-        };
-        let engine = match engine {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = verified.release_job_dir();
-                return match e {
-                    LaunchError::Cancelled => {
-                        ExitCode::from(signalled.load(std::sync::atomic::Ordering::SeqCst))
-                    }
-                    e => fail(e.into()),
-                };
-            }
-        };
-        // Say what this engine does differently from the plan (from its own report).
-        for d in engine.report().differences_for(verified.plan()) {
-            eprintln!("warning: {d}");
-        }
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
             stop_grace: Duration::from_secs(cmd.stop_grace),
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
-        match mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
-            .await
-        {
-            Ok(done) => {
+        let outcome =
+            mount_plan_run::run(&verified, &cmd.request, &endpoint, &options, &mut observer).await;
+        match &outcome {
+            Outcome::Exited(done) => {
                 if !done.removed && cmd.keep {
                     eprintln!("mount-plan: kept container {}", done.container);
                 }
-                match u8::try_from(done.status.code) {
-                    Ok(c) => ExitCode::from(c),
-                    Err(_) => {
-                        eprintln!(
-                            "mount-plan: the command's exit status {} does not fit an exit code",
-                            done.status.code
-                        );
-                        ExitCode::from(EXIT_STATUS_UNKNOWN)
-                    }
+                if u8::try_from(done.status.code).is_err() {
+                    eprintln!(
+                        "mount-plan: the command's exit status {} does not fit an exit code",
+                        done.status.code
+                    );
                 }
             }
-            Err(failed) if failed.is_cancelled() => {
-                eprintln!(
-                    "mount-plan: cancelled; {}",
-                    if failed.command_ran {
-                        "the container was stopped and removed"
-                    } else {
-                        "the command never ran"
-                    }
-                );
-                match signalled.load(std::sync::atomic::Ordering::SeqCst) {
-                    0 => ExitCode::from(EXIT_LAUNCH_FAILED),
-                    code => ExitCode::from(code),
+            Outcome::Failed(failed) if failed.error.is_cancelled() => eprintln!(
+                "mount-plan: cancelled; {}",
+                if failed.command_ran {
+                    "the container was stopped and removed"
+                } else {
+                    "the command never ran"
                 }
-            }
-            Err(failed) => {
+            ),
+            Outcome::Failed(failed) => {
                 eprintln!("error: {}", failed.error);
                 if failed.command_ran {
                     eprintln!(
-                        "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
+                        "mount-plan: the command ran, but its exit status could not be read (exit {})",
+                        mount_plan_run::EXIT_STATUS_UNKNOWN
                     );
-                    ExitCode::from(EXIT_STATUS_UNKNOWN)
-                } else {
-                    ExitCode::from(EXIT_LAUNCH_FAILED)
                 }
             }
         }
+        ExitCode::from(outcome.exit_status(signalled.load(std::sync::atomic::Ordering::SeqCst)))
     })
 }
 
@@ -538,9 +280,9 @@ pub struct AuditCmd {
 /// differs, 2 when it could not be audited.
 pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
-    let mut accepted = cmd.accept.set()?;
+    let mut accepted = cmd.accept.accepted()?;
     let required = mount_plan_launch::required_hardening(&plan, &cmd.accept.required()?);
-    let granted = cmd.caps.set()?;
+    let granted = cmd.caps.granted()?;
     let verified = if cmd.verify.wanted() {
         Some(cmd.verify.verify(plan.clone())?)
     } else {
@@ -613,7 +355,7 @@ pub struct DoctorCmd {
 /// Run `mount-plan doctor`: versions and protections; 0 when the default plan can be
 /// honoured (given `--accept-missing`), 1 otherwise.
 pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
-    let accepted = cmd.accept.set()?;
+    let accepted = cmd.accept.accepted()?;
     let required = cmd.accept.required()?;
     let layout = mount_plan::Layout::default();
     let plan = layout.plan(
