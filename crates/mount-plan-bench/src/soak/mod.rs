@@ -47,7 +47,7 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
     /// Engines to soak, one after the other
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker"])]
+    #[arg(long, value_parser = crate::parse_engine, value_delimiter = ',', default_values = ["docker"])]
     engines: Vec<Engine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
@@ -251,11 +251,7 @@ impl Tally {
     }
 
     fn print(&self, engine: Engine) {
-        let name = engine
-            .to_possible_value()
-            .expect("named")
-            .get_name()
-            .to_owned();
+        let name = engine.name();
         println!("{name}: {} launches", self.launches);
         println!("  {:<20} {:>6}  outcomes", "fault", "count");
         for (f, outs) in &self.outcomes {
@@ -385,11 +381,7 @@ impl Ctx {
     }
 
     fn runtime_arg(&self) -> &'static str {
-        if self.engine.is_docker() {
-            "docker"
-        } else {
-            "podman"
-        }
+        self.engine.kind_id()
     }
 
     fn engine_url(&self) -> String {
@@ -859,38 +851,7 @@ impl Ctx {
     }
 }
 
-/// Connect to an engine as the benchmark does.
-pub async fn connect(engine: Engine) -> Result<Box<dyn mount_plan_launch::Engine>> {
-    Ok(match engine {
-        Engine::Docker => {
-            Box::new(mount_plan_docker::DockerEngine::connect(&Default::default()).await?)
-        }
-        Engine::Docker26 => Box::new(
-            mount_plan_docker::DockerEngine::connect(&mount_plan_docker::ConnectOptions {
-                host: Some(crate::nested_socket("MOUNT_PLAN_DOCKER26_SOCKET")?),
-                ..Default::default()
-            })
-            .await?,
-        ),
-        other => {
-            let url = match other {
-                Engine::PodmanRootful => crate::env_or(
-                    "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
-                    "unix:///run/podman/podman.sock",
-                ),
-                Engine::PodmanRootless => crate::env_or(
-                    "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
-                    &format!(
-                        "unix:///run/user/{}/podman/podman.sock",
-                        crate::rootless_uid()?
-                    ),
-                ),
-                _ => crate::nested_socket("MOUNT_PLAN_PODMAN5_SOCKET")?,
-            };
-            Box::new(mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?)
-        }
-    })
-}
+pub use crate::connect;
 
 /// Send `sig` to `pid`.
 async fn signal(pid: u32, sig: i32) {
