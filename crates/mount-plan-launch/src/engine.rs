@@ -14,9 +14,9 @@ use std::time::Duration;
 use mount_plan_host::VerifiedPlan;
 
 use crate::audit::ObservedContainer;
+use crate::container::{ExitStatus, LaunchError, LogStream};
 use crate::gate::Gate;
 use crate::protection::{EngineInfo, EngineReport};
-use crate::runtime::{ExitStatus, LaunchError, LogStream};
 use crate::spec::LaunchSpec;
 
 /// The kinds of engine mount-plan launches on.

@@ -12,10 +12,10 @@ use futures_util::StreamExt;
 use mount_plan::MountPlan;
 
 use crate::audit::{ObservedBind, ObservedContainer, ObservedTmpfs};
+use crate::container::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
 use crate::engine::{CreateRequest, Engine, Listed};
 use crate::lifecycle::CancelToken;
 use crate::protection::{Availability, EngineInfo, EngineReport, Protection};
-use crate::runtime::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
 
 /// An engine operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

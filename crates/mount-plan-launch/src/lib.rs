@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod container;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -50,12 +51,15 @@ pub mod identity;
 pub mod lifecycle;
 mod protection;
 mod runc;
-mod runtime;
 mod spec;
 
 pub use audit::{
     audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,
+};
+pub use container::{
+    container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
+    OutputStream,
 };
 pub use engine::{CreateRequest, Engine, EngineKind, Listed};
 pub use identity::{LaunchId, Launcher, Verdict};
@@ -67,10 +71,6 @@ pub use protection::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
 };
 pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
-pub use runtime::{
-    container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
-    OutputStream,
-};
 pub use spec::{
     Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
     NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,

@@ -34,11 +34,11 @@ use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
 use crate::audit::{audit, ObservedContainer};
+use crate::container::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
 use crate::engine::{CreateRequest, Engine};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
 use crate::protection::{Availability, EngineReport, Protection};
-use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
 use crate::spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
 /// How many times a clean-up call (remove, the look-up by launch id) is tried; the pause
