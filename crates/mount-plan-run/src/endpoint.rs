@@ -338,12 +338,16 @@ mod tests {
     async fn settings_of_another_kind_are_refused_before_connecting() {
         let mut docker = Endpoint::new(EngineKind::Docker).with_socket("unix:///nonexistent");
         docker.userns = Userns::KeepId;
-        let err = connect(&docker).await.err().expect("refused");
+        let Err(err) = connect(&docker).await else {
+            panic!("refused")
+        };
         assert_eq!(err.rule(), "unsupported");
         assert!(err.to_string().contains("podman option"), "{err}");
         let mut podman = Endpoint::new(EngineKind::Podman).with_socket("unix:///nonexistent");
         podman.gate_path = Some("/gate".into());
-        let err = connect(&podman).await.err().expect("refused");
+        let Err(err) = connect(&podman).await else {
+            panic!("refused")
+        };
         assert!(err.to_string().contains("swarm only"), "{err}");
     }
 }
