@@ -34,7 +34,7 @@ impl EngineArgs {
         let mut endpoint = self.endpoint.clone();
         #[cfg(feature = "kubernetes")]
         if endpoint.kind == mount_plan_launch::EngineKind::Kubernetes {
-            endpoint.cluster = Some(self.kube.cluster()?);
+            endpoint.cluster = Some(Box::new(self.kube.cluster()?));
         }
         Ok(endpoint)
     }
