@@ -26,18 +26,18 @@ use mount_plan_launch::{launch, Event, LaunchOptions, LaunchSpec, LogChunk, Obse
 
 /// The engines measured: the test engines, listed once in the testkit (each with its socket
 /// and the front door's endpoint).
-use mount_plan_testkit::engines::TestEngine as Engine;
+use mount_plan_testkit::engines::TestEngine;
 
 /// Parse `--engines`: a test engine's name, Swarm aside (it runs services, not containers).
-fn parse_engine(value: &str) -> Result<Engine, String> {
-    Engine::ALL
+fn parse_engine(value: &str) -> Result<TestEngine, String> {
+    TestEngine::ALL
         .into_iter()
-        .filter(|e| *e != Engine::Swarm)
+        .filter(|e| *e != TestEngine::Swarm)
         .find(|e| e.name() == value)
         .ok_or_else(|| {
-            let names: Vec<&str> = Engine::ALL
+            let names: Vec<&str> = TestEngine::ALL
                 .iter()
-                .filter(|e| **e != Engine::Swarm)
+                .filter(|e| **e != TestEngine::Swarm)
                 .map(|e| e.name())
                 .collect();
             format!("{value:?}: expected one of {}", names.join(", "))
@@ -45,7 +45,7 @@ fn parse_engine(value: &str) -> Result<Engine, String> {
 }
 
 /// Connect to an engine through the front door, as every front end does.
-pub async fn connect(engine: Engine) -> Result<Box<dyn mount_plan_launch::Engine>> {
+pub async fn connect(engine: TestEngine) -> Result<Box<dyn mount_plan_launch::Engine>> {
     let endpoint = engine.endpoint().map_err(anyhow::Error::msg)?;
     Ok(mount_plan_run::connect(&endpoint).await?)
 }
@@ -68,7 +68,7 @@ struct Args {
     mode: Option<Mode>,
     /// Engines to measure
     #[arg(long, value_parser = parse_engine, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
-    engines: Vec<Engine>,
+    engines: Vec<TestEngine>,
     /// Lifecycles per (engine, method, concurrency)
     #[arg(long, default_value_t = 24)]
     runs: usize,
@@ -101,7 +101,7 @@ enum Mode {
 }
 
 struct Target {
-    engine: Engine,
+    engine: TestEngine,
     socket: PathBuf,
     image: String,
     /// (program, leading args, env) for the CLI baseline
@@ -207,10 +207,10 @@ fn nested_socket(key: &str) -> Result<String> {
     })
 }
 
-async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
+async fn setup(engine: TestEngine, jobs: usize) -> Result<Target> {
     // The engines in containers see only their shared work directory of the host.
     let base = match engine {
-        Engine::Docker26 | Engine::Podman5 => {
+        TestEngine::Docker26 | TestEngine::Podman5 => {
             PathBuf::from(nested_socket("MOUNT_PLAN_ENGINES_WORKDIR")?)
         }
         _ => std::env::temp_dir(),
@@ -227,11 +227,11 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
     let runtime = connect(engine).await?;
     let socket = PathBuf::from(url.trim_start_matches("unix://"));
     let cli = match engine {
-        Engine::Docker => ("docker".to_owned(), vec![], vec![]),
-        Engine::PodmanRootful => ("podman".to_owned(), vec![], podman_env()),
-        Engine::Docker26 => ("docker".to_owned(), vec!["--host".to_owned(), url], vec![]),
-        Engine::Podman5 => ("podman".to_owned(), vec!["--url".to_owned(), url], vec![]),
-        Engine::PodmanRootless => {
+        TestEngine::Docker => ("docker".to_owned(), vec![], vec![]),
+        TestEngine::PodmanRootful => ("podman".to_owned(), vec![], podman_env()),
+        TestEngine::Docker26 => ("docker".to_owned(), vec!["--host".to_owned(), url], vec![]),
+        TestEngine::Podman5 => ("podman".to_owned(), vec!["--url".to_owned(), url], vec![]),
+        TestEngine::PodmanRootless => {
             let uid = rootless_uid()?;
             let user = env_or("MOUNT_PLAN_PODMAN_ROOTLESS_USER", "mpjob");
             let mut env = podman_env();
@@ -244,9 +244,9 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
                 .collect();
             ("runuser".to_owned(), lead, vec![])
         }
-        Engine::Swarm => bail!("the bench runs containers, not Swarm services"),
+        TestEngine::Swarm => bail!("the bench runs containers, not Swarm services"),
     };
-    if engine == Engine::PodmanRootless {
+    if engine == TestEngine::PodmanRootless {
         // The rootless user must be able to reach the workspace (the command writes nothing,
         // so root keeps owning it, as the host checks expect).
         let mut p = workspace.clone();
@@ -415,7 +415,7 @@ fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
         "TmpfsOptions": {"SizeBytes": tmpfs.size_bytes(), "Mode": tmpfs.mode()},
     })];
     // API 1.44 and later: the backend also forces read-only binds (ReadOnlyForceRecursive).
-    let force = t.engine == Engine::Docker26;
+    let force = t.engine == TestEngine::Docker26;
     for b in plan.binds() {
         let mut options = serde_json::json!({"Propagation": "private", "NonRecursive": true});
         if force && b.read_only() {
@@ -580,7 +580,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
 /// The floor's endpoints: (API prefix, wait query) for Docker's API or libpod's.
 fn raw_api(t: &Target) -> (&'static str, &'static str) {
     match t.engine {
-        Engine::Docker26 => ("/v1.45", "wait"),
+        TestEngine::Docker26 => ("/v1.45", "wait"),
         e if e.is_docker() => ("/v1.41", "wait"),
         _ => ("/v4.3.1/libpod", "wait?condition=stopped&interval=5ms"),
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use crate::Engine;
+use crate::TestEngine;
 use fault::{libc_sig, Expect, Fault, Rng, OUTPUT};
 use proxy::{Break, Proxy, Trigger};
 
@@ -48,7 +48,7 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 pub struct SoakArgs {
     /// Engines to soak, one after the other
     #[arg(long, value_parser = crate::parse_engine, value_delimiter = ',', default_values = ["docker"])]
-    engines: Vec<Engine>,
+    engines: Vec<TestEngine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
     launches: usize,
@@ -250,7 +250,7 @@ impl Tally {
         self.notes.extend(o.notes.iter().cloned());
     }
 
-    fn print(&self, engine: Engine) {
+    fn print(&self, engine: TestEngine) {
         let name = engine.name();
         println!("{name}: {} launches", self.launches);
         println!("  {:<20} {:>6}  outcomes", "fault", "count");
@@ -274,7 +274,7 @@ impl Tally {
 
 /// One engine's soak.
 struct Ctx {
-    engine: Engine,
+    engine: TestEngine,
     index: u64,
     target: crate::Target,
     run: String,
@@ -304,7 +304,7 @@ struct Ctx {
 
 impl Ctx {
     async fn new(
-        engine: Engine,
+        engine: TestEngine,
         index: u64,
         args: &SoakArgs,
         faults: &[Fault],
@@ -389,7 +389,7 @@ impl Ctx {
     }
 
     fn rootless(&self) -> bool {
-        self.engine == Engine::PodmanRootless
+        self.engine == TestEngine::PodmanRootless
     }
 
     async fn soak(&self, args: &SoakArgs) -> Result<Tally> {
