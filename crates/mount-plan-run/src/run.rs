@@ -111,3 +111,28 @@ pub async fn run(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(error: LaunchError, command_ran: bool) -> Outcome {
+        Outcome::Failed(Failure {
+            error: error.into(),
+            command_ran,
+            container: None,
+        })
+    }
+
+    #[test]
+    fn exit_status_tells_never_ran_from_unknown_and_cancelled() {
+        let never = failed(LaunchError::Unsupported("x".into()), false);
+        assert_eq!(never.exit_status(0), EXIT_LAUNCH_FAILED);
+        let ran = failed(LaunchError::Unsupported("x".into()), true);
+        assert_eq!(ran.exit_status(0), EXIT_STATUS_UNKNOWN);
+        let cancelled = failed(LaunchError::Cancelled, true);
+        assert!(cancelled.is_cancelled());
+        assert_eq!(cancelled.exit_status(143), 143);
+        assert_eq!(cancelled.exit_status(0), EXIT_LAUNCH_FAILED);
+    }
+}
