@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::trials::EngineSetup;
+use support::trials::{Common, EngineSetup};
 
 use bollard::query_parameters::InspectContainerOptions;
 use mount_plan_docker::{probe, root_mode_from_runtime, ApiVersion, DockerEngine, RootMode};
@@ -80,7 +80,10 @@ async fn docker26_read_only_binds_are_forced() {
         .client()
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await;
-    rt.remove(&id).await.expect("remove");
+    assert_eq!(
+        rt.remove(&id).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     let mounts = inspected
         .expect("inspect")
         .host_config
@@ -107,7 +110,13 @@ fn setup(_: Scenario) -> EngineSetup {
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
-    let mut trials = support::trials::common("docker26", "docker26", D26, setup, &[]);
+    let mut trials = support::trials::common(
+        "docker26",
+        "docker26",
+        D26,
+        setup,
+        &[Common::GcReportsOnlyWhatItRemoved],
+    );
     trials.extend(vec![
         harness::tokio(
             Runtime::Workers(2),

@@ -9,7 +9,7 @@
 mod podman_support;
 mod support;
 
-use support::trials::EngineSetup;
+use support::trials::{Common, EngineSetup};
 
 use mount_plan_launch::{Engine, Protection};
 use mount_plan_podman::{PodmanEngine, PodmanVersion, UserNamespace};
@@ -60,7 +60,13 @@ fn setup(_: Scenario) -> EngineSetup {
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
-    let mut trials = support::trials::common("podman5", "podman5", P5, setup, &[]);
+    let mut trials = support::trials::common(
+        "podman5",
+        "podman5",
+        P5,
+        setup,
+        &[Common::GcReportsOnlyWhatItRemoved],
+    );
     trials.extend(vec![harness::tokio(
         Runtime::Workers(2),
         "podman5_doctor_reports_versions_and_protections",

@@ -71,6 +71,20 @@ async fn podman_rootless_keep_id_as_user_conforms() {
     conformance::assert_conforms("podman rootless keep-id", Scenario::AsUser, &failures);
 }
 
+/// Large interleaved output, four launches at a time, three times over: every byte once (see
+/// the rootful twin).
+async fn podman_rootless_large_output_arrives_complete_and_once() {
+    let Some((rt, fx, _)) = rootless(As::Root).await else {
+        return;
+    };
+    podman_support::bounded(
+        "large output",
+        300,
+        conformance::large_output_arrives_complete_and_once(rt.as_ref(), &fx, 4, 3),
+    )
+    .await;
+}
+
 async fn podman_rootless_doctor_reports_versions_and_protections() {
     let Some((rt, _, service)) = rootless(As::Root).await else {
         return;
@@ -208,6 +222,12 @@ fn main() {
             "podman_rootless_keep_id_as_user_conforms",
             ROOTLESS,
             podman_rootless_keep_id_as_user_conforms,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "podman_rootless_large_output_arrives_complete_and_once",
+            ROOTLESS,
+            podman_rootless_large_output_arrives_complete_and_once,
         ),
         harness::tokio(
             Runtime::Workers(2),

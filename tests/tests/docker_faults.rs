@@ -95,7 +95,10 @@ async fn killed_mid_run() {
     let status = rt.wait(&job).await.expect("wait");
     killer.join().unwrap().expect("docker kill");
     assert_eq!(status.code, 137, "SIGKILL is reported as 128 + 9");
-    rt.remove(&job).await.expect("remove");
+    assert_eq!(
+        rt.remove(&job).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     assert_nothing_left(&label);
 }
 
@@ -202,7 +205,10 @@ async fn stop_kills_after_the_grace_period() {
     rt.stop(&job, Duration::from_secs(1)).await.expect("stop");
     let took = started.elapsed();
     let status = rt.wait(&job).await.expect("wait");
-    rt.remove(&job).await.expect("remove");
+    assert_eq!(
+        rt.remove(&job).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(20),
         "{took:?}"

@@ -59,7 +59,10 @@ async fn run_weakened(
             OutputStream::Stderr => stderr.extend(chunk.bytes),
         }
     }
-    rt.remove(&job).await.expect("remove");
+    assert_eq!(
+        rt.remove(&job).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     assert!(support::docker_ps_by_label("mount-plan-test.run", &run_label).is_empty());
     assert!(
         status.success(),

@@ -288,7 +288,10 @@ async fn swarm_gc_removes_only_services_whose_launcher_is_gone() {
     assert!(!a.removed, "{a:?}");
     let left = support::leftovers(&engine, &run).await;
     assert_eq!(left, vec![alive.clone()]);
-    engine.remove(&alive).await.expect("remove");
+    assert_eq!(
+        engine.remove(&alive).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     assert!(support::leftovers(&engine, &run).await.is_empty());
 }
 

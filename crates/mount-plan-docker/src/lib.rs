@@ -45,7 +45,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream,
+    LogStream, ObservedContainer, OutputStream, Removal,
 };
 
 pub use observe::{observe, propagation_name};
@@ -395,15 +395,16 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
             link: false,
         };
         match self.docker.remove_container(id, Some(opts)).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            other => other.map_err(|e| call_err("remove", id, e)),
+            Ok(()) => Ok(Removal::Removed),
+            Err(e) if status_of(&e) == Some(404) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(call_err("remove", id, e)),
         }
     }
 

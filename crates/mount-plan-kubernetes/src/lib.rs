@@ -43,7 +43,7 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Po
 use kube::Client;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream,
+    LogStream, ObservedContainer, OutputStream, Removal,
 };
 
 pub use observe::{observe, progress, quantity_bytes, state, Progress};
@@ -368,12 +368,11 @@ impl Engine for KubernetesEngine {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         match self.pods.delete(id, &DeleteParams::background()).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            other => other
-                .map(drop)
-                .map_err(|e| call_err("remove", id, e, engine_err("remove", id))),
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if status_of(&e) == Some(404) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(call_err("remove", id, e, engine_err("remove", id))),
         }
     }
 

@@ -670,6 +670,20 @@ async fn gc_deletes_the_pods_of_a_dead_launcher_found_by_label() {
     assert_no_pod_left(&h);
 }
 
+/// `remove` says whether it deleted the pod: a pod already gone (deleted by its own launcher
+/// between gc's listing and gc's removal) is `AlreadyGone`, so gc does not report it.
+#[tokio::test(start_paused = true)]
+async fn remove_says_whether_it_deleted_the_pod() {
+    let h = harness(ApiServer::default());
+    let pod = pod_for(&h, &BTreeMap::new());
+    let name = pod.metadata.name.clone().unwrap();
+    h.api.lock().unwrap().pods.insert(name.clone(), pod);
+    use mount_plan_launch::{Engine, Removal};
+    assert_eq!(h.engine.remove(&name).await.unwrap(), Removal::Removed);
+    assert_eq!(h.engine.remove(&name).await.unwrap(), Removal::AlreadyGone);
+    assert_no_pod_left(&h);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_launch_stops_and_deletes_its_running_pod() {
     let h = harness(ApiServer {

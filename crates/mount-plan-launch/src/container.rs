@@ -140,6 +140,19 @@ pub enum LaunchError {
     /// The runtime cannot serve this request at all (an engine that is not built in).
     #[error("{rule}{0}", rule = self.prefix())]
     Unsupported(String),
+    /// The engine failed a call because the container's process was ending as it looked
+    /// (Podman: `read /proc/N/cgroup: no such process` for a job that just exited): the same
+    /// call made again gets an answer. The lifecycle asks again a few times before it counts.
+    #[error("{rule}{op} of container {container:?} failed as its process was ending: {source}", rule = self.prefix())]
+    ProcessEnding {
+        /// The call.
+        op: &'static str,
+        /// The container id.
+        container: String,
+        /// The engine's answer.
+        #[source]
+        source: EngineError,
+    },
     /// The engine's answer to a call was lost (connection reset, timeout, a truncated
     /// body): whether the call took effect is unknown.
     #[error("{rule}the answer to {op} of container {container:?} was lost: {source}", rule = self.prefix())]
@@ -193,6 +206,7 @@ mount_plan::rules!(LaunchError, "engine", {
         Engine => "call",
         Unsupported => "unsupported",
         AnswerLost => "answer-lost",
+        ProcessEnding => "process-ending",
         Cancelled => "cancelled",
         Leftover => "leftover",
         GateRefused => "gate-refused",
@@ -261,6 +275,7 @@ impl LaunchError {
             | LaunchError::NotFound { container }
             | LaunchError::Engine { container, .. }
             | LaunchError::AnswerLost { container, .. }
+            | LaunchError::ProcessEnding { container, .. }
             | LaunchError::GateRefused { container, .. } => Some(container),
             LaunchError::Leftover { what, .. } => Some(what),
             LaunchError::Unsupported(_) | LaunchError::Cancelled => None,

@@ -107,6 +107,17 @@ pub struct Listed {
     pub created_unix: Option<i64>,
 }
 
+/// What [`Engine::remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Removal {
+    /// The container was there and this call removed it.
+    Removed,
+    /// There was no such container: someone else removed it first (its own launcher, another
+    /// `gc`), or it never existed.
+    AlreadyGone,
+}
+
 /// One container engine: the operations the lifecycle driver needs, each a thin call.
 ///
 /// Errors are [`LaunchError`]s. A backend maps an engine's *answer* (an HTTP error status)
@@ -142,9 +153,9 @@ pub trait Engine: Send + Sync + fmt::Debug {
     /// not running is not an error.
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError>;
 
-    /// Remove the container, killing it if it still runs. A container that is already gone
-    /// is not an error.
-    async fn remove(&self, id: &str) -> Result<(), LaunchError>;
+    /// Remove the container, killing it if it still runs, and say whether this call removed
+    /// it: a container that is already gone is [`Removal::AlreadyGone`], not an error.
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError>;
 
     /// Every container (any state) carrying the label `key=value`.
     async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError>;

@@ -13,7 +13,7 @@ use mount_plan::MountPlan;
 
 use crate::audit::{ObservedBind, ObservedContainer, ObservedTmpfs};
 use crate::container::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
-use crate::engine::{CreateRequest, Engine, Listed};
+use crate::engine::{CreateRequest, Engine, Listed, Removal};
 use crate::lifecycle::CancelToken;
 use crate::protection::{Availability, EngineInfo, EngineReport, Protection};
 
@@ -65,8 +65,11 @@ pub enum Fault {
     /// if the caller stops waiting, as a real engine does with a request already sent.
     Slow,
     /// (remove only) Someone else (its own launcher, another gc) removed the container just
-    /// before: the engine answers not found.
+    /// before: the engine answers [`Removal::AlreadyGone`].
     Gone,
+    /// (inspect only) The container's process is ending as the engine looks: it answers
+    /// [`LaunchError::ProcessEnding`] (Podman's 500 `read /proc/N/cgroup: no such process`).
+    Ending,
 }
 
 /// How long a [`Fault::Slow`] create takes.
@@ -247,6 +250,11 @@ impl FakeEngine {
                 self.state.lock().unwrap().containers.remove(id);
                 Ok(false)
             }
+            Some(Fault::Ending) => Err(LaunchError::ProcessEnding {
+                op: name,
+                container: id.to_owned(),
+                source: "fake engine: read /proc/1/cgroup: no such process".into(),
+            }),
         }
     }
 
@@ -486,19 +494,17 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         let lose = self.before(Op::Remove, "remove", id).await?;
         let removed = self.state.lock().unwrap().containers.remove(id);
         self.changed.notify_waiters();
-        if removed.is_none() {
-            return Err(LaunchError::NotFound {
-                container: id.to_owned(),
-            });
-        }
         if lose {
             return Err(Self::lost("remove", id));
         }
-        Ok(())
+        Ok(match removed {
+            Some(_) => Removal::Removed,
+            None => Removal::AlreadyGone,
+        })
     }
 
     async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError> {

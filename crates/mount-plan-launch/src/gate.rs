@@ -5,7 +5,7 @@
 //! directory; the engine then resolves the host paths again when it creates the container.
 //! Whatever happened in between (a directory swapped for a link, a launcher view that is not
 //! the engine's view, a node of a cluster that sees another directory at W's path), the
-//! container's first process is the gate (`crates/mount-plan-gate`, a static executable
+//! container's first process is the gate (`gate/main.rs` of this package, a static executable
 //! embedded here at build time). It reads what the container got (`/proc/self/mountinfo`,
 //! `lstat` of each mount point, the working directory), compares it with the plan and the
 //! pins, and only then `exec`s the command (the image's entrypoint and command, or the
@@ -27,7 +27,7 @@ use crate::container::LaunchError;
 use crate::identity::LaunchId;
 use crate::spec::LaunchSpec;
 
-/// The gate's executable, built statically from `crates/mount-plan-gate` by this crate's
+/// The gate's executable, built statically from `gate/main.rs` of this package by its
 /// build script (empty when the machine could not link it statically).
 pub const GATE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mount-plan-gate"));
 /// Where the gate lives in the container (outside R: the root tmpfs hides nothing of it).

@@ -35,7 +35,7 @@ use mount_plan_host::VerifiedPlan;
 
 use crate::audit::{audit, ObservedContainer};
 use crate::container::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
-use crate::engine::{CreateRequest, Engine};
+use crate::engine::{CreateRequest, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
 use crate::protection::{Availability, EngineReport, Protection};
@@ -55,6 +55,10 @@ const LATE_CREATE_PAUSE: Duration = Duration::from_secs(1);
 const WAIT_ATTEMPTS: u32 = 3;
 /// Pause between retries of a failed call.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How many times an inspect is made while the engine answers that the container's process
+/// is ending ([`LaunchError::ProcessEnding`]), [`RETRY_PAUSE`] apart: the process is gone
+/// within milliseconds, so the engine answers well within these tries.
+const ENDING_ATTEMPTS: u32 = 5;
 
 /// A cancellation signal shared between a launch and whoever may cancel it (a signal
 /// handler, a `KeyboardInterrupt`, a supervisor). Cloning shares it.
@@ -573,8 +577,25 @@ impl Driver<'_> {
             .refusal(&String::from_utf8_lossy(&self.gate_output))
     }
 
+    /// Inspect, asked again while the engine answers that the container's process is ending
+    /// (a quick job that just exited), [`ENDING_ATTEMPTS`] times at most.
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, Stop> {
+        let mut attempt = 1;
+        loop {
+            match self.call("inspect", self.engine.inspect(id)).await {
+                Err(Stop::Error(LaunchError::ProcessEnding { .. }))
+                    if attempt < ENDING_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn audited(&self, id: &str) -> Result<(), Stop> {
-        let observed = self.call("inspect", self.engine.inspect(id)).await?;
+        let observed = self.inspect(id).await?;
         let differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
         if differences.is_empty() {
             Ok(())
@@ -722,7 +743,7 @@ impl Driver<'_> {
                 tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
             }
             match self.cleanup_call("remove", self.engine.remove(id)).await {
-                Ok(()) | Err(LaunchError::NotFound { .. }) => {
+                Ok(_) | Err(LaunchError::NotFound { .. }) => {
                     self.observer.event(&Event::Removed {
                         container: id.to_owned(),
                     });
@@ -942,11 +963,11 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
         // 409) does not stop the others: the container is reported as kept, with why.
         let (verdict, removed) = match verdict {
             Verdict::Orphan(why) if !options.dry_run => match engine.remove(&listed.id).await {
-                Ok(()) => (Verdict::Orphan(why), true),
+                Ok(Removal::Removed) => (Verdict::Orphan(why), true),
                 // Gone since the listing: its launcher removed it as it ended (the pid is gone
                 // because the launch is over), or another gc did. Not an orphan this gc
                 // removed, so not reported as one.
-                Err(LaunchError::NotFound { .. }) => continue,
+                Ok(Removal::AlreadyGone) | Err(LaunchError::NotFound { .. }) => continue,
                 Err(e) => (
                     Verdict::Unknown(format!("{why}, but its removal failed: {e}")),
                     false,

@@ -297,6 +297,47 @@ async fn the_exit_status_and_output_come_from_the_engine() {
     assert_eq!(outcome.unwrap().status.code, 7);
 }
 
+/// An inspect that fails because the container's process is ending (Podman's 500 `read
+/// /proc/N/cgroup: no such process` for a job that just exited) is asked again: a quick job's
+/// launch still ends with its own status. An engine that keeps answering so fails the launch
+/// after a bounded number of tries, naming the rule, and leaves nothing behind.
+#[tokio::test(start_paused = true)]
+async fn an_inspect_that_meets_an_ending_process_is_asked_again_a_bounded_number_of_times() {
+    let script = Script {
+        exit_code: 4,
+        ..Script::default()
+    };
+    // Both audits (after create, after start) meet it once, then twice in a row.
+    for times in [1, 2, 3] {
+        let (outcome, engine, _) = case(
+            "inspect meets an ending process",
+            script.clone(),
+            &[(Op::Inspect, Fault::Ending, times)],
+            None,
+        )
+        .await;
+        let done = outcome.unwrap_or_else(|f| panic!("{times} ending answers: {}", f.error));
+        assert_eq!(done.status.code, 4);
+        assert!(engine.containers().is_empty());
+    }
+    let (outcome, engine, _) = case(
+        "inspect always meets an ending process",
+        script,
+        &[(Op::Inspect, Fault::Ending, u32::MAX)],
+        None,
+    )
+    .await;
+    let failed = outcome.expect_err("an engine that never answers fails the launch");
+    assert_eq!(failed.error.rule(), "process-ending", "{}", failed.error);
+    assert!(engine.containers().is_empty());
+    let inspects = engine
+        .calls()
+        .iter()
+        .filter(|&&op| op == Op::Inspect)
+        .count();
+    assert!(inspects > 1 && inspects < 20, "{inspects} inspects");
+}
+
 /// The in-container gate found other mounts than the verified ones: the launch fails with
 /// `gate-refused`, the command never ran (a directory created for it is released), the
 /// container is removed. A job that exits 125 by itself, or prints a look-alike line without

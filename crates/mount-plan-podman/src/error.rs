@@ -41,6 +41,19 @@ pub enum PodmanError {
         #[source]
         source: podman_api::Error,
     },
+    /// The lock that keeps keep-id creates on a rootless service one at a time cannot be
+    /// taken (see [`crate::create_lock`]): nothing is created.
+    #[error("{rule}cannot take the create lock {path:?} that keeps keep-id creates on this rootless service one at a time (overlapping ones crash Podman 4.3): {source}", rule = self.prefix())]
+    CreateLock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service reports no store run directory, where the create lock lives.
+    #[error("{rule}the rootless service reports no store run directory, where the lock that keeps keep-id creates one at a time lives: nothing is created", rule = self.prefix())]
+    NoRunRoot,
     /// A stopped container reports no exit code.
     #[error("{rule}container {container:?} stopped but reports no exit code", rule = self.prefix())]
     NoExitCode {
@@ -56,4 +69,6 @@ mount_plan::rules!(PodmanError, "podman", {
     UserNamespace => "user-namespace",
     Service => "service",
     NoExitCode => "exit-code",
+    CreateLock => "create-lock",
+    NoRunRoot => "create-lock-missing",
 });

@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod create_lock;
 mod endpoint;
 mod error;
 mod observe;
@@ -58,7 +59,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream,
+    LogStream, ObservedContainer, OutputStream, Removal,
 };
 use podman_api::conn::TtyChunk;
 use podman_api::opts::{
@@ -78,7 +79,8 @@ pub use version::{
     MIN_VERSION_FEATURE, RUNC_FIXED,
 };
 
-/// Serialises keep-id creates within this process (see [`PodmanEngine`]'s `create`).
+/// Serialises keep-id creates within this process (see [`PodmanEngine`]'s `create`); the
+/// [`create_lock`] serialises them across processes.
 static KEEP_ID_CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A Podman service (rootful or rootless) reached through its libpod API socket.
@@ -101,11 +103,28 @@ fn is_not_found(e: &podman_api::Error) -> bool {
     status_of(e) == Some(404)
 }
 
+/// Whether the service failed a call because the container's process ended as it read it:
+/// Podman 4.3 answers 500 `read /proc/N/cgroup: no such process` to an inspect of a job that
+/// has just exited.
+fn is_process_ending(e: &podman_api::Error) -> bool {
+    matches!(e, podman_api::Error::Fault { code, message }
+        if code.as_u16() == 500 && message.contains("no such process"))
+}
+
 /// An engine call's failure: the service's answer (an HTTP status) as the matching error; a
-/// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`].
+/// missing answer (connection, timeout, a broken body) as [`LaunchError::AnswerLost`]; a
+/// process that ended as the service looked as [`LaunchError::ProcessEnding`].
 fn call_error(op: &'static str, container: &str, source: podman_api::Error) -> LaunchError {
     let status = status_of(&source);
+    let ending = is_process_ending(&source);
     let source = Box::new(PodmanError::Service { op, source });
+    if ending {
+        return LaunchError::ProcessEnding {
+            op,
+            container: container.to_owned(),
+            source,
+        };
+    }
     LaunchError::from_call(op, container, status, source)
 }
 
@@ -229,12 +248,16 @@ impl PodmanEngine {
 /// How long one libpod wait call may take before the state is read by inspect instead.
 const WAIT_SLICE: Duration = Duration::from_secs(5);
 
-/// How long a followed log stream may go on after its container stopped before it is
-/// replaced by a one-shot read of the whole log. Podman 4.3's follower only notices the end
-/// of a container on its own ~250 ms poll (and sometimes never): once the container has
-/// stopped, conmon has written every byte to the log, so reading it once is complete and
-/// saves that quarter second on every job (see docs/perf.md).
-const LOG_GRACE: Duration = Duration::from_millis(20);
+/// How often a running container's log is read again, at least. Each read is a whole read
+/// of the log (see [`forward`]); one that took long spaces the next ones out to
+/// [`LOG_READ_SHARE`] times its duration, at most [`LOG_POLL_MAX`] apart, so a large log costs
+/// the service a bounded share of its time and its output comes later, not at a cost that
+/// grows with it.
+const LOG_POLL: Duration = Duration::from_millis(250);
+/// The longest pause between two reads of a running container's log.
+const LOG_POLL_MAX: Duration = Duration::from_secs(10);
+/// The pause after a read, in multiples of how long the read took.
+const LOG_READ_SHARE: u32 = 10;
 
 /// States in which a container's command is no longer running.
 fn is_stopped(state: Option<&str>) -> bool {
@@ -300,8 +323,9 @@ fn log_chunk(chunk: TtyChunk) -> Option<LogChunk> {
     }
 }
 
-/// Byte counts per stream of what the followed log delivered, to resume from a second, full
-/// read of the log: each stream's bytes come in order in both reads.
+/// Byte counts per stream of what was sent, to send from each new whole read of the log only
+/// what follows: the log only grows, and each stream's bytes come in the same order in every
+/// read, however the reads cut them into chunks.
 #[derive(Debug, Default)]
 struct LogResume {
     sent: [usize; 2],
@@ -316,12 +340,12 @@ impl LogResume {
         }
     }
 
-    /// Record a chunk the followed read delivered.
-    fn delivered(&mut self, chunk: &LogChunk) {
-        self.sent[Self::index(chunk)] += chunk.bytes.len();
+    /// A new whole read of the log begins.
+    fn next_read(&mut self) {
+        self.seen = [0, 0];
     }
 
-    /// The part of a chunk of the full read that was not delivered yet, if any.
+    /// The part of a chunk of the current read that was not sent yet, if any.
     fn unsent(&mut self, mut chunk: LogChunk) -> Option<LogChunk> {
         let i = Self::index(&chunk);
         let len = chunk.bytes.len();
@@ -336,10 +360,7 @@ impl LogResume {
     }
 }
 
-/// Send container `id`'s output to `tx`: follow the log while it runs; if the followed
-/// stream has not ended [`LOG_GRACE`] after the container stopped (Podman 4.3's follower
-/// waits for a "died" event it can miss when the command exits quickly), read the whole log
-/// once more without following and send only what was not sent yet, per stream.
+/// Send container `id`'s output to `tx` (see [`forward`]).
 async fn forward_logs(
     podman: Podman,
     id: String,
@@ -347,62 +368,99 @@ async fn forward_logs(
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
 ) {
     let container = podman.containers().get(&id);
-    let follow = ContainerLogsOpts::builder()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut resume = LogResume::default();
-    {
-        let mut stream = container.logs(&follow);
-        let stopped = wait_stopped(&podman, &id, interval);
-        tokio::pin!(stopped);
-        let mut stopped_done = false;
-        let grace = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    None => return,
-                    Some(Ok(chunk)) => {
-                        let Some(chunk) = log_chunk(chunk) else { continue };
-                        resume.delivered(&chunk);
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(call_error("logs", &id, e))).await;
-                        return;
-                    }
-                },
-                _ = &mut stopped, if !stopped_done => {
-                    stopped_done = true;
-                    grace.as_mut().reset(tokio::time::Instant::now() + LOG_GRACE);
-                }
-                _ = &mut grace, if stopped_done => break,
-            }
-        }
-    }
-    let once = ContainerLogsOpts::builder()
+    let whole = ContainerLogsOpts::builder()
         .follow(false)
         .stdout(true)
         .stderr(true)
         .build();
-    let mut stream = container.logs(&once);
-    while let Some(item) = stream.next().await {
-        let chunk = match item {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                let _ = tx.send(Err(call_error("logs", &id, e))).await;
-                return;
+    let read = || {
+        container
+            .logs(&whole)
+            .filter_map(|item| {
+                std::future::ready(match item {
+                    Ok(chunk) => log_chunk(chunk).map(Ok),
+                    Err(e) => Some(Err(call_error("logs", &id, e))),
+                })
+            })
+            .boxed()
+    };
+    forward(wait_stopped(&podman, &id, interval), read, tx).await;
+}
+
+/// What one whole read of the log came to.
+enum Read {
+    /// Read to its end.
+    Whole,
+    /// The read failed.
+    Failed(LaunchError),
+    /// Nobody listens any more.
+    Closed,
+}
+
+/// Send what `read` (a whole read of the log) has beyond what was sent, per stream.
+async fn send_unsent<F>(
+    read: F,
+    resume: &mut LogResume,
+    tx: &tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
+) -> Read
+where
+    F: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
+{
+    tokio::pin!(read);
+    resume.next_read();
+    while let Some(item) = read.next().await {
+        match item {
+            Ok(chunk) => {
+                if let Some(chunk) = resume.unsent(chunk) {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Read::Closed;
+                    }
+                }
             }
-        };
-        if let Some(chunk) = log_chunk(chunk).and_then(|c| resume.unsent(c)) {
-            if tx.send(Ok(chunk)).await.is_err() {
-                return;
-            }
+            Err(e) => return Read::Failed(e),
         }
+    }
+    Read::Whole
+}
+
+/// Send the container's output while it runs and once it `stopped`, every byte once: the log
+/// is read whole, again and again ([`LOG_POLL`]), and each read sends only what follows what
+/// was sent, per stream ([`LogResume`]); the read after the container stopped is the last
+/// one and is complete (conmon has written every byte to the log by then).
+///
+/// Podman's follower (`follow=true`) is not used: under load it skips part of the log and
+/// goes on (1,656 lines of stdout missing between two that were delivered, seen here with
+/// four large outputs at once), or ends early as if the log were whole (podman#21914; 23,091
+/// of 25,890 bytes of stderr were once seen), and what it sent cannot be taken back. A read
+/// without following is a faithful copy of the log so far. A failed read while the container
+/// runs is made again at the next turn; a failed last read is sent as the error.
+async fn forward<F>(
+    stopped: impl std::future::Future,
+    read: impl Fn() -> F,
+    tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
+) where
+    F: futures_util::Stream<Item = Result<LogChunk, LaunchError>>,
+{
+    let mut resume = LogResume::default();
+    tokio::pin!(stopped);
+    let mut pause = LOG_POLL;
+    loop {
+        let last = tokio::select! {
+            biased;
+            _ = &mut stopped => true,
+            _ = tokio::time::sleep(pause) => false,
+        };
+        let began = tokio::time::Instant::now();
+        match send_unsent(read(), &mut resume, &tx).await {
+            Read::Closed => return,
+            Read::Failed(e) if last => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            Read::Whole | Read::Failed(_) if last => return,
+            Read::Whole | Read::Failed(_) => {}
+        }
+        pause = (began.elapsed() * LOG_READ_SHARE).clamp(LOG_POLL, LOG_POLL_MAX);
     }
 }
 
@@ -463,10 +521,27 @@ impl Engine for PodmanEngine {
             Some(&line),
         )?;
         // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
-        // which is not thread-safe: concurrent keep-id creates crash the service (SIGSEGV in
-        // subid_get_uid_ranges, seen here). Creates with keep-id go one at a time per process.
+        // which is not thread-safe: overlapping keep-id creates crash the service. Creates
+        // with keep-id go one at a time: within this process, then across every process of
+        // the service ([`create_lock`]). Both are held until the create answered or was
+        // abandoned.
         let _one_at_a_time = match self.options.userns {
-            UserNamespace::KeepId => Some(KEEP_ID_CREATE.lock().await),
+            UserNamespace::KeepId => {
+                let here = KEEP_ID_CREATE.lock().await;
+                let refused = |e: PodmanError| LaunchError::Create {
+                    job: plan.job().as_str().to_owned(),
+                    source: Box::new(e),
+                };
+                let run_root = self
+                    .facts
+                    .run_root
+                    .as_deref()
+                    .ok_or_else(|| refused(PodmanError::NoRunRoot))?;
+                let everywhere = create_lock::acquire(&create_lock::lock_path(run_root))
+                    .await
+                    .map_err(refused)?;
+                Some((here, everywhere))
+            }
             _ => None,
         };
         let created = self
@@ -549,7 +624,7 @@ impl Engine for PodmanEngine {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         let removed = self
             .podman
             .containers()
@@ -564,8 +639,9 @@ impl Engine for PodmanEngine {
             )
             .await;
         match removed {
-            Err(e) if is_not_found(&e) => Ok(()),
-            other => other.map_err(|e| call_error("remove", id, e)),
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(call_error("remove", id, e)),
         }
     }
 
@@ -609,22 +685,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_second_read_resumes_each_stream_where_the_first_stopped() {
+    fn each_read_sends_only_what_follows_what_was_sent_per_stream() {
         use OutputStream::{Stderr, Stdout};
         let mut r = LogResume::default();
-        // The followed read delivered "hel" of stdout and "e1" of stderr, then hung.
-        r.delivered(&chunk(Stdout, "he"));
-        r.delivered(&chunk(Stderr, "e1"));
-        r.delivered(&chunk(Stdout, "l"));
-        // The full read chunks differently and interleaves differently.
-        let full = [
+        // A first read of the log so far: "hel" of stdout, "e1" of stderr.
+        r.next_read();
+        let first = [chunk(Stdout, "he"), chunk(Stderr, "e1"), chunk(Stdout, "l")];
+        let sent: Vec<LogChunk> = first.into_iter().filter_map(|c| r.unsent(c)).collect();
+        assert_eq!(
+            sent,
+            vec![chunk(Stdout, "he"), chunk(Stderr, "e1"), chunk(Stdout, "l")]
+        );
+        // The next read has grown, and chunks and interleaves differently.
+        r.next_read();
+        let next = [
             chunk(Stdout, "h"),
             chunk(Stderr, "e1e2"),
             chunk(Stdout, "ello\n"),
             chunk(Stdout, "world\n"),
             chunk(Stderr, "e3"),
         ];
-        let rest: Vec<LogChunk> = full.into_iter().filter_map(|c| r.unsent(c)).collect();
+        let rest: Vec<LogChunk> = next.into_iter().filter_map(|c| r.unsent(c)).collect();
         assert_eq!(
             rest,
             vec![
@@ -634,8 +715,118 @@ mod tests {
                 chunk(Stderr, "e3"),
             ]
         );
-        // Output beyond what both reads saw is sent whole.
-        assert_eq!(r.unsent(chunk(Stdout, "x")), Some(chunk(Stdout, "x")));
+        // A read with nothing new sends nothing.
+        r.next_read();
+        let same = [chunk(Stdout, "hello\nworld\n"), chunk(Stderr, "e1e2e3")];
+        assert!(same.into_iter().all(|c| r.unsent(c).is_none()));
+    }
+
+    /// A log of `lines` lines on each stream, interleaved, as conmon writes it.
+    fn interleaved(lines: usize) -> Vec<LogChunk> {
+        (0..lines)
+            .flat_map(|i| {
+                [
+                    chunk(OutputStream::Stdout, &format!("out-{i}\n")),
+                    chunk(OutputStream::Stderr, &format!("err-{i}\n")),
+                ]
+            })
+            .collect()
+    }
+
+    /// Large interleaved output that grows between reads, read whole again and again while
+    /// the container runs, each read cut into chunks its own way, one read failing half-way:
+    /// every byte of both streams arrives once, in order, and the last read (after the
+    /// container stopped) completes it.
+    #[tokio::test(start_paused = true)]
+    async fn every_byte_arrives_once_from_whole_reads_of_a_growing_log() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let lines = 3000;
+        let log = Arc::new(interleaved(lines));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let stops_after = 7;
+        let read = {
+            let (log, reads) = (log.clone(), reads.clone());
+            move || {
+                let n = reads.fetch_add(1, Ordering::SeqCst);
+                // The log so far: a growing prefix, the whole of it from the last read on.
+                let upto = if n + 1 >= stops_after {
+                    log.len()
+                } else {
+                    log.len() * (n + 1) / (stops_after + 2)
+                };
+                let mut items: Vec<Result<LogChunk, LaunchError>> = Vec::new();
+                for c in &log[..upto] {
+                    // Odd reads join each chunk to the one before it of the same stream.
+                    match items.last_mut() {
+                        Some(Ok(last)) if n % 2 == 1 && last.stream == c.stream => {
+                            last.bytes.extend_from_slice(&c.bytes)
+                        }
+                        _ => items.push(Ok(c.clone())),
+                    }
+                }
+                if n == 3 {
+                    items.truncate(items.len() / 3);
+                    items.push(Err(LaunchError::AnswerLost {
+                        op: "logs",
+                        container: "c1".into(),
+                        source: "connection reset".into(),
+                    }));
+                }
+                futures_util::stream::iter(items)
+            }
+        };
+        let stopped = {
+            let reads = reads.clone();
+            async move {
+                while reads.load(Ordering::SeqCst) < stops_after - 1 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(forward(stopped, read, tx));
+        let (mut out, mut err) = (String::new(), String::new());
+        while let Some(item) = rx.recv().await {
+            let c = item.expect("a failed read while it runs is made again, not sent");
+            let text = String::from_utf8(c.bytes).unwrap();
+            match c.stream {
+                OutputStream::Stdout => out.push_str(&text),
+                OutputStream::Stderr => err.push_str(&text),
+            }
+        }
+        task.await.unwrap();
+        let want = |p: &str| (0..lines).map(|i| format!("{p}-{i}\n")).collect::<String>();
+        assert!(
+            out == want("out") && err == want("err"),
+            "stdout {} of {} bytes, stderr {} of {}",
+            out.len(),
+            want("out").len(),
+            err.len(),
+            want("err").len()
+        );
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            stops_after,
+            "one read after the stop"
+        );
+    }
+
+    /// A last read that fails is sent as the error.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_last_read_is_sent() {
+        let read = || {
+            futures_util::stream::iter(vec![Err(LaunchError::AnswerLost {
+                op: "logs",
+                container: "c1".into(),
+                source: "connection reset".into(),
+            })])
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(forward(std::future::ready(()), read, tx));
+        let first = rx.recv().await.expect("an item");
+        assert_eq!(first.expect_err("the error").rule(), "answer-lost");
+        assert!(rx.recv().await.is_none());
     }
 
     #[test]

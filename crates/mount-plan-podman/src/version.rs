@@ -96,6 +96,9 @@ pub struct ServiceFacts {
     pub runtime_version: Option<PodmanVersion>,
     /// The OCI runtime's package, when reported (`runc_1.1.5+ds1-1+deb12u1_amd64`).
     pub runtime_package: Option<String>,
+    /// The store's run directory (`/run/user/1001/containers`), when reported: every user of
+    /// the service shares it, whichever socket (or proxy) they reach it through.
+    pub run_root: Option<String>,
 }
 
 /// How this service honours each protection: every one natively on Podman 4.0 or later,
@@ -194,6 +197,7 @@ pub fn service_facts(
             .and_then(|v| v.lines().next())
             .and_then(|l| l.parse().ok()),
         runtime_package: runtime.and_then(|r| r.package.clone()),
+        run_root: info.store.as_ref().and_then(|s| s.run_root.clone()),
     })
 }
 
@@ -211,6 +215,7 @@ pub(crate) mod tests {
             runtime_name: Some("runc".into()),
             runtime_version: Some(PodmanVersion::new(1, 1, 5)),
             runtime_package: Some("runc_1.1.5+ds1-1+deb12u1_amd64".into()),
+            run_root: Some("/run/user/1001/containers".into()),
         }
     }
 

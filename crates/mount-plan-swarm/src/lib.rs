@@ -62,7 +62,7 @@ use mount_plan_docker::{
 };
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogStream,
-    ObservedContainer,
+    ObservedContainer, Removal,
 };
 
 pub use observe::{current_task, observe, outcome, TaskOutcome};
@@ -431,13 +431,14 @@ impl Engine for SwarmEngine {
     /// service, and the node stops its container (SIGTERM, then SIGKILL after the service's
     /// stop grace period, 10 s). A service already gone is not an error.
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), LaunchError> {
-        self.remove(id).await
+        self.remove(id).await.map(drop)
     }
 
-    async fn remove(&self, id: &str) -> Result<(), LaunchError> {
+    async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
         match self.docker.delete_service(id).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            other => other.map_err(|e| call_err("remove", id, e)),
+            Ok(()) => Ok(Removal::Removed),
+            Err(e) if status_of(&e) == Some(404) => Ok(Removal::AlreadyGone),
+            Err(e) => Err(call_err("remove", id, e)),
         }
     }
 

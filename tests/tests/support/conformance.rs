@@ -766,7 +766,10 @@ pub async fn labels_and_audit(rt: &dyn Engine, fx: &EngineFixture) {
         .as_ref()
         .map(|o| mount_plan_launch::audit(verified.plan(), o, &fx.lacks_hardening, &spec.cap_add))
         .map_err(ToString::to_string);
-    rt.remove(&job).await.expect("remove");
+    assert_eq!(
+        rt.remove(&job).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
     let observed = observed.expect("inspect");
     assert!(observed
         .labels
@@ -1007,4 +1010,194 @@ pub async fn scratch_root_has_the_planned_mode(rt: &dyn Engine, fx: &EngineFixtu
         "{}: R's mode and a user's write at R: {out:?}",
         fx.name
     );
+}
+
+/// An engine that shows `gc` only the containers of one test run (other launches share the
+/// engine), and whose removal of `raced` comes just after someone else's: as when a launch
+/// ends and removes its own container between gc's listing and gc's removal.
+#[derive(Debug)]
+struct RacedGc<'a> {
+    inner: &'a dyn Engine,
+    run: String,
+    raced: String,
+}
+
+#[async_trait::async_trait]
+impl Engine for RacedGc<'_> {
+    fn info(&self) -> &mount_plan_launch::EngineInfo {
+        self.inner.info()
+    }
+    fn report(&self) -> mount_plan_launch::EngineReport {
+        self.inner.report()
+    }
+    async fn create(
+        &self,
+        request: &mount_plan_launch::CreateRequest<'_>,
+    ) -> Result<String, mount_plan_launch::LaunchError> {
+        self.inner.create(request).await
+    }
+    async fn start(&self, id: &str) -> Result<(), mount_plan_launch::LaunchError> {
+        self.inner.start(id).await
+    }
+    async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<mount_plan_launch::ObservedContainer, mount_plan_launch::LaunchError> {
+        self.inner.inspect(id).await
+    }
+    async fn wait(
+        &self,
+        id: &str,
+    ) -> Result<mount_plan_launch::ExitStatus, mount_plan_launch::LaunchError> {
+        self.inner.wait(id).await
+    }
+    fn logs(&self, id: &str) -> mount_plan_launch::LogStream {
+        self.inner.logs(id)
+    }
+    async fn stop(
+        &self,
+        id: &str,
+        grace: std::time::Duration,
+    ) -> Result<(), mount_plan_launch::LaunchError> {
+        self.inner.stop(id, grace).await
+    }
+    async fn remove(
+        &self,
+        id: &str,
+    ) -> Result<mount_plan_launch::Removal, mount_plan_launch::LaunchError> {
+        if id == self.raced {
+            assert_eq!(
+                self.inner.remove(id).await.expect("the racing removal"),
+                mount_plan_launch::Removal::Removed
+            );
+        }
+        self.inner.remove(id).await
+    }
+    async fn list(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<mount_plan_launch::Listed>, mount_plan_launch::LaunchError> {
+        let mut found = self.inner.list(key, value).await?;
+        found.retain(|l| l.labels.get("mount-plan-test.run") == Some(&self.run));
+        Ok(found)
+    }
+}
+
+/// `gc` reports exactly what it removed: of two containers whose launcher is gone, one is
+/// removed by someone else between gc's listing and its removal (the engine answers that it
+/// is gone): gc reports only the other one as removed, and nothing is left.
+pub async fn gc_reports_only_what_it_removed(rt: &dyn Engine, fx: &EngineFixture) {
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let run = unique("gc");
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run);
+    spec.command = vec!["/bin/true".into()];
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut labels = mount_plan_launch::lifecycle::launch_labels(
+            verified.plan(),
+            &spec,
+            &mount_plan_launch::LaunchId::new(),
+            &mount_plan_launch::Launcher::current(),
+        );
+        // A launcher that is gone: no process has this pid.
+        labels.insert(
+            mount_plan_launch::identity::LABEL_PID.into(),
+            "999999999".into(),
+        );
+        let gate = mount_plan_launch::gate::Gate::new(&verified);
+        let request = mount_plan_launch::CreateRequest {
+            plan: &verified,
+            gate: &gate,
+            spec: &spec,
+            labels: &labels,
+        };
+        ids.push(rt.create(&request).await.expect("create"));
+    }
+    let engine = RacedGc {
+        inner: rt,
+        run: run.clone(),
+        raced: ids[0].clone(),
+    };
+    let collected = mount_plan_launch::gc(&engine, &mount_plan_launch::GcOptions::default())
+        .await
+        .expect("gc");
+    let left = super::leftovers(rt, &run).await;
+    for id in &left {
+        let _ = rt.remove(id).await;
+    }
+    let reported: Vec<(&str, bool)> = collected
+        .iter()
+        .map(|c| (c.container.as_str(), c.removed))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![(ids[1].as_str(), true)],
+        "{}: gc reports only the container it removed ({} was removed before gc's removal): {collected:?}",
+        fx.name,
+        ids[0]
+    );
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+/// Large output, interleaved on both streams, from a job that exits at once, `at_once`
+/// launches at a time (the load under which Podman's follower once lost the end of stderr),
+/// `rounds` times: every byte arrives exactly once, in order per stream.
+pub async fn large_output_arrives_complete_and_once(
+    rt: &dyn Engine,
+    fx: &EngineFixture,
+    at_once: usize,
+    rounds: usize,
+) {
+    let n = 3000;
+    let want = |p: &str| (0..n).map(|i| format!("{p}-{i}\n")).collect::<String>();
+    let workspaces: Vec<_> = (0..at_once).map(|_| fx.workspace()).collect();
+    let verified: Vec<_> = workspaces.iter().map(|ws| ws.verified()).collect();
+    for round in 0..rounds {
+        let launches = verified.iter().map(|v| async move {
+            let mut spec = LaunchSpec::new(fx.image.parse().unwrap()).with_command([
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "i=0; while [ $i -lt {n} ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done"
+                ),
+            ]);
+            spec.labels
+                .insert("mount-plan-test.run", &unique("run"))
+                .unwrap();
+            run_captured(rt, v, &spec).await
+        });
+        for (i, out) in futures_util::future::join_all(launches)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let out = out.expect("run");
+            assert_eq!(out.status.code, 0, "{}", fx.name);
+            // Where a stream first differs from what the job wrote, with what follows there.
+            let differs = |got: &str, want: &str| {
+                let at = got
+                    .bytes()
+                    .zip(want.bytes())
+                    .position(|(g, w)| g != w)
+                    .unwrap_or(got.len().min(want.len()));
+                let show = |s: &str| s[at.min(s.len())..(at + 40).min(s.len())].to_owned();
+                format!(
+                    "{} of {} bytes, first difference at byte {at}: got {:?}, want {:?}",
+                    got.len(),
+                    want.len(),
+                    show(got),
+                    show(want)
+                )
+            };
+            assert!(
+                out.stdout == want("out") && out.stderr == want("err"),
+                "{}: round {round}, launch {i}: stdout {}; stderr {}",
+                fx.name,
+                differs(&out.stdout, &want("out")),
+                differs(&out.stderr, &want("err")),
+            );
+        }
+    }
 }

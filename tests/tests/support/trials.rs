@@ -1,4 +1,5 @@
-//! The conformance trials every engine runs, written once: each conformance binary gives its
+//! The conformance trials every engine runs (an engine may skip one it cannot run, such as
+//! the nested Docker 26 and Podman 5 for gc), written once: each conformance binary gives its
 //! engine's name, needs and setup, and gets the same trials (`<prefix>_as_root_conforms`, ...),
 //! each bounded so that a hung engine fails its trial instead of the run. A missing engine is
 //! an ignored trial, a failure under `CI` (the testkit's harness).
@@ -43,11 +44,14 @@ pub enum Common {
     PlantedSetuidAndDevicesGiveHostUsersNothing,
     /// R has the planned mode.
     ScratchRootHasThePlannedMode,
+    /// `gc` removes the orphans of a launcher that is gone, and reports only what it removed.
+    GcReportsOnlyWhatItRemoved,
 }
 
 impl Common {
     /// Every common trial.
-    pub const ALL: [Common; 6] = [
+    pub const ALL: [Common; 7] = [
+        Common::GcReportsOnlyWhatItRemoved,
         Common::AsRootConforms,
         Common::GateRefusesASwappedJobDir,
         Common::ScratchRootHasThePlannedMode,
@@ -66,6 +70,7 @@ impl Common {
                 "planted_setuid_and_devices_give_host_users_nothing"
             }
             Common::ScratchRootHasThePlannedMode => "scratch_root_has_the_planned_mode",
+            Common::GcReportsOnlyWhatItRemoved => "gc_reports_only_what_it_removed",
         }
     }
 
@@ -106,6 +111,9 @@ impl Common {
                     conformance::scratch_root_has_the_planned_mode(rt, fx),
                 )
                 .await
+            }
+            Common::GcReportsOnlyWhatItRemoved => {
+                bounded("gc", conformance::gc_reports_only_what_it_removed(rt, fx)).await
             }
         }
     }

@@ -36,7 +36,7 @@ pub fn run(
                             }
                             crate::lifecycle(&rt, &target, Method::Library, i % 8)?;
                             done.fetch_add(1, Ordering::SeqCst);
-                            if (i + 1) % 500 == 0 {
+                            if (i + 1).is_multiple_of(500) {
                                 eprintln!(
                                     "memory {engine:?}: {} launches, {:.0}s, VmRSS {} KiB",
                                     i + 1,

@@ -93,6 +93,11 @@ pub struct SoakArgs {
     /// Print every launch's outcome on stderr
     #[arg(long)]
     verbose: bool,
+    /// On podman-rootless, launch with `--userns keep-id`: the creates of the launcher
+    /// processes running at once then meet on the service's create lock (overlapping keep-id
+    /// creates crash Podman 4.3's rootless service)
+    #[arg(long)]
+    keep_id: bool,
 }
 
 /// VmRSS of this process, in KiB.
@@ -419,7 +424,7 @@ impl Ctx {
                     }
                     let mut t = tally.lock().expect("tally");
                     record.count(&mut t);
-                    if (i + 1) % 50 == 0 {
+                    if (i + 1).is_multiple_of(50) {
                         eprintln!(
                             "soak {:?}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
                             self.engine,
@@ -552,6 +557,9 @@ impl Ctx {
             .arg(format!("SOAK_DATA={data}"))
             .arg("--events")
             .arg(&events);
+        if self.rootless() && args.keep_id {
+            cmd.args(["--userns", "keep-id"]);
+        }
         if prepared {
             prepare_job_dir(&ws.join(&job), self.rootless())?;
         } else {
