@@ -115,7 +115,10 @@ fn main() {
         "docker26",
         D26,
         setup,
-        &[Common::GcReportsOnlyWhatItRemoved],
+        &[
+            Common::GcReportsOnlyWhatItRemoved,
+            Common::TheCommandRunsWithNoNewPrivileges,
+        ],
     );
     trials.extend(vec![
         harness::tokio(

@@ -65,7 +65,10 @@ fn main() {
         "podman5",
         P5,
         setup,
-        &[Common::GcReportsOnlyWhatItRemoved],
+        &[
+            Common::GcReportsOnlyWhatItRemoved,
+            Common::TheCommandRunsWithNoNewPrivileges,
+        ],
     );
     trials.extend(vec![harness::tokio(
         Runtime::Workers(2),

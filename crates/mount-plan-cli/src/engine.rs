@@ -1,14 +1,15 @@
 //! `launch`, `audit` and `doctor`: the subcommands that talk to a container engine.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use mount_plan_launch::{
-    audit, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep, LaunchError,
-    LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
+    audit, duration_whole_secs, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep,
+    LaunchError, LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
 };
 use mount_plan_run::{Endpoint, LaunchRequest, Outcome};
 
@@ -123,6 +124,89 @@ impl Observer for CliObserver {
     }
 }
 
+/// Why the `--events` file was refused. Each variant names a rule id, unique across the
+/// project.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsFileError {
+    /// The path's last component is a symbolic link: a launcher (often root) would append to
+    /// whatever file the link's owner chose.
+    #[error("{rule}the events file {path:?} is a symbolic link; it is opened without following one, so name the file itself", rule = self.prefix())]
+    Link {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// Not a regular file (a fifo, a device, a socket, a directory).
+    #[error("{rule}the events file {path:?} is not a regular file", rule = self.prefix())]
+    NotRegular {
+        /// The refused path.
+        path: std::path::PathBuf,
+    },
+    /// It cannot be opened or created.
+    #[error("{rule}cannot open the events file {path:?}: {source}", rule = self.prefix())]
+    Open {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+mount_plan::rules!(EventsFileError, "events", {
+    Link => "events-file-link",
+    NotRegular => "events-file-not-regular",
+    Open => "events-file-open",
+});
+
+/// Open (or create, mode 0644 less the umask) the `--events` file for appending, without
+/// following a symbolic link in its last component and without blocking on a fifo; only a
+/// regular file is accepted.
+fn open_events(path: &std::path::Path) -> Result<std::fs::File, EventsFileError> {
+    use rustix::fs::{fstat, open, FileType, Mode, OFlags};
+    let opened = open(
+        path,
+        OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    );
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(EventsFileError::Link {
+                path: path.to_owned(),
+            })
+        }
+        // A fifo with no reader (O_NONBLOCK): not a regular file.
+        Err(rustix::io::Errno::NXIO) => {
+            return Err(EventsFileError::NotRegular {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => {
+            return Err(EventsFileError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            })
+        }
+    };
+    let st = fstat(&fd).map_err(|e| EventsFileError::Open {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(EventsFileError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 /// The signals that cancel a launch, and the status a shell gives for each.
 const CANCEL_SIGNALS: [(i32, &str, u8); 3] =
     [(2, "SIGINT", 130), (15, "SIGTERM", 143), (1, "SIGHUP", 129)];
@@ -188,20 +272,15 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
             let plan = cmd.plan.plan()?;
             let endpoint = cmd.engine.endpoint()?;
             cmd.request.spec(endpoint.kind)?;
+            let stop_grace = duration_whole_secs("--stop-grace", cmd.stop_grace)?;
             let events = match &cmd.events {
                 None => None,
-                Some(path) => Some(std::io::BufWriter::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map_err(|e| anyhow!("cannot open the events file {path:?}: {e}"))?,
-                )),
+                Some(path) => Some(std::io::BufWriter::new(open_events(path)?)),
             };
             let verified = cmd.verify.verify(plan)?;
-            Ok::<_, anyhow::Error>((verified, endpoint, events))
+            Ok::<_, anyhow::Error>((verified, endpoint, events, stop_grace))
         })();
-        let (verified, endpoint, events) = match prepared {
+        let (verified, endpoint, events, stop_grace) = match prepared {
             Ok(v) => v,
             Err(e) => return fail(e),
         };
@@ -213,7 +292,7 @@ pub fn launch(cmd: &LaunchCmd) -> ExitCode {
         tokio::task::yield_now().await;
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
-            stop_grace: Duration::from_secs(cmd.stop_grace),
+            stop_grace,
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
@@ -308,14 +387,24 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
             .collect();
         // The bind sources on this host, by identity: a source path swapped or made a link
         // since the check (the engine mounted what the path led to then).
+        let mut not_compared = None;
         if let Some(verified) = &verified {
             let sources = observed
                 .binds
                 .iter()
                 .map(|b| (b.target.as_str(), b.source.as_str()));
-            for m in verified.compare_sources(sources) {
+            // ...and what the running container holds, through its process's root: a path
+            // swapped before the start and back after shows only there.
+            let held = match container_root(&observed) {
+                Ok(root) => verified.compare_held(&root),
+                Err(why) => {
+                    not_compared = Some(why);
+                    Vec::new()
+                }
+            };
+            for m in verified.compare_sources(sources).iter().chain(&held) {
                 let chain =
-                    std::iter::successors(Some(&m as &(dyn std::error::Error + 'static)), |e| {
+                    std::iter::successors(Some(m as &(dyn std::error::Error + 'static)), |e| {
                         e.source()
                     });
                 differences.push(crate::stream::chain_text(chain));
@@ -329,18 +418,65 @@ pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
         for d in engine.report().differences_for(&plan) {
             writeln!(out, "note: {d}")?;
         }
+        if let Some(why) = &not_compared {
+            writeln!(
+                out,
+                "note: the identities the container holds were not compared: {why}"
+            )?;
+        }
         if differences.is_empty() {
             writeln!(
                 out,
-                "container {:?} conforms to the plan of job {:?}",
+                "container {:?} conforms to the plan of job {:?}{}",
                 cmd.container,
-                plan.job().as_str()
+                plan.job().as_str(),
+                if not_compared.is_some() {
+                    " (its bind sources were compared on this host by path only)"
+                } else {
+                    ""
+                }
             )?;
             Ok(ExitCode::SUCCESS)
         } else {
             Ok(ExitCode::from(1))
         }
     })
+}
+
+/// The root of a running container as this host sees it (`/proc/PID/root` of its first
+/// process), once that process is known to be the container's: its cgroup names the
+/// container's id (Docker, rootful Podman), or its parent is the container's monitor started
+/// with the id as an argument (Podman's `conmon -c ID`, Docker's `containerd-shim -id ID`;
+/// rootless Podman on cgroup v1 has no cgroup of its own). Otherwise why not: it does not
+/// run, or the engine numbers pids in another pid namespace (an engine in a container, on
+/// another host).
+fn container_root(observed: &mount_plan_launch::ObservedContainer) -> Result<PathBuf, String> {
+    let Some(pid) = observed.first_pid else {
+        return Err("the container has no running process (the engine reports no pid)".into());
+    };
+    let id = observed.id.as_str();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let names_it = |text: &str| id.len() >= 12 && text.contains(id);
+    let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+    // The parent's pid is field 4 of stat, after the parenthesised command name.
+    let parent = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')').map(|i| s[i + 1..].to_owned())?;
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+    let monitor = parent
+        .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .is_some_and(|argv| argv.split(|b| *b == 0).any(|a| a == id.as_bytes()));
+    if !(names_it(&cgroup) || (id.len() >= 12 && monitor)) {
+        return Err(format!(
+            "pid {pid} on this host is not the container's process (the engine runs in another pid namespace or on another host), or this process may not look at it"
+        ));
+    }
+    let root = proc_dir.join("root");
+    std::fs::symlink_metadata(root.join("."))
+        .map_err(|e| format!("cannot look into the container's root {root:?}: {e}"))?;
+    Ok(root)
 }
 
 /// `mount-plan doctor`.

@@ -79,7 +79,11 @@ enum Command {
     /// plan first, and each bind source the engine reports is looked at on this host (lstat,
     /// no link followed) and compared with the pinned (device, inode): a source that is a
     /// symlink, is another directory, or cannot be looked at is a difference (rules `pin-link`,
-    /// `pin-identity`, `pin-unreadable`) naming the mount and both identities.
+    /// `pin-identity`, `pin-unreadable`) naming the mount and both identities. While the
+    /// container runs and its engine's host is this host, what it holds at each bind target is
+    /// compared too, through its first process's root `/proc/PID/root` (rules `pin-held`,
+    /// `pin-held-unreadable`): a path swapped before the start and back after shows there. A
+    /// `note:` line says when that comparison could not be made, and why.
     ///
     /// Exit status: 0 when it conforms, 1 when it differs, 2 when it cannot be audited.
     Audit(engine::AuditCmd),

@@ -423,7 +423,121 @@ fn audit_verify_compares_bind_sources_with_the_pins() {
         )),
         "{report}"
     );
-    assert_eq!(report.matches("pin rule").count(), 2, "{report}");
+    // And what the running container holds: the sibling at the job's target, nothing at
+    // the unmounted local/ (the startup link led to the pinned directory).
+    assert!(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job1\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("pin rule `pin-held-unreadable`: the container's \"/workspace/local\""),
+        "{report}"
+    );
+    assert_eq!(report.matches("pin rule").count(), 4, "{report}");
+}
+
+/// Issue 21, finding 9: `audit --verify` compares what the running container holds (through
+/// `/proc/PID/root`), not only what the host path leads to now. W/J is swapped for a link to
+/// another directory before the container starts and swapped back after: the host path
+/// matches the pin again, the container still holds the other directory.
+fn audit_verify_compares_what_the_container_holds() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("audit-held");
+    let w = ws.w.to_str().unwrap();
+    let other = ws.w.join("other");
+    fs::create_dir(&other).unwrap();
+    let (job, real) = (ws.w.join("job1"), ws.w.join("job1.real"));
+    fs::rename(&job, &real).unwrap();
+    std::os::unix::fs::symlink(&other, &job).unwrap();
+    let o = sh(Command::new("docker").args([
+        "run",
+        "-d",
+        "--label",
+        &format!("mount-plan-test.run={}", ws.label),
+        "-v",
+        &format!("{w}/startup:/workspace/startup:ro"),
+        "-v",
+        &format!("{w}/local:/workspace/local:ro"),
+        "-v",
+        &format!("{w}/job1:/workspace/job1"),
+        IMAGE,
+        "sleep",
+        "60",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    // Swapped back: the host path is the pinned directory again.
+    fs::remove_file(&job).unwrap();
+    fs::rename(&real, &job).unwrap();
+    let a = sh(Command::new(BIN).args([
+        "audit",
+        "--runtime",
+        "docker",
+        &id,
+        "--workspace",
+        w,
+        "--job",
+        "job1",
+        "--accept-missing",
+        "noexec",
+        "--verify",
+    ]));
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let report = text(&a.stdout);
+    assert_eq!(a.status.code(), Some(1), "{report}{}", text(&a.stderr));
+    assert!(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job1\""),
+        "{report}"
+    );
+    // Only the swapped bind: the host paths and the other binds are as pinned.
+    assert_eq!(report.matches("pin rule").count(), 1, "{report}");
+    assert!(!report.contains("were not compared"), "{report}");
+}
+
+/// Issue 21, finding 4: a container launched on another machine that shares this engine and
+/// this host name (another machine id and boot id) is not judged: `gc` keeps it and names it
+/// on stderr (before, a different boot id read as "rebooted": it would be removed). Dry run,
+/// so that no other test's container is touched.
+fn gc_keeps_and_names_a_container_of_another_machine() {
+    if !docker_ready() {
+        return;
+    }
+    let ws = Ws::new("gc-machine");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let pid_ns = fs::read_link("/proc/self/ns/pid").unwrap();
+    let labels = [
+        "io.mount-plan.managed=1".to_owned(),
+        "io.mount-plan.job=job1".to_owned(),
+        format!("mount-plan-test.run={}", ws.label),
+        "io.mount-plan.launch=0123456789abcdef0123456789abcdef".to_owned(),
+        format!("io.mount-plan.host={}", host.trim()),
+        "io.mount-plan.machine=fedcba9876543210fedcba9876543210".to_owned(),
+        "io.mount-plan.boot-id=00000000-1111-2222-3333-444444444444".to_owned(),
+        format!("io.mount-plan.pid-ns={}", pid_ns.display()),
+        "io.mount-plan.pid=999999999".to_owned(),
+        "io.mount-plan.pid-start=1".to_owned(),
+    ];
+    let mut create = Command::new("docker");
+    create.arg("create");
+    for l in &labels {
+        create.args(["--label", l]);
+    }
+    let o = sh(create.args([IMAGE, "true"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout).trim().to_owned();
+    let g = sh(Command::new(BIN).args(["gc", "--runtime", "docker", "--dry-run"]));
+    let _ = sh(Command::new("docker").args(["rm", "-f", &id]));
+    let (stdout, stderr) = (text(&g.stdout), text(&g.stderr));
+    assert_eq!(g.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains(&id), "judged an orphan: {stdout}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&format!("kept {id}"))
+            && l.contains("another machine")
+            && l.contains("fedcba9876543210fedcba9876543210")),
+        "{stderr}"
+    );
 }
 
 fn doctor_exit_status_follows_the_default_plan() {
@@ -557,6 +671,16 @@ fn main() {
             "audit_verify_compares_bind_sources_with_the_pins",
             DOCKER,
             audit_verify_compares_bind_sources_with_the_pins,
+        ),
+        harness::test(
+            "audit_verify_compares_what_the_container_holds",
+            DOCKER,
+            audit_verify_compares_what_the_container_holds,
+        ),
+        harness::test(
+            "gc_keeps_and_names_a_container_of_another_machine",
+            DOCKER,
+            gc_keeps_and_names_a_container_of_another_machine,
         ),
         harness::test(
             "doctor_exit_status_follows_the_default_plan",

@@ -523,9 +523,224 @@ fn the_exit_status_is_the_commands_own(engine: &Engine) -> Result<(), Failed> {
     })
 }
 
+/// Issue 21, finding 6: `--stop-grace` past its bound is refused before anything runs (it
+/// overflowed the lifecycle's clock once SIGTERM came: exit 101, the container left running).
+fn a_stop_grace_past_its_bound_is_refused_before_anything_runs(
+    engine: &Engine,
+) -> Result<(), Failed> {
+    let site = Site::new(engine, "grace");
+    let mut child = site.launch(&["--stop-grace", &u64::MAX.to_string()], &["sleep", "60"]);
+    // Today's main starts the job: cancel it as the finding did.
+    let started = until(Duration::from_secs(30), || {
+        site.events().contains("\"event\":\"started\"") || child.try_wait().ok().flatten().is_some()
+    });
+    if started.is_ok() && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        kill(site.launcher_pid(&child), "TERM");
+    }
+    let (status, stderr) = collect(&mut child);
+    let left = site.leftovers();
+    if !left.is_empty() {
+        let mut rm = Command::new(&engine.ps[0]);
+        rm.args(&engine.ps[1..]).args(["rm", "-f"]).args(&left);
+        if let Some(conf) = &engine.conf {
+            rm.env("CONTAINERS_CONF", conf);
+        }
+        let _ = rm.status();
+    }
+    check(status.code() == Some(125), || {
+        format!("{}: exit {status:?}, want 125: {stderr}", engine.name)
+    })?;
+    check(
+        stderr.contains("spec rule `duration`") && stderr.contains("--stop-grace"),
+        || format!("{}: stderr does not name the rule: {stderr}", engine.name),
+    )?;
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })?;
+    check(!site.w().join("job-1").exists(), || {
+        format!("{}: W/J was created for a refused launch", engine.name)
+    })
+}
+
+/// Issue 21, finding 7: `--events` naming a symbolic link is refused (rule
+/// `events-file-link`) and the link's target is never written.
+fn an_events_file_that_is_a_link_is_refused(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "events-link");
+    let target = site.path("run/target");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, site.path("run/events.jsonl")).unwrap();
+    let mut child = site.launch(&[], &["true"]);
+    let (status, stderr) = collect(&mut child);
+    let kept = std::fs::read_to_string(&target).unwrap();
+    check(kept == "precious\n", || {
+        format!("{}: the link's target was written: {kept:?}", engine.name)
+    })?;
+    check(status.code() == Some(125), || {
+        format!("{}: exit {status:?}, want 125: {stderr}", engine.name)
+    })?;
+    check(stderr.contains("events rule `events-file-link`"), || {
+        format!("{}: stderr does not name the rule: {stderr}", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
+/// Issue 21, finding 5: another host user (nobody) who can open W/J holds an exclusive
+/// `flock` on it. The launch's claim is not that lock: it runs to the end (before, it blocked
+/// in the host check and ignored SIGTERM until the lock was released).
+fn another_users_lock_on_the_job_dir_blocks_no_launch(engine: &Engine) -> Result<(), Failed> {
+    use std::io::BufRead;
+    let site = Site::new(engine, "flock");
+    let j = site.w().join("job-1");
+    std::fs::create_dir(&j).unwrap();
+    std::fs::set_permissions(&j, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some((_, uid)) = &engine.user {
+        std::os::unix::fs::chown(&j, Some(*uid), Some(*uid)).unwrap();
+    }
+    let mut holder = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["flock", "-x"])
+        .arg(&j)
+        .args(["sh", "-c", "echo held; exec sleep 120"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() != "held" {
+        let _ = holder.kill();
+        let _ = holder.wait();
+        return Err(format!("{}: nobody could not lock W/J: {line:?}", engine.name).into());
+    }
+    let mut child = site.launch(&[], &["sh", "-c", "echo ran > out"]);
+    let ended = until(Duration::from_secs(60), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let mut blocked = String::new();
+    if ended.is_err() {
+        // Blocked behind nobody's lock: SIGTERM, as a supervisor would.
+        kill(site.launcher_pid(&child), "TERM");
+        let stopped = until(Duration::from_secs(10), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        blocked = format!(
+            "the launch blocked behind another user's lock on W/J{}",
+            if stopped.is_err() {
+                " and ignored SIGTERM"
+            } else {
+                ""
+            }
+        );
+        let _ = child.kill();
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let (status, stderr) = collect(&mut child);
+    check(blocked.is_empty(), || format!("{}: {blocked}", engine.name))?;
+    check(status.code() == Some(0), || {
+        format!("{}: exit {status:?}: {stderr}", engine.name)
+    })?;
+    check(j.join("out").is_file(), || {
+        format!("{}: the command did not run in W/J", engine.name)
+    })?;
+    let left = site.leftovers();
+    check(left.is_empty(), || {
+        format!("{}: containers left: {left:?}", engine.name)
+    })
+}
+
+/// Issue 21, finding 9: `audit --verify` reports what the running container holds (through
+/// `/proc/PID/root`) when W/J was swapped for a link before the container started and
+/// swapped back after, on every engine (the container identified by its cgroup or its
+/// `/run/.containerenv`).
+fn audit_verify_sees_what_the_container_holds(engine: &Engine) -> Result<(), Failed> {
+    let site = Site::new(engine, "held");
+    let w = site.w();
+    let (job, real, other) = (w.join("job-1"), w.join("job-1.real"), w.join("other"));
+    for d in [&real, &other] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some((_, uid)) = &engine.user {
+            std::os::unix::fs::chown(d, Some(*uid), Some(*uid)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(&other, &job).unwrap();
+    let ws = w.to_str().unwrap();
+    let mut run = Command::new(&engine.ps[0]);
+    run.args(&engine.ps[1..]).args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        &format!("mount-plan-test.run={}", site.label),
+        "-v",
+        &format!("{ws}/startup:/workspace/startup:ro"),
+        "-v",
+        &format!("{ws}/local:/workspace/local:ro"),
+        "-v",
+        &format!("{ws}/job-1:/workspace/job-1"),
+        &engine.image,
+        "sleep",
+        "60",
+    ]);
+    if let Some(conf) = &engine.conf {
+        run.env("CONTAINERS_CONF", conf);
+    }
+    let id = output_ok(&mut run)?.trim().to_owned();
+    // Swapped back: the host path is the directory the audit's own check pins.
+    std::fs::remove_file(&job).unwrap();
+    std::fs::rename(&real, &job).unwrap();
+    let engine_args = engine.args();
+    let mut args: Vec<&str> = vec!["audit"];
+    args.extend(engine_args.iter().map(String::as_str));
+    args.extend(engine.launch_only.iter().map(String::as_str));
+    args.extend([&id, "--workspace", ws, "--job", "job-1", "--verify"]);
+    let out = site.cli(&args).output().unwrap();
+    let mut rm = Command::new(&engine.ps[0]);
+    rm.args(&engine.ps[1..]).args(["rm", "-f", &id]);
+    if let Some(conf) = &engine.conf {
+        rm.env("CONTAINERS_CONF", conf);
+    }
+    let _ = rm.output();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check(out.status.code() == Some(1), || {
+        format!("{}: exit {:?}: {report}{stderr}", engine.name, out.status)
+    })?;
+    check(
+        report.contains("pin rule `pin-held`: the container holds at \"/workspace/job-1\""),
+        || format!("{}: no pin-held for the job: {report}{stderr}", engine.name),
+    )?;
+    check(report.matches("pin rule").count() == 1, || {
+        format!("{}: other pin differences: {report}", engine.name)
+    })
+}
+
 type Scenario = fn(&Engine) -> Result<(), Failed>;
 
-const SCENARIOS: [(&str, Scenario); 4] = [
+const SCENARIOS: [(&str, Scenario); 8] = [
+    (
+        "audit_verify_sees_what_the_container_holds",
+        audit_verify_sees_what_the_container_holds,
+    ),
+    (
+        "another_users_lock_on_the_job_dir_blocks_no_launch",
+        another_users_lock_on_the_job_dir_blocks_no_launch,
+    ),
+    (
+        "a_stop_grace_past_its_bound_is_refused_before_anything_runs",
+        a_stop_grace_past_its_bound_is_refused_before_anything_runs,
+    ),
+    (
+        "an_events_file_that_is_a_link_is_refused",
+        an_events_file_that_is_a_link_is_refused,
+    ),
     (
         "sigterm_stops_and_removes_within_the_grace_period",
         sigterm_stops_and_removes_within_the_grace_period,

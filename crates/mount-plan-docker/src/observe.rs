@@ -193,6 +193,12 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
             .as_ref()
             .and_then(|s| s.status.as_ref())
             .map(|s| s.to_string()),
+        first_pid: c
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0),
         exit_code: c
             .state
             .as_ref()

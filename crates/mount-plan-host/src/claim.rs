@@ -1,20 +1,23 @@
 //! A verification's hold on the job directory W/J, and the only way a job directory is ever
 //! removed: by identity, through the workspace handle, when no other launch holds it.
 //!
-//! Every [`crate::verify`] takes a shared `flock` on W/J and keeps it while its
-//! [`crate::VerifiedPlan`] (or a clone) lives. A launch that created W/J and fails before its
-//! command ran releases it: it upgrades to an exclusive lock without waiting, so a directory
-//! another launch holds is never removed; it removes only the inode it created, only while
-//! empty, and never follows a link. A launch that takes its shared lock after such a removal
-//! sees a directory with no links left and refuses to go on.
+//! Every [`crate::verify`] takes a shared claim on W/J and keeps it while its
+//! [`crate::VerifiedPlan`] (or a clone) lives. The claim is a lock no other host user can take
+//! or block ([`crate::claim_lock`]: not a lock on W/J itself, which anyone who can open W/J
+//! could hold for ever). A launch that created W/J and fails before its command ran releases
+//! it: it upgrades to an exclusive claim without waiting, so a directory another launch holds
+//! is never removed; it removes only the inode it created, only while empty, and never follows
+//! a link. A launch that takes its shared claim after such a removal sees a directory with no
+//! links left and refuses to go on.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Mutex;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{flock, fstat, openat, statat, unlinkat, AtFlags, FlockOperation, Mode, OFlags};
+use rustix::fs::{fstat, openat, statat, unlinkat, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::claim_lock::ClaimLock;
 use crate::error::{HostError, Subject};
 use crate::open;
 use crate::Pin;
@@ -43,26 +46,19 @@ pub(crate) struct JobDirClaim {
     /// W's handle: the removal goes through it, never through a path.
     workspace: OwnedFd,
     name: OsString,
-    /// A readable handle of W/J holding a shared lock.
+    /// A readable handle of W/J.
     lock: OwnedFd,
+    /// The shared claim on W/J's identity.
+    claim: ClaimLock,
     pin: Pin,
     created: bool,
     released: Mutex<bool>,
     at: Subject,
 }
 
-fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
-    loop {
-        match f() {
-            Err(Errno::INTR) => continue,
-            other => return other,
-        }
-    }
-}
-
 impl JobDirClaim {
-    /// Take a shared lock on the job directory `dir` (named `name` below `workspace`), and
-    /// check it is still linked once the lock is held.
+    /// Take a shared claim on the job directory `dir` (named `name` below `workspace`), and
+    /// check it is still linked once the claim is held.
     pub(crate) fn take(
         workspace: BorrowedFd<'_>,
         name: &OsStr,
@@ -71,8 +67,8 @@ impl JobDirClaim {
         at: &Subject,
     ) -> Result<Self, HostError> {
         let lock = open::reopen_dir(dir).map_err(|e| open::io_err(at, "open", e))?;
-        retry_intr(|| flock(&lock, FlockOperation::LockShared))
-            .map_err(|e| open::io_err(at, "lock", e))?;
+        let st = fstat(&lock).map_err(|e| open::io_err(at, "stat", e))?;
+        let claim = ClaimLock::shared(Pin::of(&st), at)?;
         let st = fstat(&lock).map_err(|e| open::io_err(at, "stat", e))?;
         if st.st_nlink == 0 {
             return Err(HostError::JobDirRemoved { at: at.clone() });
@@ -83,6 +79,7 @@ impl JobDirClaim {
             workspace,
             name: name.to_owned(),
             lock,
+            claim,
             pin: Pin::of(&st),
             created,
             released: Mutex::new(false),
@@ -101,53 +98,60 @@ impl JobDirClaim {
             return Ok(JobDirRelease::AlreadyReleased);
         }
         *released = true;
-        let outcome = remove_unclaimed(
+        // Another launch's shared claim makes this fail at once: it stays.
+        match self.claim.try_exclusive() {
+            Ok(true) => {}
+            Ok(false) => return Ok(JobDirRelease::InUse),
+            Err(e) => return Err(open::io_err(&self.at, "lock", e)),
+        }
+        let outcome = remove_claimed(
             self.workspace.as_fd(),
             &self.name,
-            Some(self.pin),
-            Some(self.lock.as_fd()),
+            self.pin,
+            self.lock.as_fd(),
         );
         outcome.map_err(|e| open::io_err(&self.at, "remove", e))
     }
 }
 
-/// Remove directory `name` below `parent` if it is still the directory `pin` (when known),
-/// empty, and no one else holds a lock on it. `held`: our own (shared-locked) handle of it,
-/// if any.
+/// Remove directory `name` below `parent` if it is still the directory `expected` (when
+/// known), empty, and no launch claims it (an exclusive claim, without waiting).
 pub(crate) fn remove_unclaimed(
     parent: BorrowedFd<'_>,
     name: &OsStr,
     expected: Option<Pin>,
-    held: Option<BorrowedFd<'_>>,
-) -> Result<JobDirRelease, Errno> {
-    let opened;
-    let dir = match held {
-        Some(fd) => fd,
-        None => {
-            opened = match openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
-                    return Ok(JobDirRelease::Replaced)
-                }
-                Err(e) => return Err(e),
-            };
-            opened.as_fd()
-        }
+    at: &Subject,
+) -> Result<JobDirRelease, HostError> {
+    let dir = match openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(JobDirRelease::Replaced),
+        Err(e) => return Err(open::io_err(at, "open", e)),
     };
-    let pin = Pin::of(&fstat(dir)?);
+    let pin = Pin::of(&fstat(&dir).map_err(|e| open::io_err(at, "stat", e))?);
     if expected.is_some_and(|e| e != pin) {
         return Ok(JobDirRelease::Replaced);
     }
-    // Another launch's shared lock makes this fail at once: it stays.
-    match flock(dir, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(Errno::WOULDBLOCK) => return Ok(JobDirRelease::InUse),
-        Err(e) => return Err(e),
+    let Some(_exclusive) = ClaimLock::exclusive_if_free(pin, at)? else {
+        return Ok(JobDirRelease::InUse);
+    };
+    remove_claimed(parent, name, pin, dir.as_fd()).map_err(|e| open::io_err(at, "remove", e))
+}
+
+/// Remove directory `name` below `parent`, held as `dir` (identity `pin`) under an exclusive
+/// claim, if the name still leads to it and it is empty.
+fn remove_claimed(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    pin: Pin,
+    dir: BorrowedFd<'_>,
+) -> Result<JobDirRelease, Errno> {
+    if Pin::of(&fstat(dir)?) != pin {
+        return Ok(JobDirRelease::Replaced);
     }
     // The name must still lead to the directory we hold.
     match statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -64,12 +64,47 @@ pub enum PinMismatch {
         #[source]
         error: std::io::Error,
     },
+    /// What the container holds at a bind's target (looked at through its process's root)
+    /// is not the pinned directory.
+    #[error(
+        "{rule}the container holds at {target:?} the directory with identity dev {} ino {} (seen at {checked:?}); the plan pinned dev {} ino {}",
+        .found.dev, .found.ino, .pinned.dev, .pinned.ino, rule = self.prefix()
+    )]
+    Held {
+        /// The bind's container target.
+        target: String,
+        /// The path this process looked at (`/proc/PID/root/TARGET`).
+        checked: PathBuf,
+        /// The identity pinned by the verification.
+        pinned: Pin,
+        /// The identity the container holds.
+        found: Pin,
+    },
+    /// What the container holds at a bind's target cannot be looked at (the OS error is the
+    /// source).
+    #[error(
+        "{rule}the container's {target:?} cannot be looked at (checked at {checked:?}); the plan pinned dev {} ino {}",
+        .pinned.dev, .pinned.ino, rule = self.prefix()
+    )]
+    HeldUnreadable {
+        /// The bind's container target.
+        target: String,
+        /// The path this process looked at.
+        checked: PathBuf,
+        /// The identity pinned by the verification.
+        pinned: Pin,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 mount_plan::rules!(PinMismatch, "pin", {
     Link => "pin-link",
     Identity => "pin-identity",
     Unreadable => "pin-unreadable",
+    Held => "pin-held",
+    HeldUnreadable => "pin-held-unreadable",
 });
 
 impl VerifiedPlan {
@@ -116,6 +151,37 @@ impl VerifiedPlan {
                 Ok(st) if Pin::of(&st) != pinned => found.push(PinMismatch::Identity {
                     target,
                     host_source,
+                    checked,
+                    pinned,
+                    found: Pin::of(&st),
+                }),
+                Ok(_) => {}
+            }
+        }
+        found
+    }
+
+    /// Compare what a running container holds at each of the plan's bind targets with the
+    /// pins: `root` is the container's root as this host sees it (`/proc/PID/root` of its
+    /// first process); each `root/TARGET` is looked at with `lstat`. Unlike
+    /// [`VerifiedPlan::compare_sources`], this sees what was mounted, not what the host path
+    /// leads to now (a path swapped before the start and back after is caught). The caller
+    /// makes sure `root` is the container's.
+    pub fn compare_held(&self, root: &Path) -> Vec<PinMismatch> {
+        let mut found = Vec::new();
+        for bind in &self.pins().binds {
+            let target = bind.target.as_str().to_owned();
+            let checked = root.join(target.trim_start_matches('/'));
+            let pinned = bind.pin;
+            match statat(CWD, &checked, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(e) => found.push(PinMismatch::HeldUnreadable {
+                    target,
+                    checked,
+                    pinned,
+                    error: e.into(),
+                }),
+                Ok(st) if Pin::of(&st) != pinned => found.push(PinMismatch::Held {
+                    target,
                     checked,
                     pinned,
                     found: Pin::of(&st),

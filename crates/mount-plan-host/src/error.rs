@@ -183,6 +183,26 @@ pub enum HostError {
         /// The job directory.
         at: Subject,
     },
+    /// Another launch of this launcher's user held the job directory's claim exclusively for
+    /// longer than a release takes (the claim lives where no other host user can take it).
+    #[error("{rule}{at}: its claim stayed held for {waited_secs} s by a release of another launch of this user; nothing ran: launch again", rule = self.prefix())]
+    JobDirBusy {
+        /// The job directory.
+        at: Subject,
+        /// How long this launch waited.
+        waited_secs: u64,
+    },
+    /// The directory of this launcher's job-directory claims is not its own private
+    /// directory: another host user could take or block a claim there.
+    #[error("{rule}{at} is not this launcher's private directory (owner uid {}, mode {}): job-directory claims live where no other host user can open them", .owner.map_or_else(|| "?".to_owned(), |o| o.to_string()), .mode.map_or_else(|| "not a directory".to_owned(), |m| format!("{m:04o}")), rule = self.prefix())]
+    ClaimDirUnsafe {
+        /// The claim directory.
+        at: Subject,
+        /// Its owner, when it is a directory.
+        owner: Option<u32>,
+        /// Its mode, when it is a directory.
+        mode: Option<u32>,
+    },
     /// An extra mount's source is the workspace, lies inside it or contains it, reached
     /// through a symlink or a bind mount that the textual overlap rule of the plan cannot see.
     #[error(
@@ -232,6 +252,8 @@ mount_plan::rules!(HostError, "host", {
     HardLink => "hard-link",
     TooDeep => "too-deep",
     JobDirRemoved => "job-dir-removed",
+    JobDirBusy => "job-dir-busy",
+    ClaimDirUnsafe => "claim-dir-unsafe",
     ExtraAliasesWorkspace => "extra-aliases-workspace",
     Io => "io",
 });
@@ -270,6 +292,8 @@ impl HostError {
             | HostError::HardLink { at, .. }
             | HostError::TooDeep { at, .. }
             | HostError::JobDirRemoved { at }
+            | HostError::JobDirBusy { at, .. }
+            | HostError::ClaimDirUnsafe { at, .. }
             | HostError::ExtraAliasesWorkspace { at, .. }
             | HostError::Io { at, .. } => Some(at),
         }
@@ -317,7 +341,12 @@ impl HostError {
             HostError::TooDeep { .. } => {
                 "flatten the job directory, or start from a fresh one (--create-job-dir=fresh)"
             }
-            HostError::JobDirRemoved { .. } => "launch again: nothing ran",
+            HostError::JobDirRemoved { .. } | HostError::JobDirBusy { .. } => {
+                "launch again: nothing ran"
+            }
+            HostError::ClaimDirUnsafe { .. } => {
+                "remove it (or make it the launcher user's own, mode 0700): it is recreated mode 0700"
+            }
             HostError::ExtraAliasesWorkspace { .. } => {
                 "mount a directory outside the workspace, not a path that reaches it through a symlink or a bind mount"
             }

@@ -117,6 +117,7 @@
 
 mod alias;
 mod claim;
+mod claim_lock;
 mod compare;
 mod error;
 mod open;
@@ -346,7 +347,7 @@ pub struct VerifiedPlan {
     job_dir_created: bool,
     warnings: Vec<String>,
     findings: Vec<Finding>,
-    /// The shared lock on W/J, held while this plan (or a clone) lives.
+    /// The shared claim on W/J, held while this plan (or a clone) lives.
     #[serde(skip)]
     claim: Arc<claim::JobDirClaim>,
     /// W's and W/J's pinned handles.
@@ -446,8 +447,9 @@ impl VerifiedPlan {
 
     /// Release the job directory after a launch whose command never ran: W/J is removed
     /// only if this verification created it, the name still leads to that very directory,
-    /// it is empty, and no other launch holds it (each verification holds a shared lock on
-    /// W/J while its plan lives). Never follows a link; idempotent.
+    /// it is empty, and no other launch holds it (each verification holds a shared claim on
+    /// W/J while its plan lives: see `claim_lock`, a lock no other host user can take). Never
+    /// follows a link; idempotent.
     pub fn release_job_dir(&self) -> Result<JobDirRelease, HostError> {
         self.claim.release()
     }
@@ -759,7 +761,8 @@ impl CreatedDir<'_> {
 impl Drop for CreatedDir<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, None);
+            let at = Subject::new("job directory", String::new(), PathBuf::new());
+            let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, &at);
         }
     }
 }

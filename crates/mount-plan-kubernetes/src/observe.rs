@@ -236,6 +236,7 @@ pub fn observe(pod: &Pod, volumes: &Volumes) -> ObservedContainer {
         labels,
         state: Some(state(pod).to_owned()),
         exit_code: exit_code(pod),
+        first_pid: None,
         working_dir: job.working_dir.clone(),
         user,
         binds,

@@ -5,7 +5,7 @@
 //! exits [`REFUSED`] without running anything.
 //!
 //! ```text
-//! gate v1 NONCE
+//! gate v2 NONCE
 //!      tmpfs R MODE[|MODE]... ro|rw            (octal; more than one: a known engine drift)
 //!      bind TARGET DEV|same:GROUP INO ro|rw rec|norec   (one per bind, in mount order)
 //!      cwd DIR
@@ -25,8 +25,13 @@
 //! When the environment holds `MOUNT_PLAN_GATE_NODE` (a cluster engine sets it to the node's
 //! name), a refusal names the node; the variable is removed before the command runs.
 //!
-//! Dependency-free (std only, no `unsafe`) so that it links statically.
-#![forbid(unsafe_code)]
+//! Before `execve` the gate sets no-new-privileges on itself (`PR_SET_NO_NEW_PRIVS`, inherited
+//! by the command and everything it starts), whatever the engine's API could carry: a
+//! set-user-ID file then gives no privilege in the container on any engine. It refuses
+//! (`gate-no-new-privs`) when the kernel does not confirm it.
+//!
+//! Dependency-free (std only, one `unsafe` call: `prctl`) so that it links statically.
+#![deny(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs;
@@ -40,7 +45,9 @@ use std::process::{Command, ExitCode};
 /// run the command").
 const REFUSED: u8 = 125;
 /// The only protocol version this gate speaks.
-const VERSION: &str = "v1";
+/// v2: the gate sets no-new-privileges before `execve`; a v1 gate (which did not) refuses a v2
+/// launch, so a stale gate installed on a cluster's nodes cannot run a job without it.
+const VERSION: &str = "v2";
 /// The environment variable naming the node, on a cluster engine.
 const NODE_ENV: &str = "MOUNT_PLAN_GATE_NODE";
 
@@ -424,6 +431,24 @@ fn look(gate: &Gate) -> Result<Seen, Refusal> {
     Ok(Seen { mounts, stats, cwd })
 }
 
+/// Set no-new-privileges on this process (kept across `execve` and by every child), and
+/// whether the kernel confirms it is set.
+#[allow(unsafe_code)]
+fn no_new_privileges() -> bool {
+    // <linux/prctl.h>
+    const PR_SET_NO_NEW_PRIVS: i32 = 38;
+    const PR_GET_NO_NEW_PRIVS: i32 = 39;
+    extern "C" {
+        fn prctl(option: i32, ...) -> i32;
+    }
+    // SAFETY: prctl with these options takes four unsigned long arguments and touches no
+    // memory of ours.
+    unsafe {
+        prctl(PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) == 0
+            && prctl(PR_GET_NO_NEW_PRIVS, 0u64, 0u64, 0u64, 0u64) == 1
+    }
+}
+
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let nonce = args
@@ -438,6 +463,14 @@ fn main() -> ExitCode {
     });
     let node = std::env::var(NODE_ENV).ok().filter(|n| !n.is_empty());
     let refusal = match checked {
+        Ok(gate) if !no_new_privileges() => refuse(
+            "gate-no-new-privs",
+            format!(
+                "cannot set no-new-privileges before running {:?}: {}",
+                gate.command[0],
+                io::Error::last_os_error()
+            ),
+        ),
         Ok(gate) => {
             let err = Command::new(&gate.command[0])
                 .args(&gate.command[1..])
@@ -470,7 +503,7 @@ mod tests {
 
     fn gate() -> Gate {
         parse(args(
-            "v1 n1 tmpfs /ws 555 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- sh -c true",
+            "v2 n1 tmpfs /ws 555 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- sh -c true",
         ))
         .unwrap()
     }
@@ -521,14 +554,16 @@ mod tests {
     #[test]
     fn refuses_bad_arguments_and_an_empty_command() {
         for (bad, rule) in [
-            ("v2 n tmpfs /ws 555 ro cwd /ws -- true", "gate-arguments"),
-            ("v1 n tmpfs /ws 555 xx cwd /ws -- true", "gate-arguments"),
-            ("v1 n tmpfs /ws 5x5 ro cwd /ws -- true", "gate-arguments"),
-            ("v1 n cwd /ws -- true", "gate-arguments"),
-            ("v1 n tmpfs /ws 555 ro -- true", "gate-arguments"),
-            ("v1 n tmpfs /ws 555 ro cwd /ws", "gate-arguments"),
-            ("v1 n tmpfs /ws 555 ro cwd /ws --", "gate-no-command"),
-            ("v1 n frob -- true", "gate-arguments"),
+            // A launcher of the old protocol (no no-new-privileges) is refused.
+            ("v1 n tmpfs /ws 555 ro cwd /ws -- true", "gate-arguments"),
+            ("v3 n tmpfs /ws 555 ro cwd /ws -- true", "gate-arguments"),
+            ("v2 n tmpfs /ws 555 xx cwd /ws -- true", "gate-arguments"),
+            ("v2 n tmpfs /ws 5x5 ro cwd /ws -- true", "gate-arguments"),
+            ("v2 n cwd /ws -- true", "gate-arguments"),
+            ("v2 n tmpfs /ws 555 ro -- true", "gate-arguments"),
+            ("v2 n tmpfs /ws 555 ro cwd /ws", "gate-arguments"),
+            ("v2 n tmpfs /ws 555 ro cwd /ws --", "gate-no-command"),
+            ("v2 n frob -- true", "gate-arguments"),
         ] {
             assert_eq!(parse(args(bad)).unwrap_err().rule, rule, "{bad}");
         }
@@ -619,7 +654,7 @@ mod tests {
     #[test]
     fn a_known_drift_of_the_root_mode_is_accepted_and_nothing_else() {
         let g = parse(args(
-            "v1 n tmpfs /ws 555|755 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- true",
+            "v2 n tmpfs /ws 555|755 ro bind /ws/startup 2049 11 ro norec bind /ws/job-1 2049 12 rw norec cwd /ws/job-1 -- true",
         ))
         .unwrap();
         assert_eq!(g.root.modes, vec![0o555, 0o755]);
@@ -631,13 +666,13 @@ mod tests {
         let r = compare(&g, &s).unwrap_err();
         assert_eq!(r.rule, "gate-root-mode");
         assert!(r.message.contains("planned 0555"), "{}", r.message);
-        assert!(parse(args("v1 n tmpfs /ws 555|x ro cwd /ws -- true")).is_err());
+        assert!(parse(args("v2 n tmpfs /ws 555|x ro cwd /ws -- true")).is_err());
     }
 
     #[test]
     fn on_a_node_the_inode_and_one_filesystem_for_the_group_decide() {
         let g = parse(args(
-            "v1 n tmpfs /ws 555 ro bind /ws/startup same:w 11 ro norec bind /ws/job-1 same:w 12 rw norec cwd /ws/job-1 -- true",
+            "v2 n tmpfs /ws 555 ro bind /ws/startup same:w 11 ro norec bind /ws/job-1 same:w 12 rw norec cwd /ws/job-1 -- true",
         ))
         .unwrap();
         assert_eq!(g.binds[0].dev, Dev::Same("w".into()));
@@ -681,6 +716,14 @@ mod tests {
         assert_eq!(m[2], entry("/ws/a b", false, "ext4"));
         assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
         assert_eq!(unescape("tail\\04"), "tail\\04");
+    }
+
+    #[test]
+    fn no_new_privileges_is_set_and_confirmed() {
+        // Set on the test process's own thread; harmless for a test binary.
+        assert!(no_new_privileges());
+        let status = fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
     }
 
     #[test]

@@ -87,6 +87,11 @@ pub struct ObservedContainer {
     pub state: Option<String>,
     /// The command's exit code, once it has exited and when reported.
     pub exit_code: Option<i64>,
+    /// The pid of the container's first process while it runs, as the engine numbers it (in
+    /// the engine's pid namespace: this host's only when the engine runs on this host and not
+    /// in a container of its own). `audit --verify` looks through `/proc/PID/root` at what the
+    /// container holds.
+    pub first_pid: Option<u32>,
     /// The working directory; `None`: not reported.
     pub working_dir: Option<String>,
     /// The configured user.

@@ -296,6 +296,7 @@ fn observed(id: &str, c: &FakeContainer) -> ObservedContainer {
         labels: c.labels.clone(),
         state: Some(state.into()),
         exit_code,
+        first_pid: None,
         working_dir: Some(c.plan.workdir().as_str().to_owned()),
         tmpfs: Some(vec![ObservedTmpfs {
             target: root.target().as_str().to_owned(),

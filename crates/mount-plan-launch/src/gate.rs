@@ -73,7 +73,7 @@ impl Gate {
         let nonce = LaunchId::new().to_string();
         let p = plan.plan();
         let root = p.root_tmpfs();
-        let mut args: Vec<String> = vec![GATE_PATH.into(), "v1".into(), nonce.clone()];
+        let mut args: Vec<String> = vec![GATE_PATH.into(), "v2".into(), nonce.clone()];
         args.extend([
             "tmpfs".into(),
             root.target().to_string(),
@@ -258,7 +258,7 @@ mod tests {
         let v = verified(dir.path());
         let g = Gate::new(&v);
         let e = g.entrypoint();
-        assert_eq!(&e[..2], &[GATE_PATH.to_owned(), "v1".to_owned()]);
+        assert_eq!(&e[..2], &[GATE_PATH.to_owned(), "v2".to_owned()]);
         assert_eq!(
             &e[3..7],
             &["tmpfs", "/workspace", "555", "ro"].map(String::from)

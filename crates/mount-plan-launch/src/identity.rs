@@ -8,6 +8,12 @@ use std::fmt;
 pub const LABEL_LAUNCH: &str = "io.mount-plan.launch";
 /// Label carrying the launcher's host name.
 pub const LABEL_HOST: &str = "io.mount-plan.host";
+/// Label carrying the launcher machine's id (`/etc/machine-id`): host names repeat across
+/// machines, and the pid namespace of a machine's first process has the same number on every
+/// machine, so neither tells machines apart. Limit: machines cloned with the same
+/// `/etc/machine-id` are one machine to `gc` (a different boot id then reads as a reboot):
+/// give each its own id (`systemd-machine-id-setup`).
+pub const LABEL_MACHINE: &str = "io.mount-plan.machine";
 /// Label carrying the launcher host's boot id (`/proc/sys/kernel/random/boot_id`).
 pub const LABEL_BOOT_ID: &str = "io.mount-plan.boot-id";
 /// Label carrying the launcher's pid namespace (`/proc/self/ns/pid`).
@@ -62,8 +68,11 @@ impl fmt::Display for LaunchId {
 /// The launcher process, as far as `gc` needs to tell whether it still runs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Launcher {
-    /// Host name.
+    /// Host name (for messages: it does not tell machines apart).
     pub host: String,
+    /// The machine's id (`/etc/machine-id`, else `/var/lib/dbus/machine-id`); empty when it
+    /// has none.
+    pub machine: String,
     /// The host's boot id.
     pub boot_id: String,
     /// The pid namespace, as `/proc/self/ns/pid` names it (`pid:[4026531836]`).
@@ -88,12 +97,23 @@ pub fn process_start(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// This machine's id: `/etc/machine-id` (systemd), else `/var/lib/dbus/machine-id`; empty when
+/// neither names one.
+fn machine_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .into_iter()
+        .map(read_trimmed)
+        .find(|id| !id.is_empty())
+        .unwrap_or_default()
+}
+
 impl Launcher {
     /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
         Launcher {
             host: read_trimmed("/proc/sys/kernel/hostname"),
+            machine: machine_id(),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             pid_ns: std::fs::read_link("/proc/self/ns/pid")
                 .map(|p| p.to_string_lossy().into_owned())
@@ -104,10 +124,11 @@ impl Launcher {
     }
 
     /// The labels that carry this identity and `launch`.
-    pub fn labels(&self, launch: &LaunchId) -> [(&'static str, String); 6] {
+    pub fn labels(&self, launch: &LaunchId) -> [(&'static str, String); 7] {
         [
             (LABEL_LAUNCH, launch.to_string()),
             (LABEL_HOST, self.host.clone()),
+            (LABEL_MACHINE, self.machine.clone()),
             (LABEL_BOOT_ID, self.boot_id.clone()),
             (LABEL_PID_NS, self.pid_ns.clone()),
             (LABEL_PID, self.pid.to_string()),
@@ -120,6 +141,7 @@ impl Launcher {
         let get = |k: &str| labels.get(k).cloned();
         Some(Launcher {
             host: get(LABEL_HOST)?,
+            machine: get(LABEL_MACHINE)?,
             boot_id: get(LABEL_BOOT_ID)?,
             pid_ns: get(LABEL_PID_NS)?,
             pid: get(LABEL_PID)?.parse().ok()?,
@@ -150,6 +172,19 @@ pub fn judge(
     let Some(launcher) = Launcher::from_labels(labels) else {
         return Verdict::Unknown("it does not carry the launcher labels".into());
     };
+    // The machine decides, not the host name (two machines sharing an engine may have the
+    // same): a machine with no id cannot tell another machine from a reboot of its own.
+    if here.machine.is_empty() {
+        return Verdict::Unknown(
+            "this machine has no machine id (/etc/machine-id): it cannot tell another machine's launch from its own".into(),
+        );
+    }
+    if launcher.machine != here.machine {
+        return Verdict::Unknown(format!(
+            "it was launched on another machine (machine id {:?}, host {:?})",
+            launcher.machine, launcher.host
+        ));
+    }
     if launcher.host != here.host {
         return Verdict::Unknown(format!("it was launched on host {:?}", launcher.host));
     }
@@ -182,6 +217,7 @@ mod tests {
     fn here() -> Launcher {
         Launcher {
             host: "h".into(),
+            machine: "m".into(),
             boot_id: "b".into(),
             pid_ns: "pid:[1]".into(),
             pid: 10,
@@ -246,6 +282,23 @@ mod tests {
         assert!(
             matches!(judge(&labels_of(&rebooted), &h, &alive), Verdict::Orphan(m) if m.contains("rebooted"))
         );
+
+        let other_machine = Launcher {
+            machine: "m2".into(),
+            boot_id: "b2".into(),
+            ..h.clone()
+        };
+        assert!(
+            matches!(judge(&labels_of(&other_machine), &h, &alive), Verdict::Unknown(m) if m.contains("another machine") && m.contains("m2"))
+        );
+        let no_machine_id = Launcher {
+            machine: String::new(),
+            ..h.clone()
+        };
+        assert!(matches!(
+            judge(&labels_of(&no_machine_id), &no_machine_id, &alive),
+            Verdict::Unknown(m) if m.contains("no machine id")
+        ));
 
         let elsewhere = Launcher {
             host: "other".into(),

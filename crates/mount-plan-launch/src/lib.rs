@@ -72,7 +72,7 @@ pub use protection::{
 };
 pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
 pub use spec::{
-    Capability, ContainerName, EnvVar, GpuRequest, ImageRef, Labels, LaunchSpec, Network,
-    NetworkName, PlacementConstraint, Resources, SpecError, User, LABEL_JOB, LABEL_MANAGED,
-    LABEL_PLAN_DIGEST, LABEL_PREFIX,
+    duration_secs, duration_whole_secs, Capability, ContainerName, EnvVar, GpuRequest, ImageRef,
+    Labels, LaunchSpec, Network, NetworkName, PlacementConstraint, Resources, SpecError, User,
+    LABEL_JOB, LABEL_MANAGED, LABEL_PLAN_DIGEST, LABEL_PREFIX, MAX_DURATION,
 };

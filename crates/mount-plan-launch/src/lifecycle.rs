@@ -637,7 +637,7 @@ impl Driver<'_> {
                 },
                 s = &mut wait, if status.is_none() => {
                     status = Some(s);
-                    drain.as_mut().reset(tokio::time::Instant::now() + log_drain);
+                    drain.as_mut().reset(deadline(log_drain));
                 }
                 _ = &mut drain, if status.is_some() && !logs_done => {
                     logs_done = true;
@@ -764,7 +764,7 @@ impl Driver<'_> {
             let grace = self.options.stop_grace;
             // A failed stop still ends in a forced removal.
             let _ = tokio::time::timeout(
-                grace + self.options.call_timeout,
+                grace.saturating_add(self.options.call_timeout),
                 self.engine.stop(id, grace),
             )
             .await;
@@ -856,6 +856,14 @@ impl Driver<'_> {
             container: self.container,
         }
     }
+}
+
+/// `after` from now; a duration past the clock's range is the far future (the options a
+/// library caller builds are not bounded as the front ends' are).
+fn deadline(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// An error with its causes, each once (a cause already in the text is not repeated).
@@ -954,7 +962,7 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
     let mut out = Vec::new();
     for listed in engine.list(LABEL_MANAGED, "1").await? {
         if let (Some(min), Some(created)) = (options.older_than, listed.created_unix) {
-            if now.saturating_sub(created) < min.as_secs() as i64 {
+            if now.saturating_sub(created) < i64::try_from(min.as_secs()).unwrap_or(i64::MAX) {
                 continue;
             }
         }

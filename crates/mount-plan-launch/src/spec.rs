@@ -103,6 +103,17 @@ pub enum SpecError {
         /// The accepted range.
         range: &'static str,
     },
+    /// A duration (a stop grace, a timeout, an age) is not a number of seconds from 0 to its
+    /// bound: a longer one would overflow the lifecycle's clock arithmetic.
+    #[error("{rule}{what} {value:?} is not a number of seconds from 0 to {max_secs}", rule = self.prefix())]
+    Duration {
+        /// Which duration (`--stop-grace`, `stop_grace`...).
+        what: &'static str,
+        /// The refused value.
+        value: String,
+        /// The largest accepted value, in seconds.
+        max_secs: u64,
+    },
     /// The protection id is unknown.
     #[error("{rule}{value:?} is not a protection id (one of {known})", rule = self.prefix())]
     Protection {
@@ -154,6 +165,7 @@ mount_plan::rules!(SpecError, "spec", {
     LabelReserved => "label-reserved",
     Gpus => "gpus",
     Resource => "resource",
+    Duration => "duration",
     Protection => "protection",
     EngineKind => "engine-kind",
     Constraint => "constraint",
@@ -177,6 +189,7 @@ impl SpecError {
             | SpecError::LabelReserved { value }
             | SpecError::Gpus { value }
             | SpecError::Resource { value, .. }
+            | SpecError::Duration { value, .. }
             | SpecError::Protection { value, .. }
             | SpecError::EngineKind { value }
             | SpecError::Capability { value, .. }
@@ -184,6 +197,39 @@ impl SpecError {
             | SpecError::Constraint { value, .. } => value,
         }
     }
+}
+
+/// The longest duration a launch takes from its caller (a stop grace, a call or connect
+/// timeout, `gc --older-than`): a day. Bounded where it is parsed, so that no sum of durations
+/// in the lifecycle can overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `secs` seconds as a duration, refused ([`SpecError::Duration`], naming `what`) unless it
+/// is a number from 0 to [`MAX_DURATION`].
+pub fn duration_secs(what: &'static str, secs: f64) -> Result<std::time::Duration, SpecError> {
+    if secs.is_finite() && (0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) {
+        return Ok(std::time::Duration::from_secs_f64(secs));
+    }
+    Err(SpecError::Duration {
+        what,
+        value: secs.to_string(),
+        max_secs: MAX_DURATION.as_secs(),
+    })
+}
+
+/// [`duration_secs`] for a whole number of seconds (the CLI's options), quoting it exactly.
+pub fn duration_whole_secs(
+    what: &'static str,
+    secs: u64,
+) -> Result<std::time::Duration, SpecError> {
+    if secs <= MAX_DURATION.as_secs() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    Err(SpecError::Duration {
+        what,
+        value: secs.to_string(),
+        max_secs: MAX_DURATION.as_secs(),
+    })
 }
 
 fn plain_name(value: &str) -> bool {

@@ -612,3 +612,94 @@ async fn gc_goes_on_past_a_removal_that_fails() {
     );
     assert_eq!(engine.containers().len(), 1);
 }
+
+/// Issue 21, finding 6: a stop grace at the top of `Duration`'s range (what
+/// `--stop-grace 18446744073709551615` was before the CLI bounded it, and a library caller
+/// can still pass) and a cancellation while the job runs: no overflow panic, the container
+/// is stopped and removed.
+#[tokio::test(start_paused = true)]
+async fn a_stop_grace_at_the_end_of_the_clock_does_not_overflow() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let cancel = CancelToken::new();
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    })
+    .cancel_on(Op::Wait, cancel.clone());
+    let options = LaunchOptions {
+        stop_grace: Duration::MAX,
+        log_drain: Duration::MAX,
+        ..options(&cancel)
+    };
+    let mut rec = Recorder::default();
+    let outcome = launch(&engine, &verified, &spec(), &options, &mut rec).await;
+    let failed = outcome.expect_err("cancelled");
+    assert!(failed.is_cancelled(), "{:?}", failed.error);
+    assert!(failed.command_ran);
+    assert!(engine.calls().contains(&Op::Stop), "stopped first");
+    assert!(engine.containers().is_empty(), "{:?}", engine.containers());
+}
+
+/// Issue 21, finding 4: a launcher on a second machine that shares the engine and the host
+/// name (another machine id and boot id) is alive as far as this machine can tell: `gc` here
+/// cannot judge its container and keeps it, saying which machine launched it.
+#[tokio::test(start_paused = true)]
+async fn gc_keeps_a_container_of_another_machine_with_the_same_host_name() {
+    use mount_plan_launch::identity::{LABEL_BOOT_ID, LABEL_HOST, LABEL_MACHINE, LABEL_PID};
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    });
+    let me = mount_plan_launch::Launcher::current();
+    // Same host name, and a pid that is not ours here (it runs there).
+    create_with_labels(
+        &engine,
+        &verified,
+        &[
+            (LABEL_PID, "999999999"),
+            (LABEL_HOST, &me.host),
+            (LABEL_MACHINE, "0123456789abcdef0123456789abcdef"),
+            (LABEL_BOOT_ID, "00000000-1111-2222-3333-444444444444"),
+        ],
+    )
+    .await;
+    let done = gc(&engine, &GcOptions::default()).await.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(!done[0].removed, "{done:?}");
+    assert!(
+        matches!(&done[0].verdict, mount_plan_launch::Verdict::Unknown(why)
+            if why.contains("another machine") && why.contains("0123456789abcdef")),
+        "{done:?}"
+    );
+    assert_eq!(engine.containers().len(), 1, "kept");
+}
+
+/// Create a container of `verified` on the fake with this process's launch labels, `labels`
+/// replacing some of them; its id.
+async fn create_with_labels(
+    engine: &FakeEngine,
+    verified: &VerifiedPlan,
+    labels: &[(&str, &str)],
+) -> String {
+    let mut all = mount_plan_launch::lifecycle::launch_labels(
+        verified.plan(),
+        &spec(),
+        &mount_plan_launch::LaunchId::new(),
+        &mount_plan_launch::Launcher::current(),
+    );
+    for (k, v) in labels {
+        all.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let gate = mount_plan_launch::gate::Gate::new(verified);
+    let req = mount_plan_launch::CreateRequest {
+        plan: verified,
+        gate: &gate,
+        spec: &spec(),
+        labels: &all,
+    };
+    use mount_plan_launch::Engine;
+    engine.create(&req).await.unwrap()
+}

@@ -129,6 +129,12 @@ pub fn observe(data: &InspectContainerData) -> ObservedContainer {
             .unwrap_or_default(),
         state: data.state.as_ref().and_then(|s| s.status.clone()),
         exit_code: exit_status(data).map(|s| s.code),
+        first_pid: data
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0),
         working_dir: config.and_then(|c| c.working_dir.clone()),
         user: config
             .and_then(|c| c.user.clone())

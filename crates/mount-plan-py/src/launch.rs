@@ -15,7 +15,7 @@ use mount_plan_launch::{
     CancelToken, Event, Keep, LaunchError, LaunchOptions, LogChunk, Observer, OutputStream,
 };
 use mount_plan_run::{EngineKind, Failure, LaunchRequest, Outcome, RunError};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -150,13 +150,18 @@ pub fn launch(
     on_output: Option<Bound<'_, PyAny>>,
     on_event: Option<Bound<'_, PyAny>>,
 ) -> PyResult<i64> {
-    let secs = |what: &str, v: f64| {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| PyValueError::new_err(format!("{what}={v} is not a number of seconds")))
+    let verified = plan.get().inner.clone();
+    // Bounded before anything runs (a longer one would overflow the lifecycle's clock).
+    let secs = |what: &'static str, v: f64| {
+        mount_plan_launch::duration_secs(what, v).map_err(|e| {
+            match mount_plan_run::refuse(&verified, e) {
+                Outcome::Failed(failure) => to_py_launch_error(&failure),
+                Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
+            }
+        })
     };
     let stop_grace = secs("stop_grace", stop_grace)?;
     let connect_timeout = secs("connect_timeout", connect_timeout)?.max(Duration::from_secs(1));
-    let verified = plan.get().inner.clone();
     let mut request = LaunchRequest::new(image, command.unwrap_or_default());
     request.user = user;
     request.env = env_of(env.as_ref())?;

@@ -122,6 +122,11 @@ def test_launch_errors(docker_client, workspace, test_id):
         mount_plan.launch(verified, "busybox", ["true"], socket="unix:///nonexistent.sock",
                           connect_timeout=2)
     assert (e.value.rule, e.value.value) == ("connect", "unix:///nonexistent.sock")
+    # Issue 21, finding 6: a stop grace past the bound is refused before anything runs.
+    with pytest.raises(mount_plan.LaunchError) as e:
+        mount_plan.launch(verified, "busybox", ["true"], stop_grace=1e19)
+    assert e.value.rule == "duration"
+    assert not e.value.command_ran
     with pytest.raises(TypeError):
         mount_plan.launch(mount_plan.plan(workspace, "job-1"), "busybox", ["true"])
     assert no_container_left(docker_client, test_id)

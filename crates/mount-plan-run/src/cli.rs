@@ -50,12 +50,12 @@ impl TypedValueParser for KindParser {
     }
 }
 
-/// A whole number of seconds.
+/// A whole number of seconds, at most `mount_plan_launch::MAX_DURATION` (`--connect-timeout`).
 pub fn whole_seconds(value: &str) -> Result<Duration, String> {
-    value
+    let secs = value
         .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|e| format!("{value:?} is not a whole number of seconds: {e}"))
+        .map_err(|e| format!("{value:?} is not a whole number of seconds: {e}"))?;
+    mount_plan_launch::duration_whole_secs("--connect-timeout", secs).map_err(|e| e.to_string())
 }
 
 /// `K=V`, split at the first `=`.

@@ -240,8 +240,13 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Engine>, LaunchError
     if let Some(e) = endpoint.unsupported_setting() {
         return Err(e);
     }
+    // Bounded (a longer one would overflow the clock), at least a second.
     #[allow(unused_variables)]
-    let timeout = endpoint.connect_timeout.max(Duration::from_secs(1));
+    let timeout = mount_plan_launch::duration_secs(
+        "connect timeout",
+        endpoint.connect_timeout.as_secs_f64(),
+    )?
+    .max(Duration::from_secs(1));
     match endpoint.kind {
         #[cfg(feature = "docker")]
         EngineKind::Docker => {

@@ -19,9 +19,10 @@
 //!
 //! **Limits.** Measured on Docker 20.10 (API 1.41) as manager and workers:
 //! - a service's mounts take no nosuid, nodev or noexec, and its privileges take
-//!   `NoNewPrivileges` only from API 1.46: nosuid and noexec must be accepted as missing
-//!   (nodev holds through the device cgroup: a service is never privileged and adds no
-//!   devices);
+//!   `NoNewPrivileges` only from API 1.46: nosuid holds by the no-new-privileges the gate
+//!   sets on itself before the command runs (gate protocol v2: a stale v1 gate on a node
+//!   refuses the launch), nodev through the device cgroup (a service is never privileged and
+//!   adds no devices); noexec must be accepted as missing;
 //! - R's mode drifts to 0755 as on Docker 20.10, and the manager has no window to fix it;
 //! - network `none` cannot be asked of a service (no such swarm network): the job gets the
 //!   node's default bridge, said in the report's warnings;
@@ -206,7 +207,7 @@ impl Engine for SwarmEngine {
         EngineReport {
             engine: self.info.clone(),
             protections: availability(self.api),
-            warnings: translate::warnings(self.api),
+            warnings: translate::warnings(),
         }
     }
 

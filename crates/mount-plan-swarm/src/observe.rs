@@ -160,6 +160,19 @@ pub fn unix_seconds(time: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
 }
 
+/// Whether the service's first process is the in-container gate: its command starts with
+/// the gate's path, bound there read-only.
+fn runs_the_gate(c: &bollard::models::TaskSpecContainerSpec) -> bool {
+    use mount_plan_launch::gate::GATE_PATH;
+    let first = c.command.as_ref().and_then(|cmd| cmd.first());
+    let bound = c.mounts.iter().flatten().any(|m| {
+        m.typ == Some(MountType::BIND)
+            && m.target.as_deref() == Some(GATE_PATH)
+            && m.read_only == Some(true)
+    });
+    first.map(String::as_str) == Some(GATE_PATH) && bound
+}
+
 /// Map a service (its spec as the manager stored it, which is what every task is created
 /// from) and its current task to an [`ObservedContainer`].
 ///
@@ -255,6 +268,7 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
             .collect(),
         state: Some(state),
         exit_code,
+        first_pid: None,
         working_dir: c.dir.clone().filter(|d| !d.is_empty()),
         user: c.user.clone().filter(|u| !u.is_empty()),
         binds,
@@ -262,7 +276,9 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
         other_mounts,
         volumes_from: Vec::new(),
         privileged: false,
-        no_new_privileges: privileges.no_new_privileges.unwrap_or(false),
+        // The service's own setting (API 1.46), or the gate as its first process: the gate
+        // sets no-new-privileges on itself before `execve`, whatever the API carried.
+        no_new_privileges: privileges.no_new_privileges.unwrap_or(false) || runs_the_gate(&c),
         cap_add: c.capability_add.clone().unwrap_or_default(),
         cap_drop: c.capability_drop.clone().unwrap_or_default(),
         cap_bounding: None,
@@ -339,6 +355,26 @@ mod tests {
         ];
         assert_eq!(current_task(&tasks).unwrap().id.as_deref(), Some("new"));
         assert!(current_task(&[]).is_none());
+    }
+
+    /// Issue 21, finding 10: at API 1.41 the spec carries no `NoNewPrivileges`; the gate as
+    /// the first process (bound read-only at its path) sets it, and only then is it observed.
+    #[test]
+    fn the_gate_as_first_process_is_no_new_privileges() {
+        let with = |command: &str, read_only: bool| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "ID": "svc1",
+                "Spec": {"TaskTemplate": {"ContainerSpec": {
+                    "Command": [command, "v2", "nonce"],
+                    "Mounts": [{"Type": "bind", "Source": "/usr/local/libexec/mount-plan/gate",
+                                "Target": "/.mount-plan/gate", "ReadOnly": read_only}]
+                }}}
+            }))
+            .unwrap()
+        };
+        assert!(observe(&with("/.mount-plan/gate", true), None).no_new_privileges);
+        assert!(!observe(&with("/bin/sh", true), None).no_new_privileges);
+        assert!(!observe(&with("/.mount-plan/gate", false), None).no_new_privileges);
     }
 
     #[test]

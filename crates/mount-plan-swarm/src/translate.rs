@@ -42,16 +42,19 @@ pub mod api {
     pub const CAPABILITIES: ApiVersion = ApiVersion::new(1, 41);
 }
 
-/// How Swarm (at API `api`) honours `nosuid` on binds.
+/// How Swarm (at API `api`) honours `nosuid` on binds: a service's mounts take no nosuid
+/// option, so by no-new-privileges, which the in-container gate sets on itself before the
+/// command runs, at every API version (the service's own `NoNewPrivileges` exists only from
+/// API 1.46 and 20.10 drops it).
 pub fn nosuid_availability(api: ApiVersion) -> Availability {
     if api >= api::NO_NEW_PRIVILEGES {
         Availability::Substitute(
-            "\"NoNewPrivileges\" in the service's privileges (setuid bits give no privileges)"
+            "no-new-privileges: \"NoNewPrivileges\" in the service's privileges, and set by the in-container gate before the command runs (setuid bits give no privileges)"
                 .into(),
         )
     } else {
-        Availability::Missing(format!(
-            "a service's mounts take no nosuid option and its privileges take NoNewPrivileges only from API {} (this manager speaks {api} and drops it)",
+        Availability::Substitute(format!(
+            "no-new-privileges, set by the in-container gate before the command runs (setuid bits give no privileges; the service's own NoNewPrivileges needs API {}, this manager speaks {api})",
             api::NO_NEW_PRIVILEGES
         ))
     }
@@ -90,18 +93,11 @@ pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
 }
 
 /// What the engine report warns about for every Swarm launch.
-pub fn warnings(api: ApiVersion) -> Vec<String> {
-    let mut out = vec![
+pub fn warnings() -> Vec<String> {
+    vec![
         "a job asking for network none gets the node's default bridge: Swarm attaches a service to no local network other than its predefined ones (measured on 20.10: \"network none not found\")".to_owned(),
         "the audit reads the service spec from the manager; what the worker's engine and kernel made of it is proven only by an in-container check".to_owned(),
-    ];
-    if api < api::NO_NEW_PRIVILEGES {
-        out.push(format!(
-            "NoNewPrivileges is dropped by this manager (API {api} < {}): setuid files in bound directories work unless nosuid comes from the node's mount of W",
-            api::NO_NEW_PRIVILEGES
-        ));
-    }
-    out
+    ]
 }
 
 /// How the in-container gate reaches a service's container: a service has no archive call, so
@@ -454,7 +450,8 @@ mod tests {
         );
         let a = availability(ApiVersion::new(1, 41));
         let get = |p| a.iter().find(|(q, _)| *q == p).unwrap().1.clone();
-        assert!(!get(Protection::NoSuidOnBinds).is_available());
+        // By the gate's no-new-privileges, whatever the API drops (issue 21, finding 10).
+        assert!(get(Protection::NoSuidOnBinds).is_available());
         assert!(!get(Protection::NoExecOnBinds).is_available());
         assert_eq!(get(Protection::NonRecursiveBinds), Availability::Native);
         assert_eq!(get(Protection::ReadOnlyRoot), Availability::Native);

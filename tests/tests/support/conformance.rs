@@ -1012,6 +1012,39 @@ pub async fn scratch_root_has_the_planned_mode(rt: &dyn Engine, fx: &EngineFixtu
     );
 }
 
+/// Issue 21, finding 10: the job's command runs with no-new-privileges, set by the gate
+/// itself before `execve`, whatever the engine's API carried (Swarm at API 1.41 drops
+/// `NoNewPrivileges` from the service spec). Read from inside: `/proc/self/status` of the
+/// command says `NoNewPrivs: 1`.
+pub async fn the_command_runs_with_no_new_privileges(rt: &dyn Engine, fx: &EngineFixture) {
+    let ws = fx.workspace_for(Scenario::AsRoot);
+    let verified = ws.verified();
+    let run_label = unique("nnp");
+    let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, &run_label);
+    // Shell built-ins only: the probe image has no grep.
+    spec.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "while read -r l; do case \"$l\" in NoNewPrivs*) echo $l;; esac; done < /proc/self/status"
+            .into(),
+    ];
+    let mut stdout = Vec::new();
+    let done = {
+        let mut sink = |c: &LogChunk| stdout.extend_from_slice(&c.bytes);
+        launch(rt, &verified, &spec, &LaunchOptions::default(), &mut sink)
+            .await
+            .unwrap_or_else(|f| panic!("{}: the job failed: {}", fx.name, f.error))
+    };
+    let out = String::from_utf8_lossy(&stdout);
+    assert_eq!(done.status.code, 0, "{}: {out}", fx.name);
+    assert_eq!(
+        out.trim(),
+        "NoNewPrivs: 1",
+        "{}: the command runs without no-new-privileges",
+        fx.name
+    );
+}
+
 /// An engine that shows `gc` only the containers of one test run (other launches share the
 /// engine), and whose removal of `raced` comes just after someone else's: as when a launch
 /// ends and removes its own container between gc's listing and gc's removal.

@@ -135,12 +135,17 @@ pub fn cluster() -> Option<Cluster> {
 
 /// The manager, connected.
 pub async fn engine(cluster: &Cluster) -> SwarmEngine {
-    SwarmEngine::connect(&ConnectOptions {
+    let engine = SwarmEngine::connect(&ConnectOptions {
         host: Some(cluster.socket.clone()),
         ..ConnectOptions::default()
     })
     .await
-    .expect("connect to the swarm manager")
+    .expect("connect to the swarm manager");
+    // A branch's own gate, installed on the workers at another path than the shared one.
+    match std::env::var("MOUNT_PLAN_SWARM_GATE") {
+        Ok(path) if !path.is_empty() => engine.with_gate_on_nodes(path),
+        _ => engine,
+    }
 }
 
 /// The probe image on every node, by ID (`docker save` on the manager, `docker load` on
@@ -194,9 +199,9 @@ pub fn probe_image(cluster: &Cluster) -> Result<String, String> {
 
 /// The conformance fixture for Swarm: workspaces in the shared work directory (seen at the
 /// same path by every node, submounts included), on their own shared tmpfs so that a bind
-/// without private propagation shows. Accepted gaps: noexec (no field at any version) and
-/// nosuid (NoNewPrivileges is dropped before API 1.46). R's root inode is 0755, as on
-/// Docker 20.10.
+/// without private propagation shows. Accepted gap: noexec (no field at any version); nosuid
+/// holds by the no-new-privileges the gate sets (the service's own is dropped before API
+/// 1.46), and is checked. R's root inode is 0755, as on Docker 20.10.
 pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
     EngineFixture {
         name: "swarm".into(),
@@ -206,7 +211,7 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         nonroot: "1000:1000".parse().unwrap(),
         job_owner: Some((1000, 1000)),
         root_owner: None,
-        lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds, Protection::NoSuidOnBinds]),
+        lacks_hardening: BTreeSet::from([Protection::NoExecOnBinds]),
         bind_flags_in_mountinfo: false,
         shared_tmpfs: true,
         root_inode_mode: Some(0o755),

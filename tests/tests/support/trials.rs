@@ -1,6 +1,6 @@
-//! The conformance trials every engine runs (an engine may skip one it cannot run, such as
-//! the nested Docker 26 and Podman 5 for gc), written once: each conformance binary gives its
-//! engine's name, needs and setup, and gets the same trials (`<prefix>_as_root_conforms`, ...),
+//! The conformance trials every engine runs, written once: each conformance binary gives its
+//! engine's name, needs and setup, and gets the same trials (`<prefix>_as_root_conforms`, ...;
+//! the nested Docker 26 and Podman 5 skip gc and no-new-privileges, as before),
 //! each bounded so that a hung engine fails its trial instead of the run. A missing engine is
 //! an ignored trial, a failure under `CI` (the testkit's harness).
 
@@ -46,11 +46,14 @@ pub enum Common {
     ScratchRootHasThePlannedMode,
     /// `gc` removes the orphans of a launcher that is gone, and reports only what it removed.
     GcReportsOnlyWhatItRemoved,
+    /// The command runs with no-new-privileges (the gate sets it).
+    TheCommandRunsWithNoNewPrivileges,
 }
 
 impl Common {
     /// Every common trial.
-    pub const ALL: [Common; 7] = [
+    pub const ALL: [Common; 8] = [
+        Common::TheCommandRunsWithNoNewPrivileges,
         Common::GcReportsOnlyWhatItRemoved,
         Common::AsRootConforms,
         Common::GateRefusesASwappedJobDir,
@@ -71,6 +74,7 @@ impl Common {
             }
             Common::ScratchRootHasThePlannedMode => "scratch_root_has_the_planned_mode",
             Common::GcReportsOnlyWhatItRemoved => "gc_reports_only_what_it_removed",
+            Common::TheCommandRunsWithNoNewPrivileges => "the_command_runs_with_no_new_privileges",
         }
     }
 
@@ -114,6 +118,13 @@ impl Common {
             }
             Common::GcReportsOnlyWhatItRemoved => {
                 bounded("gc", conformance::gc_reports_only_what_it_removed(rt, fx)).await
+            }
+            Common::TheCommandRunsWithNoNewPrivileges => {
+                bounded(
+                    "no-new-privileges",
+                    conformance::the_command_runs_with_no_new_privileges(rt, fx),
+                )
+                .await
             }
         }
     }

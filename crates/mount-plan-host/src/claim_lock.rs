@@ -1,0 +1,227 @@
+//! The lock behind a job-directory claim, kept where no other host user can take it.
+//!
+//! A lock on W/J itself (`flock` on the directory) can be taken by any host user who can open
+//! W/J, and a launch waiting for it cannot be stopped. So the lock is a file named after W/J's
+//! identity (`DEV-INO`) in a directory only the launcher's user can open: `/run/mount-plan-claims`
+//! for root, `$XDG_RUNTIME_DIR/mount-plan-claims` (or `/tmp/mount-plan-claims-UID`) for
+//! another user, created mode 0700 and refused ([`HostError::ClaimDirUnsafe`]) unless it is
+//! this user's own and closed to group and others. Launches hold it shared; a release takes it
+//! exclusive without waiting. Nobody holds it exclusive for longer than a release's `unlink`,
+//! so the shared lock is taken within a bounded wait ([`WAIT`], then
+//! [`HostError::JobDirBusy`]): a launch never blocks in it.
+//!
+//! Limit: launchers running as different host users keep their claims apart; a release by one
+//! does not see the other's claim (it still removes only the empty directory it created, and
+//! the in-container gate refuses a container whose W/J is no longer the pinned directory).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{
+    flock, fstat, mkdir, open, openat, statat, unlinkat, AtFlags, FlockOperation, Mode, OFlags,
+};
+use rustix::io::Errno;
+
+use crate::error::{HostError, Subject};
+use crate::open::io_err;
+use crate::Pin;
+
+/// The longest wait for a shared claim: only a release's exclusive hold (a few system calls)
+/// can be in the way.
+const WAIT: Duration = Duration::from_secs(10);
+/// Between two tries.
+const PAUSE: Duration = Duration::from_millis(5);
+
+/// The directory of this launcher's claims.
+pub(crate) fn claims_dir() -> PathBuf {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/mount-plan-claims");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("mount-plan-claims"),
+        _ => PathBuf::from(format!("/tmp/mount-plan-claims-{uid}")),
+    }
+}
+
+fn subject(path: &std::path::Path) -> Subject {
+    Subject::new(
+        "claim directory",
+        path.display().to_string(),
+        path.to_owned(),
+    )
+}
+
+/// Open (creating it, mode 0700) this launcher's claim directory; refused unless it is a
+/// directory of this user, closed to group and others.
+fn open_claims_dir() -> Result<OwnedFd, HostError> {
+    let path = claims_dir();
+    let at = subject(&path);
+    match mkdir(&path, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(io_err(&at, "create", e)),
+    }
+    let dir = open(
+        &path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => HostError::ClaimDirUnsafe {
+            at: at.clone(),
+            owner: None,
+            mode: None,
+        },
+        e => io_err(&at, "open", e),
+    })?;
+    let st = fstat(&dir).map_err(|e| io_err(&at, "stat", e))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        return Err(HostError::ClaimDirUnsafe {
+            at,
+            owner: Some(st.st_uid),
+            mode: Some(st.st_mode & 0o7777),
+        });
+    }
+    Ok(dir)
+}
+
+/// A lock on the claim file of one job directory.
+#[derive(Debug)]
+pub(crate) struct ClaimLock {
+    dir: OwnedFd,
+    name: OsString,
+    file: OwnedFd,
+}
+
+fn same_file(a: &rustix::fs::Stat, b: &rustix::fs::Stat) -> bool {
+    a.st_dev == b.st_dev && a.st_ino == b.st_ino
+}
+
+impl ClaimLock {
+    /// Open the claim file of `pin` and lock it with `op` (non-blocking), retrying while it
+    /// is busy until `until` (`None`: once). `Ok(None)`: busy. The file is the one its name
+    /// leads to once locked (a release may unlink it meanwhile: then a new one is made).
+    fn lock(
+        pin: Pin,
+        op: FlockOperation,
+        until: Option<Instant>,
+        at: &Subject,
+    ) -> Result<Option<ClaimLock>, HostError> {
+        let dir = open_claims_dir()?;
+        let name = OsString::from(format!("{}-{}", pin.dev, pin.ino));
+        let claim_at = subject(&claims_dir().join(&name));
+        loop {
+            let file = openat(
+                &dir,
+                &name,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io_err(&claim_at, "open", e))?;
+            loop {
+                match flock(&file, op) {
+                    Ok(()) => break,
+                    Err(Errno::INTR) => continue,
+                    Err(Errno::WOULDBLOCK) => match until {
+                        Some(deadline) if Instant::now() < deadline => std::thread::sleep(PAUSE),
+                        Some(_) => {
+                            return Err(HostError::JobDirBusy {
+                                at: at.clone(),
+                                waited_secs: WAIT.as_secs(),
+                            })
+                        }
+                        None => return Ok(None),
+                    },
+                    Err(e) => return Err(io_err(&claim_at, "lock", e)),
+                }
+            }
+            let held = fstat(&file).map_err(|e| io_err(&claim_at, "stat", e))?;
+            match statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(named) if same_file(&named, &held) => {
+                    return Ok(Some(ClaimLock { dir, name, file }))
+                }
+                // Unlinked by a release while we waited: take the new one.
+                Ok(_) | Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io_err(&claim_at, "stat", e)),
+            }
+        }
+    }
+
+    /// A shared claim on the job directory `pin` (`at`), waiting at most [`WAIT`].
+    pub(crate) fn shared(pin: Pin, at: &Subject) -> Result<ClaimLock, HostError> {
+        let until = Some(Instant::now() + WAIT);
+        Ok(
+            Self::lock(pin, FlockOperation::NonBlockingLockShared, until, at)?
+                .expect("a bounded wait ends with the lock or an error"),
+        )
+    }
+
+    /// An exclusive claim on `pin`, if no launch holds it (no wait).
+    pub(crate) fn exclusive_if_free(
+        pin: Pin,
+        at: &Subject,
+    ) -> Result<Option<ClaimLock>, HostError> {
+        Self::lock(pin, FlockOperation::NonBlockingLockExclusive, None, at)
+    }
+
+    /// Turn this (shared) claim exclusive if no other launch holds it (no wait).
+    pub(crate) fn try_exclusive(&self) -> Result<bool, Errno> {
+        loop {
+            match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(true),
+                Err(Errno::WOULDBLOCK) => return Ok(false),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for ClaimLock {
+    /// The last holder removes the claim file (under an exclusive lock, and only the file it
+    /// holds): claim files do not pile up.
+    fn drop(&mut self) {
+        if matches!(self.try_exclusive(), Ok(true)) {
+            if let (Ok(held), Ok(named)) = (
+                fstat(&self.file),
+                statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW),
+            ) {
+                if same_file(&held, &named) {
+                    let _ = unlinkat(self.dir.as_fd(), &self.name, AtFlags::empty());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> Subject {
+        Subject::new("job directory", "/w/j".into(), "/w/j".into())
+    }
+
+    #[test]
+    fn shared_claims_coexist_and_exclude_an_exclusive_one() {
+        let pin = Pin {
+            dev: u64::MAX - 7,
+            ino: std::process::id().into(),
+        };
+        let a = ClaimLock::shared(pin, &at()).unwrap();
+        let b = ClaimLock::shared(pin, &at()).unwrap();
+        assert!(ClaimLock::exclusive_if_free(pin, &at()).unwrap().is_none());
+        assert!(!a.try_exclusive().unwrap());
+        drop(a);
+        drop(b);
+        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        assert!(!path.exists(), "the last holder removes {path:?}");
+        let x = ClaimLock::exclusive_if_free(pin, &at())
+            .unwrap()
+            .expect("free");
+        drop(x);
+        assert!(!path.exists());
+    }
+}
