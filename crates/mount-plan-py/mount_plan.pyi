@@ -285,8 +285,8 @@ def launch(
 
     Blocks with the GIL released. Output goes to ``on_output(stream, data)``, else to
     ``sys.stdout``/``sys.stderr``; lifecycle events (``launching``, ``created``, ``started``,
-    ``exited``, ``removed``, ``kept``, ``warning``...) to ``on_event(dict)``, else warnings
-    become RuntimeWarnings. A KeyboardInterrupt (or an exception raised by a callback) cancels
+    ``exited``, ``removed``, ``kept``, ``warning``...) to ``on_event(dict)``; every warning
+    (the CLI's ``mount-plan: warning:`` lines, the same messages) is also a RuntimeWarning. A KeyboardInterrupt (or an exception raised by a callback) cancels
     the launch: the container is stopped (``stop_grace``) and removed, then the exception is
     raised. Raises LaunchError (rule, value, container, command_ran) otherwise; a failure
     before the command ran releases a job directory the host check created."""

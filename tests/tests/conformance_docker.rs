@@ -6,38 +6,14 @@
 mod support;
 
 use mount_plan_launch::{Engine, Protection};
-use support::conformance::{self, Scenario};
+use support::conformance::Scenario;
+use support::trials::EngineSetup;
 
-async fn docker_as_root_conforms() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot).await;
-    conformance::assert_conforms("docker", Scenario::AsRoot, &failures);
-}
-
-async fn docker_as_user_conforms() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser).await;
-    conformance::assert_conforms("docker", Scenario::AsUser, &failures);
-}
-
-async fn docker_labels_and_audit() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    conformance::labels_and_audit(&rt, &fx).await;
-}
-
-async fn docker_gc_reports_only_what_it_removed() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    conformance::gc_reports_only_what_it_removed(&rt, &fx).await;
+fn setup(_: Scenario) -> EngineSetup {
+    Box::pin(async {
+        let (rt, fx) = support::docker::fixture(true).await?;
+        Some((Box::new(rt) as Box<dyn Engine>, fx))
+    })
 }
 
 async fn docker_doctor_reports_versions_and_protections() {
@@ -77,90 +53,11 @@ async fn docker_root_mode_observed_matches_the_version_table() {
     );
 }
 
-async fn docker_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
-}
-
-async fn docker_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
-}
-
-async fn docker_the_command_runs_with_no_new_privileges() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
-}
-
-async fn docker_scratch_root_has_the_planned_mode() {
-    let Some((rt, fx)) = support::docker::fixture(true).await else {
-        return;
-    };
-    let rt: Box<dyn Engine> = Box::new(rt);
-    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
-}
-
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_gc_reports_only_what_it_removed",
-            DOCKER,
-            docker_gc_reports_only_what_it_removed,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_as_root_conforms",
-            DOCKER,
-            docker_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_gate_refuses_a_swapped_job_dir",
-            DOCKER,
-            docker_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_scratch_root_has_the_planned_mode",
-            DOCKER,
-            docker_scratch_root_has_the_planned_mode,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_planted_setuid_and_devices_give_host_users_nothing",
-            DOCKER,
-            docker_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_the_command_runs_with_no_new_privileges",
-            DOCKER,
-            docker_the_command_runs_with_no_new_privileges,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_as_user_conforms",
-            DOCKER,
-            docker_as_user_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker_labels_and_audit",
-            DOCKER,
-            docker_labels_and_audit,
-        ),
+    let mut trials = support::trials::common("docker", "docker", DOCKER, setup, &[]);
+    trials.extend(vec![
         harness::tokio(
             Runtime::Workers(2),
             "docker_doctor_reports_versions_and_protections",
@@ -174,4 +71,5 @@ fn main() {
             docker_root_mode_observed_matches_the_version_table,
         ),
     ]);
+    harness::run(trials);
 }

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::trials::{Common, EngineSetup};
+
 use bollard::query_parameters::InspectContainerOptions;
 use mount_plan_docker::{probe, root_mode_from_runtime, ApiVersion, DockerEngine, RootMode};
 use mount_plan_launch::{Availability, Engine, Protection};
@@ -16,29 +18,6 @@ use support::conformance::{self, EngineFixture, Scenario};
 async fn docker26() -> Option<(DockerEngine, EngineFixture)> {
     let engine = support::engines::docker26()?;
     support::docker::nested_fixture(&engine, true).await
-}
-
-async fn docker26_as_root_conforms() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    let failures = conformance::scenario(&rt, &fx, Scenario::AsRoot).await;
-    conformance::assert_conforms("docker26", Scenario::AsRoot, &failures);
-}
-
-async fn docker26_as_user_conforms() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    let failures = conformance::scenario(&rt, &fx, Scenario::AsUser).await;
-    conformance::assert_conforms("docker26", Scenario::AsUser, &failures);
-}
-
-async fn docker26_labels_and_audit() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    conformance::labels_and_audit(&rt, &fx).await;
 }
 
 async fn docker26_doctor_reports_what_this_engine_does() {
@@ -121,67 +100,27 @@ async fn docker26_read_only_binds_are_forced() {
     }
 }
 
-async fn docker26_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
-}
-
-async fn docker26_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
-}
-
-async fn docker26_scratch_root_has_the_planned_mode() {
-    let Some((rt, fx)) = docker26().await else {
-        return;
-    };
-    conformance::scratch_root_has_the_planned_mode(&rt, &fx).await;
+fn setup(_: Scenario) -> EngineSetup {
+    Box::pin(async {
+        let (rt, fx) = docker26().await?;
+        Some((Box::new(rt) as Box<dyn Engine>, fx))
+    })
 }
 
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const D26: &[Need] = &[Need::Docker26, Need::Root, Need::Busybox];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_as_root_conforms",
-            D26,
-            docker26_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_gate_refuses_a_swapped_job_dir",
-            D26,
-            docker26_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_scratch_root_has_the_planned_mode",
-            D26,
-            docker26_scratch_root_has_the_planned_mode,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_planted_setuid_and_devices_give_host_users_nothing",
-            D26,
-            docker26_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_as_user_conforms",
-            D26,
-            docker26_as_user_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "docker26_labels_and_audit",
-            D26,
-            docker26_labels_and_audit,
-        ),
+    let mut trials = support::trials::common(
+        "docker26",
+        "docker26",
+        D26,
+        setup,
+        &[
+            Common::GcReportsOnlyWhatItRemoved,
+            Common::TheCommandRunsWithNoNewPrivileges,
+        ],
+    );
+    trials.extend(vec![
         harness::tokio(
             Runtime::Workers(2),
             "docker26_doctor_reports_what_this_engine_does",
@@ -201,4 +140,5 @@ fn main() {
             docker26_read_only_binds_are_forced,
         ),
     ]);
+    harness::run(trials);
 }

@@ -9,10 +9,12 @@
 mod podman_support;
 mod support;
 
+use support::trials::{Common, EngineSetup};
+
 use mount_plan_launch::{Engine, Protection};
 use mount_plan_podman::{PodmanEngine, UserNamespace};
 use podman_support::{Mode, Service};
-use support::conformance::{self, EngineFixture, Scenario};
+use support::conformance::{EngineFixture, Scenario};
 
 async fn podman5() -> Option<(PodmanEngine, EngineFixture)> {
     let engine = support::engines::podman5()?;
@@ -30,44 +32,6 @@ async fn podman5() -> Option<(PodmanEngine, EngineFixture)> {
     fx.name = engine.name.into();
     fx.base_dir = engine.workdir;
     Some((rt, fx))
-}
-
-async fn podman5_as_root_conforms() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(&rt, &fx, Scenario::AsRoot),
-    )
-    .await;
-    conformance::assert_conforms("podman5", Scenario::AsRoot, &failures);
-}
-
-async fn podman5_as_user_conforms() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(&rt, &fx, Scenario::AsUser),
-    )
-    .await;
-    conformance::assert_conforms("podman5", Scenario::AsUser, &failures);
-}
-
-async fn podman5_labels_and_audit() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    podman_support::bounded(
-        "labels and audit",
-        180,
-        conformance::labels_and_audit(&rt, &fx),
-    )
-    .await;
 }
 
 async fn podman5_doctor_reports_versions_and_protections() {
@@ -89,72 +53,31 @@ async fn podman5_doctor_reports_versions_and_protections() {
     }
 }
 
-async fn podman5_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    conformance::swapped_job_dir_is_refused_by_the_gate(&rt, &fx).await;
-}
-
-async fn podman5_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    conformance::planted_setuid_and_devices_give_host_users_nothing(&rt, &fx).await;
-}
-
-async fn podman5_scratch_root_has_the_planned_mode() {
-    let Some((rt, fx)) = podman5().await else {
-        return;
-    };
-    conformance::scratch_root_has_the_planned_mode(&rt, &fx).await;
+fn setup(_: Scenario) -> EngineSetup {
+    Box::pin(async {
+        let (rt, fx) = podman5().await?;
+        Some((Box::new(rt) as Box<dyn Engine>, fx))
+    })
 }
 
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const P5: &[Need] = &[Need::Podman5, Need::Root, Need::Busybox];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_as_root_conforms",
-            P5,
-            podman5_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_gate_refuses_a_swapped_job_dir",
-            P5,
-            podman5_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_scratch_root_has_the_planned_mode",
-            P5,
-            podman5_scratch_root_has_the_planned_mode,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_planted_setuid_and_devices_give_host_users_nothing",
-            P5,
-            podman5_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_as_user_conforms",
-            P5,
-            podman5_as_user_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_labels_and_audit",
-            P5,
-            podman5_labels_and_audit,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman5_doctor_reports_versions_and_protections",
-            P5,
-            podman5_doctor_reports_versions_and_protections,
-        ),
-    ]);
+    let mut trials = support::trials::common(
+        "podman5",
+        "podman5",
+        P5,
+        setup,
+        &[
+            Common::GcReportsOnlyWhatItRemoved,
+            Common::TheCommandRunsWithNoNewPrivileges,
+        ],
+    );
+    trials.extend(vec![harness::tokio(
+        Runtime::Workers(2),
+        "podman5_doctor_reports_versions_and_protections",
+        P5,
+        podman5_doctor_reports_versions_and_protections,
+    )]);
+    harness::run(trials);
 }

@@ -9,6 +9,8 @@
 mod podman_support;
 mod support;
 
+use support::trials::EngineSetup;
+
 use mount_plan_launch::{Engine, LaunchSpec, Protection};
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
 use podman_support::{Mode, Service};
@@ -35,60 +37,6 @@ async fn rootful(
     )?;
     let fx = podman_support::fixture(&service, image, nonroot, job_owner)?;
     Some((Box::new(rt), fx, service))
-}
-
-async fn podman_rootful_as_root_conforms() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot),
-    )
-    .await;
-    conformance::assert_conforms("podman rootful", Scenario::AsRoot, &failures);
-}
-
-async fn podman_rootful_as_user_conforms() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser),
-    )
-    .await;
-    conformance::assert_conforms("podman rootful", Scenario::AsUser, &failures);
-}
-
-async fn podman_rootful_gc_reports_only_what_it_removed() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    podman_support::bounded(
-        "gc",
-        180,
-        conformance::gc_reports_only_what_it_removed(rt.as_ref(), &fx),
-    )
-    .await;
-}
-
-async fn podman_rootful_labels_and_audit() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    podman_support::bounded(
-        "labels and audit",
-        180,
-        conformance::labels_and_audit(rt.as_ref(), &fx),
-    )
-    .await;
 }
 
 async fn podman_rootful_doctor_reports_versions_and_protections() {
@@ -341,91 +289,20 @@ async fn podman_rootful_large_output_arrives_complete_and_once() {
     .await;
 }
 
-async fn podman_rootful_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootful_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootful_the_command_runs_with_no_new_privileges() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootful_scratch_root_has_the_planned_mode() {
-    let Some((rt, fx, _)) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await
-    else {
-        return;
-    };
-    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
+fn setup(_: Scenario) -> EngineSetup {
+    Box::pin(async {
+        let (rt, fx, _) = rootful(UserNamespace::EngineDefault, "1000:1000", (1000, 1000)).await?;
+        Some((rt, fx))
+    })
 }
 
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTFUL: &[Need] = &[Need::PodmanRootful, Need::Root, Need::Busybox];
     const NOTHING: &[Need] = &[];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_as_root_conforms",
-            ROOTFUL,
-            podman_rootful_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_gate_refuses_a_swapped_job_dir",
-            ROOTFUL,
-            podman_rootful_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_scratch_root_has_the_planned_mode",
-            ROOTFUL,
-            podman_rootful_scratch_root_has_the_planned_mode,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_planted_setuid_and_devices_give_host_users_nothing",
-            ROOTFUL,
-            podman_rootful_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_the_command_runs_with_no_new_privileges",
-            ROOTFUL,
-            podman_rootful_the_command_runs_with_no_new_privileges,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_as_user_conforms",
-            ROOTFUL,
-            podman_rootful_as_user_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_gc_reports_only_what_it_removed",
-            ROOTFUL,
-            podman_rootful_gc_reports_only_what_it_removed,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootful_labels_and_audit",
-            ROOTFUL,
-            podman_rootful_labels_and_audit,
-        ),
+    let mut trials =
+        support::trials::common("podman_rootful", "podman rootful", ROOTFUL, setup, &[]);
+    trials.extend(vec![
         harness::tokio(
             Runtime::Workers(2),
             "podman_rootful_doctor_reports_versions_and_protections",
@@ -463,4 +340,5 @@ fn main() {
             podman_rootful_large_output_arrives_complete_and_once,
         ),
     ]);
+    harness::run(trials);
 }

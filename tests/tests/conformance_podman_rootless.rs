@@ -15,6 +15,8 @@
 mod podman_support;
 mod support;
 
+use support::trials::EngineSetup;
+
 use std::process::Command;
 
 use mount_plan_launch::{Engine, Protection};
@@ -56,32 +58,6 @@ async fn rootless(who: As) -> Option<(Box<dyn Engine>, EngineFixture, Service)> 
     Some((Box::new(rt), fx, service))
 }
 
-async fn podman_rootless_as_root_conforms() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot),
-    )
-    .await;
-    conformance::assert_conforms("podman rootless", Scenario::AsRoot, &failures);
-}
-
-async fn podman_rootless_as_user_conforms() {
-    let Some((rt, fx, _)) = rootless(As::User).await else {
-        return;
-    };
-    let failures = podman_support::bounded(
-        "the scenario",
-        180,
-        conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser),
-    )
-    .await;
-    conformance::assert_conforms("podman rootless", Scenario::AsUser, &failures);
-}
-
 async fn podman_rootless_keep_id_as_user_conforms() {
     let Some((rt, fx, _)) = rootless(As::KeepId).await else {
         return;
@@ -95,18 +71,6 @@ async fn podman_rootless_keep_id_as_user_conforms() {
     conformance::assert_conforms("podman rootless keep-id", Scenario::AsUser, &failures);
 }
 
-async fn podman_rootless_gc_reports_only_what_it_removed() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    podman_support::bounded(
-        "gc",
-        180,
-        conformance::gc_reports_only_what_it_removed(rt.as_ref(), &fx),
-    )
-    .await;
-}
-
 /// Large interleaved output, four launches at a time, three times over: every byte once (see
 /// the rootful twin).
 async fn podman_rootless_large_output_arrives_complete_and_once() {
@@ -117,18 +81,6 @@ async fn podman_rootless_large_output_arrives_complete_and_once() {
         "large output",
         300,
         conformance::large_output_arrives_complete_and_once(rt.as_ref(), &fx, 4, 3),
-    )
-    .await;
-}
-
-async fn podman_rootless_labels_and_audit() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    podman_support::bounded(
-        "labels and audit",
-        180,
-        conformance::labels_and_audit(rt.as_ref(), &fx),
     )
     .await;
 }
@@ -248,74 +200,23 @@ async fn podman_rootless_submount_in_the_service_namespace_is_not_carried_in() {
     );
 }
 
-async fn podman_rootless_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootless_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootless_the_command_runs_with_no_new_privileges() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
-}
-
-async fn podman_rootless_scratch_root_has_the_planned_mode() {
-    let Some((rt, fx, _)) = rootless(As::Root).await else {
-        return;
-    };
-    conformance::scratch_root_has_the_planned_mode(rt.as_ref(), &fx).await;
+fn setup(s: Scenario) -> EngineSetup {
+    Box::pin(async move {
+        let who = match s {
+            Scenario::AsRoot => As::Root,
+            Scenario::AsUser => As::User,
+        };
+        let (rt, fx, _) = rootless(who).await?;
+        Some((rt, fx))
+    })
 }
 
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const ROOTLESS: &[Need] = &[Need::PodmanRootless, Need::Root, Need::Busybox];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_as_root_conforms",
-            ROOTLESS,
-            podman_rootless_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_gate_refuses_a_swapped_job_dir",
-            ROOTLESS,
-            podman_rootless_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_scratch_root_has_the_planned_mode",
-            ROOTLESS,
-            podman_rootless_scratch_root_has_the_planned_mode,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_planted_setuid_and_devices_give_host_users_nothing",
-            ROOTLESS,
-            podman_rootless_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_the_command_runs_with_no_new_privileges",
-            ROOTLESS,
-            podman_rootless_the_command_runs_with_no_new_privileges,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_as_user_conforms",
-            ROOTLESS,
-            podman_rootless_as_user_conforms,
-        ),
+    let mut trials =
+        support::trials::common("podman_rootless", "podman rootless", ROOTLESS, setup, &[]);
+    trials.extend(vec![
         harness::tokio(
             Runtime::Workers(2),
             "podman_rootless_keep_id_as_user_conforms",
@@ -324,21 +225,9 @@ fn main() {
         ),
         harness::tokio(
             Runtime::Workers(2),
-            "podman_rootless_gc_reports_only_what_it_removed",
-            ROOTLESS,
-            podman_rootless_gc_reports_only_what_it_removed,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
             "podman_rootless_large_output_arrives_complete_and_once",
             ROOTLESS,
             podman_rootless_large_output_arrives_complete_and_once,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "podman_rootless_labels_and_audit",
-            ROOTLESS,
-            podman_rootless_labels_and_audit,
         ),
         harness::tokio(
             Runtime::Workers(2),
@@ -353,4 +242,5 @@ fn main() {
             podman_rootless_submount_in_the_service_namespace_is_not_carried_in,
         ),
     ]);
+    harness::run(trials);
 }

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::trials::{Common, EngineSetup};
+
 use mount_plan_launch::{Engine, Protection};
 use support::conformance::{self, Scenario};
 
@@ -18,57 +20,6 @@ async fn setup() -> Option<(Box<dyn Engine>, conformance::EngineFixture)> {
     )?;
     let engine = support::swarm::engine(&cluster).await;
     Some((Box::new(engine), support::swarm::fixture(&cluster, image)))
-}
-
-async fn swarm_as_root_conforms() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsRoot).await;
-    conformance::assert_conforms("swarm", Scenario::AsRoot, &failures);
-}
-
-async fn swarm_as_user_conforms() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    let failures = conformance::scenario(rt.as_ref(), &fx, Scenario::AsUser).await;
-    conformance::assert_conforms("swarm", Scenario::AsUser, &failures);
-}
-
-async fn swarm_gate_refuses_a_swapped_job_dir() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    conformance::swapped_job_dir_is_refused_by_the_gate(rt.as_ref(), &fx).await;
-}
-
-async fn swarm_planted_setuid_and_devices_give_host_users_nothing() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    conformance::planted_setuid_and_devices_give_host_users_nothing(rt.as_ref(), &fx).await;
-}
-
-async fn swarm_the_command_runs_with_no_new_privileges() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    conformance::the_command_runs_with_no_new_privileges(rt.as_ref(), &fx).await;
-}
-
-async fn swarm_gc_reports_only_what_it_removed() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    conformance::gc_reports_only_what_it_removed(rt.as_ref(), &fx).await;
-}
-
-async fn swarm_labels_and_audit() {
-    let Some((rt, fx)) = setup().await else {
-        return;
-    };
-    conformance::labels_and_audit(rt.as_ref(), &fx).await;
 }
 
 async fn swarm_doctor_reports_versions_and_protections() {
@@ -100,57 +51,25 @@ async fn swarm_doctor_reports_versions_and_protections() {
     );
 }
 
+fn common_setup(_: Scenario) -> EngineSetup {
+    Box::pin(setup())
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const SWARM: &[Need] = &[Need::Swarm, Need::Root, Need::Busybox];
-    harness::run(vec![
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_as_root_conforms",
-            SWARM,
-            swarm_as_root_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_gate_refuses_a_swapped_job_dir",
-            SWARM,
-            swarm_gate_refuses_a_swapped_job_dir,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_planted_setuid_and_devices_give_host_users_nothing",
-            SWARM,
-            swarm_planted_setuid_and_devices_give_host_users_nothing,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_the_command_runs_with_no_new_privileges",
-            SWARM,
-            swarm_the_command_runs_with_no_new_privileges,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_as_user_conforms",
-            SWARM,
-            swarm_as_user_conforms,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_gc_reports_only_what_it_removed",
-            SWARM,
-            swarm_gc_reports_only_what_it_removed,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_labels_and_audit",
-            SWARM,
-            swarm_labels_and_audit,
-        ),
-        harness::tokio(
-            Runtime::Workers(2),
-            "swarm_doctor_reports_versions_and_protections",
-            SWARM,
-            swarm_doctor_reports_versions_and_protections,
-        ),
-    ]);
+    let mut trials = support::trials::common(
+        "swarm",
+        "swarm",
+        SWARM,
+        common_setup,
+        &[Common::ScratchRootHasThePlannedMode],
+    );
+    trials.extend(vec![harness::tokio(
+        Runtime::Workers(2),
+        "swarm_doctor_reports_versions_and_protections",
+        SWARM,
+        swarm_doctor_reports_versions_and_protections,
+    )]);
+    harness::run(trials);
 }

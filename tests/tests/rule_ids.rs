@@ -25,6 +25,7 @@ fn all() -> Vec<(&'static str, &'static str, &'static [&'static str])> {
         rules_of!(mount_plan_launch::LaunchError),
         rules_of!(mount_plan_launch::Difference),
         rules_of!(mount_plan_podman::PodmanError),
+        rules_of!(mount_plan_run::RequestError),
     ]
 }
 

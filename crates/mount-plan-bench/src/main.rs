@@ -24,22 +24,30 @@ use mount_plan::{HostPath, Layout, MountPlan};
 use mount_plan_host::{verify, VerifyOptions};
 use mount_plan_launch::{launch, Event, LaunchOptions, LaunchSpec, LogChunk, Observer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Engine {
-    Docker,
-    PodmanRootful,
-    PodmanRootless,
-    /// Docker 26 started by .ci/engines-setup (MOUNT_PLAN_DOCKER26_SOCKET)
-    Docker26,
-    /// Rootful Podman 5 started by .ci/engines-setup (MOUNT_PLAN_PODMAN5_SOCKET)
-    Podman5,
+/// The engines measured: the test engines, listed once in the testkit (each with its socket
+/// and the front door's endpoint).
+use mount_plan_testkit::engines::TestEngine;
+
+/// Parse `--engines`: a test engine's name, Swarm aside (it runs services, not containers).
+fn parse_engine(value: &str) -> Result<TestEngine, String> {
+    TestEngine::ALL
+        .into_iter()
+        .filter(|e| *e != TestEngine::Swarm)
+        .find(|e| e.name() == value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = TestEngine::ALL
+                .iter()
+                .filter(|e| **e != TestEngine::Swarm)
+                .map(|e| e.name())
+                .collect();
+            format!("{value:?}: expected one of {}", names.join(", "))
+        })
 }
 
-impl Engine {
-    /// Whether it speaks the Docker Engine API (else libpod's).
-    fn is_docker(self) -> bool {
-        matches!(self, Engine::Docker | Engine::Docker26)
-    }
+/// Connect to an engine through the front door, as every front end does.
+pub async fn connect(engine: TestEngine) -> Result<Box<dyn mount_plan_launch::Engine>> {
+    let endpoint = engine.endpoint().map_err(anyhow::Error::msg)?;
+    Ok(mount_plan_run::connect(&endpoint).await?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,8 +67,8 @@ struct Args {
     #[command(subcommand)]
     mode: Option<Mode>,
     /// Engines to measure
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
-    engines: Vec<Engine>,
+    #[arg(long, value_parser = parse_engine, value_delimiter = ',', default_values = ["docker", "podman-rootful"])]
+    engines: Vec<TestEngine>,
     /// Lifecycles per (engine, method, concurrency)
     #[arg(long, default_value_t = 24)]
     runs: usize,
@@ -93,7 +101,7 @@ enum Mode {
 }
 
 struct Target {
-    engine: Engine,
+    engine: TestEngine,
     socket: PathBuf,
     image: String,
     /// (program, leading args, env) for the CLI baseline
@@ -199,10 +207,10 @@ fn nested_socket(key: &str) -> Result<String> {
     })
 }
 
-async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
+async fn setup(engine: TestEngine, jobs: usize) -> Result<Target> {
     // The engines in containers see only their shared work directory of the host.
     let base = match engine {
-        Engine::Docker26 | Engine::Podman5 => {
+        TestEngine::Docker26 | TestEngine::Podman5 => {
             PathBuf::from(nested_socket("MOUNT_PLAN_ENGINES_WORKDIR")?)
         }
         _ => std::env::temp_dir(),
@@ -215,52 +223,17 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
         std::fs::create_dir_all(workspace.join(format!("job-{i}")))?;
     }
     let image = "mount-plan-bench:busybox".to_owned();
-    let (socket, cli, runtime): (PathBuf, _, Box<dyn mount_plan_launch::Engine>) = match engine {
-        Engine::Docker => {
-            let socket = PathBuf::from("/var/run/docker.sock");
-            let rt = mount_plan_docker::DockerEngine::connect(&Default::default()).await?;
-            (socket, ("docker".to_owned(), vec![], vec![]), Box::new(rt))
-        }
-        Engine::PodmanRootful => {
-            let url = env_or(
-                "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
-                "unix:///run/podman/podman.sock",
-            );
-            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
-            let socket = PathBuf::from(url.trim_start_matches("unix://"));
-            (
-                socket,
-                ("podman".to_owned(), vec![], podman_env()),
-                Box::new(rt),
-            )
-        }
-        Engine::Docker26 => {
-            let url = nested_socket("MOUNT_PLAN_DOCKER26_SOCKET")?;
-            let options = mount_plan_docker::ConnectOptions {
-                host: Some(url.clone()),
-                ..Default::default()
-            };
-            let rt = mount_plan_docker::DockerEngine::connect(&options).await?;
-            let socket = PathBuf::from(url.trim_start_matches("unix://"));
-            let lead = vec!["--host".to_owned(), url];
-            (socket, ("docker".to_owned(), lead, vec![]), Box::new(rt))
-        }
-        Engine::Podman5 => {
-            let url = nested_socket("MOUNT_PLAN_PODMAN5_SOCKET")?;
-            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
-            let socket = PathBuf::from(url.trim_start_matches("unix://"));
-            let lead = vec!["--url".to_owned(), url];
-            (socket, ("podman".to_owned(), lead, vec![]), Box::new(rt))
-        }
-        Engine::PodmanRootless => {
+    let url = engine.socket().map_err(anyhow::Error::msg)?;
+    let runtime = connect(engine).await?;
+    let socket = PathBuf::from(url.trim_start_matches("unix://"));
+    let cli = match engine {
+        TestEngine::Docker => ("docker".to_owned(), vec![], vec![]),
+        TestEngine::PodmanRootful => ("podman".to_owned(), vec![], podman_env()),
+        TestEngine::Docker26 => ("docker".to_owned(), vec!["--host".to_owned(), url], vec![]),
+        TestEngine::Podman5 => ("podman".to_owned(), vec!["--url".to_owned(), url], vec![]),
+        TestEngine::PodmanRootless => {
             let uid = rootless_uid()?;
             let user = env_or("MOUNT_PLAN_PODMAN_ROOTLESS_USER", "mpjob");
-            let url = env_or(
-                "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
-                &format!("unix:///run/user/{uid}/podman/podman.sock"),
-            );
-            let rt = mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?;
-            let socket = PathBuf::from(url.trim_start_matches("unix://"));
             let mut env = podman_env();
             env.push(("XDG_RUNTIME_DIR".into(), format!("/run/user/{uid}")));
             let lead = ["-u", &user, "--", "env"]
@@ -269,10 +242,11 @@ async fn setup(engine: Engine, jobs: usize) -> Result<Target> {
                 .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
                 .chain(["podman".to_owned()])
                 .collect();
-            (socket, ("runuser".to_owned(), lead, vec![]), Box::new(rt))
+            ("runuser".to_owned(), lead, vec![])
         }
+        TestEngine::Swarm => bail!("the bench runs containers, not Swarm services"),
     };
-    if engine == Engine::PodmanRootless {
+    if engine == TestEngine::PodmanRootless {
         // The rootless user must be able to reach the workspace (the command writes nothing,
         // so root keeps owning it, as the host checks expect).
         let mut p = workspace.clone();
@@ -426,13 +400,12 @@ fn lifecycle(rt: &tokio::runtime::Runtime, t: &Target, method: Method, i: usize)
 }
 
 fn spec(t: &Target) -> Result<LaunchSpec> {
-    let mut spec = LaunchSpec::new(t.image.parse()?).with_command(["true"]);
-    spec.network = "none".parse()?;
+    let mut request = mount_plan_run::LaunchRequest::new(&t.image, ["true"]);
     if t.engine.is_docker() {
-        spec.accept_missing
-            .insert(mount_plan_launch::Protection::NoExecOnBinds);
+        request.accept.accept_missing.push("noexec".into());
     }
-    Ok(spec)
+    let endpoint = t.engine.endpoint().map_err(anyhow::Error::msg)?;
+    Ok(request.spec(endpoint.kind)?)
 }
 
 fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
@@ -442,7 +415,7 @@ fn docker_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
         "TmpfsOptions": {"SizeBytes": tmpfs.size_bytes(), "Mode": tmpfs.mode()},
     })];
     // API 1.44 and later: the backend also forces read-only binds (ReadOnlyForceRecursive).
-    let force = t.engine == Engine::Docker26;
+    let force = t.engine == TestEngine::Docker26;
     for b in plan.binds() {
         let mut options = serde_json::json!({"Propagation": "private", "NonRecursive": true});
         if force && b.read_only() {
@@ -607,7 +580,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
 /// The floor's endpoints: (API prefix, wait query) for Docker's API or libpod's.
 fn raw_api(t: &Target) -> (&'static str, &'static str) {
     match t.engine {
-        Engine::Docker26 => ("/v1.45", "wait"),
+        TestEngine::Docker26 => ("/v1.45", "wait"),
         e if e.is_docker() => ("/v1.41", "wait"),
         _ => ("/v4.3.1/libpod", "wait?condition=stopped&interval=5ms"),
     }

@@ -1,205 +1,55 @@
 //! `launch`, `audit` and `doctor`: the subcommands that talk to a container engine.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, ValueEnum};
-use mount_plan_docker::{ConnectOptions, DockerEngine};
+use clap::Args;
 use mount_plan_launch::{
-    audit, duration_whole_secs, Availability, CancelToken, Capability, Class, Engine, Event,
-    GcOptions, Keep, LaunchError, LaunchOptions, LaunchSpec, LogChunk, Observer, OutputStream,
-    Protection, Resources, Verdict,
+    audit, duration_whole_secs, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep,
+    LaunchError, LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
 };
-use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
-use mount_plan_swarm::SwarmEngine;
+use mount_plan_run::{Endpoint, LaunchRequest};
 
 use crate::outcome::{Ending, Outcome, StatusFile};
 use crate::plan_args::{PlanArgs, VerifyArgs};
 
-/// Exit status of `launch` when the command certainly did not run (a refusal, an engine
-/// error, a failed create or start): nothing is left behind.
-pub const EXIT_LAUNCH_FAILED: u8 = 125;
-/// Exit status of `launch` when the command ran (or may have run) but its exit status could
-/// not be read from the engine. The container was removed; the job directory is kept.
-pub const EXIT_STATUS_UNKNOWN: u8 = 122;
+pub use mount_plan_run::EXIT_LAUNCH_FAILED;
 
-/// A container engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
-    /// Docker Engine API (bollard)
-    Docker,
-    /// Podman (libpod API)
-    Podman,
-    /// Docker Swarm: a one-shot service on a node (--socket is a manager's)
-    Swarm,
-    /// Kubernetes Pods (kube-rs); see --kubeconfig, --namespace and the --k8s-* options
-    #[cfg(feature = "kubernetes")]
-    Kubernetes,
-}
-
-/// A Podman user namespace mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UsernsArg {
-    /// The service's default
-    Default,
-    /// keep-id (rootless services only)
-    KeepId,
-}
-
-/// Which engine, and where.
+/// Which engine, and where: the front door's [`Endpoint`] as flags (`--runtime`, `--socket`,
+/// `--userns`, `--connect-timeout`, `--gate-path`, `--probe-image`), plus the cluster's.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// The container engine
-    #[arg(long, value_enum)]
-    pub runtime: RuntimeArg,
-    /// The engine's API socket [default: docker and swarm (a manager): DOCKER_HOST, then
-    /// /var/run/docker.sock;
-    /// podman: CONTAINER_HOST, then /run/podman/podman.sock as root, else
-    /// $XDG_RUNTIME_DIR/podman/podman.sock]
-    #[arg(long, value_name = "PATH")]
-    pub socket: Option<String>,
-    /// Podman only: the user namespace (keep-id: a rootless service's user keeps its ids in
-    /// the container and owns what the job writes)
-    #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
-    pub userns: UsernsArg,
-    /// Seconds to wait for the engine to answer the version handshake
-    #[arg(long, value_name = "SECS", default_value = "10")]
-    pub connect_timeout: u64,
-    /// Swarm only: where the gate is on every node (`mount-plan gate install --path`;
-    /// default /usr/local/libexec/mount-plan/gate)
-    #[arg(long, value_name = "PATH")]
-    pub gate_path: Option<String>,
-    /// Docker only: an image with `stat`, to observe (once per engine version, cached) what
-    /// the engine's versions cannot tell, such as R's mode on a runtime other than runc
-    #[arg(long, value_name = "IMAGE")]
-    pub probe_image: Option<String>,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     #[cfg(feature = "kubernetes")]
     #[command(flatten)]
     pub kube: crate::k8s_args::KubeEngineArgs,
 }
 
-/// Which protections decide whether a launch runs: contract protections accepted as
-/// missing, hardening required.
-#[derive(Debug, Clone, Args)]
-pub struct AcceptArgs {
-    /// Run although the engine cannot honour this contract protection of the plan (repeat;
-    /// ids: read-only-root, root-mode-size, read-only-binds, non-recursive,
-    /// private-propagation). Hardening (nosuid, nodev, noexec) never needs it: an engine that
-    /// cannot apply it runs the job with one warning.
-    #[arg(long = "accept-missing", value_name = "PROTECTION")]
-    pub accept_missing: Vec<String>,
-    /// Refuse to launch (exit 125) when the engine cannot apply this hardening of the plan
-    /// (repeat; ids: nosuid, nodev, noexec). Docker cannot set noexec on binds: with
-    /// `--require noexec` every Docker launch is refused.
-    #[arg(long = "require", value_name = "HARDENING")]
-    pub require: Vec<String>,
-}
-
-impl AcceptArgs {
-    fn set(&self) -> Result<BTreeSet<Protection>> {
-        self.accept_missing
-            .iter()
-            .map(|p| p.parse::<Protection>().map_err(Into::into))
-            .collect()
-    }
-
-    /// The hardening required; a contract protection is refused (it is always required).
-    pub fn required(&self) -> Result<BTreeSet<Protection>> {
-        self.require
-            .iter()
-            .map(|p| {
-                let p = p.parse::<Protection>()?;
-                if p.class() != Class::Hardening {
-                    return Err(anyhow!(
-                        "--require {p}: {p} is part of the contract and always required; --require names hardening (nosuid, nodev, noexec)"
-                    ));
-                }
-                Ok(p)
-            })
-            .collect()
-    }
-}
-
-/// Capabilities granted to the job: every backend drops all of them and adds back these.
-#[derive(Debug, Clone, Args)]
-pub struct CapArgs {
-    /// Add back a capability after all are dropped (repeat; NAME or CAP_NAME, any case; one
-    /// of CHOWN, DAC_OVERRIDE, FOWNER, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
-    /// NET_RAW, SYS_CHROOT, AUDIT_WRITE). MKNOD, FSETID, SETFCAP, SYS_ADMIN... are refused:
-    /// they would let a job leave something in its directory a host user can use.
-    #[arg(long = "cap-add", value_name = "NAME")]
-    pub cap_add: Vec<String>,
-}
-
-impl CapArgs {
-    fn set(&self) -> Result<BTreeSet<Capability>> {
-        self.cap_add
-            .iter()
-            .map(|c| c.parse::<Capability>().map_err(Into::into))
-            .collect()
-    }
-}
-
-/// `--connect-timeout`, bounded ([`mount_plan_launch::MAX_DURATION`]), at least 1 s.
-fn connect_timeout(args: &EngineArgs) -> Result<Duration, LaunchError> {
-    Ok(duration_whole_secs("--connect-timeout", args.connect_timeout)?.max(Duration::from_secs(1)))
-}
-
-/// Connect to the engine `args` names.
-pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
-    match args.runtime {
-        RuntimeArg::Docker | RuntimeArg::Swarm if args.userns != UsernsArg::Default => Err(
-            LaunchError::Unsupported("--userns is a podman option".into()),
-        ),
-        RuntimeArg::Swarm => Ok(Box::new(
-            SwarmEngine::connect(&ConnectOptions {
-                host: args.socket.clone(),
-                connect_timeout: connect_timeout(args)?,
-                ..ConnectOptions::default()
-            })
-            .await?
-            .with_gate_on_nodes(
-                args.gate_path
-                    .clone()
-                    .unwrap_or_else(|| mount_plan_launch::gate::GATE_ON_NODES.to_owned()),
-            ),
-        )),
-        _ if args.gate_path.is_some() => Err(LaunchError::Unsupported(
-            "--gate-path names the gate on a Swarm's nodes: --runtime swarm only (Docker and Podman receive the gate through their archive call)".into(),
-        )),
-        RuntimeArg::Docker => {
-            let options = ConnectOptions {
-                host: args.socket.clone(),
-                connect_timeout: connect_timeout(args)?,
-                probe_image: args.probe_image.clone(),
-                ..ConnectOptions::default()
-            };
-            Ok(Box::new(DockerEngine::connect(&options).await?))
-        }
-        RuntimeArg::Podman => {
-            let options = PodmanOptions {
-                userns: match args.userns {
-                    UsernsArg::Default => UserNamespace::EngineDefault,
-                    UsernsArg::KeepId => UserNamespace::KeepId,
-                },
-                connect_timeout: connect_timeout(args)?,
-                ..PodmanOptions::default()
-            };
-            Ok(Box::new(match &args.socket {
-                Some(socket) => PodmanEngine::connect(socket, options).await?,
-                None => PodmanEngine::discover(options).await?,
-            }))
-        }
+impl EngineArgs {
+    /// The endpoint these flags name (on Kubernetes, with its cluster's settings).
+    pub fn endpoint(&self) -> Result<Endpoint, LaunchError> {
+        #[allow(unused_mut)]
+        let mut endpoint = self.endpoint.clone();
         #[cfg(feature = "kubernetes")]
-        RuntimeArg::Kubernetes => {
-            let timeout = connect_timeout(args)?;
-            Ok(Box::new(args.kube.connect(timeout).await?))
+        if endpoint.kind == mount_plan_launch::EngineKind::Kubernetes {
+            endpoint.cluster = Some(Box::new(self.kube.cluster()?));
         }
+        Ok(endpoint)
     }
+}
+
+/// Which protections decide whether a launch runs (`--accept-missing`, `--require`).
+pub type AcceptArgs = mount_plan_run::Accept;
+/// The capabilities added back (`--cap-add`).
+pub type CapArgs = mount_plan_run::Caps;
+
+/// Connect to the engine `args` names, through the front door.
+pub async fn connect(args: &EngineArgs) -> Result<Box<dyn Engine>, LaunchError> {
+    mount_plan_run::connect(&args.endpoint()?).await
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -219,43 +69,7 @@ pub struct LaunchCmd {
     #[command(flatten)]
     verify: VerifyArgs,
     #[command(flatten)]
-    accept: AcceptArgs,
-    #[command(flatten)]
-    caps: CapArgs,
-    /// The image (never pulled: it must be present on the engine)
-    #[arg(long, value_name = "IMAGE")]
-    image: String,
-    /// Run the command as UID[:GID] (numeric) [default: the image's user]
-    #[arg(long, value_name = "U[:G]")]
-    user: Option<String>,
-    /// Set an environment variable (repeat)
-    #[arg(long = "env", value_name = "K=V")]
-    env: Vec<String>,
-    /// Network: none (default), default, or a network name; host and container:... are refused
-    #[arg(long, value_name = "NAME", default_value = "none")]
-    network: String,
-    /// Container name [default: chosen by the engine]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-    /// Add a label (repeat); io.mount-plan.* are reserved
-    #[arg(long = "label", value_name = "K=V")]
-    labels: Vec<String>,
-    /// GPUs: all, a count, or device=ID[,ID...]
-    #[arg(long, value_name = "GPUS")]
-    gpus: Option<String>,
-    /// Memory limit in bytes
-    #[arg(long, value_name = "BYTES")]
-    memory: Option<u64>,
-    /// CPU limit in CPUs (for example 1.5)
-    #[arg(long, value_name = "CPUS")]
-    cpus: Option<f64>,
-    /// Process limit
-    #[arg(long, value_name = "N")]
-    pids_limit: Option<u64>,
-    /// Swarm only: where the job may run, KEY==VALUE or KEY!=VALUE (repeat; all must hold;
-    /// keys node.id, node.hostname, node.role, node.labels.NAME...) [default: node.role==worker]
-    #[arg(long = "constraint", value_name = "EXPR")]
-    constraints: Vec<String>,
+    request: LaunchRequest,
     /// Keep the container after it stops (default: remove it)
     #[arg(long)]
     keep: bool,
@@ -273,59 +87,6 @@ pub struct LaunchCmd {
     /// ran it; this file can
     #[arg(long, value_name = "FILE")]
     status_file: Option<std::path::PathBuf>,
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
-}
-
-impl LaunchCmd {
-    fn spec(&self) -> Result<LaunchSpec> {
-        let mut spec = LaunchSpec::new(self.image.parse()?).with_command(self.command.clone());
-        spec.user = self.user.as_deref().map(str::parse).transpose()?;
-        spec.env = self
-            .env
-            .iter()
-            .map(|e| e.parse())
-            .collect::<Result<_, _>>()?;
-        spec.network = self.network.parse()?;
-        spec.name = self.name.as_deref().map(str::parse).transpose()?;
-        for l in &self.labels {
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| anyhow!("label {l:?} is not K=V"))?;
-            spec.labels.insert(k, v)?;
-        }
-        spec.gpus = self.gpus.as_deref().map(str::parse).transpose()?;
-        let mut res = Resources::new();
-        if let Some(m) = self.memory {
-            res = res.with_memory_bytes(m)?;
-        }
-        if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(anyhow!("--cpus {c} is not a positive number"));
-            }
-            res = res.with_nano_cpus((c * 1e9) as u64)?;
-        }
-        if let Some(p) = self.pids_limit {
-            res = res.with_pids_limit(p)?;
-        }
-        spec.resources = res;
-        spec.accept_missing = self.accept.set()?;
-        spec.cap_add = self.caps.set()?;
-        spec.require = self.accept.required()?;
-        if !self.constraints.is_empty() && self.engine.runtime != RuntimeArg::Swarm {
-            return Err(anyhow!(
-                "--constraint places a job on a cluster node: --runtime swarm only"
-            ));
-        }
-        spec.placement = self
-            .constraints
-            .iter()
-            .map(|c| c.parse())
-            .collect::<Result<_, _>>()?;
-        spec.check()?;
-        Ok(spec)
-    }
 }
 
 /// Where `launch` sends output and events: the command's output to our stdout and stderr,
@@ -486,10 +247,10 @@ fn cancel_on_signals(
 
 /// Run `mount-plan launch`: verify, then the one lifecycle of [`mount_plan_launch::launch`].
 /// Exit status: the command's own; [`EXIT_LAUNCH_FAILED`] when it certainly did not run;
-/// [`EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the signal
-/// number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch. The number
-/// alone cannot tell a command's own 125 from a launch that never ran it: `--status-file`
-/// can ([`crate::outcome`]).
+/// [`mount_plan_run::EXIT_STATUS_UNKNOWN`] when it ran but its status could not be read; 128 + the
+/// signal number (130, 143, 129) when SIGINT, SIGTERM or SIGHUP cancelled the launch. The
+/// number alone cannot tell a command's own 125 from a launch that never ran it:
+/// `--status-file` can ([`crate::outcome`]).
 pub fn launch(cmd: &LaunchCmd) -> ExitCode {
     let status_file = match cmd
         .status_file
@@ -540,9 +301,13 @@ fn rule_of(e: &anyhow::Error) -> Option<&'static str> {
 fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
     let fail = |e: anyhow::Error, launch: Option<String>| {
         // A LaunchError's message already ends with the engine's answer: print it once.
-        match e.downcast_ref::<LaunchError>() {
-            Some(l) => eprintln!("error: {l}"),
-            None => crate::print_error(&e),
+        match (
+            e.downcast_ref::<LaunchError>(),
+            e.downcast_ref::<mount_plan_run::RunError>(),
+        ) {
+            (Some(l), _) => eprintln!("error: {l}"),
+            (_, Some(r)) => eprintln!("error: {r}"),
+            _ => crate::print_error(&e),
         }
         Outcome::failed(
             Ending::Failed,
@@ -564,26 +329,23 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
         if let Err(e) = cancel_on_signals(&cancel, &signalled) {
             return fail(e, None);
         }
+        // Everything that can be refused without the host is refused before the host check
+        // creates the job directory; from the check on, the front door releases it.
         let prepared = (|| {
             let plan = cmd.plan.plan()?;
-            let spec = cmd.spec()?;
+            let endpoint = cmd.engine.endpoint()?;
+            cmd.request.spec(endpoint.kind)?;
             let stop_grace = duration_whole_secs("--stop-grace", cmd.stop_grace)?;
+            let events = match &cmd.events {
+                None => None,
+                Some(path) => Some(std::io::BufWriter::new(open_events(path)?)),
+            };
             let verified = cmd.verify.verify(plan)?;
-            Ok::<_, anyhow::Error>((verified, spec, stop_grace))
+            Ok::<_, anyhow::Error>((verified, endpoint, events, stop_grace))
         })();
-        let (verified, spec, stop_grace) = match prepared {
+        let (verified, endpoint, events, stop_grace) = match prepared {
             Ok(v) => v,
             Err(e) => return fail(e, None),
-        };
-        let events = match &cmd.events {
-            None => None,
-            Some(path) => match open_events(path) {
-                Ok(f) => Some(std::io::BufWriter::new(f)),
-                Err(e) => {
-                    let _ = verified.release_job_dir();
-                    return fail(e.into(), None);
-                }
-            },
         };
         let mut observer = CliObserver {
             events,
@@ -604,56 +366,31 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
         };
         // Let the signal tasks run once: a signal that came during the host check cancels.
         tokio::task::yield_now().await;
-        let engine = tokio::select! {
-            connected = connect(&cmd.engine) => connected,
-            _ = cancel.cancelled() => Err(LaunchError::Cancelled),
-        };
-        let engine = match engine {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = verified.release_job_dir();
-                return match e {
-                    LaunchError::Cancelled => cancelled(
-                        signalled.load(std::sync::atomic::Ordering::SeqCst),
-                        false,
-                        None,
-                    ),
-                    e => fail(e.into(), None),
-                };
-            }
-        };
-        // Say what this engine does differently from the plan (from its own report).
-        for d in engine.report().differences_for(verified.plan()) {
-            eprintln!("warning: {d}");
-        }
         let options = LaunchOptions {
             keep: if cmd.keep { Keep::Keep } else { Keep::Remove },
             stop_grace,
             cancel: cancel.clone(),
             ..LaunchOptions::default()
         };
-        let launched =
-            mount_plan_launch::launch(engine.as_ref(), &verified, &spec, &options, &mut observer)
-                .await;
+        let outcome =
+            mount_plan_run::run(&verified, &cmd.request, &endpoint, &options, &mut observer).await;
+        let signalled = signalled.load(std::sync::atomic::Ordering::SeqCst);
+        let exit = outcome.exit_status(signalled);
         let launch_id = Some(observer.launch.clone());
-        match launched {
-            Ok(done) => {
+        match outcome {
+            mount_plan_run::Outcome::Exited(done) => {
                 if !done.removed && cmd.keep {
                     eprintln!("mount-plan: kept container {}", done.container);
                 }
-                let exit = match u8::try_from(done.status.code) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        eprintln!(
-                            "mount-plan: the command's exit status {} does not fit an exit code",
-                            done.status.code
-                        );
-                        EXIT_STATUS_UNKNOWN
-                    }
-                };
+                if u8::try_from(done.status.code).is_err() {
+                    eprintln!(
+                        "mount-plan: the command's exit status {} does not fit an exit code",
+                        done.status.code
+                    );
+                }
                 Outcome::exited(done.status.code, exit, done.launch)
             }
-            Err(failed) if failed.is_cancelled() => {
+            mount_plan_run::Outcome::Failed(failed) if failed.error.is_cancelled() => {
                 eprintln!(
                     "mount-plan: cancelled; {}",
                     if failed.command_ran {
@@ -662,25 +399,22 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
                         "the command never ran"
                     }
                 );
-                cancelled(
-                    signalled.load(std::sync::atomic::Ordering::SeqCst),
-                    failed.command_ran,
-                    launch_id,
-                )
+                cancelled(signalled, failed.command_ran, launch_id)
             }
-            Err(failed) => {
+            mount_plan_run::Outcome::Failed(failed) => {
                 eprintln!("error: {}", failed.error);
-                let exit = if matches!(failed.error, LaunchError::SweepIncomplete { .. }) {
-                    // Its message says that the command ran, and its status.
-                    EXIT_STATUS_UNKNOWN
-                } else if failed.command_ran {
+                let sweep_incomplete = matches!(
+                    failed.error,
+                    mount_plan_run::RunError::Launch(LaunchError::SweepIncomplete { .. })
+                );
+                // An incomplete sweep's message already says that the command ran, and its
+                // status.
+                if failed.command_ran && !sweep_incomplete {
                     eprintln!(
-                        "mount-plan: the command ran, but its exit status could not be read (exit {EXIT_STATUS_UNKNOWN})"
+                        "mount-plan: the command ran, but its exit status could not be read (exit {})",
+                        mount_plan_run::EXIT_STATUS_UNKNOWN
                     );
-                    EXIT_STATUS_UNKNOWN
-                } else {
-                    EXIT_LAUNCH_FAILED
-                };
+                }
                 Outcome::failed(
                     Ending::Failed,
                     failed.command_ran,
@@ -721,9 +455,9 @@ pub struct AuditCmd {
 /// differs, 2 when it could not be audited.
 pub fn audit_cmd(cmd: &AuditCmd) -> Result<ExitCode> {
     let plan = cmd.plan.plan()?;
-    let mut accepted = cmd.accept.set()?;
+    let mut accepted = cmd.accept.accepted()?;
     let required = mount_plan_launch::required_hardening(&plan, &cmd.accept.required()?);
-    let granted = cmd.caps.set()?;
+    let granted = cmd.caps.granted()?;
     let verified = if cmd.verify.wanted() {
         Some(cmd.verify.verify(plan.clone())?)
     } else {
@@ -857,7 +591,7 @@ pub struct DoctorCmd {
 /// Run `mount-plan doctor`: versions and protections; 0 when the default plan can be
 /// honoured (given `--accept-missing`), 1 otherwise.
 pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
-    let accepted = cmd.accept.set()?;
+    let accepted = cmd.accept.accepted()?;
     let required = cmd.accept.required()?;
     let layout = mount_plan::Layout::default();
     let plan = layout.plan(

@@ -98,24 +98,20 @@ pub struct KubeEngineArgs {
 }
 
 impl KubeEngineArgs {
-    /// Connect to the cluster.
-    pub async fn connect(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<mount_plan_kubernetes::KubernetesEngine, mount_plan_launch::LaunchError> {
+    /// The cluster these flags describe, for the front door's endpoint.
+    pub fn cluster(&self) -> Result<mount_plan_run::Cluster, mount_plan_launch::LaunchError> {
         let unsupported = |e: anyhow::Error| mount_plan_launch::LaunchError::SpecUnsupported {
             engine: "kubernetes",
             what: format!("{e:#}"),
         };
-        let settings = mount_plan_kubernetes::PodSettings {
-            target: self.pod.target().map_err(unsupported)?,
-            volumes: self.pod.volumes().map_err(unsupported)?,
-            init_image: self.pod.k8s_init_image.clone(),
-        };
-        let mut options = mount_plan_kubernetes::KubeOptions::new(settings);
-        options.kubeconfig = self.kubeconfig.clone();
-        options.namespace = self.namespace.clone();
-        options.connect_timeout = timeout;
-        mount_plan_kubernetes::KubernetesEngine::connect(options).await
+        Ok(mount_plan_run::Cluster {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            pod: mount_plan_kubernetes::PodSettings {
+                target: self.pod.target().map_err(unsupported)?,
+                volumes: self.pod.volumes().map_err(unsupported)?,
+                init_image: self.pod.k8s_init_image.clone(),
+            },
+        })
     }
 }

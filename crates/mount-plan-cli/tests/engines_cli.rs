@@ -55,8 +55,8 @@ fn doctor_reports_r_mode_from_this_engines_runtime() {
 }
 
 fn doctor_on_docker26_reports_r_mode_kept() {
-    let socket = mount_plan_testkit::harness::engines_setting("MOUNT_PLAN_DOCKER26_SOCKET");
-    let Some(socket) = socket else {
+    let socket = mount_plan_testkit::engines::TestEngine::Docker26.socket();
+    let Ok(socket) = socket else {
         return skip_or_fail("no Docker 26: run `bash .ci/engines-setup`");
     };
     let o = doctor(Some(&socket));

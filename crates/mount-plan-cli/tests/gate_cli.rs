@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mount_plan_testkit::engines::TestEngine;
 use mount_plan_testkit::harness::podman_setting;
 
 const IMAGE_DOCKER: &str = "mount-plan-busybox:gate-test";
@@ -169,7 +170,8 @@ fn podman_cli(socket: &str) -> Command {
 }
 
 fn podman_rootful_refuses_a_launcher_view_that_is_not_the_engines() {
-    let socket = podman_setting("MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET")
+    let socket = TestEngine::PodmanRootful
+        .socket()
         .expect("the rootful service of .ci/podman-setup");
     let views = Views::new("rootful", None);
     let label = format!("gate-rootful-{}", std::process::id());
@@ -183,7 +185,8 @@ fn podman_rootful_refuses_a_launcher_view_that_is_not_the_engines() {
 }
 
 fn podman_rootless_refuses_a_launcher_view_that_is_not_the_engines() {
-    let socket = podman_setting("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")
+    let socket = TestEngine::PodmanRootless
+        .socket()
         .expect("the rootless service of .ci/podman-setup");
     let user = podman_setting("MOUNT_PLAN_PODMAN_ROOTLESS_USER").expect("rootless user");
     let uid: u32 = podman_setting("MOUNT_PLAN_PODMAN_ROOTLESS_UID")

@@ -118,13 +118,13 @@ fn podman(rootless: bool) -> Result<Engine, String> {
     } else {
         Need::PodmanRootful
     })?;
-    let key = if rootless {
-        "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET"
+    let engine = if rootless {
+        mount_plan_testkit::engines::TestEngine::PodmanRootless
     } else {
-        "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET"
+        mount_plan_testkit::engines::TestEngine::PodmanRootful
     };
-    let missing = || format!("no {key} in {ENV_FILE} (run .ci/podman-setup)");
-    let socket = env_value(key).ok_or_else(missing)?;
+    let socket = engine.socket()?;
+    let missing = || format!("no CONTAINERS_CONF or image in {ENV_FILE} (run .ci/podman-setup)");
     let conf = env_value("CONTAINERS_CONF").ok_or_else(missing)?;
     let image = env_value("MOUNT_PLAN_PODMAN_IMAGE").ok_or_else(missing)?;
     output_ok(

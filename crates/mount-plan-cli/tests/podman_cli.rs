@@ -23,7 +23,9 @@ fn rootless() -> Option<Rootless> {
             uid: env_file_value("MOUNT_PLAN_PODMAN_ROOTLESS_UID")?
                 .parse()
                 .ok()?,
-            socket: env_file_value("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")?,
+            socket: mount_plan_testkit::engines::TestEngine::PodmanRootless
+                .socket()
+                .ok()?,
             conf: env_file_value("CONTAINERS_CONF")?,
         };
         let ping = Command::new("podman")

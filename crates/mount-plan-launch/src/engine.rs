@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use mount_plan_host::VerifiedPlan;
 
+use crate::container::{ExitStatus, LaunchError, LogStream};
 use crate::gate::Gate;
-use crate::runtime::{ExitStatus, LaunchError, LogStream};
 use mount_plan_spec::LaunchSpec;
 use mount_plan_spec::ObservedContainer;
 use mount_plan_spec::{EngineInfo, EngineReport};

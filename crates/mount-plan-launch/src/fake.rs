@@ -11,9 +11,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan::MountPlan;
 
+use crate::container::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
 use crate::engine::{CreateRequest, Engine, Listed, Removal};
 use crate::lifecycle::CancelToken;
-use crate::runtime::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
 use mount_plan_spec::{Availability, EngineInfo, EngineReport, Protection};
 use mount_plan_spec::{ObservedBind, ObservedContainer, ObservedTmpfs};
 

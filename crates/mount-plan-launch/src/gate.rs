@@ -23,8 +23,8 @@
 
 use mount_plan_host::VerifiedPlan;
 
+use crate::container::LaunchError;
 use crate::identity::LaunchId;
-use crate::runtime::LaunchError;
 use mount_plan_spec::LaunchSpec;
 
 /// The gate's executable, built statically from `gate/main.rs` of this package by its

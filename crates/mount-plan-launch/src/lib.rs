@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod container;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -43,8 +44,11 @@ pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 pub mod outputs;
-mod runtime;
 
+pub use container::{
+    container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
+    OutputStream,
+};
 pub use engine::{CreateRequest, Engine, EngineKind, Listed, Removal};
 pub use identity::{LaunchId, Launcher, Verdict};
 pub use lifecycle::{
@@ -64,8 +68,4 @@ pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, R
 pub use mount_plan_spec::{
     Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,
-};
-pub use runtime::{
-    container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
-    OutputStream,
 };

@@ -33,10 +33,10 @@ use futures_util::StreamExt;
 use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
+use crate::container::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
 use crate::engine::{CreateRequest, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
-use crate::runtime::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
 use mount_plan_spec::{audit, ObservedContainer};
 use mount_plan_spec::{Availability, EngineReport, Protection};
 use mount_plan_spec::{Capability, LaunchSpec, LABEL_MANAGED};

@@ -8,17 +8,14 @@
 //! cancels the launch: the lifecycle stops and removes the container, and only then is the
 //! exception raised. Every decision is the lifecycle's.
 
-use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mount_plan_docker::{ConnectOptions, DockerEngine};
 use mount_plan_launch::{
-    CancelToken, Capability, Engine, Event, Failed, Finished, Keep, LaunchError, LaunchOptions,
-    LaunchSpec, LogChunk, Observer, OutputStream, Protection, Resources,
+    CancelToken, Event, Keep, LaunchError, LaunchOptions, LogChunk, Observer, OutputStream,
 };
-use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use mount_plan_run::{EngineKind, Failure, LaunchRequest, Outcome, RunError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -33,7 +30,7 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 enum Message {
     Output(LogChunk),
     Event(Event),
-    Done(Result<Finished, Failed>),
+    Done(Outcome),
 }
 
 /// Sends output and events to the waiting thread.
@@ -50,174 +47,37 @@ impl Observer for ChannelObserver {
     }
 }
 
-/// The engine the caller named, connected (the CLI's `--runtime`, `--socket`, `--userns`).
-async fn connect(
-    runtime: &str,
-    socket: Option<String>,
-    userns: Option<&str>,
-    connect_timeout: Duration,
-) -> Result<Box<dyn Engine>, LaunchError> {
-    match runtime {
-        "docker" => {
-            if userns.is_some_and(|u| u != "default") {
-                return Err(LaunchError::Unsupported("userns is a podman option".into()));
-            }
-            let options = ConnectOptions {
-                host: socket,
-                connect_timeout,
-                ..ConnectOptions::default()
-            };
-            Ok(Box::new(DockerEngine::connect(&options).await?))
-        }
-        "podman" => {
-            let options = PodmanOptions {
-                userns: match userns {
-                    None | Some("default") => UserNamespace::EngineDefault,
-                    Some("keep-id") => UserNamespace::KeepId,
-                    Some(other) => {
-                        return Err(LaunchError::Unsupported(format!(
-                            "userns {other:?}: expected \"default\" or \"keep-id\""
-                        )))
-                    }
-                },
-                connect_timeout,
-                ..PodmanOptions::default()
-            };
-            Ok(Box::new(match socket {
-                Some(socket) => PodmanEngine::connect(&socket, options).await?,
-                None => PodmanEngine::discover(options).await?,
-            }))
-        }
-        other => Err(LaunchError::Unsupported(format!(
-            "runtime {other:?}: expected \"docker\" or \"podman\""
-        ))),
+/// The caller's `env`: a mapping of str to str, or a list of "K=V".
+fn env_of(env: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let Some(env) = env else {
+        return Ok(Vec::new());
+    };
+    match env.cast::<PyDict>() {
+        Ok(map) => map
+            .iter()
+            .map(|(k, v)| {
+                Ok(format!(
+                    "{}={}",
+                    k.extract::<String>()?,
+                    v.extract::<String>()?
+                ))
+            })
+            .collect(),
+        Err(_) => env.extract().map_err(|_| {
+            PyTypeError::new_err("env is a mapping of str to str or a list of \"K=V\"")
+        }),
     }
 }
 
-/// The caller's choices, as `mount-plan launch` takes them.
-struct SpecArgs<'py> {
-    image: String,
-    command: Vec<String>,
-    user: Option<String>,
-    env: Option<Bound<'py, PyAny>>,
-    network: String,
-    name: Option<String>,
-    labels: Option<Bound<'py, PyDict>>,
-    gpus: Option<String>,
-    memory: Option<u64>,
-    cpus: Option<f64>,
-    pids_limit: Option<u64>,
-    accept_missing: Vec<String>,
-    require: Vec<String>,
-    cap_add: Vec<String>,
-}
-
-/// A spec failure as the lifecycle reports it.
-fn spec_err(e: impl Into<LaunchError>) -> LaunchError {
-    e.into()
-}
-
-impl SpecArgs<'_> {
-    fn spec(&self) -> PyResult<Result<LaunchSpec, LaunchError>> {
-        let env: Vec<String> = match &self.env {
-            None => Vec::new(),
-            Some(env) => match env.cast::<PyDict>() {
-                Ok(map) => map
-                    .iter()
-                    .map(|(k, v)| {
-                        Ok(format!(
-                            "{}={}",
-                            k.extract::<String>()?,
-                            v.extract::<String>()?
-                        ))
-                    })
-                    .collect::<PyResult<_>>()?,
-                Err(_) => env.extract().map_err(|_| {
-                    PyTypeError::new_err("env is a mapping of str to str or a list of \"K=V\"")
-                })?,
-            },
-        };
-        let labels: Vec<(String, String)> = match &self.labels {
-            None => Vec::new(),
-            Some(map) => map
-                .iter()
-                .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
-                .collect::<PyResult<_>>()?,
-        };
-        if let Some(c) = self.cpus {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(PyValueError::new_err(format!(
-                    "cpus={c} is not a positive number"
-                )));
-            }
-        }
-        Ok((|| {
-            let image = self.image.parse().map_err(spec_err)?;
-            let mut spec = LaunchSpec::new(image).with_command(self.command.clone());
-            spec.user = self
-                .user
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(spec_err)?;
-            spec.env = env
-                .iter()
-                .map(|e| e.parse())
-                .collect::<Result<_, _>>()
-                .map_err(spec_err)?;
-            spec.network = self.network.parse().map_err(spec_err)?;
-            spec.name = self
-                .name
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(spec_err)?;
-            for (k, v) in &labels {
-                spec.labels.insert(k, v).map_err(spec_err)?;
-            }
-            spec.gpus = self
-                .gpus
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(spec_err)?;
-            let mut res = Resources::new();
-            if let Some(m) = self.memory {
-                res = res.with_memory_bytes(m).map_err(spec_err)?;
-            }
-            if let Some(c) = self.cpus {
-                res = res.with_nano_cpus((c * 1e9) as u64).map_err(spec_err)?;
-            }
-            if let Some(p) = self.pids_limit {
-                res = res.with_pids_limit(p).map_err(spec_err)?;
-            }
-            spec.resources = res;
-            spec.accept_missing = self
-                .accept_missing
-                .iter()
-                .map(|p| p.parse::<Protection>())
-                .collect::<Result<BTreeSet<_>, _>>()
-                .map_err(spec_err)?;
-            spec.require = self
-                .require
-                .iter()
-                .map(|p| p.parse::<Protection>())
-                .collect::<Result<BTreeSet<_>, _>>()
-                .map_err(spec_err)?;
-            spec.cap_add = self
-                .cap_add
-                .iter()
-                .map(|c| c.parse::<Capability>())
-                .collect::<Result<BTreeSet<_>, _>>()
-                .map_err(spec_err)?;
-            spec.check().map_err(spec_err)?;
-            Ok(spec)
-        })())
-    }
-}
-
-fn to_py_launch_error(e: &LaunchError, container: Option<&str>, command_ran: bool) -> PyErr {
-    launch_error(e.rule(), e.value(), e.to_string(), container, command_ran)
+fn to_py_launch_error(failure: &Failure) -> PyErr {
+    let e = &failure.error;
+    launch_error(
+        e.rule(),
+        e.value().as_deref(),
+        e.to_string(),
+        failure.container.as_deref(),
+        failure.command_ran,
+    )
 }
 
 /// Where output goes when no callback is given: the caller's `sys.stdout` / `sys.stderr`
@@ -294,35 +154,49 @@ pub fn launch(
     // Bounded before anything runs (a longer one would overflow the lifecycle's clock).
     let secs = |what: &'static str, v: f64| {
         mount_plan_launch::duration_secs(what, v).map_err(|e| {
-            let _ = verified.release_job_dir();
-            to_py_launch_error(&LaunchError::from(e), None, false)
+            match mount_plan_run::refuse(&verified, e) {
+                Outcome::Failed(failure) => to_py_launch_error(&failure),
+                Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
+            }
         })
     };
     let stop_grace = secs("stop_grace", stop_grace)?;
     let connect_timeout = secs("connect_timeout", connect_timeout)?.max(Duration::from_secs(1));
-    let args = SpecArgs {
-        image,
-        command: command.unwrap_or_default(),
-        user,
-        env,
-        network: network.to_owned(),
-        name,
-        labels,
-        gpus,
-        memory,
-        cpus,
-        pids_limit,
-        accept_missing: accept_missing.unwrap_or_default(),
-        require: require.unwrap_or_default(),
-        cap_add: cap_add.unwrap_or_default(),
+    let mut request = LaunchRequest::new(image, command.unwrap_or_default());
+    request.user = user;
+    request.env = env_of(env.as_ref())?;
+    request.network = network.to_owned();
+    request.name = name;
+    request.labels = match &labels {
+        None => Vec::new(),
+        Some(map) => map
+            .iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect::<PyResult<_>>()?,
     };
-    let spec = match args.spec()? {
-        Ok(spec) => spec,
-        Err(e) => {
-            // As the lifecycle does for every failure before the command ran.
-            let _ = verified.release_job_dir();
-            return Err(to_py_launch_error(&e, None, false));
+    request.gpus = gpus;
+    request.memory = memory;
+    request.cpus = cpus;
+    request.pids_limit = pids_limit;
+    request.accept.accept_missing = accept_missing.unwrap_or_default();
+    request.accept.require = require.unwrap_or_default();
+    request.caps.cap_add = cap_add.unwrap_or_default();
+    // The endpoint, as the CLI's --runtime, --socket, --userns, --connect-timeout.
+    let endpoint = (|| {
+        let mut endpoint = mount_plan_run::Endpoint::new(runtime.parse::<EngineKind>()?);
+        endpoint.socket = socket;
+        if let Some(userns) = userns.as_deref() {
+            endpoint.userns = userns.parse()?;
         }
+        endpoint.connect_timeout = connect_timeout;
+        Ok::<_, RunError>(endpoint)
+    })();
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(e) => match mount_plan_run::refuse(&verified, e) {
+            Outcome::Failed(failure) => return Err(to_py_launch_error(&failure)),
+            Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
+        },
     };
 
     let cancel = CancelToken::new();
@@ -332,7 +206,6 @@ pub fn launch(
         cancel: cancel.clone(),
         ..LaunchOptions::default()
     };
-    let runtime = runtime.to_owned();
     let (tx, rx) = mpsc::channel::<Message>();
     let worker = std::thread::Builder::new()
         .name("mount-plan-launch".into())
@@ -341,38 +214,20 @@ pub fn launch(
                 .enable_all()
                 .build()
             {
-                Err(e) => Err(Failed {
-                    error: LaunchError::Unsupported(format!("cannot start the async runtime: {e}")),
-                    command_ran: false,
-                    container: None,
-                }),
-                Ok(rt) => rt.block_on(async {
-                    let engine = tokio::select! {
-                        connected = connect(&runtime, socket, userns.as_deref(), connect_timeout) => connected,
-                        _ = options.cancel.cancelled() => Err(LaunchError::Cancelled),
-                    };
-                    match engine {
-                        Err(error) => {
-                            let _ = verified.release_job_dir();
-                            Err(Failed {
-                                error,
-                                command_ran: false,
-                                container: None,
-                            })
-                        }
-                        Ok(engine) => {
-                            let mut observer = ChannelObserver { tx: tx.clone() };
-                            mount_plan_launch::launch(
-                                engine.as_ref(),
-                                &verified,
-                                &spec,
-                                &options,
-                                &mut observer,
-                            )
-                            .await
-                        }
-                    }
-                }),
+                Err(e) => mount_plan_run::refuse(
+                    &verified,
+                    LaunchError::Unsupported(format!("cannot start the async runtime: {e}")),
+                ),
+                Ok(rt) => {
+                    let mut observer = ChannelObserver { tx: tx.clone() };
+                    rt.block_on(mount_plan_run::run(
+                        &verified,
+                        &request,
+                        &endpoint,
+                        &options,
+                        &mut observer,
+                    ))
+                }
             };
             let _ = tx.send(Message::Done(done));
         })
@@ -398,20 +253,25 @@ pub fn launch(
                     .map(drop),
                 None => write_std(py, &chunk),
             },
-            Ok(Message::Event(event)) if pending.is_none() => match &on_event {
-                Some(cb) => to_py(py, &event).and_then(|e| cb.call1((e,)).map(drop)),
-                None => match &event {
+            Ok(Message::Event(event)) if pending.is_none() => {
+                // Every warning is a RuntimeWarning, as the CLI prints every one on stderr.
+                let warned = match &event {
                     Event::Warning { message } => warn(py, message),
                     _ => Ok(()),
-                },
-            },
+                };
+                warned.and_then(|()| match &on_event {
+                    Some(cb) => to_py(py, &event).and_then(|e| cb.call1((e,)).map(drop)),
+                    None => Ok(()),
+                })
+            }
             Ok(_) => Ok(()),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break Err(Failed {
+                break Outcome::Failed(Failure {
                     error: LaunchError::Unsupported(
                         "the launch thread ended without an answer".into(),
-                    ),
+                    )
+                    .into(),
                     command_ran: true,
                     container: None,
                 })
@@ -436,16 +296,8 @@ pub fn launch(
         return Err(e);
     }
     match outcome {
-        Ok(finished) => {
-            for w in &finished.warnings {
-                warn(py, w)?;
-            }
-            Ok(finished.status.code)
-        }
-        Err(failed) => Err(to_py_launch_error(
-            &failed.error,
-            failed.container.as_deref(),
-            failed.command_ran,
-        )),
+        // Its warnings were delivered as events while it ran.
+        Outcome::Exited(finished) => Ok(finished.status.code),
+        Outcome::Failed(failure) => Err(to_py_launch_error(&failure)),
     }
 }

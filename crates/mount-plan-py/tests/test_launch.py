@@ -72,6 +72,29 @@ def test_docker_noexec_is_a_warning_unless_required(docker_client, probe_image, 
     assert no_container_left(docker_client, test_id)
 
 
+def test_docker_warnings_are_the_clis(cli, docker_client, probe_image, workspace, test_id):
+    """The same plan launched by the CLI and by Python on Docker: every warning and note the
+    CLI prints on stderr is raised once as a RuntimeWarning, and nothing else is (one front
+    door: mount-plan-run's `run`)."""
+    args = ["launch", "--runtime", "docker", "--workspace", str(workspace), "--job", "job-1",
+            "--image", probe_image, "--label", f"{TEST_LABEL}={test_id}", "--", "true"]
+    done = subprocess.run([cli, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    prefix = "mount-plan: warning: "
+    printed = [line[len(prefix):] for line in done.stderr.splitlines()
+               if line.startswith(prefix)]
+    assert printed, done.stderr  # Docker cannot set noexec on binds: at least that one
+    verified = mount_plan.verify(mount_plan.plan(workspace, "job-1"))
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mount_plan.launch(verified, probe_image, ["true"],
+                                 labels={TEST_LABEL: test_id}) == 0
+    raised = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert raised == printed, (raised, done.stderr)
+    assert no_container_left(docker_client, test_id)
+
+
 def test_launch_errors(docker_client, workspace, test_id):
     verified = mount_plan.verify(mount_plan.plan(workspace, "job-1"))
     with pytest.raises(mount_plan.LaunchError) as e:

@@ -53,6 +53,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::engines::TestEngine;
 pub use libtest_mimic::Trial;
 use libtest_mimic::{Arguments, Completion, Failed};
 
@@ -134,24 +135,15 @@ impl Need {
             }
         }
         match self {
-            Need::Docker => {
-                let host = std::env::var("DOCKER_HOST")
-                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
-                ping(&host)
+            Need::Docker | Need::PodmanRootful | Need::Swarm | Need::Docker26 | Need::Podman5 => {
+                ping(&self.engine().expect("an engine need").socket()?)
             }
-            Need::PodmanRootful => ping(
-                &podman_setting("MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET")
-                    .unwrap_or_else(|| "unix:///run/podman/podman.sock".to_owned()),
-            ),
             Need::PodmanRootless => {
                 let hint = "run `bash .ci/podman-setup`";
                 podman_setting("MOUNT_PLAN_PODMAN_ROOTLESS_USER").ok_or_else(|| {
                     format!("MOUNT_PLAN_PODMAN_ROOTLESS_USER is not set ({hint})")
                 })?;
-                let url = podman_setting("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET").ok_or_else(|| {
-                    format!("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET is not set ({hint})")
-                })?;
-                ping(&url)
+                ping(&TestEngine::PodmanRootless.socket()?)
             }
             Need::Root => {
                 if rustix::process::geteuid().is_root() {
@@ -167,22 +159,12 @@ impl Need {
                     Err("/bin/busybox is missing (apt-get install busybox-static)".to_owned())
                 }
             }
-            Need::Swarm => ping(&swarm_setting("MOUNT_PLAN_SWARM_SOCKET").ok_or_else(|| {
-                "MOUNT_PLAN_SWARM_SOCKET is not set (run `bash .ci/swarm-setup`)".to_owned()
-            })?),
-            Need::Docker26 | Need::Podman5 => {
-                let key = if self == Need::Docker26 {
-                    "MOUNT_PLAN_DOCKER26_SOCKET"
-                } else {
-                    "MOUNT_PLAN_PODMAN5_SOCKET"
-                };
-                ping(
-                    &engines_setting(key).ok_or_else(|| {
-                        format!("{key} is not set (run `bash .ci/engines-setup`)")
-                    })?,
-                )
-            }
         }
+    }
+
+    /// The engine this need is, if it is one.
+    pub fn engine(self) -> Option<TestEngine> {
+        TestEngine::ALL.into_iter().find(|e| e.need() == self)
     }
 }
 

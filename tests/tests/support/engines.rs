@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use mount_plan_testkit::engines::TestEngine;
+
 /// The env file of `.ci/engines-setup`.
 pub const ENV_FILE: &str = "/tmp/mount-plan-engines/env";
 const HINT: &str = "run `bash .ci/engines-setup` (it writes /tmp/mount-plan-engines/env)";
@@ -27,9 +29,10 @@ fn setting(key: &str) -> Result<String, String> {
     super::env_setting(ENV_FILE, key).map_err(|_| format!("{key} is not set: {HINT}"))
 }
 
-/// `name`'s socket (from `key`), if the engine answers there.
-fn lookup(name: &'static str, key: &str) -> Result<NestedEngine, String> {
-    let url = setting(key)?;
+/// `engine`'s socket (the testkit reads its variable), if the engine answers there.
+fn lookup(engine: TestEngine) -> Result<NestedEngine, String> {
+    let name = engine.name();
+    let url = engine.socket()?;
     let workdir = PathBuf::from(setting("MOUNT_PLAN_ENGINES_WORKDIR")?);
     let socket = url.trim_start_matches("unix://");
     if !std::path::Path::new(socket).exists() {
@@ -45,7 +48,7 @@ fn lookup(name: &'static str, key: &str) -> Result<NestedEngine, String> {
 pub fn docker26() -> Option<NestedEngine> {
     super::require(
         "the Docker 26 engine of .ci/engines-setup",
-        lookup("docker26", "MOUNT_PLAN_DOCKER26_SOCKET"),
+        lookup(TestEngine::Docker26),
     )
 }
 
@@ -53,6 +56,6 @@ pub fn docker26() -> Option<NestedEngine> {
 pub fn podman5() -> Option<NestedEngine> {
     super::require(
         "the Podman 5 engine of .ci/engines-setup",
-        lookup("podman5", "MOUNT_PLAN_PODMAN5_SOCKET"),
+        lookup(TestEngine::Podman5),
     )
 }

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod engines;
 pub mod image;
 pub mod swarm;
+pub mod trials;
 pub mod workspace;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use mount_plan_podman::{PodmanEngine, PodmanOptions, UserNamespace};
+use mount_plan_testkit::engines::TestEngine;
 
 use crate::support::conformance::EngineFixture;
 use crate::support::image::{image_tar, locked, probe_binary, repo_root, CONTENT_LABEL};
@@ -129,13 +130,11 @@ fn lookup(mode: Mode) -> Result<Service, String> {
     match mode {
         Mode::Rootful => Ok(Service {
             mode,
-            url: setting("MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET")
-                .unwrap_or_else(|_| "unix:///run/podman/podman.sock".to_owned()),
+            url: TestEngine::PodmanRootful.socket()?,
             user: None,
         }),
         Mode::Rootless => {
-            let url = setting("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET")
-                .map_err(|_| format!("MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET is not set: {hint}"))?;
+            let url = TestEngine::PodmanRootless.socket()?;
             let name = setting("MOUNT_PLAN_PODMAN_ROOTLESS_USER")
                 .map_err(|_| format!("MOUNT_PLAN_PODMAN_ROOTLESS_USER is not set: {hint}"))?;
             let (uid, gid, home) = passwd(&name)?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mount_plan_docker::ConnectOptions;
 use mount_plan_launch::Protection;
 use mount_plan_swarm::SwarmEngine;
+use mount_plan_testkit::engines::TestEngine;
 
 use super::conformance::EngineFixture;
 use super::{image, run};
@@ -113,7 +114,7 @@ fn lookup() -> Result<Cluster, String> {
         return Err(format!("two workers are needed, the env names {workers:?}"));
     }
     let cluster = Cluster {
-        socket: get("MOUNT_PLAN_SWARM_SOCKET")?,
+        socket: TestEngine::Swarm.socket()?,
         workers,
         busybox: get("MOUNT_PLAN_SWARM_IMAGE")?,
         workdir: PathBuf::from(get("MOUNT_PLAN_SWARM_WORKDIR")?),

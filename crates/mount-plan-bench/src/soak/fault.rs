@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use crate::Engine;
+use crate::TestEngine;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -78,19 +78,24 @@ impl Fault {
     }
 
     /// Whether this fault can be injected on `engine`, and why not.
-    pub fn unavailable(self, engine: Engine) -> Option<&'static str> {
-        let podman_here = matches!(engine, Engine::PodmanRootful | Engine::PodmanRootless);
+    pub fn unavailable(self, engine: TestEngine) -> Option<&'static str> {
+        let podman_here = matches!(
+            engine,
+            TestEngine::PodmanRootful | TestEngine::PodmanRootless
+        );
         match self {
             Fault::PodmanRestart if !podman_here => {
                 Some("only this machine's Podman services are restarted")
             }
             // The rootless service's namespace keeps the host mounts of when its pause
             // process started (README, limits): a tmpfs mounted now is not seen there.
-            Fault::FsFull if engine != Engine::Docker && engine != Engine::PodmanRootful => {
+            Fault::FsFull
+                if engine != TestEngine::Docker && engine != TestEngine::PodmanRootful =>
+            {
                 Some("the engine does not see a tmpfs mounted after it started")
             }
             // Rootless Podman on cgroup v1 (this machine) cannot set a memory limit.
-            Fault::Oom if engine == Engine::PodmanRootless && cgroup_v1() => {
+            Fault::Oom if engine == TestEngine::PodmanRootless && cgroup_v1() => {
                 Some("rootless Podman on cgroup v1 ignores memory limits")
             }
             _ => None,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use mount_plan::{HostPath, Layout};
 use mount_plan_host::{verify, JobDir, VerifyOptions};
-use mount_plan_launch::{launch, Event, LaunchOptions, LaunchSpec, LogChunk, Observer};
+use mount_plan_launch::{launch, Event, LaunchOptions, LogChunk, Observer};
 
 use super::{fault, Ctx, LABEL_LAUNCH, LABEL_RUN};
 
@@ -104,16 +104,19 @@ pub async fn run(ctx: &Ctx, jobs: usize) -> Result<Report> {
                  [ \"$(ls -A .)\" = {out} ] || {{ echo \"my directory shows: $(ls -A .)\" >&2; exit 5; }}",
                 out = fault::OUTPUT
             );
-            let mut spec = LaunchSpec::new(ctx.target.image.parse()?)
-                .with_command(["sh".to_owned(), "-c".to_owned(), script]);
-            spec.network = "none".parse()?;
-            spec.env = vec![
-                format!("SOAK_DATA={data}").parse()?,
-                format!("EXPECT={expect}").parse()?,
+            let mut request = mount_plan_run::LaunchRequest::new(
+                &ctx.target.image,
+                ["sh".to_owned(), "-c".to_owned(), script],
+            );
+            request.env = vec![format!("SOAK_DATA={data}"), format!("EXPECT={expect}")];
+            request.labels = vec![
+                (LABEL_RUN.to_owned(), ctx.run.clone()),
+                (
+                    LABEL_LAUNCH.to_owned(),
+                    format!("{}-iso-{}-{k}", ctx.run, ctx.index),
+                ),
             ];
-            spec.labels.insert(LABEL_RUN, &ctx.run)?;
-            spec.labels
-                .insert(LABEL_LAUNCH, &format!("{}-iso-{}-{k}", ctx.run, ctx.index))?;
+            let spec = request.spec(ctx.engine.endpoint().map_err(anyhow::Error::msg)?.kind)?;
             let mut errors = Vec::new();
             let mut observer = Times(times);
             let mut output = Vec::new();

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Engine, Method};
+use crate::{Method, TestEngine};
 
 /// `launches` launches, or as many as `budget` allows after the first 100.
 pub fn run(
-    engine: Engine,
+    engine: TestEngine,
     launches: usize,
     concurrency: usize,
     budget: Option<Duration>,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use crate::Engine;
+use crate::TestEngine;
 use fault::{libc_sig, Expect, Fault, Rng, OUTPUT};
 use proxy::{Break, Proxy, Trigger};
 
@@ -47,8 +47,8 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
     /// Engines to soak, one after the other
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["docker"])]
-    engines: Vec<Engine>,
+    #[arg(long, value_parser = crate::parse_engine, value_delimiter = ',', default_values = ["docker"])]
+    engines: Vec<TestEngine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
     launches: usize,
@@ -255,12 +255,8 @@ impl Tally {
         self.notes.extend(o.notes.iter().cloned());
     }
 
-    fn print(&self, engine: Engine) {
-        let name = engine
-            .to_possible_value()
-            .expect("named")
-            .get_name()
-            .to_owned();
+    fn print(&self, engine: TestEngine) {
+        let name = engine.name();
         println!("{name}: {} launches", self.launches);
         println!("  {:<20} {:>6}  outcomes", "fault", "count");
         for (f, outs) in &self.outcomes {
@@ -283,7 +279,7 @@ impl Tally {
 
 /// One engine's soak.
 struct Ctx {
-    engine: Engine,
+    engine: TestEngine,
     index: u64,
     target: crate::Target,
     run: String,
@@ -313,7 +309,7 @@ struct Ctx {
 
 impl Ctx {
     async fn new(
-        engine: Engine,
+        engine: TestEngine,
         index: u64,
         args: &SoakArgs,
         faults: &[Fault],
@@ -390,11 +386,7 @@ impl Ctx {
     }
 
     fn runtime_arg(&self) -> &'static str {
-        if self.engine.is_docker() {
-            "docker"
-        } else {
-            "podman"
-        }
+        self.engine.kind_id()
     }
 
     fn engine_url(&self) -> String {
@@ -402,7 +394,7 @@ impl Ctx {
     }
 
     fn rootless(&self) -> bool {
-        self.engine == Engine::PodmanRootless
+        self.engine == TestEngine::PodmanRootless
     }
 
     async fn soak(&self, args: &SoakArgs) -> Result<Tally> {
@@ -867,38 +859,7 @@ impl Ctx {
     }
 }
 
-/// Connect to an engine as the benchmark does.
-pub async fn connect(engine: Engine) -> Result<Box<dyn mount_plan_launch::Engine>> {
-    Ok(match engine {
-        Engine::Docker => {
-            Box::new(mount_plan_docker::DockerEngine::connect(&Default::default()).await?)
-        }
-        Engine::Docker26 => Box::new(
-            mount_plan_docker::DockerEngine::connect(&mount_plan_docker::ConnectOptions {
-                host: Some(crate::nested_socket("MOUNT_PLAN_DOCKER26_SOCKET")?),
-                ..Default::default()
-            })
-            .await?,
-        ),
-        other => {
-            let url = match other {
-                Engine::PodmanRootful => crate::env_or(
-                    "MOUNT_PLAN_PODMAN_ROOTFUL_SOCKET",
-                    "unix:///run/podman/podman.sock",
-                ),
-                Engine::PodmanRootless => crate::env_or(
-                    "MOUNT_PLAN_PODMAN_ROOTLESS_SOCKET",
-                    &format!(
-                        "unix:///run/user/{}/podman/podman.sock",
-                        crate::rootless_uid()?
-                    ),
-                ),
-                _ => crate::nested_socket("MOUNT_PLAN_PODMAN5_SOCKET")?,
-            };
-            Box::new(mount_plan_podman::PodmanEngine::connect(&url, Default::default()).await?)
-        }
-    })
-}
+pub use crate::connect;
 
 /// Send `sig` to `pid`.
 async fn signal(pid: u32, sig: i32) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::Engine;
+use crate::TestEngine;
 
 /// One service: where its pid file, socket and log are.
 #[derive(Debug)]
@@ -21,10 +21,10 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn find(engine: Engine) -> Result<Service> {
+    pub fn find(engine: TestEngine) -> Result<Service> {
         let rootless = match engine {
-            Engine::PodmanRootful => false,
-            Engine::PodmanRootless => true,
+            TestEngine::PodmanRootful => false,
+            TestEngine::PodmanRootless => true,
             other => bail!("{other:?} is not a service this machine runs"),
         };
         let dir = PathBuf::from(crate::env_or(

@@ -1,4 +1,5 @@
-//! The launch errors, exit statuses, output chunks and the labels every container carries.
+//! What a container call answers (the launch errors, exit statuses and output chunks) and the
+//! labels every container carries. (Not the OCI runtime: that is `runc.rs`.)
 
 use std::collections::BTreeMap;
 
