@@ -219,7 +219,8 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
 }
 
 /// A small workspace in the shared work directory: W with startup/ and local/ (0755) and the
-/// given job directories (0777, so any container user can write). Removed on drop.
+/// given job directories (0755: the jobs run as root, which owns them; a world-writable job
+/// directory is refused by the host check, rule `job-dir-loose`). Removed on drop.
 #[derive(Debug)]
 pub struct SharedWorkspace {
     dir: tempfile::TempDir,
@@ -236,7 +237,7 @@ impl SharedWorkspace {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod W");
         for (d, mode) in [("startup", 0o755), ("local", 0o755)]
             .into_iter()
-            .chain(jobs.iter().map(|j| (*j, 0o777)))
+            .chain(jobs.iter().map(|j| (*j, 0o755)))
         {
             let p = dir.path().join(d);
             fs::create_dir(&p).expect("mkdir");
