@@ -88,7 +88,7 @@ pub struct LaunchRequest {
     /// The image (never pulled: it must be present on the engine)
     #[cfg_attr(feature = "clap", arg(long, value_name = "IMAGE"))]
     pub image: String,
-    /// Run the command as UID[:GID] (numeric) [default: the image's user]
+    /// Run the command as UID or UID:GID (numeric) [default: the image's user]
     #[cfg_attr(feature = "clap", arg(long, value_name = "U[:G]"))]
     #[serde(default)]
     pub user: Option<String>,
