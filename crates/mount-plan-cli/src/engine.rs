@@ -351,19 +351,6 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
             events,
             launch: String::new(),
         };
-        let cancelled = |signalled: u8, command_ran: bool, launch: Option<String>| {
-            Outcome::failed(
-                Ending::Cancelled,
-                command_ran,
-                Some(LaunchError::Cancelled.rule()),
-                LaunchError::Cancelled.to_string(),
-                launch,
-                match signalled {
-                    0 => EXIT_LAUNCH_FAILED,
-                    code => code,
-                },
-            )
-        };
         // Let the signal tasks run once: a signal that came during the host check cancels.
         tokio::task::yield_now().await;
         let options = LaunchOptions {
@@ -399,7 +386,14 @@ fn launch_outcome(cmd: &LaunchCmd) -> Outcome {
                         "the command never ran"
                     }
                 );
-                cancelled(signalled, failed.command_ran, launch_id)
+                Outcome::failed(
+                    Ending::Cancelled,
+                    failed.command_ran,
+                    Some(failed.error.rule()),
+                    failed.error.to_string(),
+                    launch_id,
+                    exit,
+                )
             }
             mount_plan_run::Outcome::Failed(failed) => {
                 eprintln!("error: {}", failed.error);
