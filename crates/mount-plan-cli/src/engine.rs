@@ -294,6 +294,9 @@ fn rule_of(e: &anyhow::Error) -> Option<&'static str> {
     if let Some(e) = e.downcast_ref::<mount_plan::NameError>() {
         return Some(e.rule());
     }
+    if let Some(e) = e.downcast_ref::<EventsFileError>() {
+        return Some(e.rule());
+    }
     e.downcast_ref::<mount_plan::PathError>().map(|e| e.rule())
 }
 

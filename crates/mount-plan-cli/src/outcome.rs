@@ -19,8 +19,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use serde::Serialize;
 
 /// How a launch ended.
@@ -89,11 +92,13 @@ impl Outcome {
     }
 }
 
-/// A status file reserved before the launch: its temporary twin exists, the path does not.
+/// A status file reserved before the launch: its unnamed (or temporary) twin exists, the path
+/// does not.
 #[derive(Debug)]
 pub struct StatusFile {
     path: PathBuf,
-    tmp: PathBuf,
+    /// The named temporary file, where the file system has no unnamed ones.
+    tmp: Option<PathBuf>,
     file: File,
 }
 
@@ -107,7 +112,10 @@ pub struct StatusFileError {
 }
 
 impl StatusFile {
-    /// Reserve `path`: refused when it exists or its directory cannot take a file.
+    /// Reserve `path`: refused when it exists or its directory cannot take a file. The
+    /// document is written to an unnamed file in the same directory (`O_TMPFILE`), so a
+    /// launcher killed with SIGKILL leaves nothing behind; where the file system has no
+    /// unnamed files, a hidden `.NAME.PID.tmp` beside it.
     pub fn reserve(path: &Path) -> Result<StatusFile, StatusFileError> {
         let err = |why: String| StatusFileError {
             path: path.to_owned(),
@@ -122,6 +130,27 @@ impl StatusFile {
         let name = path
             .file_name()
             .ok_or_else(|| err("names no file".into()))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let unnamed = rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        );
+        match unnamed {
+            Ok(fd) => {
+                return Ok(StatusFile {
+                    path: path.to_owned(),
+                    tmp: None,
+                    file: File::from(fd),
+                })
+            }
+            // The file system has no unnamed files: a named one, removed after.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+            Err(e) => return Err(err(format!("cannot be prepared in {}: {e}", dir.display()))),
+        }
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(".{}.tmp", std::process::id()));
@@ -133,21 +162,37 @@ impl StatusFile {
             .map_err(|e| err(format!("cannot be prepared ({}: {e})", tmp.display())))?;
         Ok(StatusFile {
             path: path.to_owned(),
-            tmp,
+            tmp: Some(tmp),
             file,
         })
     }
 
     /// Write `outcome` and put the file at its path (never over another file).
     pub fn write(mut self, outcome: &Outcome) -> std::io::Result<()> {
-        let written = (|| {
-            let mut line = serde_json::to_vec(outcome).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            self.file.write_all(&line)?;
-            self.file.sync_all()?;
-            std::fs::hard_link(&self.tmp, &self.path)
-        })();
-        let _ = std::fs::remove_file(&self.tmp);
-        written
+        let mut line = serde_json::to_vec(outcome).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_all());
+        match &self.tmp {
+            None => written.and_then(|()| {
+                // An unnamed file gets its name by a link from its descriptor.
+                let fd = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    fd.as_str(),
+                    rustix::fs::CWD,
+                    &self.path,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(std::io::Error::from)
+            }),
+            Some(tmp) => {
+                let linked = written.and_then(|()| std::fs::hard_link(tmp, &self.path));
+                let _ = std::fs::remove_file(tmp);
+                linked
+            }
+        }
     }
 }

@@ -419,10 +419,30 @@ fn sigterm_stops_and_removes_within_the_grace_period(engine: &Engine) -> Result<
 
 fn sigkill_then_gc_leaves_no_container(engine: &Engine) -> Result<(), Failed> {
     let site = Site::new(engine, "kill");
-    let mut child = site.launch(&[], &["sleep", "60"]);
+    // The status file's directory: a killed launcher leaves no temporary file in it.
+    let status_dir = site.path("run/status");
+    std::fs::create_dir(&status_dir).unwrap();
+    if let Some((_, uid)) = &engine.user {
+        std::os::unix::fs::chown(&status_dir, Some(*uid), Some(*uid)).unwrap();
+    }
+    let status_file = status_dir.join("status.json");
+    let mut child = site.launch(
+        &["--status-file", status_file.to_str().unwrap()],
+        &["sleep", "60"],
+    );
     site.await_started(&mut child)?;
     kill(site.launcher_pid(&child), "KILL");
     let _ = collect(&mut child);
+    let in_status_dir: Vec<_> = std::fs::read_dir(&status_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    check(in_status_dir.is_empty(), || {
+        format!(
+            "{}: a killed launcher left {in_status_dir:?} beside its status file",
+            engine.name
+        )
+    })?;
     let left = site.leftovers();
     check(left.len() == 1, || {
         format!(
@@ -671,13 +691,15 @@ fn a_stop_grace_past_its_bound_is_refused_before_anything_runs(
 }
 
 /// Issue 21, finding 7: `--events` naming a symbolic link is refused (rule
-/// `events-file-link`) and the link's target is never written.
+/// `events-file-link`, on stderr and in the status file) and the link's target is never
+/// written.
 fn an_events_file_that_is_a_link_is_refused(engine: &Engine) -> Result<(), Failed> {
     let site = Site::new(engine, "events-link");
     let target = site.path("run/target");
     std::fs::write(&target, "precious\n").unwrap();
     std::os::unix::fs::symlink(&target, site.path("run/events.jsonl")).unwrap();
-    let mut child = site.launch(&[], &["true"]);
+    let status_file = site.path("run/status.json");
+    let mut child = site.launch(&["--status-file", status_file.to_str().unwrap()], &["true"]);
     let (status, stderr) = collect(&mut child);
     let kept = std::fs::read_to_string(&target).unwrap();
     check(kept == "precious\n", || {
@@ -689,6 +711,13 @@ fn an_events_file_that_is_a_link_is_refused(engine: &Engine) -> Result<(), Faile
     check(stderr.contains("events rule `events-file-link`"), || {
         format!("{}: stderr does not name the rule: {stderr}", engine.name)
     })?;
+    let doc = status_doc(&site, "run/status.json")?;
+    check(
+        doc["outcome"] == "failed"
+            && doc["command_ran"] == false
+            && doc["rule"] == "events-file-link",
+        || format!("{}: status file {doc}", engine.name),
+    )?;
     let left = site.leftovers();
     check(left.is_empty(), || {
         format!("{}: containers left: {left:?}", engine.name)
