@@ -45,8 +45,6 @@ class AdversaryExecutor(Executor):
             if self.victim_dir:
                 results.append(_try(f"read {self.victim_dir}",
                                     lambda: os.listdir(f"{ROOT}/{self.victim_dir}")))
-            results.append(_try("read the host workspace by /proc/1/root",
-                                lambda: os.listdir("/proc/1/root" + ROOT + "/..")))
         elif self.attack == "write-startup":
             results.append(_try("create startup/evil.py",
                                 lambda: open(f"{ROOT}/startup/evil.py", "w").write("x")))
@@ -54,7 +52,9 @@ class AdversaryExecutor(Executor):
                                 lambda: open(f"{ROOT}/startup/fed_client.json", "a").write("x")))
             results.append(_try("create local/evil.json",
                                 lambda: open(f"{ROOT}/local/evil.json", "w").write("x")))
-            results.append(_try("create a root-level dir",
+            # The root is the job's own scratch tmpfs (mode 1777, FLARE's server jobs create
+            # storage there): this succeeds, and must not reach the host's workspace.
+            results.append(_try("create a root-level dir (the scratch tmpfs)",
                                 lambda: os.mkdir(f"{ROOT}/planted")))
         elif self.attack == "plant-setuid":
             target = os.path.join(job_dir, "suid-python")

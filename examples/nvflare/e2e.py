@@ -21,6 +21,7 @@ Exit status 0 only when every check holds.
 import argparse
 import glob
 import io
+import re
 import json
 import os
 import shutil
@@ -178,6 +179,15 @@ def global_model(session, job_id, dest):
     return None, f"no server model in {path} ({found})"
 
 
+def finished_rounds(result_dir):
+    """The rounds a server job's log (in its downloaded result) says finished."""
+    found = set()
+    for path in glob.glob(os.path.join(result_dir, "**", "log.txt"), recursive=True):
+        with open(path, errors="replace") as f:
+            found.update(int(r) for r in re.findall(r"Round (\d+) finished", f.read()))
+    return sorted(found)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--image", required=True)
@@ -265,11 +275,9 @@ def main():
         check(model is not None and np.allclose(model, expected),
               f"the global model at the server after {args.rounds} rounds is initial + "
               f"{args.rounds}: {None if model is None else model.tolist()} ({where})")
-        server_log = open(os.path.join(prod, "server", sag, "log.txt")).read() \
-            if os.path.exists(os.path.join(prod, "server", sag, "log.txt")) else ""
-        rounds = sorted({int(r) for r in
-                         __import__("re").findall(r"Round (\d+) started", server_log)})
-        log(f"rounds the server job logged: {rounds}")
+        rounds = finished_rounds(os.path.join(work, "results", sag))
+        check(rounds == list(range(args.rounds)),
+              f"rounds the server job finished (its log.txt): {rounds}")
 
         # the adversaries, then a numpy job after them
         t2 = time.monotonic()
@@ -288,24 +296,27 @@ def main():
             check(status[job_id] not in ("FINISHED:COMPLETED", "") and
                   status[job_id].startswith("FINISHED"),
                   f"FLARE reports adversary-{attack} {job_id} as failed: {status[job_id]}")
-            for c in CLIENTS:
-                report = os.path.join(prod, c, job_id, "attacks.json")
-                if not os.path.exists(report):
-                    check(False, f"{c} {attack}: no attacks.json (the job never ran?)")
-                    continue
-                results = json.load(open(report))
+            # A client whose job failed first makes FLARE abort the job elsewhere: the other
+            # client may never run the task. At least one ran it; every one that did failed.
+            ran = [c for c in CLIENTS
+                   if os.path.exists(os.path.join(prod, c, job_id, "attacks.json"))]
+            check(ran != [], f"adversary-{attack} ran its attacks on {ran}")
+            for c in ran:
+                results = json.load(open(os.path.join(prod, c, job_id, "attacks.json")))
                 log(f"{c} {attack}: {json.dumps(results)}")
                 if attack == "read-other-job":
                     listed = next(r for r in results if r["attack"] == "list workspace root")
                     check(sorted(listed["detail"]) == sorted(["startup", "local", job_id]),
                           f"{c}: the workspace root shows only startup, local and the job")
-                    check(all(r["result"] == "refused" for r in results[1:]),
-                          f"{c}: every read of another job refused")
+                    check(all(r["result"] == "refused" for r in results[1:]) and
+                          len(results) > 1, f"{c}: every read of another job refused")
                 elif attack == "write-startup":
-                    check(all(r["result"] == "refused" for r in results),
+                    check(all(r["result"] == "refused" for r in results
+                              if "scratch" not in r["attack"]),
                           f"{c}: every write to startup/ and local/ refused")
-                    check(not os.path.exists(os.path.join(prod, c, "startup", "evil.py")),
-                          f"{c}: nothing was created in the host's startup/")
+                    for path in ("startup/evil.py", "local/evil.json", "planted"):
+                        check(not os.path.exists(os.path.join(prod, c, path)),
+                              f"{c}: no {path} in the host's workspace")
                 else:
                     planted = os.path.join(prod, c, job_id, "suid-python")
                     mode = os.stat(planted).st_mode if os.path.exists(planted) else 0

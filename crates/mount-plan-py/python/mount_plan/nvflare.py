@@ -310,8 +310,14 @@ class _MountPlanEngine:
                 permissions=launcher.permissions)
         except (mount_plan.PlanError, mount_plan.HostCheckError) as e:
             raise _refused(e.rule, str(e.value), str(e)) from e
-        on_output = launcher._output_callback(start_kwargs["name"] or job)
-        handle = mount_plan.start(verified, image, on_output=on_output, **start_kwargs)
+        container_name = start_kwargs["name"] or job
+        on_output = launcher._output_callback(container_name)
+        on_event = None
+        if launcher.on_event is not None:
+            def on_event(event, _name=container_name, _hook=launcher.on_event):
+                _hook(_name, event)
+        handle = mount_plan.start(verified, image, on_output=on_output, on_event=on_event,
+                                  **start_kwargs)
         # FLARE's launcher answers once the container exists: wait for it (or the refusal).
         deadline = time.monotonic() + launcher.timeout
         while not handle.done and handle.container is None and time.monotonic() < deadline:
@@ -358,6 +364,7 @@ class _MountPlanLauncher:
         labels: Optional[dict] = None,
         permissions: str = "refuse",
         job_output: Optional[str] = None,
+        on_event: Optional[Any] = None,
     ):
         """FLARE's Docker launcher's arguments (same meaning), then mount-plan's:
 
@@ -374,6 +381,8 @@ class _MountPlanLauncher:
             ``mount_plan.start`` and ``mount_plan.verify``.
         job_output: a directory; each job's output goes to ``<job_output>/<job>.log`` (default:
             this process's stdout and stderr).
+        on_event: called as ``on_event(container name, event)`` with every lifecycle event
+            (``mount_plan.start``'s), from the launch's thread, before the lifecycle goes on.
         """
         if network in ("host",) or str(network).startswith("container:"):
             raise NvflareConfigError("nvflare-weakens", f"network={network}",
@@ -404,6 +413,7 @@ class _MountPlanLauncher:
         self.labels = dict(labels or {})
         self.permissions = permissions
         self.job_output = job_output
+        self.on_event = on_event
         self._engine = _MountPlanEngine(self)
         self._site = threading.local()
 
