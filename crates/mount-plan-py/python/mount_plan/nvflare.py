@@ -30,12 +30,13 @@ import os
 import re
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
-import docker.errors
-from nvflare.apis.fl_context import FLContext
-from nvflare.apis.job_launcher_spec import JobHandleSpec
-from nvflare.app_opt.job_launcher import docker_launcher as _flare
+# Neither ships type information.
+import docker.errors  # type: ignore[import-untyped]
+from nvflare.apis.fl_context import FLContext  # type: ignore[import-untyped]
+from nvflare.apis.job_launcher_spec import JobHandleSpec  # type: ignore[import-untyped]
+from nvflare.app_opt.job_launcher import docker_launcher as _flare  # type: ignore[import-untyped]
 
 import mount_plan
 
@@ -340,6 +341,10 @@ class _MountPlanEngine:
 class _MountPlanLauncher:
     """The settings mount-plan adds to FLARE's Docker launcher (a mixin: see the classes)."""
 
+    # Set by FLARE's constructor.
+    workspace: Optional[str]
+    timeout: int
+
     def __init__(
         self,
         workspace: Optional[str] = None,
@@ -362,7 +367,7 @@ class _MountPlanLauncher:
         require: Optional[Sequence[str]] = None,
         cap_add: Optional[Sequence[str]] = None,
         labels: Optional[dict] = None,
-        permissions: str = "refuse",
+        permissions: Literal["refuse", "warn"] = "refuse",
         job_output: Optional[str] = None,
         on_event: Optional[Any] = None,
     ):
