@@ -332,6 +332,10 @@ def main():
         # the jobs launched, from the launchers' logs
         launched = sorted(os.path.basename(p)[:-4] for p in glob.glob(f"{job_logs}/*.log"))
         log(f"job containers launched by mount_plan.nvflare (one log each): {len(launched)}")
+        for name in launched:
+            log(f"  launched {name}")
+        check(len(launched) == 3 * (2 + len(adversaries)),
+              "every job of the run (server and two clients each) was launched by mount-plan")
         try:
             session.close()
         except Exception:  # noqa: BLE001

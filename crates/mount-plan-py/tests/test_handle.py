@@ -135,7 +135,8 @@ def test_dropped_handle_and_with_block_leave_nothing(docker_client, probe_image,
     assert handle.done and containers_of(docker_client, test_id) == []
     handle = mount_plan.start(verified, probe_image, ["sleep", "300"], stop_grace=1,
                               accept_missing=["noexec"], labels={TEST_LABEL: test_id})
-    assert wait_for(lambda: handle.command_ran)
+    assert wait_for(lambda: handle.command_ran or handle.done, 120), handle.events
+    assert handle.command_ran and not handle.done, (handle.events, handle.poll())
     assert containers_of(docker_client, test_id)
     del handle
     assert wait_for(lambda: containers_of(docker_client, test_id) == [])
