@@ -14,7 +14,7 @@ import time
 import pytest
 
 import mount_plan
-from conftest import TEST_LABEL, make_workspace
+from conftest import TEST_LABEL, default_sigint, make_workspace
 
 
 def containers_of(client, test_id):
@@ -205,7 +205,8 @@ def interrupt_wait(ws, image, label, runtime="docker", socket="", userns=""):
     """SIGINT a child Python waiting on a handle once its container runs; (exit status,
     container id, what it printed last)."""
     child = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(ws), image, label, runtime,
-                              socket, userns], stdout=subprocess.PIPE, text=True)
+                              socket, userns], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
     container, last = None, None
     for line in child.stdout:
         if line.startswith("created"):
