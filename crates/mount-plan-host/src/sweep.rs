@@ -435,3 +435,53 @@ fn remove_set_id(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// The decision to clear is taken on the opened descriptor, not on the listing's `lstat`:
+    /// a file that is no longer a set-id regular file when opened (its bits cleared, or the
+    /// name now a directory) is left alone and not reported as cleared.
+    #[test]
+    fn clear_set_id_decides_on_the_descriptor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = rustix::fs::open(tmp.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        let at = Subject::new("job directory", "/j".into(), tmp.path().to_owned());
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(tmp.path().join("dir")).unwrap();
+        std::fs::set_permissions(
+            tmp.path().join("dir"),
+            std::fs::Permissions::from_mode(0o2755),
+        )
+        .unwrap();
+        let set_id = tmp.path().join("set-id");
+        std::fs::write(&set_id, b"x").unwrap();
+        std::fs::set_permissions(&set_id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+        assert_eq!(
+            clear_set_id(dir.as_fd(), OsStr::new("plain"), &at).unwrap(),
+            None
+        );
+        let mode = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        assert_eq!(
+            clear_set_id(dir.as_fd(), OsStr::new("dir"), &at).unwrap(),
+            None,
+            "a directory is not a set-id regular file"
+        );
+        assert_eq!(
+            clear_set_id(dir.as_fd(), OsStr::new("gone"), &at).unwrap(),
+            None
+        );
+        assert_eq!(
+            clear_set_id(dir.as_fd(), OsStr::new("set-id"), &at).unwrap(),
+            Some(0o4755)
+        );
+        let mode = std::fs::metadata(&set_id).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+    }
+}

@@ -346,8 +346,10 @@ fn sweep_child(spec: &str) {
 }
 
 /// A launcher that may not `fchmod` a set-id file (another user's) removes it, which needs
-/// only write access to its directory: the sweep is still complete. Run as uid 65534 (the
-/// test binary re-executed through `setpriv`, needs root).
+/// only write access to its directory: the sweep is still complete. Another user's plain file
+/// that the launcher cannot open is no set-id file: it is kept (the sweep opens only what the
+/// listing says has a set-id bit). Run as uid 65534 (the test binary re-executed through
+/// `setpriv`, needs root).
 fn a_set_id_file_the_launcher_may_not_change_is_removed() {
     use std::os::unix::fs::{chown, MetadataExt};
     let site = Site::new();
@@ -358,6 +360,9 @@ fn a_set_id_file_the_launcher_may_not_change_is_removed() {
     let tool = job.join("tool");
     fs::write(&tool, b"x").unwrap();
     chmod(&tool, 0o4755);
+    let secret = job.join("secret");
+    fs::write(&secret, b"x").unwrap();
+    chmod(&secret, 0o600);
     let md = fs::metadata(&job).unwrap();
     let spec = format!(
         "{}:{}:{}:65534:65534:{}",
@@ -391,6 +396,10 @@ fn a_set_id_file_the_launcher_may_not_change_is_removed() {
     );
     assert_eq!(text.trim(), "cleared \"tool\" 4755 removed=true", "{text}");
     assert!(fs::symlink_metadata(&tool).is_err(), "the file is gone");
+    assert!(
+        secret.is_file(),
+        "the plain file the launcher cannot open is kept"
+    );
 }
 
 /// A tree deeper than the open-file limit is swept whole: the sweep keeps a bounded number of
