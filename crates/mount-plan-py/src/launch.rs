@@ -82,7 +82,7 @@ fn to_py_launch_error(failure: &Failure) -> PyErr {
 
 /// Where output goes when no callback is given: the caller's `sys.stdout` / `sys.stderr`
 /// (their binary buffer when they have one).
-fn write_std(py: Python<'_>, chunk: &LogChunk) -> PyResult<()> {
+pub(crate) fn write_std(py: Python<'_>, chunk: &LogChunk) -> PyResult<()> {
     let name = match chunk.stream {
         OutputStream::Stdout => "stdout",
         OutputStream::Stderr => "stderr",
@@ -103,14 +103,14 @@ fn write_std(py: Python<'_>, chunk: &LogChunk) -> PyResult<()> {
     Ok(())
 }
 
-fn stream_name(stream: OutputStream) -> &'static str {
+pub(crate) fn stream_name(stream: OutputStream) -> &'static str {
     match stream {
         OutputStream::Stdout => "stdout",
         OutputStream::Stderr => "stderr",
     }
 }
 
-fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
+pub(crate) fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
     let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
     PyErr::warn(
         py,
@@ -120,23 +120,175 @@ fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
     )
 }
 
-/// `launch(plan, image, command=(), *, runtime="docker", ...)`: see `mount_plan.pyi`.
+/// The keyword arguments `launch` and `start` share (the CLI's launch options), as given.
+pub struct LaunchArgs<'py> {
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub runtime: &'py str,
+    pub socket: Option<String>,
+    pub userns: Option<String>,
+    pub user: Option<String>,
+    pub env: Option<Bound<'py, PyAny>>,
+    pub network: &'py str,
+    pub name: Option<String>,
+    pub labels: Option<Bound<'py, PyDict>>,
+    pub gpus: Option<String>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<u64>,
+    pub keep: bool,
+    pub stop_grace: f64,
+    pub accept_missing: Option<Vec<String>>,
+    pub require: Option<Vec<String>>,
+    pub cap_add: Option<Vec<String>>,
+    pub connect_timeout: f64,
+}
+
+/// A launch ready to run: what `mount_plan_run::run` takes, and the token that cancels it.
+pub struct Prepared {
+    pub verified: mount_plan_host::VerifiedPlan,
+    pub request: LaunchRequest,
+    pub endpoint: mount_plan_run::Endpoint,
+    pub options: LaunchOptions,
+    pub cancel: CancelToken,
+}
+
+/// A refusal before anything runs, as the LaunchError it raises (the job directory a fresh
+/// verification created is released).
+fn refused(verified: &mount_plan_host::VerifiedPlan, e: impl Into<RunError>) -> PyErr {
+    match mount_plan_run::refuse(verified, e) {
+        Outcome::Failed(failure) => to_py_launch_error(&failure),
+        Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
+    }
+}
+
+impl LaunchArgs<'_> {
+    /// The request, endpoint and options of `mount_plan_run::run`, from the Python arguments.
+    pub fn prepare(self, plan: &Bound<'_, VerifiedPlan>) -> PyResult<Prepared> {
+        let verified = plan.get().inner.clone();
+        // Bounded before anything runs (a longer one would overflow the lifecycle's clock).
+        let secs = |what: &'static str, v: f64| {
+            mount_plan_launch::duration_secs(what, v).map_err(|e| refused(&verified, e))
+        };
+        let stop_grace = secs("stop_grace", self.stop_grace)?;
+        let connect_timeout =
+            secs("connect_timeout", self.connect_timeout)?.max(Duration::from_secs(1));
+        let mut request = LaunchRequest::new(self.image, self.command.unwrap_or_default());
+        request.user = self.user;
+        request.env = env_of(self.env.as_ref())?;
+        request.network = self.network.to_owned();
+        request.name = self.name;
+        request.labels = match &self.labels {
+            None => Vec::new(),
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+                .collect::<PyResult<_>>()?,
+        };
+        request.gpus = self.gpus;
+        request.memory = self.memory;
+        request.cpus = self.cpus;
+        request.pids_limit = self.pids_limit;
+        request.accept.accept_missing = self.accept_missing.unwrap_or_default();
+        request.accept.require = self.require.unwrap_or_default();
+        request.caps.cap_add = self.cap_add.unwrap_or_default();
+        // The endpoint, as the CLI's --runtime, --socket, --userns, --connect-timeout.
+        let (runtime, socket, userns) = (self.runtime, self.socket, self.userns);
+        let endpoint = (|| {
+            let mut endpoint = mount_plan_run::Endpoint::new(runtime.parse::<EngineKind>()?);
+            endpoint.socket = socket;
+            if let Some(userns) = userns.as_deref() {
+                endpoint.userns = userns.parse()?;
+            }
+            endpoint.connect_timeout = connect_timeout;
+            Ok::<_, RunError>(endpoint)
+        })()
+        .map_err(|e| refused(&verified, e))?;
+        let cancel = CancelToken::new();
+        let options = LaunchOptions {
+            keep: if self.keep { Keep::Keep } else { Keep::Remove },
+            stop_grace,
+            cancel: cancel.clone(),
+            ..LaunchOptions::default()
+        };
+        Ok(Prepared {
+            verified,
+            request,
+            endpoint,
+            options,
+            cancel,
+        })
+    }
+}
+
+impl Prepared {
+    /// Run the one lifecycle (`mount_plan_run::run`) on its own thread with a current-thread
+    /// tokio runtime; `done` receives its outcome on that thread.
+    pub fn spawn(
+        self,
+        mut observer: Box<dyn Observer>,
+        done: impl FnOnce(Outcome) + Send + 'static,
+    ) -> PyResult<std::thread::JoinHandle<()>> {
+        let Prepared {
+            verified,
+            request,
+            endpoint,
+            options,
+            ..
+        } = self;
+        std::thread::Builder::new()
+            .name("mount-plan-launch".into())
+            .spawn(move || {
+                let outcome = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Err(e) => mount_plan_run::refuse(
+                        &verified,
+                        LaunchError::Unsupported(format!("cannot start the async runtime: {e}")),
+                    ),
+                    Ok(rt) => rt.block_on(mount_plan_run::run(
+                        &verified,
+                        &request,
+                        &endpoint,
+                        &options,
+                        observer.as_mut(),
+                    )),
+                };
+                // The observer (and the Python callbacks it may hold) goes before the answer.
+                drop(observer);
+                done(outcome);
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the launch thread: {e}")))
+    }
+}
+
+/// The Python value of a finished launch: the command's exit status, or its LaunchError.
+pub fn outcome_result(outcome: &Outcome) -> PyResult<i64> {
+    match outcome {
+        // Its warnings were delivered as events while it ran.
+        Outcome::Exited(finished) => Ok(finished.status.code),
+        Outcome::Failed(failure) => Err(to_py_launch_error(failure)),
+    }
+}
+
+/// `launch(plan, image, command=(), *, runtime="docker", ...)`: see `python/mount_plan/__init__.pyi`.
 #[pyfunction]
 #[pyo3(signature = (plan, image, command=None, *, runtime="docker", socket=None, userns=None, user=None, env=None, network="none", name=None, labels=None, gpus=None, memory=None, cpus=None, pids_limit=None, keep=false, stop_grace=10.0, accept_missing=None, require=None, cap_add=None, connect_timeout=10.0, on_output=None, on_event=None))]
 #[allow(clippy::too_many_arguments)]
-pub fn launch(
-    py: Python<'_>,
-    plan: &Bound<'_, VerifiedPlan>,
+pub fn launch<'py>(
+    py: Python<'py>,
+    plan: &Bound<'py, VerifiedPlan>,
     image: String,
     command: Option<Vec<String>>,
-    runtime: &str,
+    runtime: &'py str,
     socket: Option<String>,
     userns: Option<String>,
     user: Option<String>,
-    env: Option<Bound<'_, PyAny>>,
-    network: &str,
+    env: Option<Bound<'py, PyAny>>,
+    network: &'py str,
     name: Option<String>,
-    labels: Option<Bound<'_, PyDict>>,
+    labels: Option<Bound<'py, PyDict>>,
     gpus: Option<String>,
     memory: Option<u64>,
     cpus: Option<f64>,
@@ -147,91 +299,38 @@ pub fn launch(
     require: Option<Vec<String>>,
     cap_add: Option<Vec<String>>,
     connect_timeout: f64,
-    on_output: Option<Bound<'_, PyAny>>,
-    on_event: Option<Bound<'_, PyAny>>,
+    on_output: Option<Bound<'py, PyAny>>,
+    on_event: Option<Bound<'py, PyAny>>,
 ) -> PyResult<i64> {
-    let verified = plan.get().inner.clone();
-    // Bounded before anything runs (a longer one would overflow the lifecycle's clock).
-    let secs = |what: &'static str, v: f64| {
-        mount_plan_launch::duration_secs(what, v).map_err(|e| {
-            match mount_plan_run::refuse(&verified, e) {
-                Outcome::Failed(failure) => to_py_launch_error(&failure),
-                Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
-            }
-        })
-    };
-    let stop_grace = secs("stop_grace", stop_grace)?;
-    let connect_timeout = secs("connect_timeout", connect_timeout)?.max(Duration::from_secs(1));
-    let mut request = LaunchRequest::new(image, command.unwrap_or_default());
-    request.user = user;
-    request.env = env_of(env.as_ref())?;
-    request.network = network.to_owned();
-    request.name = name;
-    request.labels = match &labels {
-        None => Vec::new(),
-        Some(map) => map
-            .iter()
-            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
-            .collect::<PyResult<_>>()?,
-    };
-    request.gpus = gpus;
-    request.memory = memory;
-    request.cpus = cpus;
-    request.pids_limit = pids_limit;
-    request.accept.accept_missing = accept_missing.unwrap_or_default();
-    request.accept.require = require.unwrap_or_default();
-    request.caps.cap_add = cap_add.unwrap_or_default();
-    // The endpoint, as the CLI's --runtime, --socket, --userns, --connect-timeout.
-    let endpoint = (|| {
-        let mut endpoint = mount_plan_run::Endpoint::new(runtime.parse::<EngineKind>()?);
-        endpoint.socket = socket;
-        if let Some(userns) = userns.as_deref() {
-            endpoint.userns = userns.parse()?;
-        }
-        endpoint.connect_timeout = connect_timeout;
-        Ok::<_, RunError>(endpoint)
-    })();
-    let endpoint = match endpoint {
-        Ok(endpoint) => endpoint,
-        Err(e) => match mount_plan_run::refuse(&verified, e) {
-            Outcome::Failed(failure) => return Err(to_py_launch_error(&failure)),
-            Outcome::Exited(_) => unreachable!("a refusal never runs the command"),
-        },
-    };
-
-    let cancel = CancelToken::new();
-    let options = LaunchOptions {
-        keep: if keep { Keep::Keep } else { Keep::Remove },
+    let prepared = LaunchArgs {
+        image,
+        command,
+        runtime,
+        socket,
+        userns,
+        user,
+        env,
+        network,
+        name,
+        labels,
+        gpus,
+        memory,
+        cpus,
+        pids_limit,
+        keep,
         stop_grace,
-        cancel: cancel.clone(),
-        ..LaunchOptions::default()
-    };
+        accept_missing,
+        require,
+        cap_add,
+        connect_timeout,
+    }
+    .prepare(plan)?;
+    let cancel = prepared.cancel.clone();
     let (tx, rx) = mpsc::channel::<Message>();
-    let worker = std::thread::Builder::new()
-        .name("mount-plan-launch".into())
-        .spawn(move || {
-            let done = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Err(e) => mount_plan_run::refuse(
-                    &verified,
-                    LaunchError::Unsupported(format!("cannot start the async runtime: {e}")),
-                ),
-                Ok(rt) => {
-                    let mut observer = ChannelObserver { tx: tx.clone() };
-                    rt.block_on(mount_plan_run::run(
-                        &verified,
-                        &request,
-                        &endpoint,
-                        &options,
-                        &mut observer,
-                    ))
-                }
-            };
-            let _ = tx.send(Message::Done(done));
-        })
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the launch thread: {e}")))?;
+    let observer = Box::new(ChannelObserver { tx: tx.clone() });
+    let worker = prepared.spawn(observer, move |outcome| {
+        let _ = tx.send(Message::Done(outcome));
+    })?;
 
     // Detached code must be Send: a Receiver is, behind a lock.
     let rx = std::sync::Mutex::new(rx);
@@ -295,9 +394,5 @@ pub fn launch(
     if let Some(e) = pending {
         return Err(e);
     }
-    match outcome {
-        // Its warnings were delivered as events while it ran.
-        Outcome::Exited(finished) => Ok(finished.status.code),
-        Outcome::Failed(failure) => Err(to_py_launch_error(&failure)),
-    }
+    outcome_result(&outcome)
 }

@@ -6,13 +6,14 @@
 //! launch lifecycle). This crate only converts arguments and results, and maps each Rust error
 //! to `PlanError`, `HostCheckError` or `LaunchError` with its rule id and refused value.
 //!
-//! The API is described for Python users in `mount_plan.pyi` (shipped in the wheel with
+//! The API is described for Python users in `python/mount_plan/__init__.pyi` (shipped in the wheel with
 //! `py.typed`).
 
 use pyo3::prelude::*;
 
 mod convert;
 mod errors;
+mod handle;
 mod launch;
 mod layout;
 mod plan;
@@ -122,6 +123,8 @@ fn mount_plan(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_name, m)?)?;
     m.add_function(wrap_pyfunction!(verify_fn, m)?)?;
     m.add_function(wrap_pyfunction!(launch::launch, m)?)?;
+    m.add_class::<handle::LaunchHandle>()?;
+    m.add_function(wrap_pyfunction!(handle::start, m)?)?;
     m.add("PlanError", py.get_type::<errors::PlanError>())?;
     m.add("HostCheckError", py.get_type::<errors::HostCheckError>())?;
     m.add("LaunchError", py.get_type::<errors::LaunchError>())?;

@@ -40,6 +40,13 @@ def require(ok, why):
     pytest.skip(why)
 
 
+def default_sigint():
+    """For a child Python that must see SIGINT as a KeyboardInterrupt: a shell runs background
+    commands with SIGINT ignored, and Python keeps an ignored SIGINT ignored."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, **kw)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import mount_plan
-from conftest import TEST_LABEL, make_workspace
+from conftest import TEST_LABEL, default_sigint, make_workspace
 
 
 def no_container_left(client, test_id):
@@ -172,7 +172,8 @@ def interrupt_launch(ws, image, label, runtime="docker", socket="", userns=""):
     """Run a launch in a child Python, SIGINT it once its container runs; (exit status,
     container id, seconds from SIGINT to exit)."""
     child = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(ws), image, label, runtime,
-                              socket, userns], stdout=subprocess.PIPE, text=True)
+                              socket, userns], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
     container, sent = None, None
     for line in child.stdout:
         if line.startswith("created"):

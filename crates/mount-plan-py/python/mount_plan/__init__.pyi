@@ -15,6 +15,7 @@ __all__ = [
     "BindMount",
     "HostCheckError",
     "LaunchError",
+    "LaunchHandle",
     "Layout",
     "Plan",
     "PlanError",
@@ -23,6 +24,7 @@ __all__ = [
     "check_name",
     "launch",
     "plan",
+    "start",
     "verify",
     "__version__",
 ]
@@ -290,3 +292,73 @@ def launch(
     the launch: the container is stopped (``stop_grace``) and removed, then the exception is
     raised. Raises LaunchError (rule, value, container, command_ran) otherwise; a failure
     before the command ran releases a job directory the host check created."""
+
+@final
+class LaunchHandle:
+    """A launch started by ``start``: the same lifecycle as ``launch``, running on its own
+    thread. Safe to use from several threads at once (every wait releases the GIL). Dropping
+    the handle while the launch runs cancels it (its container is stopped and removed): keep
+    it until ``wait``, ``poll`` or ``terminate`` said it ended. A ``with`` block terminates it
+    on leaving."""
+
+    def poll(self) -> Optional[int]:
+        """None while the launch runs; then the command's exit status, or raises its
+        LaunchError (rule ``cancelled`` after ``terminate``) or the exception a callback
+        raised. Never blocks."""
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Block (GIL released) until the launch ended: the command's exit status, or raises
+        as ``poll``. With ``timeout`` (seconds), raises TimeoutError when it still runs then
+        (the launch goes on). A KeyboardInterrupt while waiting terminates the launch (its
+        container is stopped and removed), then is raised."""
+    def terminate(self) -> None:
+        """Cancel the launch and wait until it is cleaned up: a running container is stopped
+        (``stop_grace``) and removed. Nothing happens to a launch that ended."""
+    @property
+    def done(self) -> bool:
+        """Whether the launch ended (its container removed, or kept with ``keep``)."""
+    @property
+    def job(self) -> str: ...
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The lifecycle events so far, as ``on_event`` receives them."""
+    @property
+    def container(self) -> Optional[str]:
+        """The container's id once it was created."""
+    @property
+    def command_ran(self) -> bool:
+        """Whether the command may have run (False: it certainly did not)."""
+    def __enter__(self) -> "LaunchHandle": ...
+    def __exit__(self, *args: object) -> bool: ...
+
+def start(
+    plan: VerifiedPlan,
+    image: str,
+    command: Optional[Sequence[str]] = None,
+    *,
+    runtime: Literal["docker", "podman"] = "docker",
+    socket: Optional[str] = None,
+    userns: Optional[Literal["default", "keep-id"]] = None,
+    user: Optional[str] = None,
+    env: Union[Mapping[str, str], Sequence[str], None] = None,
+    network: str = "none",
+    name: Optional[str] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    gpus: Optional[str] = None,
+    memory: Optional[int] = None,
+    cpus: Optional[float] = None,
+    pids_limit: Optional[int] = None,
+    keep: bool = False,
+    stop_grace: float = 10.0,
+    accept_missing: Optional[Sequence[str]] = None,
+    require: Optional[Sequence[str]] = None,
+    cap_add: Optional[Sequence[str]] = None,
+    connect_timeout: float = 10.0,
+    on_output: Optional[_OutputCallback] = None,
+    on_event: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> LaunchHandle:
+    """``launch`` without blocking: returns at once a LaunchHandle; the options are
+    ``launch``'s. A bad option raises LaunchError here, before anything runs; everything else
+    (the engine's refusals included) is the handle's outcome. ``on_output`` and ``on_event``
+    are called from the launch's thread (output goes to ``sys.stdout``/``sys.stderr``
+    without ``on_output``); an exception they raise cancels the launch and is raised by
+    ``wait`` and ``poll``. Every warning is also a RuntimeWarning."""
