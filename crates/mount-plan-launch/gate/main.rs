@@ -560,8 +560,42 @@ fn no_new_privileges() -> bool {
     }
 }
 
+/// `install DEST`: copy this executable to `DEST` (mode 0555, written aside and renamed into
+/// place). A Kubernetes init container runs it from a gate image to fill the memory volume the
+/// job container then runs the gate from, read-only.
+fn install(dest: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let me = fs::read("/proc/self/exe")?;
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o555)
+        .open(&tmp)?;
+    f.write_all(&me)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dest)
+}
+
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "install") {
+        return match args.get(1).filter(|_| args.len() == 2) {
+            Some(dest) => match install(Path::new(dest)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "mount-plan-gate: install {dest:?}: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => {
+                let _ = writeln!(io::stderr(), "mount-plan-gate: usage: install DEST");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let nonce = args
         .get(1)
         .and_then(|n| n.to_str())
@@ -926,6 +960,19 @@ mod tests {
         // A terminal at /dev/console is what it should be.
         let s = with_engine_mounts("117 102 0:45 /0 /dev/console rw - devpts devpts rw\n");
         assert_eq!(compare(&gate(), &s), Ok(()));
+    }
+
+    #[test]
+    fn install_copies_this_executable_read_only() {
+        let dir = std::env::temp_dir().join(format!("gate-install-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("gate");
+        install(&dest).unwrap();
+        let m = fs::metadata(&dest).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o555);
+        assert_eq!(fs::read(&dest).unwrap(), fs::read("/proc/self/exe").unwrap());
+        assert!(!dir.join("gate.new").exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -45,7 +45,8 @@ mod spec;
 mod version;
 
 pub use audit::{
-    audit, Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
+    audit, audit_gate_bind, Difference, ObservedBind, ObservedContainer, ObservedNamespaces,
+    ObservedOtherMount,
     ObservedTmpfs,
 };
 pub use protection::{
