@@ -93,9 +93,10 @@ async fn docker26_read_only_binds_are_forced() {
     // The plan's three binds and the gate's host copy, read-only at its path.
     assert_eq!(binds.len(), 4, "{mounts:?}");
     assert!(
-        binds.iter().any(|m| m.target.as_deref()
-            == Some(mount_plan_launch::gate::GATE_PATH)
-            && m.read_only == Some(true)),
+        binds.iter().any(
+            |m| m.target.as_deref() == Some(mount_plan_launch::gate::GATE_PATH)
+                && m.read_only == Some(true)
+        ),
         "{mounts:?}"
     );
     for m in binds {

@@ -236,11 +236,14 @@ async fn procfs_file_at_the_console_is_refused_by_the_gate() {
     let label = support::unique("console");
     let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sh", "-c", "echo ran"]);
     let labels = mount_plan_launch::container_labels(verified.plan(), &spec);
-    let mut call =
-        mount_plan_docker::translate(verified.plan(), &spec, &labels, rt.info()).expect("translate");
+    let mut call = mount_plan_docker::translate(verified.plan(), &spec, &labels, rt.info())
+        .expect("translate");
     let gate = mount_plan_launch::gate::Gate::new(&verified);
     let (gate, archive) = gate.for_runtime(rt.runtime_root_mode());
-    assert_eq!(archive, None, "the default read-only R needs no archive call");
+    assert_eq!(
+        archive, None,
+        "the default read-only R needs no archive call"
+    );
     let (entrypoint, cmd) = gate.command_line(&spec, &[], &[]).expect("command line");
     call.body.entrypoint = Some(entrypoint);
     call.body.cmd = Some(cmd);
@@ -286,7 +289,10 @@ async fn procfs_file_at_the_console_is_refused_by_the_gate() {
     let refusal = gate.refusal(&err).expect("the gate's refusal line");
     assert_eq!(refusal.check, "gate-console", "{err}");
     assert!(refusal.message.contains("CVE-2025-52565"), "{err}");
-    assert!(!String::from_utf8_lossy(&out).contains("ran"), "the command ran");
+    assert!(
+        !String::from_utf8_lossy(&out).contains("ran"),
+        "the command ran"
+    );
 }
 
 fn main() {

@@ -354,7 +354,13 @@ fn batch(
     })
 }
 
-fn row(t: &Target, method: Method, concurrency: usize, mut l: Vec<Duration>, wall: Duration) -> Row {
+fn row(
+    t: &Target,
+    method: Method,
+    concurrency: usize,
+    mut l: Vec<Duration>,
+    wall: Duration,
+) -> Row {
     l.sort();
     let pick = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1];
     Row {
@@ -663,7 +669,11 @@ fn library_requests(rt: &tokio::runtime::Runtime, t: &Target) -> Result<Vec<Stri
                     }
                 })
                 .collect();
-            format!("{} {}", words.first().copied().unwrap_or(""), short.join("/"))
+            format!(
+                "{} {}",
+                words.first().copied().unwrap_or(""),
+                short.join("/")
+            )
         })
         .collect())
 }

@@ -531,7 +531,11 @@ mod tests {
                 .unwrap();
             assert_eq!(gate_mount.mount_path, "/.mount-plan/gate", "{v}");
             assert_eq!(gate_mount.sub_path.as_deref(), Some("gate"), "{v}");
-            assert_eq!(gate_mount.read_only, Some(true), "{v}: the gate is read-only");
+            assert_eq!(
+                gate_mount.read_only,
+                Some(true),
+                "{v}: the gate is read-only"
+            );
             let volume = spec
                 .volumes
                 .iter()

@@ -173,7 +173,11 @@ pub fn observe(pod: &Pod, volumes: &Volumes) -> ObservedContainer {
         // accepts it at the gate's path, read-only, as on every engine.
         if m.name == mount_plan_k8s::GATE_VOLUME && volume.empty_dir.is_some() {
             binds.push(ObservedBind {
-                source: format!("emptyDir {}/{}", m.name, m.sub_path.as_deref().unwrap_or("")),
+                source: format!(
+                    "emptyDir {}/{}",
+                    m.name,
+                    m.sub_path.as_deref().unwrap_or("")
+                ),
                 target: m.mount_path.clone(),
                 read_only,
                 propagation: Some("private".into()),

@@ -426,7 +426,12 @@ async fn pending_running_succeeded_the_whole_conversation() {
     labels.remove(mount_plan_kubernetes::ANNOTATION_WORKSPACE);
     let mut expected = pod_for(&h, &labels);
     // The gate's nonce is fresh for each launch: the rest of the command is the same.
-    let command = |p: &Pod| p.spec.as_ref().unwrap().containers[0].command.clone().unwrap();
+    let command = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .command
+            .clone()
+            .unwrap()
+    };
     let nonce = command(&posted)[2].clone();
     assert_ne!(nonce, command(&expected)[2]);
     expected.spec.as_mut().unwrap().containers[0]

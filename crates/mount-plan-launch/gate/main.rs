@@ -970,7 +970,10 @@ mod tests {
         install(&dest).unwrap();
         let m = fs::metadata(&dest).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o555);
-        assert_eq!(fs::read(&dest).unwrap(), fs::read("/proc/self/exe").unwrap());
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            fs::read("/proc/self/exe").unwrap()
+        );
         assert!(!dir.join("gate.new").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

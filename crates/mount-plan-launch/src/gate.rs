@@ -409,7 +409,11 @@ mod tests {
         let (drifting, archive) = g.for_runtime(RuntimeRootMode::Becomes(0o755));
         assert_eq!(archive, None);
         assert_eq!(drifting.entrypoint()[ROOT_MODE_ARG], "555|755");
-        assert_eq!(drifting.entrypoint()[2], g.entrypoint()[2], "the same nonce");
+        assert_eq!(
+            drifting.entrypoint()[2],
+            g.entrypoint()[2],
+            "the same nonce"
+        );
         let (unknown, archive) = g.for_runtime(RuntimeRootMode::Unknown);
         assert_eq!(archive, None);
         assert_eq!(unknown.entrypoint()[ROOT_MODE_ARG], "555|755");

@@ -126,7 +126,10 @@ impl GateCopy {
         };
         let me = mount_plan_host::effective_uid();
         if !dir.is_absolute() {
-            return Err(err(dir, "the gate directory must be an absolute path".into()));
+            return Err(err(
+                dir,
+                "the gate directory must be an absolute path".into(),
+            ));
         }
         if fs::symlink_metadata(dir).is_err() {
             fs::DirBuilder::new()
@@ -284,7 +287,10 @@ mod tests {
         let d = dir();
         let gates = d.path().join("gate");
         let a = GateCopy::ensure_in(&gates).unwrap();
-        assert_eq!(a.path().parent().unwrap(), fs::canonicalize(&gates).unwrap());
+        assert_eq!(
+            a.path().parent().unwrap(),
+            fs::canonicalize(&gates).unwrap()
+        );
         let name = a.path().file_name().unwrap().to_str().unwrap().to_owned();
         assert_eq!(name, copy_name());
         assert_eq!(name.len(), "gate-".len() + 64);
@@ -294,7 +300,11 @@ mod tests {
         // Again: the same file, not rewritten.
         let b = GateCopy::ensure_in(&gates).unwrap();
         assert_eq!(a.pin(), b.pin());
-        assert_eq!(fs::read_dir(&gates).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(&gates).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -46,8 +46,7 @@ mod version;
 
 pub use audit::{
     audit, audit_gate_bind, Difference, ObservedBind, ObservedContainer, ObservedNamespaces,
-    ObservedOtherMount,
-    ObservedTmpfs,
+    ObservedOtherMount, ObservedTmpfs,
 };
 pub use protection::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
