@@ -90,7 +90,15 @@ async fn docker26_read_only_binds_are_forced() {
         .and_then(|h| h.mounts)
         .expect("mounts");
     let binds: Vec<_> = mounts.iter().filter(|m| m.source.is_some()).collect();
-    assert_eq!(binds.len(), 3, "{mounts:?}");
+    // The plan's three binds and the gate's host copy, read-only at its path.
+    assert_eq!(binds.len(), 4, "{mounts:?}");
+    assert!(
+        binds.iter().any(
+            |m| m.target.as_deref() == Some(mount_plan_launch::gate::GATE_PATH)
+                && m.read_only == Some(true)
+        ),
+        "{mounts:?}"
+    );
     for m in binds {
         let forced = m
             .bind_options

@@ -217,6 +217,84 @@ async fn stop_kills_after_the_grace_period() {
     assert_nothing_left(&label);
 }
 
+/// The trace the runc advisories of November 2025 leave (CVE-2025-52565: a procfs file bound
+/// at `/dev/console`; CVE-2025-31133: at a masked path), arranged on a real engine: the
+/// create call of the backend's translation (gate first, its host copy bound, as `create`
+/// sends it) plus a bind of the host's `/proc/sys/kernel/hostname` at `/dev/console`. runc
+/// itself refuses a bind below `/proc` at a masked path, so the console is the place a test
+/// can reach; the mountinfo the gate reads shows the same thing an exploited runc leaves
+/// there (a `proc` entry away from `/proc`). An exploited runc would not report the bind in
+/// the inspect, so the audit is left out here: the gate alone must refuse, before the command.
+async fn procfs_file_at_the_console_is_refused_by_the_gate() {
+    use bollard::models::{Mount, MountType};
+    use futures_util::StreamExt;
+    let Some((rt, fx)) = support::docker::fixture(false).await else {
+        return;
+    };
+    let ws = fx.workspace();
+    let verified = ws.verified();
+    let label = support::unique("console");
+    let spec = spec(&fx, verified.plan(), &label).with_command(["/bin/sh", "-c", "echo ran"]);
+    let labels = mount_plan_launch::container_labels(verified.plan(), &spec);
+    let mut call = mount_plan_docker::translate(verified.plan(), &spec, &labels, rt.info())
+        .expect("translate");
+    let gate = mount_plan_launch::gate::Gate::new(&verified);
+    let (gate, archive) = gate.for_runtime(rt.runtime_root_mode());
+    assert_eq!(
+        archive, None,
+        "the default read-only R needs no archive call"
+    );
+    let (entrypoint, cmd) = gate.command_line(&spec, &[], &[]).expect("command line");
+    call.body.entrypoint = Some(entrypoint);
+    call.body.cmd = Some(cmd);
+    let copy = mount_plan_launch::gate_copy::GateCopy::ensure().expect("the gate's host copy");
+    let mounts = call
+        .body
+        .host_config
+        .as_mut()
+        .and_then(|h| h.mounts.as_mut())
+        .expect("mounts");
+    mounts.push(mount_plan_docker::gate_mount(&copy.source(), false));
+    mounts.push(Mount {
+        target: Some("/dev/console".into()),
+        source: Some("/proc/sys/kernel/hostname".into()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Mount::default()
+    });
+    let id = rt
+        .client()
+        .create_container(Some(call.options), call.body)
+        .await
+        .expect("create")
+        .id;
+    rt.start(&id).await.expect("start");
+    let status = rt.wait(&id).await.expect("wait");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut logs = rt.logs(&id);
+    while let Some(chunk) = logs.next().await {
+        let chunk = chunk.expect("logs");
+        match chunk.stream {
+            mount_plan_launch::OutputStream::Stdout => out.extend(chunk.bytes),
+            mount_plan_launch::OutputStream::Stderr => err.extend(chunk.bytes),
+        }
+    }
+    assert_eq!(
+        rt.remove(&id).await.expect("remove"),
+        mount_plan_launch::Removal::Removed
+    );
+    assert_nothing_left(&label);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(status.code, mount_plan_launch::gate::GATE_REFUSED, "{err}");
+    let refusal = gate.refusal(&err).expect("the gate's refusal line");
+    assert_eq!(refusal.check, "gate-console", "{err}");
+    assert!(refusal.message.contains("CVE-2025-52565"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out).contains("ran"),
+        "the command ran"
+    );
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const DOCKER: &[Need] = &[Need::Docker, Need::Root, Need::Busybox];
@@ -228,6 +306,12 @@ fn main() {
             "missing_command",
             DOCKER,
             missing_command,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "procfs_file_at_the_console_is_refused_by_the_gate",
+            DOCKER,
+            procfs_file_at_the_console_is_refused_by_the_gate,
         ),
         harness::tokio(
             Runtime::Workers(2),

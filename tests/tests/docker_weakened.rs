@@ -32,10 +32,12 @@ async fn run_weakened(
         .await
         .expect("create the weakened container")
         .id;
-    // R's directory entry with the planned mode, as the backend writes it before start.
-    rt.put_gate(&id, &mount_plan_launch::gate::Gate::new(&verified))
-        .await
-        .expect("write R's entry");
+    // R's directory entry with the planned mode, where the backend writes it before start
+    // (a writable R on a runtime that may not keep its mode; not the default read-only R).
+    let gate = mount_plan_launch::gate::Gate::new(&verified);
+    if gate.for_runtime(rt.runtime_root_mode()).1.is_some() {
+        rt.put_gate(&id, &gate).await.expect("write R's entry");
+    }
     let job = id.clone();
     let observed = rt.inspect(&id).await.expect("inspect");
     let audit_rules: Vec<&'static str> = audit(

@@ -14,8 +14,6 @@ mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -75,6 +73,9 @@ struct Args {
     /// Concurrency levels
     #[arg(long, value_delimiter = ',', default_values = ["1", "4", "8"])]
     concurrency: Vec<usize>,
+    /// Methods to compare, interleaved round by round
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["raw", "library", "cli"])]
+    methods: Vec<Method>,
     /// Warm-up lifecycles per (engine, method), not counted
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -116,6 +117,8 @@ struct Row {
     method: String,
     concurrency: usize,
     runs: usize,
+    min_s: f64,
+    p10_s: f64,
     median_s: f64,
     p90_s: f64,
     max_s: f64,
@@ -153,15 +156,16 @@ fn main() -> Result<std::process::ExitCode> {
         let target = rt
             .block_on(setup(engine, args.runs.max(8)))
             .with_context(|| format!("setting up {engine:?}"))?;
-        for method in [Method::Raw, Method::Library, Method::Cli] {
+        let methods = args.methods.clone();
+        for &method in &methods {
             for i in 0..args.warmup {
                 lifecycle(&rt, &target, method, i)?;
             }
-            for &c in &args.concurrency {
-                rows.push(measure(&rt, &target, method, c, args.runs)?);
-                if !args.json {
-                    eprintln!("measured {:?} {:?} c={c}", engine, method);
-                }
+        }
+        for &c in &args.concurrency {
+            rows.extend(measure_interleaved(&rt, &target, &methods, c, args.runs)?);
+            if !args.json {
+                eprintln!("measured {engine:?} c={c}, methods interleaved");
             }
         }
         let _ = std::fs::remove_dir_all(&target.workspace);
@@ -211,7 +215,13 @@ async fn setup(engine: TestEngine, jobs: usize) -> Result<Target> {
     // The engines in containers see only their shared work directory of the host.
     let base = match engine {
         TestEngine::Docker26 | TestEngine::Podman5 => {
-            PathBuf::from(nested_socket("MOUNT_PLAN_ENGINES_WORKDIR")?)
+            let work = PathBuf::from(nested_socket("MOUNT_PLAN_ENGINES_WORKDIR")?);
+            // ...so the gate's host copy is there too (the host's engines see it as well).
+            use mount_plan_launch::gate_copy::GATE_DIR_ENV;
+            if std::env::var_os(GATE_DIR_ENV).is_none() {
+                std::env::set_var(GATE_DIR_ENV, work.join("gate"));
+            }
+            work
         }
         _ => std::env::temp_dir(),
     };
@@ -290,53 +300,81 @@ fn plan_for(t: &Target, i: usize) -> Result<MountPlan> {
     Ok(layout.plan(&ws, &layout.job(&format!("job-{i}"))?)?)
 }
 
-fn measure(
+/// Every method at one concurrency, interleaved: rounds in which each method in turn runs
+/// `concurrency` lifecycles at once (the order rotating each round), until each has run
+/// `runs`. A change in the machine's load then falls on every method alike, where measuring
+/// one method after another would hand it to whichever ran at the time.
+fn measure_interleaved(
+    rt: &tokio::runtime::Runtime,
+    t: &Target,
+    methods: &[Method],
+    concurrency: usize,
+    runs: usize,
+) -> Result<Vec<Row>> {
+    let rounds = runs.div_ceil(concurrency);
+    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); methods.len()];
+    let mut walls = vec![Duration::ZERO; methods.len()];
+    for round in 0..rounds {
+        for k in 0..methods.len() {
+            let m = (round + k) % methods.len();
+            let started = Instant::now();
+            latencies[m].extend(batch(rt, t, methods[m], concurrency)?);
+            walls[m] += started.elapsed();
+        }
+    }
+    Ok(methods
+        .iter()
+        .zip(latencies)
+        .zip(walls)
+        .map(|((method, l), wall)| row(t, *method, concurrency, l, wall))
+        .collect())
+}
+
+/// `concurrency` lifecycles of `method` at once, each in its own job directory.
+fn batch(
     rt: &tokio::runtime::Runtime,
     t: &Target,
     method: Method,
     concurrency: usize,
-    runs: usize,
-) -> Result<Row> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|s| {
+) -> Result<Vec<Duration>> {
+    std::thread::scope(|s| {
         let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let next = next.clone();
-                s.spawn(move || -> Result<Vec<Duration>> {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= runs {
-                            return Ok(mine);
-                        }
-                        let t0 = Instant::now();
-                        lifecycle(rt, t, method, i % runs.max(8))?;
-                        mine.push(t0.elapsed());
-                    }
+            .map(|i| {
+                s.spawn(move || -> Result<Duration> {
+                    let t0 = Instant::now();
+                    lifecycle(rt, t, method, i)?;
+                    Ok(t0.elapsed())
                 })
             })
             .collect();
-        let mut all = Vec::new();
-        for w in workers {
-            all.extend(w.join().expect("worker panicked")?);
-        }
-        Ok::<_, anyhow::Error>(all)
-    })?;
-    let wall = started.elapsed();
-    let mut l = latencies;
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect()
+    })
+}
+
+fn row(
+    t: &Target,
+    method: Method,
+    concurrency: usize,
+    mut l: Vec<Duration>,
+    wall: Duration,
+) -> Row {
     l.sort();
     let pick = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1];
-    Ok(Row {
+    Row {
         engine: format!("{:?}", t.engine).to_lowercase(),
         method: format!("{method:?}").to_lowercase(),
         concurrency,
-        runs,
+        runs: l.len(),
+        min_s: l[0].as_secs_f64(),
+        p10_s: pick(0.1).as_secs_f64(),
         median_s: pick(0.5).as_secs_f64(),
         p90_s: pick(0.9).as_secs_f64(),
         max_s: l[l.len() - 1].as_secs_f64(),
-        jobs_per_s: runs as f64 / wall.as_secs_f64(),
-    })
+        jobs_per_s: l.len() as f64 / wall.as_secs_f64(),
+    }
 }
 
 /// When each lifecycle event arrived.
@@ -456,11 +494,13 @@ fn podman_body(t: &Target, plan: &MountPlan) -> serde_json::Value {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<16} {:<8} {:>4} {:>5} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "{:<16} {:<8} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
         "engine",
         "method",
         "conc",
         "runs",
+        "min_s",
+        "p10_s",
         "median_s",
         "p90_s",
         "max_s",
@@ -479,11 +519,13 @@ fn print_table(rows: &[Row]) {
             })
         };
         println!(
-            "{:<16} {:<8} {:>4} {:>5} {:>9.4} {:>9.4} {:>9.4} {:>8.2} {:>9} {:>9}",
+            "{:<16} {:<8} {:>4} {:>5} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>8.2} {:>9} {:>9}",
             r.engine,
             r.method,
             r.concurrency,
             r.runs,
+            r.min_s,
+            r.p10_s,
             r.median_s,
             r.p90_s,
             r.max_s,
@@ -560,6 +602,7 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
         )?;
         rec("raw", "remove", t0.elapsed());
     }
+    let requests = library_requests(rt, t)?;
     println!(
         "{:?}: median per step over {runs} sequential lifecycles",
         t.engine
@@ -574,7 +617,65 @@ fn breakdown(rt: &tokio::runtime::Runtime, t: &Target, runs: usize) -> Result<()
             v[v.len() / 2].as_secs_f64() * 1e3
         );
     }
+    let archive = requests.iter().filter(|r| r.contains("/archive")).count();
+    println!(
+        "  the library's requests in one lifecycle ({} in all, {archive} archive call(s)):",
+        requests.len()
+    );
+    for r in &requests {
+        println!("    {r}");
+    }
     Ok(())
+}
+
+/// The engine requests of one library lifecycle, in order, through a counting proxy (a
+/// fresh connection: the version handshake of connect included), with ids shortened.
+fn library_requests(rt: &tokio::runtime::Runtime, t: &Target) -> Result<Vec<String>> {
+    let sock = std::env::temp_dir().join(format!("mp-bench-proxy-{}.sock", std::process::id()));
+    let _enter = rt.enter();
+    let proxy = soak::proxy::Proxy::start(&sock, &t.socket, None, None)?;
+    let endpoint = t
+        .engine
+        .endpoint()
+        .map_err(anyhow::Error::msg)?
+        .with_socket(proxy.url());
+    let engine = rt.block_on(mount_plan_run::connect(&endpoint))?;
+    let connected = proxy.request_lines().len();
+    let verified = verify(plan_for(t, 0)?, &VerifyOptions::default())?;
+    let done = rt
+        .block_on(launch(
+            engine.as_ref(),
+            &verified,
+            &spec(t)?,
+            &LaunchOptions::default(),
+            &mut Timeline(Vec::new()),
+        ))
+        .map_err(|f| f.error)?;
+    anyhow::ensure!(done.status.success(), "exit {}", done.status.code);
+    Ok(proxy.request_lines()[connected..]
+        .iter()
+        .map(|line| {
+            // `POST /v1.41/containers/4f3c...e1/start HTTP/1.1` -> `POST .../containers/{id}/start`
+            let words: Vec<&str> = line.split(' ').take(2).collect();
+            let path = words.get(1).copied().unwrap_or("");
+            let path = path.split('?').next().unwrap_or(path);
+            let short: Vec<String> = path
+                .split('/')
+                .map(|seg| {
+                    if seg.len() >= 32 && seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        "{id}".to_owned()
+                    } else {
+                        seg.to_owned()
+                    }
+                })
+                .collect();
+            format!(
+                "{} {}",
+                words.first().copied().unwrap_or(""),
+                short.join("/")
+            )
+        })
+        .collect())
 }
 
 /// The floor's endpoints: (API prefix, wait query) for Docker's API or libpod's.

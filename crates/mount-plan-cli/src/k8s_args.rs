@@ -31,6 +31,11 @@ pub struct K8sArgs {
     /// read-only root (needs mkdir) [default: the job's image]
     #[arg(long, value_name = "IMAGE")]
     pub k8s_init_image: Option<String>,
+    /// Kubernetes: an image holding the static gate at /mount-plan-gate; its init container
+    /// copies the gate into a memory volume that the job container runs it from, read-only
+    /// [default: none: the Pods run without the gate, with a warning]
+    #[arg(long, value_name = "IMAGE")]
+    pub k8s_gate_image: Option<String>,
 }
 
 impl K8sArgs {
@@ -111,6 +116,7 @@ impl KubeEngineArgs {
                 target: self.pod.target().map_err(unsupported)?,
                 volumes: self.pod.volumes().map_err(unsupported)?,
                 init_image: self.pod.k8s_init_image.clone(),
+                gate_image: self.pod.k8s_gate_image.clone(),
             },
         })
     }

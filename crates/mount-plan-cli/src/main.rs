@@ -110,8 +110,10 @@ enum Command {
     ///
     /// Every container launched by mount-plan starts with the gate, a small static program
     /// embedded in this binary, which compares the mounts the container got with the host
-    /// check's pins before it runs the command. Docker and Podman receive it through their
-    /// archive call; a Swarm service cannot, so every node needs it at the same path
+    /// check's pins before it runs the command. Docker and Podman bind a host copy that the
+    /// launcher writes and checks itself (in /var/lib/mount-plan/gate for root, or the
+    /// directory MOUNT_PLAN_GATE_DIR names); a Swarm service runs on other machines, so every
+    /// node needs it at the same path
     /// (default /usr/local/libexec/mount-plan/gate): run `mount-plan gate install` on each node
     /// (or copy the file it writes). Exit 0 when written, 2 otherwise.
     #[command(subcommand)]

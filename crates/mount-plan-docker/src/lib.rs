@@ -49,7 +49,7 @@ use mount_plan_launch::{
 };
 
 pub use observe::{observe, propagation_name};
-pub use translate::{engine_mounts, mounts, translate, CreateCall};
+pub use translate::{engine_mounts, gate_mount, mounts, translate, CreateCall};
 pub use version::{
     availability, root_mode_from_runtime, runc_version, ApiVersion, ApiVersionError, EngineFacts,
     RootMode, NODEV_SUBSTITUTE, NOSUID_SUBSTITUTE, RUNC_FIXED, WORKDIR_PARENT_MODE,
@@ -140,12 +140,29 @@ pub fn log_chunk(
 
 impl DockerEngine {
     /// Copy the gate and R's directory entry ([`mount_plan_launch::gate::Gate::archive`])
-    /// into created container `id`, before it starts (what `create` does).
+    /// into created container `id`, before it starts: for a container created without the
+    /// gate's host copy bound (`create` binds it, and writes at most R's entry).
     pub async fn put_gate(
         &self,
         id: &str,
         gate: &mount_plan_launch::gate::Gate,
     ) -> Result<(), LaunchError> {
+        self.put_archive(id, gate.archive()).await
+    }
+
+    /// What this engine's runtime does to R's mode (from its version, else an observation).
+    pub fn runtime_root_mode(&self) -> mount_plan_launch::gate::RuntimeRootMode {
+        use mount_plan_launch::gate::RuntimeRootMode;
+        let facts = EngineFacts::new(self.api, self.info.runtime.as_deref(), self.observed);
+        match facts.root_mode {
+            Some((RootMode::Kept, _)) => RuntimeRootMode::Kept,
+            Some((RootMode::Becomes(m), _)) => RuntimeRootMode::Becomes(m),
+            None => RuntimeRootMode::Unknown,
+        }
+    }
+
+    /// Copy a tar archive into created container `id` at `/` (the engine's archive call).
+    async fn put_archive(&self, id: &str, archive: Vec<u8>) -> Result<(), LaunchError> {
         self.docker
             .upload_to_container(
                 id,
@@ -153,7 +170,7 @@ impl DockerEngine {
                     path: "/".into(),
                     ..UploadToContainerOptions::default()
                 }),
-                bollard::body_full(bytes::Bytes::from(gate.archive())),
+                bollard::body_full(bytes::Bytes::from(archive)),
             )
             .await
             .map_err(|e| call_err("upload", id, e))
@@ -311,7 +328,21 @@ impl Engine for DockerEngine {
             .await
             .map_err(not_created)?;
         let config = image.config.unwrap_or_default();
-        let (entrypoint, cmd) = request.gate.command_line(
+        // The gate from its checked host copy, bound read-only outside R; an archive call only
+        // for R's entry where its mode matters and the runtime may not give it.
+        let copy = mount_plan_launch::gate_copy::GateCopy::ensure()?;
+        call.body
+            .host_config
+            .get_or_insert_with(Default::default)
+            .mounts
+            .get_or_insert_with(Vec::new)
+            .push(translate::gate_mount(
+                &copy.source(),
+                EngineFacts::new(self.api, None, None).read_only_binds()
+                    == version::ReadOnlyBinds::ForceRecursive,
+            ));
+        let (gate, root_archive) = request.gate.for_runtime(self.runtime_root_mode());
+        let (entrypoint, cmd) = gate.command_line(
             request.spec,
             &config.entrypoint.unwrap_or_default(),
             &config.cmd.unwrap_or_default(),
@@ -323,9 +354,11 @@ impl Engine for DockerEngine {
             .create_container(Some(call.options), call.body)
             .await
             .map_err(not_created)?;
-        // The gate and R's directory entry, before anything starts. A failure leaves the
-        // container to the lifecycle, which removes every container of this launch.
-        self.put_gate(&created.id, request.gate).await?;
+        // R's directory entry, before anything starts, where it is needed. A failure leaves
+        // the container to the lifecycle, which removes every container of this launch.
+        if let Some(archive) = root_archive {
+            self.put_archive(&created.id, archive).await?;
+        }
         Ok(created.id)
     }
 
@@ -413,6 +446,10 @@ impl Engine for DockerEngine {
             Err(e) if status_of(&e) == Some(404) => Ok(Removal::AlreadyGone),
             Err(e) => Err(call_err("remove", id, e)),
         }
+    }
+
+    fn gate_source(&self) -> Option<String> {
+        Some(mount_plan_launch::gate_copy::expected_source())
     }
 
     async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError> {

@@ -62,6 +62,25 @@ pub fn mounts(
         .collect()
 }
 
+/// The gate's bind: its host copy (`source`, [`mount_plan_launch::gate_copy`]) read-only with
+/// private propagation at [`mount_plan_launch::gate::GATE_PATH`], outside R (a single file:
+/// nothing can be mounted below it); `ReadOnlyForceRecursive` when `force_recursive` (API
+/// 1.44), as for the plan's read-only binds.
+pub fn gate_mount(source: &str, force_recursive: bool) -> DockerMount {
+    DockerMount {
+        target: Some(mount_plan_launch::gate::GATE_PATH.to_owned()),
+        source: Some(source.to_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        bind_options: Some(MountBindOptions {
+            propagation: Some(MountBindOptionsPropagationEnum::PRIVATE),
+            read_only_force_recursive: force_recursive.then_some(true),
+            ..MountBindOptions::default()
+        }),
+        ..DockerMount::default()
+    }
+}
+
 /// The plan's mounts as the Engine API's `HostConfig.Mounts` for an engine speaking `api`,
 /// exactly as [`translate`] sends them: serialised with serde, this is the JSON list the
 /// Engine API (and docker-py's `mounts=`) takes.

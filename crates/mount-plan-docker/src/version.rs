@@ -210,7 +210,7 @@ pub fn root_mode_note(mode: u32, known: Known, runtime: Option<&str>) -> String 
         Known::Observed => "observed on this engine".to_owned(),
     };
     format!(
-        "R's directory entry written with the planned mode before the container starts (the engine's archive call), from which the runtime copies the tmpfs's mode; without it R's mode would become {mode:04o} ({how}: Docker creates the working directory R/J in the container's own filesystem, and the runtime gives the tmpfs the mode of the directory it covers); the in-container gate checks the mode"
+        "a writable R: its directory entry written with the planned mode before the container starts (the engine's archive call), from which the runtime copies the tmpfs's mode; without it R's mode would become {mode:04o} ({how}: Docker creates the working directory R/J in the container's own filesystem, and the runtime gives the tmpfs the mode of the directory it covers); a read-only R keeps {mode:04o}, which grants no write on a read-only tmpfs; the in-container gate checks the mode"
     )
 }
 
@@ -233,7 +233,7 @@ pub fn availability(facts: &EngineFacts) -> Vec<(Protection, Availability)> {
                         Availability::Substitute(root_mode_note(m, known, facts.runtime.as_deref()))
                     }
                     None => Availability::Substitute(format!(
-                        "R's directory entry written with the planned mode before the container starts (whether runtime {:?} would keep it is not known: runc before {RUNC_KEEPS_TMPFS_MODE} gives the tmpfs {WORKDIR_PARENT_MODE:04o}); the in-container gate checks the mode",
+                        "a writable R: its directory entry written with the planned mode before the container starts (whether runtime {:?} would keep it is not known: runc before {RUNC_KEEPS_TMPFS_MODE} gives the tmpfs {WORKDIR_PARENT_MODE:04o}); a read-only R may get {WORKDIR_PARENT_MODE:04o}, which grants no write on a read-only tmpfs; the in-container gate checks the mode",
                         facts.runtime.as_deref().unwrap_or("(not reported)"),
                     )),
                 },

@@ -76,8 +76,8 @@ pub use error::PodError;
 pub use k8s_openapi;
 pub use names::ClaimName;
 pub use pod::{
-    render_pod, JobContainer, PodOptions, Volumes, INIT_CONTAINER, JOB_CONTAINER, ROOT_VOLUME,
-    WORKSPACE_VOLUME,
+    render_pod, JobContainer, PodGate, PodOptions, Volumes, GATE_CONTAINER, GATE_DIR,
+    GATE_IN_IMAGE, GATE_VOLUME, INIT_CONTAINER, JOB_CONTAINER, ROOT_VOLUME, WORKSPACE_VOLUME,
 };
 pub use version::{FeatureGate, K8sVersion, Target, MAX_MINOR, MIN_MINOR};
 

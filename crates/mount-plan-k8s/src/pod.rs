@@ -24,6 +24,29 @@ pub const INIT_CONTAINER: &str = "mountpoints";
 pub const ROOT_VOLUME: &str = "workspace-root";
 /// The volume holding the workspace W.
 pub const WORKSPACE_VOLUME: &str = "workspace";
+/// The init container that copies the gate into [`GATE_VOLUME`] (it mounts nothing of W).
+pub const GATE_CONTAINER: &str = "gate";
+/// The memory-backed emptyDir the gate is copied into; its one file is mounted read-only in
+/// the job container at `/.mount-plan/gate`.
+pub const GATE_VOLUME: &str = "mount-plan-gate";
+/// Where the init container mounts the gate volume: the directory of the gate's path
+/// (`/.mount-plan/gate`), outside R.
+pub const GATE_DIR: &str = "/.mount-plan";
+/// Where a gate image holds the static gate executable; the init container runs it as
+/// `GATE_IN_IMAGE install /.mount-plan/gate` (the gate copies itself).
+pub const GATE_IN_IMAGE: &str = "/mount-plan-gate";
+
+/// The in-container gate of a Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodGate {
+    /// An image holding the static gate at [`GATE_IN_IMAGE`] (a non-root user: the Pod runs
+    /// with `runAsNonRoot`).
+    pub image: String,
+    /// The job container's whole command: the gate (`/.mount-plan/gate`), its checks, `--`,
+    /// then the job's command. Kubernetes replaces the image's entrypoint with `command`, so
+    /// the job's command must be given in full.
+    pub command: Vec<String>,
+}
 
 /// Where the Pod's host directories come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +99,9 @@ pub struct PodOptions {
     /// The image of the init container that creates the mountpoints in a read-only root
     /// (default: the job's image; it needs `mkdir`).
     pub init_image: Option<String>,
+    /// The in-container gate; `None`: the job container runs the image's entrypoint with
+    /// [`JobContainer::args`], unchecked.
+    pub gate: Option<PodGate>,
 }
 
 impl PodOptions {
@@ -91,6 +117,7 @@ impl PodOptions {
             metadata: BTreeMap::new(),
             container: JobContainer::default(),
             init_image: None,
+            gate: None,
         }
     }
 }
@@ -274,12 +301,55 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
     }
 
     let image = options.container.image.clone();
+    // The gate first: an init container that mounts nothing of W copies it into a
+    // memory-backed emptyDir, which the job container mounts read-only outside R.
+    let mut init = Vec::new();
+    if let Some(gate) = &options.gate {
+        volumes.push(Volume {
+            name: GATE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("8Mi".into())),
+                mode: None,
+            }),
+            ..Volume::default()
+        });
+        init.push(Container {
+            name: GATE_CONTAINER.into(),
+            image: Some(gate.image.clone()),
+            command: Some(vec![
+                GATE_IN_IMAGE.to_owned(),
+                "install".to_owned(),
+                format!("{GATE_DIR}/gate"),
+            ]),
+            security_context: Some(security_context(&BTreeSet::new())),
+            volume_mounts: Some(vec![volume_mount(
+                target,
+                GATE_VOLUME,
+                GATE_DIR,
+                None,
+                None,
+                false,
+            )]),
+            ..Container::default()
+        });
+        // The one file, read-only, at the gate's path (a subPath of a file: nothing else of the
+        // volume is visible to the job).
+        mounts.push(volume_mount(
+            target,
+            GATE_VOLUME,
+            &format!("{GATE_DIR}/gate"),
+            Some("gate"),
+            None,
+            true,
+        ));
+    }
     // A read-only root cannot get mountpoints created in it by the runtime (EROFS on runc):
     // an init container creates them in the same volume, mounted read-write for it alone.
-    let init_containers = (root.read_only() && !nested.is_empty()).then(|| {
+    let mountpoints = (root.read_only() && !nested.is_empty()).then(|| {
         let mut command = vec!["mkdir".to_owned(), "-p".to_owned()];
         command.extend(nested.iter().cloned());
-        vec![Container {
+        Container {
             name: INIT_CONTAINER.into(),
             image: options.init_image.clone().or_else(|| image.clone()),
             command: Some(command),
@@ -293,14 +363,21 @@ pub fn render_pod(plan: &MountPlan, options: &PodOptions) -> Result<Pod, PodErro
                 false,
             )]),
             ..Container::default()
-        }]
+        }
     });
+    init.extend(mountpoints);
+    let init_containers = (!init.is_empty()).then_some(init);
 
     let c = &options.container;
+    let (command, args) = match &options.gate {
+        Some(gate) => (Some(gate.command.clone()), None),
+        None => (None, (!c.args.is_empty()).then(|| c.args.clone())),
+    };
     let job = Container {
         name: JOB_CONTAINER.into(),
         image,
-        args: (!c.args.is_empty()).then(|| c.args.clone()),
+        command,
+        args,
         env: (!c.env.is_empty()).then(|| {
             c.env
                 .iter()
@@ -403,5 +480,79 @@ mod tests {
             caps[1].add,
             Some(vec!["CHOWN".to_owned(), "NET_BIND_SERVICE".to_owned()])
         );
+    }
+
+    #[test]
+    fn the_gate_runs_first_read_only_on_every_version() {
+        use crate::version::{K8sVersion, Target};
+        let layout = Layout::default();
+        let plan = layout
+            .plan(
+                &HostPath::parse("/srv/w").unwrap(),
+                &layout.job("j1").unwrap(),
+            )
+            .unwrap();
+        let command: Vec<String> = ["/.mount-plan/gate", "v2", "n", "--", "python", "train.py"]
+            .map(String::from)
+            .to_vec();
+        for v in K8sVersion::all() {
+            let mut options = PodOptions::with_claim("ws".parse().unwrap());
+            options.target = Target::new(v, []).unwrap();
+            options.container.args = vec!["ignored".into()];
+            options.gate = Some(PodGate {
+                image: "site/mount-plan-gate:1".into(),
+                command: command.clone(),
+            });
+            let pod = render_pod(&plan, &options).unwrap();
+            let spec = pod.spec.unwrap();
+            let init = spec.init_containers.unwrap();
+            // The gate's init container first; it mounts its volume and nothing of W.
+            assert_eq!(init[0].name, GATE_CONTAINER, "{v}");
+            assert_eq!(init[0].image.as_deref(), Some("site/mount-plan-gate:1"));
+            assert_eq!(
+                init[0].command.as_deref(),
+                Some(&["/mount-plan-gate", "install", "/.mount-plan/gate"].map(String::from)[..])
+            );
+            let init_mounts = init[0].volume_mounts.as_ref().unwrap();
+            assert!(
+                init_mounts.iter().all(|m| m.name == GATE_VOLUME),
+                "{v}: {init_mounts:?}"
+            );
+            assert_eq!(init[1].name, INIT_CONTAINER, "{v}");
+            // The job container runs the gate, which runs the job's command.
+            let job = &spec.containers[0];
+            assert_eq!(job.command.as_ref(), Some(&command), "{v}");
+            assert_eq!(job.args, None, "{v}: the command is whole");
+            let gate_mount = job
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == GATE_VOLUME)
+                .unwrap();
+            assert_eq!(gate_mount.mount_path, "/.mount-plan/gate", "{v}");
+            assert_eq!(gate_mount.sub_path.as_deref(), Some("gate"), "{v}");
+            assert_eq!(
+                gate_mount.read_only,
+                Some(true),
+                "{v}: the gate is read-only"
+            );
+            let volume = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|vol| vol.name == GATE_VOLUME)
+                .unwrap();
+            let e = volume.empty_dir.as_ref().unwrap();
+            assert_eq!(e.medium.as_deref(), Some("Memory"), "{v}");
+        }
+        // Without a gate: the image's entrypoint with the args, as before.
+        let pod = render_pod(&plan, &PodOptions::with_claim("ws".parse().unwrap())).unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.containers[0].command, None);
+        assert!(spec
+            .init_containers
+            .unwrap()
+            .iter()
+            .all(|c| c.name != GATE_CONTAINER));
     }
 }

@@ -225,6 +225,11 @@ impl Engine for KubernetesEngine {
     fn report(&self) -> EngineReport {
         let target = &self.options.pod.target;
         let mut warnings = target.warnings();
+        if self.options.pod.gate_image.is_none() {
+            warnings.push(
+                "no gate image (--k8s-gate-image): the Pods run without the in-container gate, so the pins of the host check are not compared with what the Pod got".into(),
+            );
+        }
         let server = self.info.version.trim_start_matches('v');
         if !server.starts_with(&format!("{}.", target.version())) {
             warnings.push(format!(
@@ -334,8 +339,15 @@ impl Engine for KubernetesEngine {
             let lines = reader.lines().map(move |line| {
                 line.map(|mut l| {
                     l.push('\n');
+                    // Kubernetes merges the container's two streams; the gate's line (it
+                    // writes it to stderr, carrying this launch's nonce) gets its stream back.
+                    let stream = if l.starts_with(mount_plan_launch::gate::GATE_LINE_PREFIX) {
+                        OutputStream::Stderr
+                    } else {
+                        OutputStream::Stdout
+                    };
                     LogChunk {
-                        stream: OutputStream::Stdout,
+                        stream,
                         bytes: l.into_bytes(),
                     }
                 })

@@ -169,6 +169,23 @@ pub fn observe(pod: &Pod, volumes: &Volumes) -> ObservedContainer {
             });
             continue;
         };
+        // The gate's file from its own volume (filled by the gate's init container): the audit
+        // accepts it at the gate's path, read-only, as on every engine.
+        if m.name == mount_plan_k8s::GATE_VOLUME && volume.empty_dir.is_some() {
+            binds.push(ObservedBind {
+                source: format!(
+                    "emptyDir {}/{}",
+                    m.name,
+                    m.sub_path.as_deref().unwrap_or("")
+                ),
+                target: m.mount_path.clone(),
+                read_only,
+                propagation: Some("private".into()),
+                non_recursive: Some(true),
+                flags,
+            });
+            continue;
+        }
         if let Some(e) = volume
             .empty_dir
             .as_ref()

@@ -27,6 +27,37 @@ pub struct PodSettings {
     pub volumes: Volumes,
     /// The init container's image (default: the job's).
     pub init_image: Option<String>,
+    /// An image holding the static gate at [`mount_plan_k8s::GATE_IN_IMAGE`]; `None`: the Pod
+    /// runs without the in-container gate (said at every launch, see the engine's report).
+    pub gate_image: Option<String>,
+}
+
+/// The mode an emptyDir gets when the target cannot set one (`emptyDir.mode` is alpha in
+/// 1.37): what the gate must accept for R there.
+pub const EMPTY_DIR_MODE: u32 = 0o777;
+
+/// The job container's command with the gate first: its checks for a node (device numbers
+/// are the node's: inodes must match and W's binds share one filesystem), R's mode as the
+/// target can give it, then the launch's command, which must be given in full (Kubernetes
+/// replaces the image's entrypoint with `command`, and the launcher does not read the image).
+pub fn gate_command(
+    request: &CreateRequest<'_>,
+    target: &mount_plan_k8s::Target,
+) -> Result<Vec<String>, LaunchError> {
+    let plan = request.plan.plan();
+    let root = plan.root_tmpfs();
+    let mut gate = request.gate.clone().node_local_devices();
+    if root.read_only() || !target.empty_dir_mode() {
+        gate = gate.accepting_root_mode(EMPTY_DIR_MODE);
+    }
+    if request.spec.command.is_empty() {
+        return Err(unsupported(
+            "a launch without a command: the gate runs first and Kubernetes replaces the image's entrypoint with the Pod's command, so give the whole command (the image's entrypoint is not read)",
+        ));
+    }
+    let mut command = gate.entrypoint().to_vec();
+    command.extend(request.spec.command.iter().cloned());
+    Ok(command)
 }
 
 fn unsupported(what: impl Into<String>) -> LaunchError {
@@ -102,6 +133,13 @@ pub fn translate(request: &CreateRequest<'_>, settings: &PodSettings) -> Result<
             cap_add: spec.cap_add.clone(),
         },
         init_image: settings.init_image.clone(),
+        gate: match &settings.gate_image {
+            Some(image) => Some(mount_plan_k8s::PodGate {
+                image: image.clone(),
+                command: gate_command(request, &settings.target)?,
+            }),
+            None => None,
+        },
     };
     let mut pod = render_pod(plan, &options).map_err(|e| unsupported(e.to_string()))?;
     let pod_spec = pod.spec.as_mut().expect("a rendered Pod has a spec");

@@ -65,6 +65,9 @@ struct ApiServer {
     seen: Vec<Seen>,
     create: CreateMode,
     mutate: Option<fn(&mut Pod)>,
+    /// The job container's log is the gate's refusal of this check, with the nonce the Pod's
+    /// command carries (what a gate that found another directory writes).
+    gate_refuses: Option<&'static str>,
 }
 
 fn status(code: u16, reason: &str) -> (StatusCode, Vec<u8>) {
@@ -184,6 +187,18 @@ impl ApiServer {
                 Some(ok(&self.pods[&name]))
             }
             (Method::GET, [name, "log"]) => match self.pods.get(*name) {
+                Some(pod) if self.gate_refuses.is_some() => {
+                    let command = pod.spec.as_ref().unwrap().containers[0]
+                        .command
+                        .clone()
+                        .unwrap_or_default();
+                    let line = format!(
+                        "mount-plan-gate: {}: refused: {}: the bind at \"/workspace/job-1\" is another directory than the one verified\n",
+                        command.get(2).cloned().unwrap_or_default(),
+                        self.gate_refuses.unwrap()
+                    );
+                    Some((StatusCode::OK, line.into_bytes()))
+                }
                 Some(_) => Some((StatusCode::OK, self.log.clone().into_bytes())),
                 None => Some(status(404, "NotFound")),
             },
@@ -220,6 +235,7 @@ fn settings() -> PodSettings {
             extra: BTreeMap::new(),
         },
         init_image: None,
+        gate_image: Some("site/mount-plan-gate:1".into()),
     }
 }
 
@@ -408,7 +424,20 @@ async fn pending_running_succeeded_the_whole_conversation() {
     let posted: Pod = serde_json::from_value(body.clone()).unwrap();
     let mut labels = posted.metadata.annotations.clone().unwrap();
     labels.remove(mount_plan_kubernetes::ANNOTATION_WORKSPACE);
-    let expected = pod_for(&h, &labels);
+    let mut expected = pod_for(&h, &labels);
+    // The gate's nonce is fresh for each launch: the rest of the command is the same.
+    let command = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .command
+            .clone()
+            .unwrap()
+    };
+    let nonce = command(&posted)[2].clone();
+    assert_ne!(nonce, command(&expected)[2]);
+    expected.spec.as_mut().unwrap().containers[0]
+        .command
+        .as_mut()
+        .unwrap()[2] = nonce;
     assert_eq!(body, &serde_json::to_value(&expected).unwrap());
     assert_eq!(
         body.pointer("/spec/schedulingGates/0/name"),
@@ -418,10 +447,18 @@ async fn pending_running_succeeded_the_whole_conversation() {
         body.pointer("/metadata/labels/io.mount-plan.managed"),
         Some(&json!("1"))
     );
+    // The gate runs first and then the command, given whole (no args).
     assert_eq!(
-        body.pointer("/spec/containers/0/args"),
-        Some(&json!(["python", "train.py"]))
+        body.pointer("/spec/containers/0/command/0"),
+        Some(&json!(mount_plan_launch::gate::GATE_PATH))
     );
+    let command = body.pointer("/spec/containers/0/command").unwrap();
+    let words = command.as_array().unwrap();
+    assert_eq!(
+        &words[words.len() - 3..],
+        &[json!("--"), json!("python"), json!("train.py")]
+    );
+    assert_eq!(body.pointer("/spec/containers/0/args"), None);
     assert_eq!(
         body.pointer("/spec/securityContext/runAsUser"),
         Some(&json!(1000))
@@ -466,6 +503,68 @@ async fn a_failed_pod_reports_the_job_containers_exit_code() {
     let (result, out) = run(&h, LaunchOptions::default()).await;
     assert_eq!(result.unwrap().status.code, 3);
     assert_eq!(out, b"boom\n");
+    assert_no_pod_left(&h);
+}
+
+/// The gate in the Pod refused (its line on the job container's log, exit 125 in the Pod's
+/// status): the launch fails with `gate-refused` naming the gate's check, the command never
+/// ran, the Pod is deleted. The Pod that was posted runs the gate first, from its own volume,
+/// read-only. (A mock API: what the kubelet and the node would do is not exercised.)
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_gate_refuses_fails_with_gate_refused() {
+    let h = harness(ApiServer {
+        steps: steps(vec![running(), terminated("Failed", 125)]),
+        gate_refuses: Some("gate-bind-identity"),
+        ..ApiServer::default()
+    });
+    let (result, _) = run(&h, LaunchOptions::default()).await;
+    let failed = result.expect_err("the gate refused");
+    assert_eq!(failed.error.rule(), "gate-refused", "{}", failed.error);
+    assert!(!failed.command_ran, "{}", failed.error);
+    let msg = failed.error.to_string();
+    assert!(msg.contains("gate-bind-identity"), "{msg}");
+    assert_no_pod_left(&h);
+    let posted = seen(&h)
+        .into_iter()
+        .find(|s| s.method == Method::POST)
+        .expect("the create");
+    let pod: Pod = serde_json::from_value(posted.body).unwrap();
+    let spec = pod.spec.unwrap();
+    let job = &spec.containers[0];
+    let command = job.command.clone().unwrap();
+    assert_eq!(command[0], mount_plan_launch::gate::GATE_PATH);
+    assert_eq!(command[1], mount_plan_launch::gate::GATE_PROTOCOL);
+    assert_eq!(&command[command.len() - 3..], ["--", "python", "train.py"]);
+    // Node-local devices: W's binds by inode and one filesystem; R's emptyDir mode accepted.
+    assert!(command.iter().any(|w| w == "same:w"), "{command:?}");
+    assert!(command.iter().any(|w| w == "555|777"), "{command:?}");
+    let gate = job
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == mount_plan_launch::gate::GATE_PATH)
+        .expect("the gate's mount");
+    assert_eq!(gate.read_only, Some(true));
+    let init = spec.init_containers.unwrap();
+    assert_eq!(init[0].name, mount_plan_k8s::GATE_CONTAINER);
+    assert!(init[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .all(|m| m.name == mount_plan_k8s::GATE_VOLUME));
+}
+
+/// The same Pod exiting 125 without the gate's line (the job's own status) is the job's
+/// failure, not a refusal: only this launch's nonce counts.
+#[tokio::test(start_paused = true)]
+async fn exit_125_without_the_gates_line_is_the_jobs_own() {
+    let h = harness(ApiServer {
+        steps: steps(vec![running(), terminated("Failed", 125)]),
+        log: "mount-plan-gate: 0000: refused: gate-bind-identity: forged\n".into(),
+        ..ApiServer::default()
+    });
+    let (result, _) = run(&h, LaunchOptions::default()).await;
+    assert_eq!(result.expect("the job ran").status.code, 125);
     assert_no_pod_left(&h);
 }
 

@@ -200,6 +200,9 @@ fn parse(args: Vec<OsString>) -> Result<Gate, Refusal> {
 /// One line of `/proc/self/mountinfo`: what the gate needs of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MountEntry {
+    /// The path inside its filesystem that is mounted (mountinfo's fourth field: `/` for a
+    /// whole filesystem, `/sys/kernel/core_pattern` for one procfs file bound elsewhere).
+    root: String,
     mount_point: String,
     read_only: bool,
     fstype: String,
@@ -233,10 +236,12 @@ fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             let fields: Vec<&str> = left.split(' ').collect();
+            let root = unescape(fields.get(3)?);
             let mount_point = unescape(fields.get(4)?);
             let read_only = fields.get(5)?.split(',').any(|o| o == "ro");
             let fstype = right.split(' ').next()?.to_owned();
             Some(MountEntry {
+                root,
                 mount_point,
                 read_only,
                 fstype,
@@ -291,8 +296,98 @@ fn stat_of(seen: &Seen, path: &str) -> StatResult {
         .unwrap_or_else(|| Err("not looked at".into()))
 }
 
+/// The paths runc, crun and the engines above them mask by default (a file: `/dev/null` bound
+/// over it; a directory: an empty read-only tmpfs), for naming a trace found there.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/dev/block",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+    "/sys/fs/selinux",
+];
+
+/// Where a procfs or sysfs entry belongs in a container: the mount point of its filesystem
+/// followed by its path inside it.
+fn kernel_fs_home(fstype: &str) -> Option<&'static str> {
+    match fstype {
+        "proc" => Some("/proc"),
+        "sysfs" => Some("/sys"),
+        _ => None,
+    }
+}
+
+/// The traces the runc advisories of November 2025 leave in mountinfo: a procfs or sysfs file
+/// bound somewhere else than its own place (over a masked path, CVE-2025-31133; over
+/// `/dev/console`, CVE-2025-52565; anywhere else, the same primitive), and a mask that binds
+/// something other than a null device. A runtime that resolved its mask source through a
+/// link planted in the container shows one of them; a mask applied as designed, or procfs's
+/// own read-only rebinds (`/proc/sys` over itself), show none.
+fn kernel_fs_traces(mounts: &[MountEntry]) -> Result<(), Refusal> {
+    for m in mounts {
+        let masked = MASKED_PATHS.contains(&m.mount_point.as_str());
+        if let Some(home) = kernel_fs_home(&m.fstype) {
+            let own = if m.root == "/" {
+                home.to_owned()
+            } else {
+                format!("{home}{}", m.root)
+            };
+            if m.mount_point == own {
+                continue;
+            }
+            let what = format!("{} {:?} (a {} file)", m.fstype, own, m.fstype);
+            let (rule, message) = if masked {
+                (
+                    "gate-masked-path",
+                    format!(
+                        "the masked path {:?} is {what} bound there instead of a null device or an empty tmpfs (the trace of CVE-2025-31133)",
+                        m.mount_point
+                    ),
+                )
+            } else if m.mount_point == "/dev/console" {
+                (
+                    "gate-console",
+                    format!(
+                        "/dev/console is {what} bound there instead of a terminal (the trace of CVE-2025-52565)"
+                    ),
+                )
+            } else {
+                (
+                    "gate-kernel-file-moved",
+                    format!(
+                        "{:?} is {what} bound away from its place (the primitive of CVE-2025-31133 and CVE-2025-52565)",
+                        m.mount_point
+                    ),
+                )
+            };
+            return Err(refuse(rule, message));
+        }
+        // A masked file is the null device bound over it; a masked directory an empty tmpfs.
+        let null = m.root == "/" || m.root.ends_with("/null");
+        if masked && !null && matches!(m.fstype.as_str(), "tmpfs" | "devtmpfs") {
+            return Err(refuse(
+                "gate-masked-path",
+                format!(
+                    "the masked path {:?} is {:?} of a {} bound there, not the null device (the trace of CVE-2025-31133)",
+                    m.mount_point, m.root, m.fstype
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Compare what the container got with the plan and its pins.
 fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
+    kernel_fs_traces(&seen.mounts)?;
     let root = &gate.root;
     let Some(m) = mounted_at(&seen.mounts, &root.path) else {
         return Err(refuse(
@@ -329,6 +424,16 @@ fn compare(gate: &Gate, seen: &Seen) -> Result<(), Refusal> {
             ))
         }
         Err(e) => return Err(refuse("gate-root-missing", format!("{:?}: {e}", root.path))),
+    }
+    // The gate's own bind (from its host copy, outside R) is read-only: a job cannot change
+    // what the next check of this container would run.
+    if let Some(m) = mounted_at(&seen.mounts, protocol::GATE_PATH) {
+        if !m.read_only {
+            return Err(refuse(
+                "gate-self-writable",
+                format!("the gate's bind at {:?} is read-write", protocol::GATE_PATH),
+            ));
+        }
     }
     // The device each group of `same:` binds turned out to be on, and the bind that said so.
     let mut groups: Vec<(&str, u64, &str)> = Vec::new();
@@ -455,8 +560,42 @@ fn no_new_privileges() -> bool {
     }
 }
 
+/// `install DEST`: copy this executable to `DEST` (mode 0555, written aside and renamed into
+/// place). A Kubernetes init container runs it from a gate image to fill the memory volume the
+/// job container then runs the gate from, read-only.
+fn install(dest: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let me = fs::read("/proc/self/exe")?;
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o555)
+        .open(&tmp)?;
+    f.write_all(&me)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dest)
+}
+
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "install") {
+        return match args.get(1).filter(|_| args.len() == 2) {
+            Some(dest) => match install(Path::new(dest)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "mount-plan-gate: install {dest:?}: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => {
+                let _ = writeln!(io::stderr(), "mount-plan-gate: usage: install DEST");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let nonce = args
         .get(1)
         .and_then(|n| n.to_str())
@@ -518,6 +657,7 @@ mod tests {
 
     fn entry(p: &str, ro: bool, t: &str) -> MountEntry {
         MountEntry {
+            root: "/".into(),
             mount_point: p.into(),
             read_only: ro,
             fstype: t.into(),
@@ -721,7 +861,13 @@ mod tests {
         let m = parse_mountinfo(text);
         assert_eq!(m.len(), 3);
         assert_eq!(m[1], entry("/ws", true, "tmpfs"));
-        assert_eq!(m[2], entry("/ws/a b", false, "ext4"));
+        assert_eq!(
+            m[2],
+            MountEntry {
+                root: "/w/a b".into(),
+                ..entry("/ws/a b", false, "ext4")
+            }
+        );
         assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
         assert_eq!(unescape("tail\\04"), "tail\\04");
     }
@@ -732,6 +878,104 @@ mod tests {
         assert!(no_new_privileges());
         let status = fs::read_to_string("/proc/thread-self/status").unwrap();
         assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    }
+
+    /// Docker 26's mountinfo for /proc, /dev and /sys, as measured (runc 1.1.15): procfs's own
+    /// read-only rebinds, masks by tmpfs and by the null device.
+    const ENGINE_MOUNTS: &str = "\
+101 100 0:43 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+102 100 0:44 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+103 102 0:45 / /dev/pts rw,nosuid,noexec,relatime - devpts devpts rw,gid=5,mode=620,ptmxmode=666
+104 100 0:46 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+105 104 0:47 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+78 101 0:43 /sys /proc/sys ro,nosuid,nodev,noexec,relatime - proc proc rw
+79 101 0:49 / /proc/acpi ro,relatime - tmpfs tmpfs ro
+80 101 0:44 /null /proc/keys rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+82 104 0:50 / /sys/firmware ro,relatime - tmpfs tmpfs ro
+";
+
+    fn with_engine_mounts(extra: &str) -> Seen {
+        let mut s = seen();
+        s.mounts
+            .extend(parse_mountinfo(&format!("{ENGINE_MOUNTS}{extra}")));
+        s
+    }
+
+    #[test]
+    fn the_gates_own_bind_is_read_only() {
+        let mut s = seen();
+        s.mounts.push(entry("/.mount-plan/gate", true, "ext4"));
+        assert_eq!(compare(&gate(), &s), Ok(()));
+        s.mounts.push(entry("/.mount-plan/gate", false, "ext4"));
+        assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-self-writable");
+    }
+
+    #[test]
+    fn masks_and_procfs_rebinds_as_engines_make_them_pass() {
+        assert_eq!(compare(&gate(), &with_engine_mounts("")), Ok(()));
+    }
+
+    #[test]
+    fn a_procfs_file_bound_over_a_masked_path_is_refused() {
+        // CVE-2025-31133: the container's /dev/null was a link to core_pattern when runc
+        // masked /proc/kcore, so core_pattern itself is bound (writable) at /proc/kcore.
+        let s = with_engine_mounts(
+            "90 101 0:43 /sys/kernel/core_pattern /proc/kcore rw,nosuid - proc proc rw\n",
+        );
+        let r = compare(&gate(), &s).unwrap_err();
+        assert_eq!(r.rule, "gate-masked-path");
+        assert!(r.message.contains("\"/proc/kcore\""), "{}", r.message);
+        assert!(
+            r.message.contains("/proc/sys/kernel/core_pattern"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("CVE-2025-31133"), "{}", r.message);
+        // The same from sysfs over a masked directory's place.
+        let s = with_engine_mounts(
+            "90 104 0:46 /kernel/uevent_helper /sys/firmware rw - sysfs sysfs rw\n",
+        );
+        assert_eq!(compare(&gate(), &s).unwrap_err().rule, "gate-masked-path");
+        // A mask that binds another device node than null.
+        let s = with_engine_mounts("90 101 0:44 /sda /proc/timer_list rw - devtmpfs udev rw\n");
+        let r = compare(&gate(), &s).unwrap_err();
+        assert_eq!(r.rule, "gate-masked-path");
+        assert!(r.message.contains("/sda"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_procfs_file_bound_over_the_console_or_elsewhere_is_refused() {
+        // CVE-2025-52565, as a real engine shows it (measured: a bind of the host's
+        // /proc/sys/kernel/hostname at /dev/console on Docker 26).
+        let s = with_engine_mounts(
+            "117 102 0:21 /sys/kernel/hostname /dev/console ro,relatime - proc proc rw\n",
+        );
+        let r = compare(&gate(), &s).unwrap_err();
+        assert_eq!(r.rule, "gate-console");
+        assert!(r.message.contains("CVE-2025-52565"), "{}", r.message);
+        let s = with_engine_mounts("118 100 0:21 /uptime /mnt/up ro,relatime - proc proc rw\n");
+        let r = compare(&gate(), &s).unwrap_err();
+        assert_eq!(r.rule, "gate-kernel-file-moved");
+        assert!(r.message.contains("\"/mnt/up\""), "{}", r.message);
+        // A terminal at /dev/console is what it should be.
+        let s = with_engine_mounts("117 102 0:45 /0 /dev/console rw - devpts devpts rw\n");
+        assert_eq!(compare(&gate(), &s), Ok(()));
+    }
+
+    #[test]
+    fn install_copies_this_executable_read_only() {
+        let dir = std::env::temp_dir().join(format!("gate-install-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("gate");
+        install(&dest).unwrap();
+        let m = fs::metadata(&dest).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o555);
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            fs::read("/proc/self/exe").unwrap()
+        );
+        assert!(!dir.join("gate.new").exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

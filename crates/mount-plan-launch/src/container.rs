@@ -181,6 +181,15 @@ pub enum LaunchError {
         /// What it saw, against what was verified.
         message: String,
     },
+    /// The gate's host copy, which the engine binds into the container, cannot be used
+    /// ([`crate::gate_copy`]): a directory others could change, a file that is not the gate.
+    #[error("{rule}the gate's host copy {path:?} cannot be used: {problem} (the gate directory is {env} or {root} for root: a directory owned by root or this launcher, writable by no one else, that the engine's host sees at the same path)", env = crate::gate_copy::GATE_DIR_ENV, root = crate::gate_copy::GATE_DIR_ROOT, rule = self.prefix())]
+    GateCopy {
+        /// The file or directory at fault.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The job's outputs could carry a privilege no layer would take away (see
     /// [`crate::outputs`]): refused before anything was created.
     #[error("{rule}{why} ({layers}); run the launcher as root, run the job as the launcher's own user (--user), use an engine with a user namespace (rootless Podman, Docker with userns-remap), or mount the workspace nosuid,nodev", rule = self.prefix())]
@@ -232,6 +241,7 @@ mount_plan::rules!(LaunchError, "engine", {
         Cancelled => "cancelled",
         Leftover => "leftover",
         GateRefused => "gate-refused",
+        GateCopy => "gate-copy",
         OutputsUnclearable => "outputs-unclearable",
         SweepIncomplete => "sweep-incomplete",
     } via { Spec });
@@ -302,6 +312,7 @@ impl LaunchError {
             | LaunchError::ProcessEnding { container, .. }
             | LaunchError::GateRefused { container, .. } => Some(container),
             LaunchError::Leftover { what, .. } => Some(what),
+            LaunchError::GateCopy { path, .. } => Some(path),
             LaunchError::OutputsUnclearable { layers, .. } => Some(layers),
             LaunchError::SweepIncomplete { job, .. } => Some(job),
             LaunchError::Unsupported(_) | LaunchError::Cancelled => None,

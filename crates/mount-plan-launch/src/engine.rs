@@ -159,4 +159,12 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// Every container (any state) carrying the label `key=value`.
     async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError>;
+
+    /// The host file this engine binds read-only at [`crate::gate::GATE_PATH`] for the gate
+    /// (Docker and Podman: the checked host copy, [`crate::gate_copy`]; Swarm: the gate on its
+    /// nodes), or `None` when the gate arrives otherwise (an archive call). The audit requires
+    /// the bind at the gate's path to come from exactly this source.
+    fn gate_source(&self) -> Option<String> {
+        None
+    }
 }

@@ -14,12 +14,17 @@
 //! recognises the line and fails the launch ([`crate::LaunchError::GateRefused`], the command
 //! never ran).
 //!
-//! What a backend does with a [`Gate`]: copy [`Gate::archive`] into the created container at
-//! `/` before it starts (the engine's archive call), and make the container's entrypoint
-//! [`Gate::entrypoint`] followed by the image's entrypoint, its command the launch's command
-//! or else the image's ([`Gate::command_line`] decides). The archive also writes R's own
-//! directory entry with the planned mode, so that an engine whose runtime copies the mount
-//! point's mode onto a tmpfs (runc before 1.1.12 does) gives R the planned mode.
+//! What a backend does with a [`Gate`]: bind the gate's checked host copy
+//! ([`crate::gate_copy`]) read-only at [`GATE_PATH`] (outside R), and make the container's
+//! entrypoint [`Gate::entrypoint`] followed by the image's entrypoint, its command the
+//! launch's command or else the image's ([`Gate::command_line`] decides). No archive call is
+//! made, except where R's planned mode matters and the runtime may not give it
+//! ([`Gate::for_runtime`]): an engine whose runtime copies the mount point's mode onto a tmpfs
+//! (runc before 1.1.8 does) gives a scratch R (1777) the mode 0755 unless R's own directory
+//! entry is written with the planned mode first ([`Gate::root_archive`]); for the default
+//! read-only R the drifted mode grants nothing a read-only tmpfs would not refuse, so the
+//! gate accepts it instead. [`Gate::archive`] (the gate and R's entry) remains for a caller
+//! that has no host copy the engine can see.
 
 use mount_plan_host::VerifiedPlan;
 
@@ -41,6 +46,20 @@ pub const GATE_REFUSED: i64 = mount_plan_spec::gate_protocol::GATE_REFUSED as i6
 pub const GATE_ON_NODES: &str = "/usr/local/libexec/mount-plan/gate";
 /// The index of R's mode among [`Gate::entrypoint`]'s words.
 const ROOT_MODE_ARG: usize = 5;
+/// The mode a runtime that does not keep a tmpfs's mode gives R: that of the directory the
+/// engine made for R/J (runc before 1.1.8).
+pub const DRIFTED_ROOT_MODE: u32 = 0o755;
+
+/// What an engine's runtime does to R's planned mode (the tmpfs's `mode=` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeRootMode {
+    /// It keeps the planned mode.
+    Kept,
+    /// It gives R this mode instead (unless R's directory entry was written first).
+    Becomes(u32),
+    /// Not known (a runtime whose version does not tell, nothing observed).
+    Unknown,
+}
 
 /// One launch's gate: its arguments and what to copy into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +67,8 @@ pub struct Gate {
     nonce: String,
     job: String,
     entrypoint: Vec<String>,
-    root: (String, u32),
+    /// R's target, planned mode, and whether it is read-only.
+    root: (String, u32, bool),
     /// For each bind: the index of its device word in `entrypoint`, and whether it is one of
     /// W's (shared directories and W/J, on W's filesystem by the host checks).
     devices: Vec<(usize, bool)>,
@@ -103,7 +123,7 @@ impl Gate {
             nonce,
             job: p.job().as_str().to_owned(),
             entrypoint: args,
-            root: (root.target().to_string(), root.mode()),
+            root: (root.target().to_string(), root.mode(), root.read_only()),
             devices,
         }
     }
@@ -114,6 +134,26 @@ impl Gate {
     pub fn accepting_root_mode(mut self, mode: u32) -> Gate {
         self.entrypoint[ROOT_MODE_ARG] = format!("{}|{mode:o}", self.entrypoint[ROOT_MODE_ARG]);
         self
+    }
+
+    /// The gate for an engine that binds the gate's host copy, whose runtime does `runtime`
+    /// to R's mode, and the archive to write before the container starts, if any: R's own
+    /// directory entry, only for a writable R on a runtime not known to keep its mode (there
+    /// the planned mode decides who may write). A read-only R on such a runtime gets no
+    /// archive; the gate accepts the drifted mode, which grants no write on a read-only tmpfs.
+    pub fn for_runtime(&self, runtime: RuntimeRootMode) -> (Gate, Option<Vec<u8>>) {
+        let drift = match runtime {
+            RuntimeRootMode::Kept => return (self.clone(), None),
+            RuntimeRootMode::Becomes(m) => m,
+            RuntimeRootMode::Unknown => DRIFTED_ROOT_MODE,
+        };
+        if drift == self.root.1 {
+            (self.clone(), None)
+        } else if self.root.2 {
+            (self.clone().accepting_root_mode(drift), None)
+        } else {
+            (self.clone(), Some(self.root_archive()))
+        }
     }
 
     /// The same gate for a container on another machine (a cluster node): a node numbers the
@@ -164,25 +204,27 @@ impl Gate {
         Ok((entrypoint, command))
     }
 
-    /// The tar archive to copy into the container at `/` before it starts: `.mount-plan/gate`
-    /// (mode 0555) and R's own directory entry with the planned mode.
-    pub fn archive(&self) -> Vec<u8> {
+    /// The tar archive that writes R's own directory entry with the planned mode, copied into
+    /// the container at `/` before it starts ([`Gate::for_runtime`] says when).
+    pub fn root_archive(&self) -> Vec<u8> {
         let mut ar = tar::Builder::new(Vec::new());
-        let dir = |path: &str, mode: u32, ar: &mut tar::Builder<Vec<u8>>| {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(mode);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_size(0);
-            ar.append_data(&mut h, path, std::io::empty())
-                .expect("writing to memory");
-        };
         let root = self.root.0.trim_start_matches('/');
         if !root.is_empty() {
-            dir(&format!("{root}/"), self.root.1, &mut ar);
+            directory_entry(&mut ar, &format!("{root}/"), self.root.1);
         }
-        dir(".mount-plan/", 0o555, &mut ar);
+        ar.into_inner().expect("writing to memory")
+    }
+
+    /// The tar archive to copy into the container at `/` before it starts when the engine
+    /// cannot bind the gate's host copy: `.mount-plan/gate` (mode 0555) and R's own
+    /// directory entry with the planned mode.
+    pub fn archive(&self) -> Vec<u8> {
+        let mut ar = tar::Builder::new(Vec::new());
+        let root = self.root.0.trim_start_matches('/');
+        if !root.is_empty() {
+            directory_entry(&mut ar, &format!("{root}/"), self.root.1);
+        }
+        directory_entry(&mut ar, ".mount-plan/", 0o555);
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o555);
@@ -218,6 +260,18 @@ impl Gate {
             message: message.to_owned(),
         })
     }
+}
+
+/// A directory entry owned by root with `mode`.
+fn directory_entry(ar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(0);
+    ar.append_data(&mut h, path, std::io::empty())
+        .expect("writing to memory");
 }
 
 fn ro(read_only: bool) -> &'static str {
@@ -344,6 +398,47 @@ mod tests {
             ]
         );
         assert!(Gate::available(), "this build carries a gate");
+    }
+
+    #[test]
+    fn an_archive_only_where_r_s_mode_matters_and_may_drift() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gate::new(&verified(dir.path()));
+        // The default R is read-only 0555.
+        assert_eq!(g.for_runtime(RuntimeRootMode::Kept), (g.clone(), None));
+        let (drifting, archive) = g.for_runtime(RuntimeRootMode::Becomes(0o755));
+        assert_eq!(archive, None);
+        assert_eq!(drifting.entrypoint()[ROOT_MODE_ARG], "555|755");
+        assert_eq!(
+            drifting.entrypoint()[2],
+            g.entrypoint()[2],
+            "the same nonce"
+        );
+        let (unknown, archive) = g.for_runtime(RuntimeRootMode::Unknown);
+        assert_eq!(archive, None);
+        assert_eq!(unknown.entrypoint()[ROOT_MODE_ARG], "555|755");
+        // A scratch R (writable, 1777): R's entry is written, nothing else, and the gate
+        // accepts only the planned mode.
+        let mut scratch = g.clone();
+        scratch.root = ("/workspace".into(), 0o1777, false);
+        scratch.entrypoint[ROOT_MODE_ARG] = "1777".into();
+        for runtime in [RuntimeRootMode::Becomes(0o755), RuntimeRootMode::Unknown] {
+            let (gate, archive) = scratch.for_runtime(runtime);
+            assert_eq!(gate, scratch);
+            let bytes = archive.expect("R's entry");
+            let mut ar = tar::Archive::new(&bytes[..]);
+            let entries: Vec<(String, u32)> = ar
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let mode = e.header().mode().unwrap();
+                    (e.path().unwrap().to_string_lossy().into_owned(), mode)
+                })
+                .collect();
+            assert_eq!(entries, vec![("workspace/".to_owned(), 0o1777)]);
+        }
+        assert_eq!(scratch.for_runtime(RuntimeRootMode::Kept).1, None);
     }
 
     #[test]

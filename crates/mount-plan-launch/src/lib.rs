@@ -41,6 +41,7 @@ mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod gate;
+pub mod gate_copy;
 pub mod identity;
 pub mod lifecycle;
 pub mod outputs;

@@ -638,7 +638,10 @@ impl Driver<'_> {
 
     async fn audited(&self, id: &str) -> Result<(), Stop> {
         let observed = self.inspect(id).await?;
-        let differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
+        let mut differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
+        if let Some(source) = self.engine.gate_source() {
+            differences.extend(mount_plan_spec::audit_gate_bind(&observed, &source));
+        }
         if differences.is_empty() {
             Ok(())
         } else {

@@ -508,7 +508,14 @@ impl Engine for PodmanEngine {
             .config
             .map(|c| (c.entrypoint, c.cmd))
             .unwrap_or_default();
-        let line = request.gate.command_line(
+        // The gate from its checked host copy, bound read-only; an archive call only for R's
+        // entry where its mode matters and the runtime may not give it (Gate::for_runtime:
+        // Podman does not report what its runtime does to a tmpfs's mode).
+        let copy = mount_plan_launch::gate_copy::GateCopy::ensure()?;
+        let (gate, root_archive) = request
+            .gate
+            .for_runtime(mount_plan_launch::gate::RuntimeRootMode::Unknown);
+        let line = gate.command_line(
             request.spec,
             &image_entrypoint.unwrap_or_default(),
             &image_cmd.unwrap_or_default(),
@@ -520,6 +527,7 @@ impl Engine for PodmanEngine {
             &self.options,
             &self.facts,
             Some(&line),
+            Some(&copy.source()),
         )?;
         // Podman 4.3's rootless service reads the subordinate id ranges through libsubid,
         // which is not thread-safe: overlapping keep-id creates crash the service. Creates
@@ -551,14 +559,16 @@ impl Engine for PodmanEngine {
             .create(&opts)
             .await
             .map_err(not_created)?;
-        // The gate and R's directory entry, before anything starts. A failure leaves the
-        // container to the lifecycle, which removes every container of this launch.
-        self.podman
-            .containers()
-            .get(&created.id)
-            .copy_to("/", request.gate.archive().into())
-            .await
-            .map_err(|e| call_error("upload", &created.id, e))?;
+        // R's directory entry, before anything starts, where it is needed. A failure leaves
+        // the container to the lifecycle, which removes every container of this launch.
+        if let Some(archive) = root_archive {
+            self.podman
+                .containers()
+                .get(&created.id)
+                .copy_to("/", archive.into())
+                .await
+                .map_err(|e| call_error("upload", &created.id, e))?;
+        }
         Ok(created.id)
     }
 
@@ -644,6 +654,10 @@ impl Engine for PodmanEngine {
             Err(e) if is_not_found(&e) => Ok(Removal::AlreadyGone),
             Err(e) => Err(call_error("remove", id, e)),
         }
+    }
+
+    fn gate_source(&self) -> Option<String> {
+        Some(mount_plan_launch::gate_copy::expected_source())
     }
 
     async fn list(&self, key: &str, value: &str) -> Result<Vec<Listed>, LaunchError> {

@@ -102,6 +102,19 @@ pub fn container_mount(m: &OciMount) -> ContainerMount {
     }
 }
 
+/// The gate's bind: its host copy (`source`), read-only, non-recursive and private at
+/// [`mount_plan_launch::gate::GATE_PATH`], outside R.
+pub fn gate_mount(source: &str) -> ContainerMount {
+    ContainerMount {
+        destination: Some(mount_plan_launch::gate::GATE_PATH.to_owned()),
+        options: Some(["bind", "ro", "private"].map(String::from).to_vec()),
+        source: Some(source.to_owned()),
+        _type: Some("bind".to_owned()),
+        uid_mappings: None,
+        gid_mappings: None,
+    }
+}
+
 /// The mounts of `plan` in libpod form, in mount order.
 pub fn container_mounts(plan: &MountPlan) -> Vec<ContainerMount> {
     plan.oci_mounts().iter().map(container_mount).collect()
@@ -122,6 +135,7 @@ pub fn translate(
     options: &PodmanOptions,
     facts: &ServiceFacts,
     line: Option<&(Vec<String>, Vec<String>)>,
+    gate_source: Option<&str>,
 ) -> Result<ContainerCreateOpts, LaunchError> {
     spec.check()?;
     check_version(facts)?;
@@ -152,9 +166,13 @@ pub fn translate(
     }
 
     let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+    let mut mounts = container_mounts(plan);
+    if let Some(source) = gate_source {
+        mounts.push(gate_mount(source));
+    }
     let mut b = ContainerCreateOpts::builder()
         .image(spec.image.as_str())
-        .mounts(container_mounts(plan))
+        .mounts(mounts)
         .work_dir(plan.workdir().as_str())
         .labels(labels)
         .image_volume_mode(ImageVolumeMode::Ignore)
@@ -278,7 +296,7 @@ mod tests {
         facts: &ServiceFacts,
     ) -> Result<ContainerCreateOpts, LaunchError> {
         let labels = mount_plan_launch::container_labels(plan, spec);
-        translate(plan, spec, &labels, options, facts, None)
+        translate(plan, spec, &labels, options, facts, None, None)
     }
 
     fn json(opts: &ContainerCreateOpts) -> serde_json::Value {

@@ -172,7 +172,7 @@ impl Endpoint {
         }
         if self.gate_path.is_some() && self.kind != EngineKind::Swarm {
             return Some(LaunchError::Unsupported(
-                "gate path names the gate on a Swarm's nodes: runtime swarm only (Docker and Podman receive the gate through their archive call)".into(),
+                "gate path names the gate on a Swarm's nodes: runtime swarm only (Docker and Podman bind the launcher's own host copy of the gate: MOUNT_PLAN_GATE_DIR names its directory)".into(),
             ));
         }
         None

@@ -648,6 +648,25 @@ fn check_flags(
     }
 }
 
+/// The gate's bind, for an engine that binds the gate from a known host file (`source`):
+/// present at [`crate::gate_protocol::GATE_PATH`] and from exactly that file ([`audit`] already
+/// requires it read-only). Pure.
+pub fn audit_gate_bind(observed: &ObservedContainer, source: &str) -> Vec<Difference> {
+    let target = crate::gate_protocol::GATE_PATH;
+    match observed.binds.iter().find(|b| b.target == target) {
+        None => vec![Difference::MissingMount {
+            target: target.into(),
+            kind: "bind",
+        }],
+        Some(b) if b.source != source => vec![Difference::Source {
+            target: target.into(),
+            planned: source.into(),
+            observed: b.source.clone(),
+        }],
+        Some(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -898,5 +917,29 @@ mod tests {
             4,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn the_gate_is_bound_from_its_host_copy_and_nothing_else() {
+        let gate = |source: &str| ObservedBind {
+            source: source.into(),
+            target: crate::gate_protocol::GATE_PATH.into(),
+            read_only: true,
+            ..ObservedBind::default()
+        };
+        let mut o = ObservedContainer::default();
+        let rules = |o: &ObservedContainer| {
+            audit_gate_bind(o, "/var/lib/mount-plan/gate/gate-ab")
+                .iter()
+                .map(Difference::rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rules(&o), ["missing-mount"]);
+        o.binds.push(gate("/var/lib/mount-plan/gate/gate-ab"));
+        assert!(rules(&o).is_empty());
+        o.binds[0] = gate("/home/u/gate");
+        let d = audit_gate_bind(&o, "/var/lib/mount-plan/gate/gate-ab");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].to_string().contains("/home/u/gate"), "{}", d[0]);
     }
 }

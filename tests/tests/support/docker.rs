@@ -51,15 +51,19 @@ async fn fixture_at(
     super::require("root", if root { Ok(()) } else { Err("not root".into()) })?;
     let image = super::require("the docker test image", super::image::docker_image_on(host))?;
     let probe = super::image::probe_binary().expect("probe built with the image");
-    // Every Docker version shows R with the planned mode: the backend writes R's directory
-    // entry before start (runc before 1.1.12 would give it 0755). The runtime must still
-    // be in the version table, which doctor's report rests on.
-    assert!(
-        root_mode_from_runtime(rt.info().runtime.as_deref()).is_some(),
-        "{name}: runtime {:?} is not in the version table; the suite needs it",
-        rt.info().runtime
-    );
-    let root_inode_mode = None;
+    // The default R is read-only: the backend writes no R entry before start (no archive
+    // call), so a runc before 1.1.8 gives it the mode of the directory Docker made (0755,
+    // which grants no write on a read-only tmpfs; the gate accepts it). A scratch R still gets
+    // its planned mode (`scratch_root_has_the_planned_mode`). The runtime must be in the
+    // version table, which doctor's report and this expectation rest on.
+    let root_inode_mode = match root_mode_from_runtime(rt.info().runtime.as_deref()) {
+        Some(mount_plan_docker::RootMode::Becomes(m)) => Some(m),
+        Some(mount_plan_docker::RootMode::Kept) => None,
+        None => panic!(
+            "{name}: runtime {:?} is not in the version table; the suite needs it",
+            rt.info().runtime
+        ),
+    };
     let fx = EngineFixture {
         name: name.into(),
         image,

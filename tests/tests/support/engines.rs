@@ -41,7 +41,17 @@ fn lookup(engine: TestEngine) -> Result<NestedEngine, String> {
     if !workdir.is_dir() {
         return Err(format!("no work directory {workdir:?}: {HINT}"));
     }
+    use_gate_dir_in(&workdir);
     Ok(NestedEngine { name, url, workdir })
+}
+
+/// The gate's host copy must be where the engine's host sees it at the same path: in the work
+/// directory bound into the engine's container (unless the caller named another).
+pub fn use_gate_dir_in(workdir: &std::path::Path) {
+    use mount_plan_launch::gate_copy::GATE_DIR_ENV;
+    if std::env::var_os(GATE_DIR_ENV).is_none() {
+        std::env::set_var(GATE_DIR_ENV, workdir.join("gate"));
+    }
 }
 
 /// Docker 26, or `None` (skipped; a panic under `CI`).

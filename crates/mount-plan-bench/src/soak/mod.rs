@@ -10,7 +10,7 @@
 mod fault;
 mod isolation;
 mod memory;
-mod proxy;
+pub(crate) mod proxy;
 mod service;
 
 use std::collections::BTreeMap;

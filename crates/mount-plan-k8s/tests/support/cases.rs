@@ -70,6 +70,35 @@ pub fn cases() -> Vec<(String, MountPlan, PodOptions)> {
             options(Target::new(v, []).unwrap(), claims()),
         ));
     }
+    for v in K8sVersion::all() {
+        let mut o = options(Target::new(v, []).unwrap(), claims());
+        o.gate = Some(mount_plan_k8s::PodGate {
+            image: "registry.example/mount-plan-gate:0.1".into(),
+            command: [
+                "/.mount-plan/gate",
+                "v2",
+                "0123456789abcdef",
+                "tmpfs",
+                "/workspace",
+                "555|777",
+                "ro",
+                "bind",
+                "/workspace/startup",
+                "same:w",
+                "11",
+                "ro",
+                "norec",
+                "cwd",
+                "/workspace/job-1",
+                "--",
+                "python",
+                "train.py",
+            ]
+            .map(String::from)
+            .to_vec(),
+        });
+        out.push((format!("gate-{v}.json"), plan(LayoutSpec::default()), o));
+    }
     out.push((
         "gates-1.37.json".into(),
         plan(LayoutSpec::default()),

@@ -1,0 +1,356 @@
+//! The gate's host copy: how an engine on the launcher's machine receives the gate without an
+//! archive call.
+//!
+//! Docker and Podman bind one file read-only at [`crate::gate::GATE_PATH`] (outside R, so
+//! the contract's view is unchanged): `gate-<sha256 of the gate>` in the gate directory
+//! ([`gate_dir`]: `MOUNT_PLAN_GATE_DIR`, else [`GATE_DIR_ROOT`] for root, else the user's
+//! cache). The name is the content's digest, so one copy serves every launch of the same
+//! gate and another build's gate never takes its place. Before each create the copy is
+//! checked like a bind source ([`GateCopy::ensure`]): a regular file owned by root or by this
+//! launcher, writable by no one, in a directory owned by root or this launcher and writable by
+//! no one else, below directories only root or this launcher can change (a sticky directory
+//! such as `/tmp` counts as unchangeable for what root owns); its content is compared byte for
+//! byte with the embedded gate the first time this process uses it, and its identity (device,
+//! inode, owner, mode, size, modification and change times) every time after. The audit then
+//! requires the bind at the gate's path to come from exactly this file
+//! ([`crate::Engine::gate_source`]).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::container::LaunchError;
+use crate::gate::GATE_BINARY;
+
+/// The environment variable that names the gate directory (for an engine that sees another
+/// filesystem than the launcher's: the directory must be at the same path for both).
+pub const GATE_DIR_ENV: &str = "MOUNT_PLAN_GATE_DIR";
+/// The gate directory of a launcher running as root.
+pub const GATE_DIR_ROOT: &str = "/var/lib/mount-plan/gate";
+
+/// The gate directory this process uses: [`GATE_DIR_ENV`], else [`GATE_DIR_ROOT`] for root,
+/// else `$XDG_CACHE_HOME/mount-plan/gate` (`~/.cache/mount-plan/gate`).
+pub fn gate_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(GATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if mount_plan_host::effective_uid() == 0 {
+        return PathBuf::from(GATE_DIR_ROOT);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    cache.join("mount-plan").join("gate")
+}
+
+/// The path an engine binds the gate from: the copy's name in [`gate_dir`], resolved as far as
+/// it exists (what [`GateCopy::ensure`] binds; the audit compares the container's bind with
+/// it).
+pub fn expected_source() -> String {
+    let dir = gate_dir();
+    fs::canonicalize(&dir)
+        .unwrap_or(dir)
+        .join(copy_name())
+        .display()
+        .to_string()
+}
+
+/// The file name of the embedded gate's copy: `gate-` and its SHA-256.
+pub fn copy_name() -> String {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let digest = Sha256::digest(GATE_BINARY);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("gate-{hex}")
+    })
+    .clone()
+}
+
+/// A checked host copy of the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCopy {
+    path: PathBuf,
+    identity: Identity,
+}
+
+/// What must not change between two uses of a copy whose content was compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    uid: u32,
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(m: &fs::Metadata) -> Identity {
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            uid: m.uid(),
+            mode: m.mode(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The copies whose content this process compared, by path.
+fn compared() -> &'static Mutex<HashMap<PathBuf, Identity>> {
+    static COMPARED: OnceLock<Mutex<HashMap<PathBuf, Identity>>> = OnceLock::new();
+    COMPARED.get_or_init(Mutex::default)
+}
+
+impl GateCopy {
+    /// The copy in [`gate_dir`], written if missing, checked (see the module).
+    pub fn ensure() -> Result<GateCopy, LaunchError> {
+        GateCopy::ensure_in(&gate_dir())
+    }
+
+    /// The copy in `dir`, written if missing, checked (see the module).
+    pub fn ensure_in(dir: &Path) -> Result<GateCopy, LaunchError> {
+        let err = |path: &Path, problem: String| LaunchError::GateCopy {
+            path: path.display().to_string(),
+            problem,
+        };
+        let me = mount_plan_host::effective_uid();
+        if !dir.is_absolute() {
+            return Err(err(
+                dir,
+                "the gate directory must be an absolute path".into(),
+            ));
+        }
+        if fs::symlink_metadata(dir).is_err() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| err(dir, format!("cannot create it: {e}")))?;
+        }
+        let dir = fs::canonicalize(dir).map_err(|e| err(dir, e.to_string()))?;
+        check_directories(&dir, me).map_err(|(p, why)| err(&p, why))?;
+        let path = dir.join(copy_name());
+        if fs::symlink_metadata(&path).is_err() {
+            write_copy(&dir, &path).map_err(|e| err(&path, format!("cannot write it: {e}")))?;
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| err(&path, e.to_string()))?;
+        check_file(&meta, me).map_err(|why| err(&path, why))?;
+        let identity = Identity::of(&meta);
+        let known = compared()
+            .lock()
+            .expect("the gate copy table")
+            .get(&path)
+            .copied();
+        if known != Some(identity) {
+            compare_content(&path, identity).map_err(|why| err(&path, why))?;
+            compared()
+                .lock()
+                .expect("the gate copy table")
+                .insert(path.clone(), identity);
+        }
+        Ok(GateCopy { path, identity })
+    }
+
+    /// The copy's path, as the bind source (canonical: no link in it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The copy's path as text, for an engine's mount source.
+    pub fn source(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// `(st_dev, st_ino)` of the copy.
+    pub fn pin(&self) -> (u64, u64) {
+        (self.identity.dev, self.identity.ino)
+    }
+}
+
+/// The directory holding the copy and every directory above it: owned by root or `me`, and
+/// writable by no one else (an ancestor may be world-writable when it is sticky, as `/tmp`:
+/// then only its owner can rename what root or `me` owns in it).
+fn check_directories(dir: &Path, me: u32) -> Result<(), (PathBuf, String)> {
+    for (i, d) in dir.ancestors().enumerate() {
+        let m = fs::symlink_metadata(d).map_err(|e| (d.to_path_buf(), e.to_string()))?;
+        let mode = m.mode();
+        if m.uid() != 0 && m.uid() != me {
+            return Err((
+                d.to_path_buf(),
+                format!(
+                    "owned by uid {}, neither root nor this launcher (uid {me}): its owner could replace the gate",
+                    m.uid()
+                ),
+            ));
+        }
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && (i == 0 || !sticky) {
+            return Err((
+                d.to_path_buf(),
+                format!(
+                    "mode {:04o}: writable by others than its owner, who could replace the gate",
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The copy itself: a regular file owned by root or `me`, writable by no one, readable and
+/// executable by everyone (a rootless engine's user reads it).
+fn check_file(m: &fs::Metadata, me: u32) -> Result<(), String> {
+    if !m.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    if m.uid() != 0 && m.uid() != me {
+        return Err(format!(
+            "owned by uid {}, neither root nor this launcher (uid {me})",
+            m.uid()
+        ));
+    }
+    let mode = m.mode() & 0o7777;
+    if mode != 0o555 {
+        return Err(format!("mode {mode:04o}, expected 0555"));
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` (still the one `identity` describes) holds the embedded gate.
+fn compare_content(path: &Path, identity: Identity) -> Result<(), String> {
+    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let opened = file.metadata().map_err(|e| e.to_string())?;
+    if (opened.dev(), opened.ino()) != (identity.dev, identity.ino) {
+        return Err("it was replaced while it was being checked".into());
+    }
+    let mut content = Vec::with_capacity(GATE_BINARY.len());
+    std::io::Read::read_to_end(&mut file, &mut content).map_err(|e| e.to_string())?;
+    if content != GATE_BINARY {
+        return Err(format!(
+            "its content ({} bytes) is not this launcher's gate ({} bytes) although its name says it is: remove it and launch again",
+            content.len(),
+            GATE_BINARY.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Write the copy under a temporary name and rename it into place (another launcher writing
+/// the same copy at the same time writes the same bytes).
+fn write_copy(dir: &Path, path: &Path) -> std::io::Result<()> {
+    let tmp = dir.join(format!(
+        ".{}.{}.{}",
+        copy_name(),
+        std::process::id(),
+        crate::LaunchId::new()
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o500)
+            .open(&tmp)?;
+        f.write_all(GATE_BINARY)?;
+        f.sync_all()?;
+        f.set_permissions(fs::Permissions::from_mode(0o555))?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_copy_is_written_once_named_by_its_content_and_read_only() {
+        let d = dir();
+        let gates = d.path().join("gate");
+        let a = GateCopy::ensure_in(&gates).unwrap();
+        assert_eq!(
+            a.path().parent().unwrap(),
+            fs::canonicalize(&gates).unwrap()
+        );
+        let name = a.path().file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(name, copy_name());
+        assert_eq!(name.len(), "gate-".len() + 64);
+        let m = fs::metadata(a.path()).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o555);
+        assert_eq!(fs::read(a.path()).unwrap(), GATE_BINARY);
+        // Again: the same file, not rewritten.
+        let b = GateCopy::ensure_in(&gates).unwrap();
+        assert_eq!(a.pin(), b.pin());
+        assert_eq!(
+            fs::read_dir(&gates).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn a_changed_copy_is_refused() {
+        let d = dir();
+        let gates = d.path().join("gate");
+        let a = GateCopy::ensure_in(&gates).unwrap();
+        // Replaced by other bytes under the same name (by its owner, root here).
+        fs::remove_file(a.path()).unwrap();
+        fs::write(a.path(), b"#!/bin/sh\nexec \"$@\"\n").unwrap();
+        fs::set_permissions(a.path(), fs::Permissions::from_mode(0o555)).unwrap();
+        let e = GateCopy::ensure_in(&gates).unwrap_err();
+        assert_eq!(e.rule(), "gate-copy");
+        assert!(e.to_string().contains("not this launcher's gate"), "{e}");
+        // A writable copy.
+        fs::remove_file(a.path()).unwrap();
+        GateCopy::ensure_in(&gates).unwrap();
+        fs::set_permissions(a.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let e = GateCopy::ensure_in(&gates).unwrap_err();
+        assert!(e.to_string().contains("mode 0755"), "{e}");
+        // A link in its place.
+        fs::remove_file(a.path()).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", a.path()).unwrap();
+        let e = GateCopy::ensure_in(&gates).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_others_can_change_is_refused() {
+        let d = dir();
+        let gates = d.path().join("gate");
+        fs::create_dir(&gates).unwrap();
+        fs::set_permissions(&gates, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = GateCopy::ensure_in(&gates).unwrap_err();
+        assert_eq!(e.rule(), "gate-copy");
+        assert!(e.to_string().contains("mode 0777"), "{e}");
+        // Sticky and world-writable: fine above the directory, not as the directory.
+        fs::set_permissions(&gates, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(GateCopy::ensure_in(&gates).is_err());
+        fs::set_permissions(&gates, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        GateCopy::ensure_in(&gates).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = GateCopy::ensure_in(&gates).unwrap_err();
+        assert!(e.to_string().contains("mode 0777"), "{e}");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(GateCopy::ensure_in(Path::new("relative/gate")).is_err());
+    }
+}
