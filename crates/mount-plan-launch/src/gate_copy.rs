@@ -34,20 +34,39 @@ pub const GATE_DIR_ENV: &str = "MOUNT_PLAN_GATE_DIR";
 pub const GATE_DIR_ROOT: &str = "/var/lib/mount-plan/gate";
 
 /// The gate directory this process uses: [`GATE_DIR_ENV`], else [`GATE_DIR_ROOT`] for root,
-/// else `$XDG_CACHE_HOME/mount-plan/gate` (`~/.cache/mount-plan/gate`).
+/// else `$XDG_CACHE_HOME/mount-plan/gate` (`~/.cache/mount-plan/gate`) when that cache is
+/// this launcher's own, else `/tmp/mount-plan-gate-UID` ([`user_gate_dir`]).
 pub fn gate_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(GATE_DIR_ENV).filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    if mount_plan_host::effective_uid() == 0 {
+    let me = mount_plan_host::effective_uid();
+    if me == 0 {
         return PathBuf::from(GATE_DIR_ROOT);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    cache.join("mount-plan").join("gate")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    user_gate_dir(cache.as_deref(), me)
+}
+
+/// A non-root launcher's gate directory: `CACHE/mount-plan/gate` when the nearest existing
+/// directory of that path is owned by `me`, else `/tmp/mount-plan-gate-UID`. A `HOME`
+/// inherited from another user (`sudo -u` without `-H`, `setpriv`) is not this launcher's to
+/// write; `/tmp` is sticky, and [`GateCopy::ensure`] refuses a directory there that someone
+/// else made.
+pub fn user_gate_dir(cache: Option<&Path>, me: u32) -> PathBuf {
+    if let Some(cache) = cache.filter(|c| c.is_absolute()) {
+        let wanted = cache.join("mount-plan").join("gate");
+        let nearest = wanted
+            .ancestors()
+            .find_map(|d| fs::symlink_metadata(d).ok());
+        if nearest.is_some_and(|m| m.uid() == me) {
+            return wanted;
+        }
+    }
+    PathBuf::from(format!("/tmp/mount-plan-gate-{me}"))
 }
 
 /// The path an engine binds the gate from: the copy's name in [`gate_dir`], resolved as far as
@@ -330,6 +349,34 @@ mod tests {
         std::os::unix::fs::symlink("/bin/sh", a.path()).unwrap();
         let e = GateCopy::ensure_in(&gates).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_user_cache_the_launcher_does_not_own_is_not_its_gate_directory() {
+        let top = dir();
+        let mine = top.path().join("home");
+        fs::create_dir(&mine).unwrap();
+        let owner = fs::metadata(&mine).unwrap().uid();
+        // The cache's nearest existing directory is the launcher's: the gate goes there.
+        assert_eq!(
+            user_gate_dir(Some(&mine.join(".cache")), owner),
+            mine.join(".cache/mount-plan/gate")
+        );
+        // Someone else's (a HOME inherited through setpriv or sudo): /tmp, per uid.
+        let other = owner + 4242;
+        assert_eq!(
+            user_gate_dir(Some(&mine.join(".cache")), other),
+            PathBuf::from(format!("/tmp/mount-plan-gate-{other}"))
+        );
+        // No cache at all, or a relative one.
+        assert_eq!(
+            user_gate_dir(None, other),
+            PathBuf::from(format!("/tmp/mount-plan-gate-{other}"))
+        );
+        assert_eq!(
+            user_gate_dir(Some(Path::new("rel/.cache")), owner),
+            PathBuf::from(format!("/tmp/mount-plan-gate-{owner}"))
+        );
     }
 
     #[test]
