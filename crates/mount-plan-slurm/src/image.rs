@@ -165,6 +165,23 @@ pub fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Create the directory `target` (absolute, inside the container) in a job's `rootfs`, its
+/// last component with `mode` (an existing one is replaced by a fresh directory: the job's
+/// tree is its own, the image's is never touched).
+pub fn mount_point(rootfs: &Path, target: &str, mode: u32) -> io::Result<()> {
+    let rel = target.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let path = rootfs.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    remove_any(&path)?;
+    fs::create_dir(&path)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+}
+
 /// A launcher that is not root keeps its own ownership of the new directories.
 fn ignore_perm(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::PermissionDenied {

@@ -365,6 +365,7 @@ impl Engine for SlurmEngine {
         let placement = bundle::placement_args(spec, self.config.partition.as_deref())?;
         let launch = request.labels.get(LABEL_LAUNCH).cloned().unwrap_or_default();
         let key = LaunchId::new().to_string();
+        let root_target = plan.root_tmpfs().target().to_string();
         let bundles = self.config.bundles();
         let dir = bundles.join(&key);
         let write = |dir: &Path| -> std::io::Result<()> {
@@ -387,7 +388,14 @@ impl Engine for SlurmEngine {
                 &script,
                 <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
             )?;
-            image::link_tree(&image_dir.join("rootfs"), &dir.join("rootfs"))
+            image::link_tree(&image_dir.join("rootfs"), &dir.join("rootfs"))?;
+            // R's mount point, with R's planned mode: runc before 1.1.8 gives a tmpfs the
+            // mode of the directory it is mounted on (Debian 12 ships 1.1.5).
+            image::mount_point(
+                &dir.join("rootfs"),
+                &root_target,
+                plan.root_tmpfs().mode(),
+            )
         };
         if let Err(e) = write(&dir) {
             let _ = std::fs::remove_dir_all(&dir);
