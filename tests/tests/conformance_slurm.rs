@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::trials::{Common, EngineSetup};
+use support::trials::EngineSetup;
 
 use mount_plan_launch::{Engine, Protection};
 use support::conformance::{self, Scenario};
@@ -29,7 +29,7 @@ async fn slurm_doctor_reports_versions_and_protections() {
     let report = rt.report();
     assert_eq!(rt.info().engine, "slurm");
     assert!(
-        rt.info().version.starts_with("slurm "),
+        rt.info().version.starts_with("slurm"),
         "{:?}",
         rt.info().version
     );

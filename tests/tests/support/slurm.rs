@@ -37,7 +37,7 @@ impl Cluster {
 
     /// `squeue` lines of the jobs still queued or running whose name is mount-plan's.
     pub fn queued(&self) -> Vec<String> {
-        run(self.command(&["squeue", "--noheader", "--format=%i %200j %T %N"]))
+        run(&mut self.command(&["squeue", "--noheader", "--format=%i %200j %T %N"]))
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(mount_plan_slurm::bundle::JOB_NAME_PREFIX))
