@@ -98,7 +98,7 @@ async fn slurm_cancelled_launch_is_stopped_on_its_node() {
     let run = support::unique("cancel");
     let spec = sh_spec(
         &image,
-        "echo started > started; sleep 120; echo finished > finished",
+        "echo started > started; sleep 120 && echo finished > finished",
         &run,
         &[format!("node.hostname=={}", cluster.nodes[0])],
     );
@@ -137,7 +137,7 @@ async fn slurm_job_cancelled_from_outside_ends_the_launch() {
     let run = support::unique("scancel");
     let spec = sh_spec(
         &image,
-        "echo started > started; sleep 120; echo finished > finished",
+        "echo started > started; sleep 120 && echo finished > finished",
         &run,
         &[],
     );

@@ -25,7 +25,7 @@
 //! comment the launch id, so a lost submit answer is resolved by listing. `wait` reads the
 //! exit code from `scontrol show job` (Slurm keeps a finished job for `MinJobAge`; no
 //! accounting database is needed); `logs` follows the step's output files; `stop` signals
-//! the step (`scancel --signal=TERM`), then kills it after the grace; `remove` cancels a job
+//! the step (`scancel --signal=TERM`), then ends the job after the grace (`scancel`); `remove` cancels a job
 //! still queued or running and deletes its bundle.
 //!
 //! **Limits.** The audit reads the bundle's `config.json`, what runc is asked to do; what the
@@ -267,17 +267,33 @@ impl SlurmEngine {
         }
     }
 
-    async fn scancel(&self, op: &'static str, id: &str, signal: &str) -> Result<(), LaunchError> {
-        let a = self
-            .run(op, &["scancel", "--full", &format!("--signal={signal}"), id])
-            .await?;
-        if a.ok || a.stderr.contains("already completing or completed") || a.stderr.contains("Invalid job id") {
+    /// `scancel --signal=SIGNAL ID` (the job's steps, that is the task: runc run, which
+    /// forwards it to the container's first process), or with `None` plain `scancel ID`: the
+    /// job ends, Slurm signals every process of every step (SIGTERM, then SIGKILL after
+    /// KillWait). Never `--signal=KILL`: it kills runc run alone, and on a node whose
+    /// proctrack plugin follows the process tree (linuxproc) the container's processes,
+    /// re-parented away from the step, run on (measured: a `sleep 60` ran to its end).
+    async fn scancel(
+        &self,
+        op: &'static str,
+        id: &str,
+        signal: Option<&str>,
+    ) -> Result<(), LaunchError> {
+        let flag = signal.map(|s| format!("--signal={s}"));
+        let mut words = vec!["scancel"];
+        words.extend(flag.as_deref());
+        words.push(id);
+        let a = self.run(op, &words).await?;
+        if a.ok
+            || a.stderr.contains("already completing or completed")
+            || a.stderr.contains("Invalid job id")
+        {
             Ok(())
         } else {
             Err(LaunchError::Engine {
                 op,
                 container: id.to_owned(),
-                source: format!("scancel --signal={signal}: {}", a.stderr.trim()).into(),
+                source: format!("{}: {}", words.join(" "), a.stderr.trim()).into(),
             })
         }
     }
@@ -439,7 +455,7 @@ impl Engine for SlurmEngine {
             match record.outcome() {
                 JobOutcome::Pending => {
                     if observe::never_runs(record.reason()) {
-                        self.scancel("start", id, "KILL").await?;
+                        self.scancel("start", id, None).await?;
                         return Err(LaunchError::Start {
                             container: id.to_owned(),
                             source: format!(
@@ -579,8 +595,9 @@ impl Engine for SlurmEngine {
         stream.flat_map(futures_util::stream::iter).boxed()
     }
 
-    /// Signal the step (SIGTERM), then kill the job once `grace` has passed. A job that is
-    /// not running is not an error.
+    /// Signal the step (SIGTERM), then end the job once `grace` has passed (Slurm signals
+    /// every process of the step, SIGKILL after its KillWait). A job that is not running is
+    /// not an error.
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError> {
         let Some(record) = self.job("stop", id).await? else {
             return Ok(());
@@ -588,7 +605,7 @@ impl Engine for SlurmEngine {
         if !record.is_active() {
             return Ok(());
         }
-        self.scancel("stop", id, "TERM").await?;
+        self.scancel("stop", id, Some("TERM")).await?;
         let until = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < until {
             match self.job("stop", id).await? {
@@ -596,7 +613,7 @@ impl Engine for SlurmEngine {
                 _ => return Ok(()),
             }
         }
-        self.scancel("stop", id, "KILL").await
+        self.scancel("stop", id, None).await
     }
 
     /// Cancel the job if Slurm still holds it queued or running, wait until it left the
@@ -606,9 +623,7 @@ impl Engine for SlurmEngine {
         let dir = self.bundle_of(id, record.as_ref());
         let mut removed = false;
         if record.as_ref().is_some_and(JobRecord::is_active) {
-            self.scancel("remove", id, "KILL").await?;
-            let a = self.run("remove", &["scancel", id]).await?;
-            let _ = a;
+            self.scancel("remove", id, None).await?;
             removed = true;
             let until = tokio::time::Instant::now() + REMOVE_WAIT;
             loop {
