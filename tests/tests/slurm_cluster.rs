@@ -12,47 +12,8 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use mount_plan_launch::Engine;
-use support::slurm::{self, Cluster};
+use support::slurm;
 use support::swarm::{sh_spec, SharedWorkspace};
-
-fn base(cluster: &Cluster) -> std::path::PathBuf {
-    cluster.config.shared.join("work")
-}
-
-/// Nothing of run `run` is left: not in the queue, not as a bundle, not in a node's runc.
-async fn assert_nothing_left(cluster: &Cluster, engine: &dyn Engine, run: &str) {
-    let left = support::leftovers(engine, run).await;
-    assert!(left.is_empty(), "jobs left behind: {left:?}");
-    // Every mount-plan job still in the queue belongs to a launch still going (another
-    // test's): its bundle is there. A removed launch's job in the queue would be a leak.
-    let orphans: Vec<String> = cluster
-        .queued()
-        .into_iter()
-        .filter(|l| {
-            let name = l.split_whitespace().nth(1).unwrap_or("");
-            let key = name
-                .strip_prefix(mount_plan_slurm::bundle::JOB_NAME_PREFIX)
-                .unwrap_or(name);
-            !cluster.config.shared.join("bundles").join(key).exists()
-        })
-        .collect();
-    assert!(orphans.is_empty(), "queued without a bundle: {orphans:?}");
-    let start = Instant::now();
-    for node in &cluster.nodes {
-        loop {
-            let c = cluster.node_containers(node);
-            if c.is_empty() {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "runc on {node} still holds {c:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
 
 /// A job pinned to each node in turn runs there (Slurm's own SLURMD_NODENAME, seen from
 /// inside the container), its output and exit status come back, and nothing is left.
@@ -63,7 +24,7 @@ async fn slurm_job_pinned_to_each_node_runs_there() {
     let image = support::require("the probe image", slurm::probe_image(&cluster)).unwrap();
     let engine = slurm::engine(&cluster).await;
     for node in &cluster.nodes {
-        let ws = SharedWorkspace::new(&base(&cluster), &["pinned"]);
+        let ws = SharedWorkspace::new(&cluster.config.shared.join("work"), &["pinned"]);
         let verified = ws.verified("pinned");
         let run = support::unique("pinned");
         let spec = sh_spec(
@@ -81,7 +42,7 @@ async fn slurm_job_pinned_to_each_node_runs_there() {
         let job = ws.w().join("pinned");
         assert_eq!(fs::read_to_string(job.join("out")).unwrap(), "done\n");
         assert_eq!(fs::read_to_string(job.join("where")).unwrap().trim(), node);
-        assert_nothing_left(&cluster, &engine, &run).await;
+        slurm::assert_nothing_left(&cluster, &engine, &run).await;
     }
 }
 
@@ -93,7 +54,7 @@ async fn slurm_cancelled_launch_is_stopped_on_its_node() {
     };
     let image = support::require("the probe image", slurm::probe_image(&cluster)).unwrap();
     let engine = slurm::engine(&cluster).await;
-    let ws = SharedWorkspace::new(&base(&cluster), &["cancelled"]);
+    let ws = SharedWorkspace::new(&cluster.config.shared.join("work"), &["cancelled"]);
     let verified = ws.verified("cancelled");
     let run = support::unique("cancel");
     let spec = sh_spec(
@@ -119,7 +80,7 @@ async fn slurm_cancelled_launch_is_stopped_on_its_node() {
     );
     let failed = result.expect_err("cancelled");
     assert!(failed.is_cancelled() && failed.command_ran, "{failed}");
-    assert_nothing_left(&cluster, &engine, &run).await;
+    slurm::assert_nothing_left(&cluster, &engine, &run).await;
     assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     assert!(!ws.w().join("cancelled/finished").exists());
 }
@@ -132,7 +93,7 @@ async fn slurm_job_cancelled_from_outside_ends_the_launch() {
     };
     let image = support::require("the probe image", slurm::probe_image(&cluster)).unwrap();
     let engine = slurm::engine(&cluster).await;
-    let ws = SharedWorkspace::new(&base(&cluster), &["scancelled"]);
+    let ws = SharedWorkspace::new(&cluster.config.shared.join("work"), &["scancelled"]);
     let verified = ws.verified("scancelled");
     let run = support::unique("scancel");
     let spec = sh_spec(
@@ -161,7 +122,7 @@ async fn slurm_job_cancelled_from_outside_ends_the_launch() {
     let failed = result.0.expect_err("scancelled");
     let text = failed.to_string();
     assert!(text.contains("slurm rule `cancelled`"), "{text}");
-    assert_nothing_left(&cluster, &engine, &run).await;
+    slurm::assert_nothing_left(&cluster, &engine, &run).await;
     assert!(!ws.w().join("scancelled/finished").exists());
 }
 
@@ -174,7 +135,7 @@ async fn slurm_gc_removes_only_jobs_whose_launcher_is_gone() {
     };
     let image = support::require("the probe image", slurm::probe_image(&cluster)).unwrap();
     let engine = slurm::engine(&cluster).await;
-    let ws = SharedWorkspace::new(&base(&cluster), &["orphan", "alive"]);
+    let ws = SharedWorkspace::new(&cluster.config.shared.join("work"), &["orphan", "alive"]);
     let run = support::unique("gc");
     let spec = sh_spec(&image, "sleep 60", &run, &[]);
     let gone = mount_plan_launch::Launcher {
@@ -214,7 +175,7 @@ async fn slurm_gc_removes_only_jobs_whose_launcher_is_gone() {
         engine.remove(&alive).await.expect("remove"),
         mount_plan_launch::Removal::Removed
     );
-    assert_nothing_left(&cluster, &engine, &run).await;
+    slurm::assert_nothing_left(&cluster, &engine, &run).await;
 }
 
 fn main() {

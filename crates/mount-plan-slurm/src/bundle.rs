@@ -280,13 +280,16 @@ pub fn placement_args(
 
 /// The `sbatch` arguments of a job submitted held (nothing runs until `scontrol release`):
 /// its name and comment carry the bundle key and the launch id, its output files are in the
-/// bundle, its environment is not the submitter's.
+/// bundle, its environment is not the submitter's, and it is never requeued.
 pub fn sbatch_args(bundle: &str, key: &str, launch: &str, placement: &[String]) -> Vec<String> {
     let mut out = vec![
         "sbatch".to_owned(),
         "--parsable".to_owned(),
         "--hold".to_owned(),
         "--export=NONE".to_owned(),
+        // A job whose node fails must not run a second time somewhere else: the launch
+        // reports the loss instead.
+        "--no-requeue".to_owned(),
         "--nodes=1".to_owned(),
         "--ntasks=1".to_owned(),
         format!("--job-name={JOB_NAME_PREFIX}{key}"),

@@ -422,16 +422,29 @@ impl Engine for SlurmEngine {
         }
         let words = bundle::sbatch_args(&dir.to_string_lossy(), &key, &launch, &placement);
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let a = match self.run("create", &words).await {
-            Ok(a) => a,
-            Err(e) => return Err(e),
-        };
+        // Not run at all: a lost answer (the bundle stays, for the look-up by launch id).
+        let a = self.run("create", &words).await?;
         let id = a.stdout.trim().split(';').next().unwrap_or("").to_owned();
-        if !a.ok || check_job_id(&id).is_err() {
+        if !a.ok && a.stderr.contains("sbatch: error") {
+            // Slurm's own "no": nothing was queued.
             let _ = std::fs::remove_dir_all(&dir);
             return Err(LaunchError::Create {
                 job: plan.job().to_string(),
-                source: format!("sbatch: {}{}", a.stderr.trim(), a.stdout.trim()).into(),
+                source: format!("sbatch: {}", a.stderr.trim()).into(),
+            });
+        }
+        if check_job_id(&id).is_err() {
+            // The prefix (ssh, docker exec) failed or the answer was cut: the job may be
+            // queued. The lifecycle finds it by the launch id in its comment.
+            return Err(LaunchError::AnswerLost {
+                op: "create",
+                container: String::new(),
+                source: format!(
+                    "slurm rule `submit-answer`: sbatch answered {:?} ({})",
+                    a.stdout.trim(),
+                    a.stderr.trim()
+                )
+                .into(),
             });
         }
         std::fs::write(dir.join(bundle::JOB_ID_FILE), &id).map_err(io_err("create", &dir))?;

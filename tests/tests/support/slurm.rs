@@ -155,3 +155,42 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         root_inode_mode: None,
     }
 }
+
+/// Nothing of run `run` is left: not in the queue, not as a bundle, not in a node's runc.
+pub async fn assert_nothing_left(
+    cluster: &Cluster,
+    engine: &dyn mount_plan_launch::Engine,
+    run: &str,
+) {
+    let left = super::leftovers(engine, run).await;
+    assert!(left.is_empty(), "jobs left behind: {left:?}");
+    // Every mount-plan job still in the queue belongs to a launch still going (another
+    // test's): its bundle is there. A removed launch's job in the queue would be a leak.
+    let orphans: Vec<String> = cluster
+        .queued()
+        .into_iter()
+        .filter(|l| {
+            let name = l.split_whitespace().nth(1).unwrap_or("");
+            let key = name
+                .strip_prefix(mount_plan_slurm::bundle::JOB_NAME_PREFIX)
+                .unwrap_or(name);
+            !cluster.config.shared.join("bundles").join(key).exists()
+        })
+        .collect();
+    assert!(orphans.is_empty(), "queued without a bundle: {orphans:?}");
+    let start = std::time::Instant::now();
+    for node in &cluster.nodes {
+        loop {
+            let c = cluster.node_containers(node);
+            if c.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "runc on {node} still holds {c:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
