@@ -115,10 +115,7 @@ async fn slurm_job_cancelled_from_outside_ends_the_launch() {
             .expect("scancel");
         assert!(out.status.success(), "{out:?}");
     };
-    let (result, ()) = tokio::join!(
-        support::swarm::launch(&engine, &verified, &spec),
-        killer
-    );
+    let (result, ()) = tokio::join!(support::swarm::launch(&engine, &verified, &spec), killer);
     let failed = result.0.expect_err("scancelled");
     let text = failed.to_string();
     assert!(text.contains("slurm rule `cancelled`"), "{text}");

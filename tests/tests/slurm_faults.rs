@@ -44,10 +44,8 @@ async fn slurm_node_lost_mid_job_ends_the_launch_without_a_status() {
         assert!(out.status.success(), "{out:?}");
         Instant::now()
     };
-    let ((result, _), killed_at) = tokio::join!(
-        support::swarm::launch(&engine, &verified, &spec),
-        killer
-    );
+    let ((result, _), killed_at) =
+        tokio::join!(support::swarm::launch(&engine, &verified, &spec), killer);
     let lost_after = killed_at.elapsed();
     let failed = result.expect_err("the node was lost");
     let text = failed.to_string();
@@ -57,7 +55,10 @@ async fn slurm_node_lost_mid_job_ends_the_launch_without_a_status() {
         .output()
         .expect("docker start");
     assert!(restarted.status.success(), "{restarted:?}");
-    assert!(text.contains("slurm rule `job-lost`") && text.contains(node.as_str()), "{text}");
+    assert!(
+        text.contains("slurm rule `job-lost`") && text.contains(node.as_str()),
+        "{text}"
+    );
     eprintln!("node {node} lost: the launch ended {lost_after:?} after the kill: {text}");
     assert_eq!(fs::read_to_string(&before).unwrap(), "before\n");
     assert!(!ws.w().join("lost/after").exists());
@@ -66,14 +67,26 @@ async fn slurm_node_lost_mid_job_ends_the_launch_without_a_status() {
     let start = Instant::now();
     loop {
         let state = std::process::Command::new("docker")
-            .args(["exec", "mp-slurm-ctl", "sinfo", "-h", "-n", &node, "-o", "%t"])
+            .args([
+                "exec",
+                "mp-slurm-ctl",
+                "sinfo",
+                "-h",
+                "-n",
+                &node,
+                "-o",
+                "%t",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         if state == "idle" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "{node} is {state}");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{node} is {state}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     slurm::assert_nothing_left(&cluster, &engine, &run).await;

@@ -322,7 +322,9 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Engine>, LaunchError
             if let Some(gate) = &endpoint.gate_path {
                 config.gate_on_nodes = gate.clone();
             }
-            Ok(Box::new(mount_plan_slurm::SlurmEngine::connect(config).await?))
+            Ok(Box::new(
+                mount_plan_slurm::SlurmEngine::connect(config).await?,
+            ))
         }
         kind => Err(LaunchError::Unsupported(format!(
             "runtime {kind} is not built into this program"

@@ -310,7 +310,10 @@ mod tests {
     #[test]
     fn quoting_survives_quotes() {
         assert_eq!(sh_quote("a'b"), r"'a'\''b'");
-        let s = batch_script("/s/b", &["sh".into(), "-c".into(), "echo 'x'; exit 3".into()]);
+        let s = batch_script(
+            "/s/b",
+            &["sh".into(), "-c".into(), "echo 'x'; exit 3".into()],
+        );
         assert!(s.contains(r"'echo '\''x'\''; exit 3'"), "{s}");
         assert!(s.contains("--container='/s/b'"), "{s}");
     }

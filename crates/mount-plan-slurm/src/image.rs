@@ -25,7 +25,9 @@ pub fn image_dir(store: &Path, id: &str) -> PathBuf {
 /// Whether `id` names an image by id (`sha256:` and 64 hex digits).
 pub fn is_image_id(id: &str) -> bool {
     id.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     })
 }
 
@@ -47,9 +49,8 @@ pub fn unpack_docker_save(archive: impl Read, store: &Path) -> io::Result<String
         .prefix(".unpack-")
         .tempdir_in(&images)?;
     tar::Archive::new(archive).unpack(scratch.path())?;
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(scratch.path().join("manifest.json"))?)
-            .map_err(io::Error::other)?;
+    let manifest: Value = serde_json::from_slice(&fs::read(scratch.path().join("manifest.json"))?)
+        .map_err(io::Error::other)?;
     let entry = manifest
         .as_array()
         .and_then(|a| a.first())
@@ -236,8 +237,16 @@ mod tests {
             }
             b.into_inner().unwrap()
         };
-        apply_layer(&layer(&[("a/x", b"1"), ("a/y", b"2"), ("b/z", b"3")])[..], d.path()).unwrap();
-        apply_layer(&layer(&[("a/.wh.x", b""), ("b/.wh..wh..opq", b"")])[..], d.path()).unwrap();
+        apply_layer(
+            &layer(&[("a/x", b"1"), ("a/y", b"2"), ("b/z", b"3")])[..],
+            d.path(),
+        )
+        .unwrap();
+        apply_layer(
+            &layer(&[("a/.wh.x", b""), ("b/.wh..wh..opq", b"")])[..],
+            d.path(),
+        )
+        .unwrap();
         assert!(!d.path().join("a/x").exists());
         assert!(d.path().join("a/y").exists());
         assert!(!d.path().join("b/z").exists());

@@ -190,7 +190,12 @@ impl SlurmEngine {
     /// lost answer (the caller cannot know whether it took effect); a command that ran and
     /// failed is an answer (`ok: false`).
     async fn run(&self, op: &'static str, words: &[&str]) -> Result<Answer, LaunchError> {
-        let mut all: Vec<&str> = self.config.command_prefix.iter().map(String::as_str).collect();
+        let mut all: Vec<&str> = self
+            .config
+            .command_prefix
+            .iter()
+            .map(String::as_str)
+            .collect();
         all.extend_from_slice(words);
         let output = tokio::process::Command::new(all[0])
             .args(&all[1..])
@@ -250,7 +255,8 @@ impl SlurmEngine {
     fn bundle_of(&self, id: &str, record: Option<&JobRecord>) -> Option<PathBuf> {
         if let Some(r) = record {
             let dir = Path::new(r.work_dir());
-            if r.name().starts_with(bundle::JOB_NAME_PREFIX) && dir.starts_with(self.config.bundles())
+            if r.name().starts_with(bundle::JOB_NAME_PREFIX)
+                && dir.starts_with(self.config.bundles())
             {
                 return Some(dir.to_owned());
             }
@@ -371,15 +377,14 @@ impl Engine for SlurmEngine {
         let (entrypoint, command) =
             gate.command_line(spec, &image_config.entrypoint, &image_config.cmd)?;
         let args: Vec<String> = entrypoint.into_iter().chain(command).collect();
-        let config = bundle::config_json(
-            plan,
-            spec,
-            &image_config,
-            &self.config.gate_on_nodes,
-            &args,
-        )?;
+        let config =
+            bundle::config_json(plan, spec, &image_config, &self.config.gate_on_nodes, &args)?;
         let placement = bundle::placement_args(spec, self.config.partition.as_deref())?;
-        let launch = request.labels.get(LABEL_LAUNCH).cloned().unwrap_or_default();
+        let launch = request
+            .labels
+            .get(LABEL_LAUNCH)
+            .cloned()
+            .unwrap_or_default();
         let key = LaunchId::new().to_string();
         let root_target = plan.root_tmpfs().target().to_string();
         let bundles = self.config.bundles();
@@ -396,10 +401,7 @@ impl Engine for SlurmEngine {
                 serde_json::to_vec(request.labels).map_err(std::io::Error::other)?,
             )?;
             let script = dir.join(bundle::SCRIPT_FILE);
-            std::fs::write(
-                &script,
-                bundle::batch_script(&dir.to_string_lossy(), &args),
-            )?;
+            std::fs::write(&script, bundle::batch_script(&dir.to_string_lossy(), &args))?;
             std::fs::set_permissions(
                 &script,
                 <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
@@ -407,11 +409,7 @@ impl Engine for SlurmEngine {
             image::link_tree(&image_dir.join("rootfs"), &dir.join("rootfs"))?;
             // R's mount point, with R's planned mode: runc before 1.1.8 gives a tmpfs the
             // mode of the directory it is mounted on (Debian 12 ships 1.1.5).
-            image::mount_point(
-                &dir.join("rootfs"),
-                &root_target,
-                plan.root_tmpfs().mode(),
-            )
+            image::mount_point(&dir.join("rootfs"), &root_target, plan.root_tmpfs().mode())
         };
         if let Err(e) = write(&dir) {
             let _ = std::fs::remove_dir_all(&dir);
@@ -464,7 +462,10 @@ impl Engine for SlurmEngine {
             });
         }
         loop {
-            let record = self.job("start", id).await?.ok_or_else(|| Self::not_found(id))?;
+            let record = self
+                .job("start", id)
+                .await?
+                .ok_or_else(|| Self::not_found(id))?;
             match record.outcome() {
                 JobOutcome::Pending => {
                     if observe::never_runs(record.reason()) {
@@ -502,7 +503,10 @@ impl Engine for SlurmEngine {
             .file_name()
             .map(|n| format!("{}{}", bundle::JOB_NAME_PREFIX, n.to_string_lossy()))
             .unwrap_or_default();
-        let image = labels.get("io.mount-plan.image").cloned().unwrap_or_default();
+        let image = labels
+            .get("io.mount-plan.image")
+            .cloned()
+            .unwrap_or_default();
         Ok(observe::observe(
             id,
             &name,
@@ -519,7 +523,10 @@ impl Engine for SlurmEngine {
     /// engine error naming the node: no status is ever guessed.
     async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError> {
         loop {
-            let record = self.job("wait", id).await?.ok_or_else(|| Self::not_found(id))?;
+            let record = self
+                .job("wait", id)
+                .await?
+                .ok_or_else(|| Self::not_found(id))?;
             match record.outcome() {
                 JobOutcome::Pending | JobOutcome::Running => {}
                 JobOutcome::Exited(code) => {

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use mount_plan::MountFlags;
 use mount_plan_launch::{
     ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount, ObservedTmpfs,
 };
-use mount_plan::MountFlags;
 use serde_json::Value;
 
 /// One job as `scontrol show job --oneliner` prints it: `Key=Value` words. Values holding
@@ -123,8 +123,14 @@ pub enum JobOutcome {
 pub fn never_runs(reason: &str) -> bool {
     matches!(
         reason,
-        "BadConstraints" | "PartitionConfig" | "ReqNodeNotAvail" | "PartitionNodeLimit"
-            | "InvalidQOS" | "InvalidAccount" | "PartitionDown" | "NodeDown"
+        "BadConstraints"
+            | "PartitionConfig"
+            | "ReqNodeNotAvail"
+            | "PartitionNodeLimit"
+            | "InvalidQOS"
+            | "InvalidAccount"
+            | "PartitionDown"
+            | "NodeDown"
     )
 }
 

@@ -193,4 +193,3 @@ pub async fn assert_nothing_left(
         }
     }
 }
-
