@@ -55,15 +55,7 @@ impl ImageConfig {
     /// Read from the image config JSON (`{"config": {"Entrypoint": ...}}`).
     pub fn from_json(value: &Value) -> ImageConfig {
         let c = &value["config"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let strings = crate::observe::strings;
         ImageConfig {
             entrypoint: strings(&c["Entrypoint"]),
             cmd: strings(&c["Cmd"]),

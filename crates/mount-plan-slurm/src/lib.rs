@@ -216,7 +216,7 @@ impl SlurmEngine {
     }
 
     /// The job's record, `None` when Slurm no longer knows it (purged after `MinJobAge`, or
-    /// never existed).
+    /// never existed) or when it is not a mount-plan job.
     async fn job(&self, op: &'static str, id: &str) -> Result<Option<JobRecord>, LaunchError> {
         check_job_id(id)?;
         let a = self
@@ -232,7 +232,12 @@ impl SlurmEngine {
                 source: format!("scontrol show job: {}", a.stderr.trim()).into(),
             });
         }
-        Ok(JobRecord::parse_all(&a.stdout).into_iter().next())
+        // A job that is not mount-plan's is not ours to report, signal or cancel (a
+        // controller that lost its state numbers jobs from 1 again).
+        Ok(JobRecord::parse_all(&a.stdout)
+            .into_iter()
+            .next()
+            .filter(|r| r.name().starts_with(bundle::JOB_NAME_PREFIX)))
     }
 
     /// Every job Slurm holds (queued, running, or finished within `MinJobAge`).

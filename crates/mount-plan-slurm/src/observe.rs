@@ -134,7 +134,8 @@ pub fn never_runs(reason: &str) -> bool {
     )
 }
 
-fn strings(v: &Value) -> Vec<String> {
+/// The strings of a JSON array (none when it is not one).
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()
