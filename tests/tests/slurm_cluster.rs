@@ -12,6 +12,7 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use mount_plan_launch::Engine;
 use support::slurm;
 use support::swarm::{sh_spec, SharedWorkspace};
 
