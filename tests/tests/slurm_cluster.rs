@@ -119,7 +119,7 @@ async fn slurm_job_cancelled_from_outside_ends_the_launch() {
     let (result, ()) = tokio::join!(support::swarm::launch(&engine, &verified, &spec), killer);
     let failed = result.0.expect_err("scancelled");
     let text = failed.to_string();
-    assert!(text.contains("slurm rule `cancelled`"), "{text}");
+    assert!(text.contains("slurm rule `scancelled`"), "{text}");
     slurm::assert_nothing_left(&cluster, &engine, &run).await;
     assert!(!ws.w().join("scancelled/finished").exists());
 }

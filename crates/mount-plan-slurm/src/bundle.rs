@@ -109,13 +109,13 @@ pub fn config_json(
         Network::None => {}
         other => {
             return Err(unsupported(format!(
-                "slurm rule `network`: network {other:?}: a Slurm job runs in a network namespace of its own (none); the node's network would be the host's"
+                "slurm rule `slurm-network`: network {other:?}: a Slurm job runs in a network namespace of its own (none); the node's network would be the host's"
             )))
         }
     }
     if spec.gpus.is_some() {
         return Err(unsupported(
-            "slurm rule `gpus`: GPUs are a site's gres configuration, not built",
+            "slurm rule `slurm-gpus`: GPUs are a site's gres configuration, not built",
         ));
     }
     let (uid, gid) = user_of(spec, image)?;
@@ -240,7 +240,7 @@ pub fn placement_args(
             ("node.labels.slurm.feature", true) => features.push(c.value().to_owned()),
             (key, equal) => {
                 return Err(unsupported(format!(
-                    "slurm rule `placement`: {key}{}{}: Slurm places by node.hostname (== or !=), node.labels.slurm.partition== and node.labels.slurm.feature==",
+                    "slurm rule `placement-key`: {key}{}{}: Slurm places by node.hostname (== or !=), node.labels.slurm.partition== and node.labels.slurm.feature==",
                     if equal { "==" } else { "!=" },
                     c.value()
                 )))
@@ -249,7 +249,7 @@ pub fn placement_args(
     }
     if nodes.len() > 1 {
         return Err(unsupported(format!(
-            "slurm rule `placement`: one job runs on one node, {} named ({})",
+            "slurm rule `one-node`: one job runs on one node, {} named ({})",
             nodes.len(),
             nodes.join(", ")
         )));
@@ -336,6 +336,6 @@ mod tests {
         );
         spec.placement = vec!["node.labels.zone==eu".parse().unwrap()];
         let err = placement_args(&spec, None).unwrap_err().to_string();
-        assert!(err.contains("slurm rule `placement`"), "{err}");
+        assert!(err.contains("slurm rule `placement-key`"), "{err}");
     }
 }

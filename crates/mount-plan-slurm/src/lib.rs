@@ -140,7 +140,7 @@ impl SlurmEngine {
         };
         if !config.shared.is_dir() {
             return Err(refused(format!(
-                "slurm rule `shared`: the shared directory {} is not a directory here",
+                "slurm rule `shared-dir`: the shared directory {} is not a directory here",
                 config.shared.display()
             )));
         }
@@ -478,7 +478,7 @@ impl Engine for SlurmEngine {
                         return Err(LaunchError::Start {
                             container: id.to_owned(),
                             source: format!(
-                                "slurm rule `placement`: no node can run the job (reason {})",
+                                "slurm rule `unschedulable`: no node can run the job (reason {})",
                                 record.reason()
                             )
                             .into(),
@@ -554,7 +554,7 @@ impl Engine for SlurmEngine {
                         op: "wait",
                         container: id.to_owned(),
                         source: format!(
-                            "slurm rule `cancelled`: job {id} on node {} was cancelled (scancel) before it ended",
+                            "slurm rule `scancelled`: job {id} on node {} was cancelled (scancel) before it ended",
                             record.node()
                         )
                         .into(),
