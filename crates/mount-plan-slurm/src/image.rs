@@ -116,6 +116,14 @@ fn apply_layer(layer: impl Read, rootfs: &Path) -> io::Result<()> {
             .unwrap_or("")
             .to_owned();
         let parent = rootfs.join(path.parent().unwrap_or(Path::new("")));
+        if name.starts_with(".wh.") && !inside(rootfs, &parent)? {
+            // A whiteout below a symbolic link that leads out of the root filesystem (a
+            // hostile layer) would remove this machine's files.
+            return Err(io::Error::other(format!(
+                "a whiteout leaves the root through a link: {}",
+                path.display()
+            )));
+        }
         if name == ".wh..wh..opq" {
             if parent.is_dir() {
                 for child in fs::read_dir(&parent)? {
@@ -131,6 +139,15 @@ fn apply_layer(layer: impl Read, rootfs: &Path) -> io::Result<()> {
         entry.unpack_in(rootfs)?;
     }
     Ok(())
+}
+
+/// Whether `dir` (when it exists) resolves to a place inside `root`.
+fn inside(root: &Path, dir: &Path) -> io::Result<bool> {
+    match dir.canonicalize() {
+        Ok(real) => Ok(real.starts_with(root.canonicalize()?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -174,10 +191,25 @@ pub fn mount_point(rootfs: &Path, target: &str, mode: u32) -> io::Result<()> {
     if rel.is_empty() {
         return Ok(());
     }
-    let path = rootfs.join(rel);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+    // Component by component, never through a link of the image (it would lead out of the
+    // job's tree, onto this machine's own directories).
+    let mut at = rootfs.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} in the image is not a directory (a link?): R's mount point {target} cannot be made there",
+                    at.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at)?,
+            Err(e) => return Err(e),
+        }
     }
+    let path = rootfs.join(rel);
     remove_any(&path)?;
     fs::create_dir(&path)?;
     fs::set_permissions(&path, fs::Permissions::from_mode(mode))
@@ -250,5 +282,31 @@ mod tests {
         assert!(!d.path().join("a/x").exists());
         assert!(d.path().join("a/y").exists());
         assert!(!d.path().join("b/z").exists());
+    }
+
+    #[test]
+    fn a_whiteout_through_a_link_out_of_the_root_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "out/.wh.keep", &b""[..]).unwrap();
+        let err = apply_layer(&b.into_inner().unwrap()[..], &root).unwrap_err();
+        assert!(
+            err.to_string().contains("whiteout leaves the root"),
+            "{err}"
+        );
+        assert!(outside.join("keep").exists());
     }
 }
