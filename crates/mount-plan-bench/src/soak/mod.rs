@@ -12,6 +12,7 @@ mod isolation;
 mod memory;
 mod proxy;
 mod service;
+mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,9 +47,10 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 /// Launches with faults injected, checked for leaks, lost outputs and hangs.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// Engines to soak, one after the other
-    #[arg(long, value_parser = crate::parse_engine, value_delimiter = ',', default_values = ["docker"])]
-    engines: Vec<TestEngine>,
+    /// Engines to soak, one after the other: the test engines, and `slurm` (the cluster of
+    /// `.ci/slurm-setup`; the CLI built with `--features slurm`)
+    #[arg(long, value_parser = parse_soak_engine, value_delimiter = ',', default_values = ["docker"])]
+    engines: Vec<SoakEngine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
     launches: usize,
@@ -57,9 +59,9 @@ pub struct SoakArgs {
     concurrency: usize,
     /// Faults to inject: all, none, or a comma-separated list of job-kill, oom, exit,
     /// launcher-sigkill, launcher-sigterm, launcher-sigint, proxy-drop, proxy-delay,
-    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, and the faults
+    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, the faults
     /// aimed at one clean-up step each: cut-create, drop-remove, sigterm-in-create,
-    /// sigkill-after-start
+    /// sigkill-after-start, sigterm-after-start, and Slurm's scancel
     #[arg(long, default_value = "all")]
     faults: String,
     /// Seed of every random choice (which launch gets which fault, when, where)
@@ -100,6 +102,35 @@ pub struct SoakArgs {
     keep_id: bool,
 }
 
+/// An engine the soak drives: a test engine behind its API socket, or the Slurm cluster of
+/// `.ci/slurm-setup`, reached by its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoakEngine {
+    /// A test engine (Swarm aside).
+    Socket(TestEngine),
+    /// The Slurm cluster.
+    Slurm,
+}
+
+impl SoakEngine {
+    fn name(self) -> &'static str {
+        match self {
+            SoakEngine::Socket(e) => e.name(),
+            SoakEngine::Slurm => "slurm",
+        }
+    }
+}
+
+/// Parse `--engines` of the soak: a test engine's name, or `slurm`.
+fn parse_soak_engine(value: &str) -> Result<SoakEngine, String> {
+    if value == "slurm" {
+        return Ok(SoakEngine::Slurm);
+    }
+    crate::parse_engine(value)
+        .map(SoakEngine::Socket)
+        .map_err(|e| format!("{e}, slurm"))
+}
+
 /// VmRSS of this process, in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -127,6 +158,9 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
     let rss_start = rss_kib();
     if args.memory {
         for &engine in &args.engines {
+            let SoakEngine::Socket(engine) = engine else {
+                bail!("--memory: the in-process launches run on the socket engines only");
+            };
             memory::run(
                 engine,
                 args.launches,
@@ -156,6 +190,20 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
     let mut total = Tally::default();
     let mut isolation_failed = false;
     for (index, &engine) in args.engines.iter().enumerate() {
+        let engine = match engine {
+            SoakEngine::Socket(e) => e,
+            SoakEngine::Slurm => {
+                if args.isolation.is_some() {
+                    eprintln!("soak slurm: no isolation check (the socket engines only)");
+                }
+                let tally = rt.block_on(slurm::soak(args, &faults, &cli, &run_id, index as u64))?;
+                if args.launches > 0 {
+                    tally.print(engine.name());
+                }
+                total.add(&tally);
+                continue;
+            }
+        };
         let ctx = rt.block_on(Ctx::new(engine, index as u64, args, &faults, &cli, &run_id))?;
         if let Some(n) = args.isolation {
             let report = rt.block_on(isolation::run(&ctx, n))?;
@@ -165,7 +213,7 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
         }
         let tally = rt.block_on(ctx.soak(args))?;
         if args.launches > 0 {
-            tally.print(engine);
+            tally.print(engine.name());
         }
         total.add(&tally);
         ctx.teardown();
@@ -255,8 +303,7 @@ impl Tally {
         self.notes.extend(o.notes.iter().cloned());
     }
 
-    fn print(&self, engine: TestEngine) {
-        let name = engine.name();
+    fn print(&self, name: &str) {
         println!("{name}: {} launches", self.launches);
         println!("  {:<20} {:>6}  outcomes", "fault", "count");
         for (f, outs) in &self.outcomes {
@@ -443,57 +490,28 @@ impl Ctx {
             r?;
         }
         let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
-        let gc_log = self.gc_log.lock().expect("gc log");
-        t.gc_removed = gc_log.len();
-        let killed = self.killed.lock().expect("killed");
-        let removed_by_launcher = self.removed_by_launcher.lock().expect("removed");
-        let prefix = format!("soak-{}-{}-", self.seed, self.index);
-        for (job, why) in gc_log.iter() {
-            let index = job
-                .strip_prefix(&prefix)
-                .and_then(|i| i.parse::<u64>().ok());
-            if index.is_some_and(|i| killed.contains(&i)) {
-                continue;
-            }
-            // gc listed the container while its launcher ran, and judged it once the launcher
-            // had removed it and exited: its removal found nothing (the engine's not-found
-            // counts as removed), so gc reports a removal that did not happen.
-            if index.is_some_and(|i| removed_by_launcher.contains(&i)) {
-                t.gc_phantoms += 1;
-                continue;
-            }
-            t.leaked += 1;
-            t.notes.push(format!(
-                "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
-            ));
-        }
+        judge_gc_log(
+            &mut t,
+            &self.gc_log.lock().expect("gc log"),
+            &self.killed.lock().expect("killed"),
+            &self.removed_by_launcher.lock().expect("removed"),
+            &format!("soak-{}-{}-", self.seed, self.index),
+        );
         Ok(t)
     }
 
     /// One launch with its fault, and its checks.
     async fn launch(&self, i: u64, args: &SoakArgs) -> Result<Record> {
-        let mut rng = Rng::new(self.seed, self.index, i);
-        let fault = if args.each_fault_once && (i as usize) < self.faults.len() {
-            Some(self.faults[i as usize])
-        } else if !self.faults.is_empty() && rng.chance(args.fault_rate) {
-            Some(self.faults[rng.below(self.faults.len() as u64) as usize])
-        } else {
-            None
-        };
-        let exit = 1 + rng.below(100) as u8;
-        let pause_ms = rng.below(300);
-        let tail_ms = match fault {
-            Some(
-                Fault::LauncherSigkill
-                | Fault::LauncherSigterm
-                | Fault::LauncherSigint
-                | Fault::PodmanRestart
-                | Fault::JobKill
-                | Fault::SigkillAfterStart,
-            ) => 3000 + rng.below(2000),
-            _ => rng.below(200),
-        };
-        let delay = Duration::from_millis(rng.below(1500));
+        let (
+            Draw {
+                fault,
+                exit,
+                pause_ms,
+                tail_ms,
+                delay,
+            },
+            mut rng,
+        ) = Draw::new(self.seed, self.index, i, &self.faults, args);
         // Any request of a launch (version, image, create, archive, inspect, start, logs,
         // wait, remove: some 12 to 16); one past the last is counted as not reached.
         let at = 1 + rng.below(16) as usize;
@@ -609,14 +627,14 @@ impl Ctx {
                     signal(pid, libc_sig::TERM).await;
                     None
                 }
-                Some(Fault::SigkillAfterStart) => {
+                Some(f @ (Fault::SigkillAfterStart | Fault::SigtermAfterStart)) => {
                     if started_container(&events, Duration::from_secs(60))
                         .await
                         .is_none()
                     {
-                        return Some("sigkill-after-start: the container never started".to_owned());
+                        return Some(format!("{}: the container never started", f.id()));
                     }
-                    signal(pid, libc_sig::KILL).await;
+                    signal(pid, f.signal().expect("a signal")).await;
                     None
                 }
                 Some(f) if f.signal().is_some() => {
@@ -717,7 +735,14 @@ impl Ctx {
             let later = self.leftovers(&launch_label, false).await?.len();
             record.left_for_gc = now.max(later);
             if record.left_for_gc > 0 {
-                self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
+                keep_evidence(
+                    &self.run,
+                    self.index,
+                    i,
+                    &events,
+                    &stderr_path,
+                    "left-for-gc",
+                );
             }
             if let Err(e) = self.gc().await {
                 record.mismatch = Some(format!("gc failed: {e:#}"));
@@ -735,46 +760,17 @@ impl Ctx {
             record.left_dir = Some(ws.join(&job).display().to_string());
         }
         if !record.leaked.is_empty() || record.left_dir.is_some() {
-            self.keep_evidence(i, &events, &stderr_path, "leaked");
+            keep_evidence(&self.run, self.index, i, &events, &stderr_path, "leaked");
         }
-        // Check the output of a job that exited 0.
-        let out = ws.join(&job).join(OUTPUT);
-        let written = std::fs::read(&out).ok();
-        if code == Some(0) && fault != Some(Fault::FsFull) {
-            match &written {
-                Some(bytes) if fault::checksum(bytes) == fault::checksum(data.as_bytes()) => {}
-                Some(bytes) => {
-                    record.lost = Some(format!(
-                        "{} holds {} bytes, checksum {:016x}, want {:016x}",
-                        out.display(),
-                        bytes.len(),
-                        fault::checksum(bytes),
-                        fault::checksum(data.as_bytes())
-                    ))
-                }
-                None => record.lost = Some(format!("{} is missing", out.display())),
-            }
-        }
-        if record.mismatch.is_none() {
-            record.mismatch = expected(Expect::of(fault, exit), code, sig, record.hang)
-                .err()
-                .or_else(|| {
-                    (code == Some(125) && written.is_some()).then(|| {
-                        "exit 125 (certainly not run), but the command wrote its output".to_owned()
-                    })
-                });
-        }
-        if let Some(m) = &mut record.mismatch {
-            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            *m = format!(
-                "#{i} {}: {m}; stderr: {}",
-                fault.map_or("none".to_owned(), Fault::id),
-                err.trim().replace('\n', " | ")
-            );
-        }
-        if record.hang {
-            record.mismatch.get_or_insert(format!("#{i}: hang"));
-        }
+        judge_end(
+            &mut record,
+            i,
+            &ws.join(&job).join(OUTPUT),
+            &data,
+            exit,
+            (code, sig),
+            &stderr_path,
+        );
         if events_seen.iter().any(|v| v["event"] == "removed") {
             self.removed_by_launcher.lock().expect("removed").insert(i);
         }
@@ -806,28 +802,11 @@ impl Ctx {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        // `removed ID (job J): why`, one line per container removed.
-        let mut log = self.gc_log.lock().expect("gc log");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(rest) = line.strip_prefix("removed ") else {
-                continue;
-            };
-            let (job, why) = rest
-                .split_once(" (job ")
-                .and_then(|(_, r)| r.split_once("): "))
-                .unwrap_or(("?", rest));
-            log.push((job.to_owned(), why.to_owned()));
-        }
+        self.gc_log
+            .lock()
+            .expect("gc log")
+            .extend(gc_removals(&out.stdout));
         Ok(())
-    }
-
-    /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
-    fn keep_evidence(&self, i: u64, events: &Path, stderr: &Path, what: &str) {
-        let dir = std::env::temp_dir().join("mp-soak-evidence");
-        let _ = std::fs::create_dir_all(&dir);
-        let stem = format!("{}-{}-{i}-{what}", self.run, self.index);
-        let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
-        let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
     }
 
     /// Containers still carrying this launch's label; with `remove`, removed too.
@@ -860,6 +839,66 @@ impl Ctx {
 }
 
 pub use crate::connect;
+
+/// What one launch draws from the seed, on every engine: its fault, the command's own exit
+/// status, the pauses of its script and when an outside fault comes.
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    fault: Option<Fault>,
+    exit: u8,
+    pause_ms: u64,
+    tail_ms: u64,
+    delay: Duration,
+}
+
+impl Draw {
+    /// The draw of launch `i` on engine `index`, and the generator for any further draws.
+    fn new(seed: u64, index: u64, i: u64, faults: &[Fault], args: &SoakArgs) -> (Draw, Rng) {
+        let mut rng = Rng::new(seed, index, i);
+        let fault = if args.each_fault_once && (i as usize) < faults.len() {
+            Some(faults[i as usize])
+        } else if !faults.is_empty() && rng.chance(args.fault_rate) {
+            Some(faults[rng.below(faults.len() as u64) as usize])
+        } else {
+            None
+        };
+        let exit = 1 + rng.below(100) as u8;
+        let pause_ms = rng.below(300);
+        let tail_ms = match fault {
+            Some(
+                Fault::LauncherSigkill
+                | Fault::LauncherSigterm
+                | Fault::LauncherSigint
+                | Fault::PodmanRestart
+                | Fault::JobKill
+                | Fault::SigkillAfterStart
+                | Fault::SigtermAfterStart
+                | Fault::Scancel,
+            ) => 3000 + rng.below(2000),
+            _ => rng.below(200),
+        };
+        let delay = Duration::from_millis(rng.below(1500));
+        (
+            Draw {
+                fault,
+                exit,
+                pause_ms,
+                tail_ms,
+                delay,
+            },
+            rng,
+        )
+    }
+}
+
+/// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
+fn keep_evidence(run: &str, index: u64, i: u64, events: &Path, stderr: &Path, what: &str) {
+    let dir = std::env::temp_dir().join("mp-soak-evidence");
+    let _ = std::fs::create_dir_all(&dir);
+    let stem = format!("{run}-{index}-{i}-{what}");
+    let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
+    let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
+}
 
 /// Send `sig` to `pid`.
 async fn signal(pid: u32, sig: i32) {
@@ -921,6 +960,103 @@ fn ended_before_the_command(events: &[serde_json::Value]) -> bool {
         .iter()
         .rfind(|v| matches!(v["event"].as_str(), Some("failed" | "cancelled")))
         .is_some_and(|v| v["command_ran"] == serde_json::Value::Bool(false))
+}
+
+/// Judge what `gc` removed (`gc_log`: job, why) once every launch has ended: a removal of a
+/// job whose launcher was killed is gc's work; one whose launcher removed it itself is a
+/// phantom (gc listed it while its launcher ran); any other is a leak that gc happened to
+/// clean. `prefix` is the soak's job name without the launch's index.
+fn judge_gc_log(
+    t: &mut Tally,
+    gc_log: &[(String, String)],
+    killed: &std::collections::BTreeSet<u64>,
+    removed_by_launcher: &std::collections::BTreeSet<u64>,
+    prefix: &str,
+) {
+    t.gc_removed = gc_log.len();
+    for (job, why) in gc_log {
+        let index = job.strip_prefix(prefix).and_then(|i| i.parse::<u64>().ok());
+        if index.is_some_and(|i| killed.contains(&i)) {
+            continue;
+        }
+        // gc listed the container while its launcher ran, and judged it once the launcher
+        // had removed it and exited: its removal found nothing (the engine's not-found
+        // counts as removed), so gc reports a removal that did not happen.
+        if index.is_some_and(|i| removed_by_launcher.contains(&i)) {
+            t.gc_phantoms += 1;
+            continue;
+        }
+        t.leaked += 1;
+        t.notes.push(format!(
+            "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
+        ));
+    }
+}
+
+/// Parse `mount-plan gc`'s output: `removed ID (job J): why`, one line per container removed.
+fn gc_removals(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("removed ")?;
+            let (job, why) = rest
+                .split_once(" (job ")
+                .and_then(|(_, r)| r.split_once("): "))
+                .unwrap_or(("?", rest));
+            Some((job.to_owned(), why.to_owned()))
+        })
+        .collect()
+}
+
+/// The checks of a launch's end: the output of a job that exited 0 (`out` must hold `data`),
+/// and whether the launcher's end is one its fault allows; a mismatch gets the launcher's
+/// stderr.
+fn judge_end(
+    record: &mut Record,
+    i: u64,
+    out: &Path,
+    data: &str,
+    exit: u8,
+    (code, sig): (Option<i32>, Option<i32>),
+    stderr_path: &Path,
+) {
+    let fault = record.fault;
+    let written = std::fs::read(out).ok();
+    if code == Some(0) && fault != Some(Fault::FsFull) {
+        match &written {
+            Some(bytes) if fault::checksum(bytes) == fault::checksum(data.as_bytes()) => {}
+            Some(bytes) => {
+                record.lost = Some(format!(
+                    "{} holds {} bytes, checksum {:016x}, want {:016x}",
+                    out.display(),
+                    bytes.len(),
+                    fault::checksum(bytes),
+                    fault::checksum(data.as_bytes())
+                ))
+            }
+            None => record.lost = Some(format!("{} is missing", out.display())),
+        }
+    }
+    if record.mismatch.is_none() {
+        record.mismatch = expected(Expect::of(fault, exit), code, sig, record.hang)
+            .err()
+            .or_else(|| {
+                (code == Some(125) && written.is_some()).then(|| {
+                    "exit 125 (certainly not run), but the command wrote its output".to_owned()
+                })
+            });
+    }
+    if let Some(m) = &mut record.mismatch {
+        let err = std::fs::read_to_string(stderr_path).unwrap_or_default();
+        *m = format!(
+            "#{i} {}: {m}; stderr: {}",
+            fault.map_or("none".to_owned(), Fault::id),
+            err.trim().replace('\n', " | ")
+        );
+    }
+    if record.hang {
+        record.mismatch.get_or_insert(format!("#{i}: hang"));
+    }
 }
 
 /// Whether the launcher's end is one the fault allows.
