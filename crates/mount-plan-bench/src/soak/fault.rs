@@ -94,6 +94,12 @@ impl Fault {
         );
         match self {
             Fault::Scancel => Some("scancel is Slurm's; an engine's own kill is job-kill"),
+            // A socket engine's launch takes well under a second, so launcher-sigterm already
+            // lands while the container runs; kept out of the CI gate's draw (which would
+            // change with it).
+            Fault::SigtermAfterStart => {
+                Some("launcher-sigterm already lands once the container runs on this engine")
+            }
             Fault::PodmanRestart if !podman_here => {
                 Some("only this machine's Podman services are restarted")
             }
