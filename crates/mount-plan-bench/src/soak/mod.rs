@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -376,17 +376,7 @@ impl Ctx {
             }
         }
         let full = if kept.contains(&Fault::FsFull) {
-            let w = dir.join("full");
-            std::fs::create_dir_all(&w)?;
-            crate::run_ok(
-                std::process::Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
-                    .arg(&w),
-            )?;
-            for d in ["startup", "local"] {
-                std::fs::create_dir_all(w.join(d))?;
-            }
-            Some(w)
+            Some(full_workspace(dir.join("full"))?)
         } else {
             None
         };
@@ -445,51 +435,8 @@ impl Ctx {
     }
 
     async fn soak(&self, args: &SoakArgs) -> Result<Tally> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let started = Instant::now();
-        let workers = (0..args.concurrency.max(1)).map(|_| {
-            let next = next.clone();
-            let tally = tally.clone();
-            async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let out_of_time = args
-                        .max_secs
-                        .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
-                    if i >= args.launches || out_of_time {
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    let record = self.launch(i as u64, args).await?;
-                    let bad = !record.leaked.is_empty()
-                        || record.left_dir.is_some()
-                        || record.lost.is_some()
-                        || record.hang
-                        || record.mismatch.is_some();
-                    if args.verbose || bad {
-                        eprintln!("soak {:?} #{i}: {}", self.engine, record.line());
-                    }
-                    let mut t = tally.lock().expect("tally");
-                    record.count(&mut t);
-                    if (i + 1).is_multiple_of(50) {
-                        eprintln!(
-                            "soak {:?}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
-                            self.engine,
-                            i + 1,
-                            started.elapsed().as_secs_f64(),
-                            t.leaked,
-                            t.lost,
-                            t.hangs,
-                            t.mismatches.len()
-                        );
-                    }
-                }
-            }
-        });
-        for r in futures_util::future::join_all(workers).await {
-            r?;
-        }
-        let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
+        let name = format!("{:?}", self.engine);
+        let mut t = launch_all(args, &name, |i| self.launch(i, args)).await?;
         judge_gc_log(
             &mut t,
             &self.gc_log.lock().expect("gc log"),
@@ -674,32 +621,16 @@ impl Ctx {
                 _ => None,
             }
         };
-        let hang = Duration::from_secs(args.hang_secs);
-        let (waited, outside_error) =
-            tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
-        let elapsed = t0.elapsed();
-        let mut record = Record {
+        let (mut record, code, sig) = await_launcher(
+            &mut child,
             fault,
-            outcome: String::new(),
-            leaked: Vec::new(),
-            lost: None,
-            hang: false,
-            fired: proxy.as_ref().is_none_or(Proxy::fired),
-            broke: proxy.as_ref().and_then(Proxy::broken_line),
-            left_dir: None,
-            left_for_gc: 0,
-            mismatch: outside_error,
-            elapsed,
-        };
-        let status = match waited {
-            Ok(s) => Some(s?),
-            Err(_) => {
-                record.hang = true;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                None
-            }
-        };
+            Duration::from_secs(args.hang_secs),
+            t0,
+            outside,
+        )
+        .await?;
+        record.fired = proxy.as_ref().is_none_or(Proxy::fired);
+        record.broke = proxy.as_ref().and_then(Proxy::broken_line);
         // A request the proxy held back reaches the engine after the launcher may have ended:
         // what it made must be there before this launch's leftovers are looked for.
         if let Some(p) = &proxy {
@@ -711,17 +642,6 @@ impl Ctx {
             }
         }
         drop(proxy);
-        use std::os::unix::process::ExitStatusExt;
-        let (code, sig) = match status {
-            Some(s) => (s.code(), s.signal()),
-            None => (None, None),
-        };
-        record.outcome = match (record.hang, code, sig) {
-            (true, ..) => "hang".to_owned(),
-            (_, Some(c), _) => format!("exit {c}"),
-            (_, None, Some(s)) => format!("signal {s}"),
-            _ => "unknown".to_owned(),
-        };
         // A launcher killed by a signal (or a hung one we killed) is followed by gc; what it
         // finds of this launch is counted, and kept as evidence. A launcher that ended with a
         // status (a SIGTERM or SIGINT it handled included) promised to leave nothing: what it
@@ -784,28 +704,11 @@ impl Ctx {
     /// time, as a site runs it: two at once race on the same orphan (see docs/reliability.md).
     async fn gc(&self) -> Result<()> {
         let _one = self.gc_lock.lock().await;
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(&self.cli)
-                .args(["gc", "--runtime", self.runtime_arg(), "--socket"])
-                .arg(self.gc_proxy.url())
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .context("gc did not end within 120 s")??;
-        if !out.status.success() {
-            bail!(
-                "gc exited {:?}: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        self.gc_log
-            .lock()
-            .expect("gc log")
-            .extend(gc_removals(&out.stdout));
+        let mut cmd = tokio::process::Command::new(&self.cli);
+        cmd.args(["gc", "--runtime", self.runtime_arg(), "--socket"])
+            .arg(self.gc_proxy.url());
+        let removed = run_gc(cmd).await?;
+        self.gc_log.lock().expect("gc log").extend(removed);
         Ok(())
     }
 
@@ -889,6 +792,20 @@ impl Draw {
             rng,
         )
     }
+}
+
+/// `w` made a workspace on a 1 MiB tmpfs (fs-full), its `startup` and `local` in it.
+fn full_workspace(w: PathBuf) -> Result<PathBuf> {
+    std::fs::create_dir_all(&w)?;
+    crate::run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
+            .arg(&w),
+    )?;
+    for d in ["startup", "local"] {
+        std::fs::create_dir_all(w.join(d))?;
+    }
+    Ok(w)
 }
 
 /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
@@ -991,6 +908,121 @@ fn judge_gc_log(
             "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
         ));
     }
+}
+
+/// Run `launch(i)` for `args.launches` launches, `args.concurrency` at a time (none started
+/// after `args.max_secs`), and count their records; `name` is the engine's, for the lines on
+/// stderr (every launch with `--verbose`, each bad one, and every 50th).
+async fn launch_all<F, Fut>(args: &SoakArgs, name: &str, launch: F) -> Result<Tally>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Record>>,
+{
+    let next = AtomicUsize::new(0);
+    let tally = Mutex::new(Tally::default());
+    let started = Instant::now();
+    let workers = (0..args.concurrency.max(1)).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let out_of_time = args
+                .max_secs
+                .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
+            if i >= args.launches || out_of_time {
+                return Ok::<(), anyhow::Error>(());
+            }
+            let record = launch(i as u64).await?;
+            let bad = !record.leaked.is_empty()
+                || record.left_dir.is_some()
+                || record.lost.is_some()
+                || record.hang
+                || record.mismatch.is_some();
+            if args.verbose || bad {
+                eprintln!("soak {name} #{i}: {}", record.line());
+            }
+            let mut t = tally.lock().expect("tally");
+            record.count(&mut t);
+            if (i + 1).is_multiple_of(50) {
+                eprintln!(
+                    "soak {name}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
+                    i + 1,
+                    started.elapsed().as_secs_f64(),
+                    t.leaked,
+                    t.lost,
+                    t.hangs,
+                    t.mismatches.len()
+                );
+            }
+        }
+    });
+    for r in futures_util::future::join_all(workers).await {
+        r?;
+    }
+    Ok(tally.into_inner().expect("tally"))
+}
+
+/// Wait for a launcher at most `hang` while `outside` injects the launch's fault (what it
+/// could not do is the record's first mismatch); a launcher still running then is killed and
+/// counted as a hang. The launch's record so far, and the launcher's exit code or signal.
+async fn await_launcher(
+    child: &mut tokio::process::Child,
+    fault: Option<Fault>,
+    hang: Duration,
+    t0: Instant,
+    outside: impl std::future::Future<Output = Option<String>>,
+) -> Result<(Record, Option<i32>, Option<i32>)> {
+    let (waited, outside_error) = tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
+    let mut record = Record {
+        fault,
+        outcome: String::new(),
+        leaked: Vec::new(),
+        lost: None,
+        hang: false,
+        fired: true,
+        broke: None,
+        left_dir: None,
+        left_for_gc: 0,
+        mismatch: outside_error,
+        elapsed: t0.elapsed(),
+    };
+    let status = match waited {
+        Ok(s) => Some(s?),
+        Err(_) => {
+            record.hang = true;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            None
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let (code, sig) = match status {
+        Some(s) => (s.code(), s.signal()),
+        None => (None, None),
+    };
+    record.outcome = match (record.hang, code, sig) {
+        (true, ..) => "hang".to_owned(),
+        (_, Some(c), _) => format!("exit {c}"),
+        (_, None, Some(s)) => format!("signal {s}"),
+        _ => "unknown".to_owned(),
+    };
+    Ok((record, code, sig))
+}
+
+/// Run `mount-plan gc` (`cmd`, its arguments given) within 120 s; what it removed.
+async fn run_gc(mut cmd: tokio::process::Command) -> Result<Vec<(String, String)>> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        cmd.stdin(Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .context("gc did not end within 120 s")??;
+    if !out.status.success() {
+        bail!(
+            "gc exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(gc_removals(&out.stdout))
 }
 
 /// Parse `mount-plan gc`'s output: `removed ID (job J): why`, one line per container removed.

@@ -14,16 +14,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use super::fault::{self, Fault};
 use super::{
-    judge_end, judge_gc_log, keep_evidence, read_events, signal, started_container, Draw, Record,
-    SoakArgs, Tally, GC_SETTLE, LABEL_LAUNCH, LABEL_RUN,
+    await_launcher, full_workspace, judge_end, judge_gc_log, keep_evidence, launch_all,
+    read_events, run_gc, signal, started_container, Draw, Record, SoakArgs, Tally, GC_SETTLE,
+    LABEL_LAUNCH, LABEL_RUN,
 };
 
 /// An image id no `mount-plan image unpack` made: the missing image.
@@ -207,21 +207,12 @@ pub async fn soak(
     for d in ["startup", "local"] {
         std::fs::create_dir_all(ws.join(d))?;
     }
+    // Under the shared directory, which the nodes bind `rslave`: the tmpfs shows in them.
     let full = if kept.contains(&Fault::FsFull) {
-        let w = cluster
-            .shared
-            .join("work")
-            .join(format!("mp-soak-{run}-{index}-full"));
-        std::fs::create_dir_all(&w)?;
-        crate::run_ok(
-            std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
-                .arg(&w),
-        )?;
-        for d in ["startup", "local"] {
-            std::fs::create_dir_all(w.join(d))?;
-        }
-        Some(w)
+        let w = cluster.shared.join("work");
+        Some(full_workspace(
+            w.join(format!("mp-soak-{run}-{index}-full")),
+        )?)
     } else {
         None
     };
@@ -299,38 +290,7 @@ impl Soak<'_> {
 
     async fn launches(&self) -> Result<Tally> {
         let args = self.args;
-        let next = Arc::new(AtomicUsize::new(0));
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let started = Instant::now();
-        let workers = (0..args.concurrency.max(1)).map(|_| {
-            let next = next.clone();
-            let tally = tally.clone();
-            async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let out_of_time = args
-                        .max_secs
-                        .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
-                    if i >= args.launches || out_of_time {
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    let record = self.launch(i as u64).await?;
-                    let bad = !record.leaked.is_empty()
-                        || record.left_dir.is_some()
-                        || record.lost.is_some()
-                        || record.hang
-                        || record.mismatch.is_some();
-                    if args.verbose || bad {
-                        eprintln!("soak slurm #{i}: {}", record.line());
-                    }
-                    record.count(&mut tally.lock().expect("tally"));
-                }
-            }
-        });
-        for r in futures_util::future::join_all(workers).await {
-            r?;
-        }
-        let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
+        let mut t = launch_all(args, "slurm", |i| self.launch(i)).await?;
         judge_gc_log(
             &mut t,
             &self.gc_log.lock().expect("gc log"),
@@ -478,43 +438,14 @@ impl Soak<'_> {
                 _ => None,
             }
         };
-        let hang = Duration::from_secs(args.hang_secs);
-        let (waited, outside_error) =
-            tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
-        let elapsed = t0.elapsed();
-        let mut record = Record {
+        let (mut record, code, sig) = await_launcher(
+            &mut child,
             fault,
-            outcome: String::new(),
-            leaked: Vec::new(),
-            lost: None,
-            hang: false,
-            fired: true,
-            broke: None,
-            left_dir: None,
-            left_for_gc: 0,
-            mismatch: outside_error,
-            elapsed,
-        };
-        let status = match waited {
-            Ok(s) => Some(s?),
-            Err(_) => {
-                record.hang = true;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                None
-            }
-        };
-        use std::os::unix::process::ExitStatusExt;
-        let (code, sig) = match status {
-            Some(s) => (s.code(), s.signal()),
-            None => (None, None),
-        };
-        record.outcome = match (record.hang, code, sig) {
-            (true, ..) => "hang".to_owned(),
-            (_, Some(c), _) => format!("exit {c}"),
-            (_, None, Some(s)) => format!("signal {s}"),
-            _ => "unknown".to_owned(),
-        };
+            Duration::from_secs(args.hang_secs),
+            t0,
+            outside,
+        )
+        .await?;
         let events_seen = read_events(&events);
         let launch_id = events_seen
             .iter()
@@ -614,28 +545,11 @@ impl Soak<'_> {
     /// `mount-plan gc --runtime slurm`; what it removed goes to `gc_log`. One at a time.
     async fn gc(&self) -> Result<()> {
         let _one = self.gc_lock.lock().await;
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(&self.cli)
-                .args(["gc", "--runtime", "slurm"])
-                .envs(self.cluster.env())
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .context("gc did not end within 120 s")??;
-        if !out.status.success() {
-            bail!(
-                "gc exited {:?}: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        self.gc_log
-            .lock()
-            .expect("gc log")
-            .extend(super::gc_removals(&out.stdout));
+        let mut cmd = tokio::process::Command::new(&self.cli);
+        cmd.args(["gc", "--runtime", "slurm"])
+            .envs(self.cluster.env());
+        let removed = run_gc(cmd).await?;
+        self.gc_log.lock().expect("gc log").extend(removed);
         Ok(())
     }
 }
