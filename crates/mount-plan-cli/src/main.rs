@@ -118,6 +118,44 @@ enum Command {
     /// (or copy the file it writes). Exit 0 when written, 2 otherwise.
     #[command(subcommand)]
     Gate(GateCmd),
+    /// Images for runtime slurm: unpacked once onto the shared filesystem
+    #[cfg(feature = "slurm")]
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+/// `mount-plan image ...`.
+#[cfg(feature = "slurm")]
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Unpack `docker save` output (one image) into SHARED/images/<id> and print its id
+    /// (`sha256:<id>`, as Docker names it): launches on runtime slurm name it so. Layers are
+    /// applied in order with their whiteouts; an image already there is left as it is.
+    Unpack {
+        /// The shared directory (what MOUNT_PLAN_SLURM_SHARED names): the same path on every
+        /// node
+        #[arg(long, value_name = "DIR")]
+        shared: std::path::PathBuf,
+        /// The `docker save` archive (default: standard input)
+        #[arg(value_name = "FILE")]
+        archive: Option<std::path::PathBuf>,
+    },
+}
+
+#[cfg(feature = "slurm")]
+fn image_unpack(shared: &std::path::Path, archive: Option<&std::path::Path>) -> Result<ExitCode> {
+    use mount_plan_run::slurm_image::unpack_docker_save;
+    let id = match archive {
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("cannot open {path:?}"))?;
+            unpack_docker_save(std::io::BufReader::new(file), shared)
+        }
+        None => unpack_docker_save(std::io::stdin().lock(), shared),
+    }
+    .with_context(|| format!("cannot unpack the image into {shared:?}"))?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mount-plan gate ...`.
@@ -232,6 +270,10 @@ fn main() -> ExitCode {
         Command::Doctor(cmd) => engine::doctor(&cmd),
         Command::Gc(cmd) => engine::gc_cmd(&cmd),
         Command::Gate(GateCmd::Install { path }) => gate_install(&path),
+        #[cfg(feature = "slurm")]
+        Command::Image(ImageCmd::Unpack { shared, archive }) => {
+            image_unpack(&shared, archive.as_deref())
+        }
     };
     match result {
         Ok(code) => code,

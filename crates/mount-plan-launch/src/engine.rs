@@ -31,24 +31,28 @@ pub enum EngineKind {
     Swarm,
     /// Kubernetes Pods.
     Kubernetes,
+    /// Slurm batch jobs whose step runs an OCI bundle (`srun --container`).
+    Slurm,
 }
 
 impl EngineKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [EngineKind; 4] = [
+    pub const ALL: [EngineKind; 5] = [
         EngineKind::Docker,
         EngineKind::Podman,
         EngineKind::Swarm,
         EngineKind::Kubernetes,
+        EngineKind::Slurm,
     ];
 
-    /// The stable id (`docker`, `podman`, `swarm`, `kubernetes`).
+    /// The stable id (`docker`, `podman`, `swarm`, `kubernetes`, `slurm`).
     pub fn id(self) -> &'static str {
         match self {
             EngineKind::Docker => "docker",
             EngineKind::Podman => "podman",
             EngineKind::Swarm => "swarm",
             EngineKind::Kubernetes => "kubernetes",
+            EngineKind::Slurm => "slurm",
         }
     }
 }

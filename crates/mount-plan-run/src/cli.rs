@@ -18,6 +18,9 @@ fn help(kind: EngineKind) -> &'static str {
         EngineKind::Kubernetes => {
             "Kubernetes Pods (kube-rs); see --kubeconfig, --namespace and the --k8s-* options"
         }
+        EngineKind::Slurm => {
+            "Slurm: a batch job whose step runs an OCI bundle (srun --container); see MOUNT_PLAN_SLURM_SHARED and MOUNT_PLAN_SLURM_COMMAND"
+        }
         _ => "",
     }
 }

@@ -24,6 +24,7 @@ pub fn built_in(kind: EngineKind) -> bool {
         EngineKind::Podman => cfg!(feature = "podman"),
         EngineKind::Swarm => cfg!(feature = "swarm"),
         EngineKind::Kubernetes => cfg!(feature = "kubernetes"),
+        EngineKind::Slurm => cfg!(feature = "slurm"),
         _ => false,
     }
 }
@@ -170,9 +171,14 @@ impl Endpoint {
                 self.userns, self.kind
             )));
         }
-        if self.gate_path.is_some() && self.kind != EngineKind::Swarm {
+        if self.gate_path.is_some() && !matches!(self.kind, EngineKind::Swarm | EngineKind::Slurm) {
             return Some(LaunchError::Unsupported(
-                "gate path names the gate on a Swarm's nodes: runtime swarm only (Docker and Podman bind the launcher's own host copy of the gate: MOUNT_PLAN_GATE_DIR names its directory)".into(),
+                "gate path names the gate on a cluster's nodes: runtime swarm or slurm only (Docker and Podman bind the launcher's own host copy of the gate: MOUNT_PLAN_GATE_DIR names its directory)".into(),
+            ));
+        }
+        if self.socket.is_some() && self.kind == EngineKind::Slurm {
+            return Some(LaunchError::Unsupported(
+                "runtime slurm takes no socket: it runs Slurm's commands behind MOUNT_PLAN_SLURM_COMMAND, with the shared directory MOUNT_PLAN_SLURM_SHARED".into(),
             ));
         }
         None
@@ -306,6 +312,20 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Engine>, LaunchError
                 mount_plan_kubernetes::KubernetesEngine::connect(options).await?,
             ))
         }
+        #[cfg(feature = "slurm")]
+        EngineKind::Slurm => {
+            let Some(mut config) = mount_plan_slurm::SlurmConfig::from_env() else {
+                return Err(LaunchError::Unsupported(
+                    "runtime slurm needs MOUNT_PLAN_SLURM_SHARED (the shared directory, the same path here and on every node) and, unless Slurm's commands run here, MOUNT_PLAN_SLURM_COMMAND (the prefix that runs them, e.g. `ssh login1`)".into(),
+                ));
+            };
+            if let Some(gate) = &endpoint.gate_path {
+                config.gate_on_nodes = gate.clone();
+            }
+            Ok(Box::new(
+                mount_plan_slurm::SlurmEngine::connect(config).await?,
+            ))
+        }
         kind => Err(LaunchError::Unsupported(format!(
             "runtime {kind} is not built into this program"
         ))),
@@ -355,6 +375,6 @@ mod tests {
         let Err(err) = connect(&podman).await else {
             panic!("refused")
         };
-        assert!(err.to_string().contains("swarm only"), "{err}");
+        assert!(err.to_string().contains("swarm or slurm only"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ pub enum RequestError {
         protection: Protection,
     },
     /// Placement constraints on an engine that does not place jobs on nodes.
-    #[error("{rule}constraint {value:?} places a job on a cluster node: runtime swarm only, not {kind}", rule = self.prefix())]
+    #[error("{rule}constraint {value:?} places a job on a cluster node: runtime swarm or slurm only, not {kind}", rule = self.prefix())]
     ConstraintEngine {
         /// The first constraint.
         value: String,

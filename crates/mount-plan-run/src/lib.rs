@@ -44,3 +44,10 @@ pub use error::{RequestError, RunError};
 pub use mount_plan_launch::EngineKind;
 pub use request::{Accept, Caps, LaunchRequest};
 pub use run::{refuse, run, Failure, Outcome, EXIT_LAUNCH_FAILED, EXIT_STATUS_UNKNOWN};
+
+/// Slurm's images: unpacked once onto the shared filesystem from `docker save` output, never
+/// pulled at run time (`mount-plan image unpack`).
+#[cfg(feature = "slurm")]
+pub mod slurm_image {
+    pub use mount_plan_slurm::image::{image_dir, unpack_docker_save};
+}

@@ -217,7 +217,7 @@ impl LaunchRequest {
         spec.cap_add = self.caps.granted()?;
         spec.require = self.accept.required()?;
         if let Some(first) = self.constraints.first() {
-            if kind != EngineKind::Swarm {
+            if !matches!(kind, EngineKind::Swarm | EngineKind::Slurm) {
                 return Err(RequestError::ConstraintEngine {
                     value: first.clone(),
                     kind: kind.to_string(),

@@ -80,11 +80,14 @@ pub enum Need {
     Docker26,
     /// The rootful Podman 5 of `.ci/engines-setup` (`MOUNT_PLAN_PODMAN5_SOCKET`) answers.
     Podman5,
+    /// The Slurm cluster of `.ci/slurm-setup`: `scontrol ping` behind
+    /// `MOUNT_PLAN_SLURM_COMMAND` finds the controller up.
+    Slurm,
 }
 
 impl Need {
     /// Every need, in probe order.
-    pub const ALL: [Need; 8] = [
+    pub const ALL: [Need; 9] = [
         Need::Docker,
         Need::PodmanRootful,
         Need::PodmanRootless,
@@ -93,6 +96,7 @@ impl Need {
         Need::Swarm,
         Need::Docker26,
         Need::Podman5,
+        Need::Slurm,
     ];
 
     /// The name used in `MOUNT_PLAN_TEST_ABSENT`.
@@ -106,6 +110,7 @@ impl Need {
             Need::Swarm => "swarm",
             Need::Docker26 => "docker26",
             Need::Podman5 => "podman5",
+            Need::Slurm => "slurm",
         }
     }
 
@@ -120,6 +125,7 @@ impl Need {
             Need::Swarm => "no swarm",
             Need::Docker26 => "no docker 26 engine",
             Need::Podman5 => "no podman 5 engine",
+            Need::Slurm => "no slurm cluster",
         }
     }
 
@@ -150,6 +156,35 @@ impl Need {
                     Ok(())
                 } else {
                     Err(format!("euid {}", rustix::process::geteuid().as_raw()))
+                }
+            }
+            Need::Slurm => {
+                let hint = "run `bash .ci/slurm-setup` (it writes /tmp/mp-slurm/env)";
+                let prefix = slurm_setting("MOUNT_PLAN_SLURM_COMMAND")
+                    .ok_or_else(|| format!("MOUNT_PLAN_SLURM_COMMAND is not set ({hint})"))?;
+                let words: Vec<&str> = prefix.split_whitespace().collect();
+                let (program, args) = match words.split_first() {
+                    Some((p, a)) => (*p, a.to_vec()),
+                    None => ("scontrol", Vec::new()),
+                };
+                let mut cmd = std::process::Command::new(program);
+                cmd.args(args);
+                if !words.is_empty() {
+                    cmd.arg("scontrol");
+                }
+                let out = cmd
+                    .arg("ping")
+                    .output()
+                    .map_err(|e| format!("{prefix} scontrol ping: {e} ({hint})"))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if out.status.success() && text.contains("UP") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{prefix} scontrol ping: {}{} ({hint})",
+                        text.trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
                 }
             }
             Need::Busybox => {
@@ -202,6 +237,12 @@ pub fn podman_setting(key: &str) -> Option<String> {
 /// default `/tmp/mount-plan-swarm/env`).
 pub fn swarm_setting(key: &str) -> Option<String> {
     setup_setting("MOUNT_PLAN_SWARM_DIR", "/tmp/mount-plan-swarm", key)
+}
+
+/// A setting of `.ci/slurm-setup`, as [`podman_setting`] (`$MOUNT_PLAN_SLURM_DIR/env`,
+/// default `/tmp/mp-slurm/env`).
+pub fn slurm_setting(key: &str) -> Option<String> {
+    setup_setting("MOUNT_PLAN_SLURM_DIR", "/tmp/mp-slurm", key)
 }
 
 /// A setting of `.ci/engines-setup`, as [`podman_setting`] (`$MOUNT_PLAN_ENGINES_DIR/env`,

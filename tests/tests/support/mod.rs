@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod docker;
 pub mod engines;
 pub mod image;
+pub mod slurm;
 pub mod swarm;
 pub mod trials;
 pub mod workspace;

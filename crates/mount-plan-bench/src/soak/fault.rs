@@ -46,10 +46,17 @@ pub enum Fault {
     SigtermInCreate,
     /// Aimed at `gc`: the launcher is killed with SIGKILL once its container has started.
     SigkillAfterStart,
+    /// Aimed at the cancellation of a running job: the launcher gets SIGTERM once its
+    /// container has started (on Slurm, `launcher-sigterm` mostly lands while the job is
+    /// still being submitted).
+    SigtermAfterStart,
+    /// Slurm only: the job is cancelled from outside (`scancel JOBID`, as a site's operator or
+    /// the user would) while it runs.
+    Scancel,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 19] = [
         Fault::JobKill,
         Fault::Oom,
         Fault::Exit,
@@ -67,6 +74,8 @@ impl Fault {
         Fault::DropRemove,
         Fault::SigtermInCreate,
         Fault::SigkillAfterStart,
+        Fault::SigtermAfterStart,
+        Fault::Scancel,
     ];
 
     /// The id used on the command line and in the report.
@@ -84,6 +93,13 @@ impl Fault {
             TestEngine::PodmanRootful | TestEngine::PodmanRootless
         );
         match self {
+            Fault::Scancel => Some("scancel is Slurm's; an engine's own kill is job-kill"),
+            // A socket engine's launch takes well under a second, so launcher-sigterm already
+            // lands while the container runs; kept out of the CI gate's draw (which would
+            // change with it).
+            Fault::SigtermAfterStart => {
+                Some("launcher-sigterm already lands once the container runs on this engine")
+            }
             Fault::PodmanRestart if !podman_here => {
                 Some("only this machine's Podman services are restarted")
             }
@@ -102,11 +118,34 @@ impl Fault {
         }
     }
 
+    /// Whether this fault can be injected on Slurm (`--engines slurm`), and why not. The
+    /// backend talks to Slurm by commands (`sbatch`, `scontrol`, `scancel`), not through a
+    /// socket: the faults a proxy on an engine socket injects have nothing to stand in front of.
+    pub fn unavailable_on_slurm(self) -> Option<&'static str> {
+        match self {
+            Fault::ProxyDrop
+            | Fault::ProxyDelay
+            | Fault::ProxyTruncate
+            | Fault::CutCreate
+            | Fault::DropRemove
+            | Fault::SigtermInCreate => Some(
+                "it breaks a request on an engine socket, and the Slurm backend runs commands (the lost sbatch answer is not injected)",
+            ),
+            Fault::PodmanRestart => Some("only this machine's Podman services are restarted"),
+            Fault::JobKill => Some(
+                "a job is killed from outside by scancel (fault scancel): scancel --signal=KILL kills runc run alone",
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the launcher runs as a child process that the soak signals.
     pub fn signal(self) -> Option<i32> {
         match self {
             Fault::LauncherSigkill | Fault::SigkillAfterStart => Some(libc_sig::KILL),
-            Fault::LauncherSigterm | Fault::SigtermInCreate => Some(libc_sig::TERM),
+            Fault::LauncherSigterm | Fault::SigtermInCreate | Fault::SigtermAfterStart => {
+                Some(libc_sig::TERM)
+            }
             Fault::LauncherSigint => Some(libc_sig::INT),
             _ => None,
         }
@@ -226,6 +265,10 @@ impl Expect {
             Some(Fault::LauncherSigint) => Expect::Cancelled(libc_sig::INT),
             // The signal comes while create is held: the launcher runs, with its handlers.
             Some(Fault::SigtermInCreate) => Expect::Status(128 + libc_sig::TERM),
+            // The job runs and its script sleeps three seconds more: the launcher handles it.
+            Some(Fault::SigtermAfterStart) => Expect::Status(128 + libc_sig::TERM),
+            // The command ran and its end is not its own: no status to report (122).
+            Some(Fault::Scancel) => Expect::Status(122),
             Some(Fault::LauncherSigkill | Fault::SigkillAfterStart) => Expect::Killed,
         }
     }

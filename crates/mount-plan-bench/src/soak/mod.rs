@@ -12,12 +12,13 @@ mod isolation;
 mod memory;
 pub(crate) mod proxy;
 mod service;
+mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -46,9 +47,10 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 /// Launches with faults injected, checked for leaks, lost outputs and hangs.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// Engines to soak, one after the other
-    #[arg(long, value_parser = crate::parse_engine, value_delimiter = ',', default_values = ["docker"])]
-    engines: Vec<TestEngine>,
+    /// Engines to soak, one after the other: the test engines, and `slurm` (the cluster of
+    /// `.ci/slurm-setup`; the CLI built with `--features slurm`)
+    #[arg(long, value_parser = parse_soak_engine, value_delimiter = ',', default_values = ["docker"])]
+    engines: Vec<SoakEngine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
     launches: usize,
@@ -57,9 +59,9 @@ pub struct SoakArgs {
     concurrency: usize,
     /// Faults to inject: all, none, or a comma-separated list of job-kill, oom, exit,
     /// launcher-sigkill, launcher-sigterm, launcher-sigint, proxy-drop, proxy-delay,
-    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, and the faults
+    /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, the faults
     /// aimed at one clean-up step each: cut-create, drop-remove, sigterm-in-create,
-    /// sigkill-after-start
+    /// sigkill-after-start, sigterm-after-start, and Slurm's scancel
     #[arg(long, default_value = "all")]
     faults: String,
     /// Seed of every random choice (which launch gets which fault, when, where)
@@ -100,6 +102,35 @@ pub struct SoakArgs {
     keep_id: bool,
 }
 
+/// An engine the soak drives: a test engine behind its API socket, or the Slurm cluster of
+/// `.ci/slurm-setup`, reached by its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoakEngine {
+    /// A test engine (Swarm aside).
+    Socket(TestEngine),
+    /// The Slurm cluster.
+    Slurm,
+}
+
+impl SoakEngine {
+    fn name(self) -> &'static str {
+        match self {
+            SoakEngine::Socket(e) => e.name(),
+            SoakEngine::Slurm => "slurm",
+        }
+    }
+}
+
+/// Parse `--engines` of the soak: a test engine's name, or `slurm`.
+fn parse_soak_engine(value: &str) -> Result<SoakEngine, String> {
+    if value == "slurm" {
+        return Ok(SoakEngine::Slurm);
+    }
+    crate::parse_engine(value)
+        .map(SoakEngine::Socket)
+        .map_err(|e| format!("{e}, slurm"))
+}
+
 /// VmRSS of this process, in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -127,6 +158,9 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
     let rss_start = rss_kib();
     if args.memory {
         for &engine in &args.engines {
+            let SoakEngine::Socket(engine) = engine else {
+                bail!("--memory: the in-process launches run on the socket engines only");
+            };
             memory::run(
                 engine,
                 args.launches,
@@ -156,6 +190,20 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
     let mut total = Tally::default();
     let mut isolation_failed = false;
     for (index, &engine) in args.engines.iter().enumerate() {
+        let engine = match engine {
+            SoakEngine::Socket(e) => e,
+            SoakEngine::Slurm => {
+                if args.isolation.is_some() {
+                    eprintln!("soak slurm: no isolation check (the socket engines only)");
+                }
+                let tally = rt.block_on(slurm::soak(args, &faults, &cli, &run_id, index as u64))?;
+                if args.launches > 0 {
+                    tally.print(engine.name());
+                }
+                total.add(&tally);
+                continue;
+            }
+        };
         let ctx = rt.block_on(Ctx::new(engine, index as u64, args, &faults, &cli, &run_id))?;
         if let Some(n) = args.isolation {
             let report = rt.block_on(isolation::run(&ctx, n))?;
@@ -165,7 +213,7 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
         }
         let tally = rt.block_on(ctx.soak(args))?;
         if args.launches > 0 {
-            tally.print(engine);
+            tally.print(engine.name());
         }
         total.add(&tally);
         ctx.teardown();
@@ -255,8 +303,7 @@ impl Tally {
         self.notes.extend(o.notes.iter().cloned());
     }
 
-    fn print(&self, engine: TestEngine) {
-        let name = engine.name();
+    fn print(&self, name: &str) {
         println!("{name}: {} launches", self.launches);
         println!("  {:<20} {:>6}  outcomes", "fault", "count");
         for (f, outs) in &self.outcomes {
@@ -329,17 +376,7 @@ impl Ctx {
             }
         }
         let full = if kept.contains(&Fault::FsFull) {
-            let w = dir.join("full");
-            std::fs::create_dir_all(&w)?;
-            crate::run_ok(
-                std::process::Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
-                    .arg(&w),
-            )?;
-            for d in ["startup", "local"] {
-                std::fs::create_dir_all(w.join(d))?;
-            }
-            Some(w)
+            Some(full_workspace(dir.join("full"))?)
         } else {
             None
         };
@@ -398,102 +435,30 @@ impl Ctx {
     }
 
     async fn soak(&self, args: &SoakArgs) -> Result<Tally> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let started = Instant::now();
-        let workers = (0..args.concurrency.max(1)).map(|_| {
-            let next = next.clone();
-            let tally = tally.clone();
-            async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let out_of_time = args
-                        .max_secs
-                        .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
-                    if i >= args.launches || out_of_time {
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    let record = self.launch(i as u64, args).await?;
-                    let bad = !record.leaked.is_empty()
-                        || record.left_dir.is_some()
-                        || record.lost.is_some()
-                        || record.hang
-                        || record.mismatch.is_some();
-                    if args.verbose || bad {
-                        eprintln!("soak {:?} #{i}: {}", self.engine, record.line());
-                    }
-                    let mut t = tally.lock().expect("tally");
-                    record.count(&mut t);
-                    if (i + 1).is_multiple_of(50) {
-                        eprintln!(
-                            "soak {:?}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
-                            self.engine,
-                            i + 1,
-                            started.elapsed().as_secs_f64(),
-                            t.leaked,
-                            t.lost,
-                            t.hangs,
-                            t.mismatches.len()
-                        );
-                    }
-                }
-            }
-        });
-        for r in futures_util::future::join_all(workers).await {
-            r?;
-        }
-        let mut t = std::mem::take(&mut *tally.lock().expect("tally"));
-        let gc_log = self.gc_log.lock().expect("gc log");
-        t.gc_removed = gc_log.len();
-        let killed = self.killed.lock().expect("killed");
-        let removed_by_launcher = self.removed_by_launcher.lock().expect("removed");
-        let prefix = format!("soak-{}-{}-", self.seed, self.index);
-        for (job, why) in gc_log.iter() {
-            let index = job
-                .strip_prefix(&prefix)
-                .and_then(|i| i.parse::<u64>().ok());
-            if index.is_some_and(|i| killed.contains(&i)) {
-                continue;
-            }
-            // gc listed the container while its launcher ran, and judged it once the launcher
-            // had removed it and exited: its removal found nothing (the engine's not-found
-            // counts as removed), so gc reports a removal that did not happen.
-            if index.is_some_and(|i| removed_by_launcher.contains(&i)) {
-                t.gc_phantoms += 1;
-                continue;
-            }
-            t.leaked += 1;
-            t.notes.push(format!(
-                "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
-            ));
-        }
+        let name = format!("{:?}", self.engine);
+        let mut t = launch_all(args, &name, |i| self.launch(i, args)).await?;
+        judge_gc_log(
+            &mut t,
+            &self.gc_log.lock().expect("gc log"),
+            &self.killed.lock().expect("killed"),
+            &self.removed_by_launcher.lock().expect("removed"),
+            &format!("soak-{}-{}-", self.seed, self.index),
+        );
         Ok(t)
     }
 
     /// One launch with its fault, and its checks.
     async fn launch(&self, i: u64, args: &SoakArgs) -> Result<Record> {
-        let mut rng = Rng::new(self.seed, self.index, i);
-        let fault = if args.each_fault_once && (i as usize) < self.faults.len() {
-            Some(self.faults[i as usize])
-        } else if !self.faults.is_empty() && rng.chance(args.fault_rate) {
-            Some(self.faults[rng.below(self.faults.len() as u64) as usize])
-        } else {
-            None
-        };
-        let exit = 1 + rng.below(100) as u8;
-        let pause_ms = rng.below(300);
-        let tail_ms = match fault {
-            Some(
-                Fault::LauncherSigkill
-                | Fault::LauncherSigterm
-                | Fault::LauncherSigint
-                | Fault::PodmanRestart
-                | Fault::JobKill
-                | Fault::SigkillAfterStart,
-            ) => 3000 + rng.below(2000),
-            _ => rng.below(200),
-        };
-        let delay = Duration::from_millis(rng.below(1500));
+        let (
+            Draw {
+                fault,
+                exit,
+                pause_ms,
+                tail_ms,
+                delay,
+            },
+            mut rng,
+        ) = Draw::new(self.seed, self.index, i, &self.faults, args);
         // Any request of a launch (version, image, create, archive, inspect, start, logs,
         // wait, remove: some 12 to 16); one past the last is counted as not reached.
         let at = 1 + rng.below(16) as usize;
@@ -609,14 +574,14 @@ impl Ctx {
                     signal(pid, libc_sig::TERM).await;
                     None
                 }
-                Some(Fault::SigkillAfterStart) => {
+                Some(f @ (Fault::SigkillAfterStart | Fault::SigtermAfterStart)) => {
                     if started_container(&events, Duration::from_secs(60))
                         .await
                         .is_none()
                     {
-                        return Some("sigkill-after-start: the container never started".to_owned());
+                        return Some(format!("{}: the container never started", f.id()));
                     }
-                    signal(pid, libc_sig::KILL).await;
+                    signal(pid, f.signal().expect("a signal")).await;
                     None
                 }
                 Some(f) if f.signal().is_some() => {
@@ -656,32 +621,16 @@ impl Ctx {
                 _ => None,
             }
         };
-        let hang = Duration::from_secs(args.hang_secs);
-        let (waited, outside_error) =
-            tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
-        let elapsed = t0.elapsed();
-        let mut record = Record {
+        let (mut record, code, sig) = await_launcher(
+            &mut child,
             fault,
-            outcome: String::new(),
-            leaked: Vec::new(),
-            lost: None,
-            hang: false,
-            fired: proxy.as_ref().is_none_or(Proxy::fired),
-            broke: proxy.as_ref().and_then(Proxy::broken_line),
-            left_dir: None,
-            left_for_gc: 0,
-            mismatch: outside_error,
-            elapsed,
-        };
-        let status = match waited {
-            Ok(s) => Some(s?),
-            Err(_) => {
-                record.hang = true;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                None
-            }
-        };
+            Duration::from_secs(args.hang_secs),
+            t0,
+            outside,
+        )
+        .await?;
+        record.fired = proxy.as_ref().is_none_or(Proxy::fired);
+        record.broke = proxy.as_ref().and_then(Proxy::broken_line);
         // A request the proxy held back reaches the engine after the launcher may have ended:
         // what it made must be there before this launch's leftovers are looked for.
         if let Some(p) = &proxy {
@@ -693,17 +642,6 @@ impl Ctx {
             }
         }
         drop(proxy);
-        use std::os::unix::process::ExitStatusExt;
-        let (code, sig) = match status {
-            Some(s) => (s.code(), s.signal()),
-            None => (None, None),
-        };
-        record.outcome = match (record.hang, code, sig) {
-            (true, ..) => "hang".to_owned(),
-            (_, Some(c), _) => format!("exit {c}"),
-            (_, None, Some(s)) => format!("signal {s}"),
-            _ => "unknown".to_owned(),
-        };
         // A launcher killed by a signal (or a hung one we killed) is followed by gc; what it
         // finds of this launch is counted, and kept as evidence. A launcher that ended with a
         // status (a SIGTERM or SIGINT it handled included) promised to leave nothing: what it
@@ -717,7 +655,14 @@ impl Ctx {
             let later = self.leftovers(&launch_label, false).await?.len();
             record.left_for_gc = now.max(later);
             if record.left_for_gc > 0 {
-                self.keep_evidence(i, &events, &stderr_path, "left-for-gc");
+                keep_evidence(
+                    &self.run,
+                    self.index,
+                    i,
+                    &events,
+                    &stderr_path,
+                    "left-for-gc",
+                );
             }
             if let Err(e) = self.gc().await {
                 record.mismatch = Some(format!("gc failed: {e:#}"));
@@ -735,46 +680,17 @@ impl Ctx {
             record.left_dir = Some(ws.join(&job).display().to_string());
         }
         if !record.leaked.is_empty() || record.left_dir.is_some() {
-            self.keep_evidence(i, &events, &stderr_path, "leaked");
+            keep_evidence(&self.run, self.index, i, &events, &stderr_path, "leaked");
         }
-        // Check the output of a job that exited 0.
-        let out = ws.join(&job).join(OUTPUT);
-        let written = std::fs::read(&out).ok();
-        if code == Some(0) && fault != Some(Fault::FsFull) {
-            match &written {
-                Some(bytes) if fault::checksum(bytes) == fault::checksum(data.as_bytes()) => {}
-                Some(bytes) => {
-                    record.lost = Some(format!(
-                        "{} holds {} bytes, checksum {:016x}, want {:016x}",
-                        out.display(),
-                        bytes.len(),
-                        fault::checksum(bytes),
-                        fault::checksum(data.as_bytes())
-                    ))
-                }
-                None => record.lost = Some(format!("{} is missing", out.display())),
-            }
-        }
-        if record.mismatch.is_none() {
-            record.mismatch = expected(Expect::of(fault, exit), code, sig, record.hang)
-                .err()
-                .or_else(|| {
-                    (code == Some(125) && written.is_some()).then(|| {
-                        "exit 125 (certainly not run), but the command wrote its output".to_owned()
-                    })
-                });
-        }
-        if let Some(m) = &mut record.mismatch {
-            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            *m = format!(
-                "#{i} {}: {m}; stderr: {}",
-                fault.map_or("none".to_owned(), Fault::id),
-                err.trim().replace('\n', " | ")
-            );
-        }
-        if record.hang {
-            record.mismatch.get_or_insert(format!("#{i}: hang"));
-        }
+        judge_end(
+            &mut record,
+            i,
+            &ws.join(&job).join(OUTPUT),
+            &data,
+            exit,
+            (code, sig),
+            &stderr_path,
+        );
         if events_seen.iter().any(|v| v["event"] == "removed") {
             self.removed_by_launcher.lock().expect("removed").insert(i);
         }
@@ -788,46 +704,12 @@ impl Ctx {
     /// time, as a site runs it: two at once race on the same orphan (see docs/reliability.md).
     async fn gc(&self) -> Result<()> {
         let _one = self.gc_lock.lock().await;
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(&self.cli)
-                .args(["gc", "--runtime", self.runtime_arg(), "--socket"])
-                .arg(self.gc_proxy.url())
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .context("gc did not end within 120 s")??;
-        if !out.status.success() {
-            bail!(
-                "gc exited {:?}: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        // `removed ID (job J): why`, one line per container removed.
-        let mut log = self.gc_log.lock().expect("gc log");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(rest) = line.strip_prefix("removed ") else {
-                continue;
-            };
-            let (job, why) = rest
-                .split_once(" (job ")
-                .and_then(|(_, r)| r.split_once("): "))
-                .unwrap_or(("?", rest));
-            log.push((job.to_owned(), why.to_owned()));
-        }
+        let mut cmd = tokio::process::Command::new(&self.cli);
+        cmd.args(["gc", "--runtime", self.runtime_arg(), "--socket"])
+            .arg(self.gc_proxy.url());
+        let removed = run_gc(cmd).await?;
+        self.gc_log.lock().expect("gc log").extend(removed);
         Ok(())
-    }
-
-    /// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
-    fn keep_evidence(&self, i: u64, events: &Path, stderr: &Path, what: &str) {
-        let dir = std::env::temp_dir().join("mp-soak-evidence");
-        let _ = std::fs::create_dir_all(&dir);
-        let stem = format!("{}-{}-{i}-{what}", self.run, self.index);
-        let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
-        let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
     }
 
     /// Containers still carrying this launch's label; with `remove`, removed too.
@@ -860,6 +742,80 @@ impl Ctx {
 }
 
 pub use crate::connect;
+
+/// What one launch draws from the seed, on every engine: its fault, the command's own exit
+/// status, the pauses of its script and when an outside fault comes.
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    fault: Option<Fault>,
+    exit: u8,
+    pause_ms: u64,
+    tail_ms: u64,
+    delay: Duration,
+}
+
+impl Draw {
+    /// The draw of launch `i` on engine `index`, and the generator for any further draws.
+    fn new(seed: u64, index: u64, i: u64, faults: &[Fault], args: &SoakArgs) -> (Draw, Rng) {
+        let mut rng = Rng::new(seed, index, i);
+        let fault = if args.each_fault_once && (i as usize) < faults.len() {
+            Some(faults[i as usize])
+        } else if !faults.is_empty() && rng.chance(args.fault_rate) {
+            Some(faults[rng.below(faults.len() as u64) as usize])
+        } else {
+            None
+        };
+        let exit = 1 + rng.below(100) as u8;
+        let pause_ms = rng.below(300);
+        let tail_ms = match fault {
+            Some(
+                Fault::LauncherSigkill
+                | Fault::LauncherSigterm
+                | Fault::LauncherSigint
+                | Fault::PodmanRestart
+                | Fault::JobKill
+                | Fault::SigkillAfterStart
+                | Fault::SigtermAfterStart
+                | Fault::Scancel,
+            ) => 3000 + rng.below(2000),
+            _ => rng.below(200),
+        };
+        let delay = Duration::from_millis(rng.below(1500));
+        (
+            Draw {
+                fault,
+                exit,
+                pause_ms,
+                tail_ms,
+                delay,
+            },
+            rng,
+        )
+    }
+}
+
+/// `w` made a workspace on a 1 MiB tmpfs (fs-full), its `startup` and `local` in it.
+fn full_workspace(w: PathBuf) -> Result<PathBuf> {
+    std::fs::create_dir_all(&w)?;
+    crate::run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"])
+            .arg(&w),
+    )?;
+    for d in ["startup", "local"] {
+        std::fs::create_dir_all(w.join(d))?;
+    }
+    Ok(w)
+}
+
+/// Copy a launch's events and stderr to /tmp/mp-soak-evidence.
+fn keep_evidence(run: &str, index: u64, i: u64, events: &Path, stderr: &Path, what: &str) {
+    let dir = std::env::temp_dir().join("mp-soak-evidence");
+    let _ = std::fs::create_dir_all(&dir);
+    let stem = format!("{run}-{index}-{i}-{what}");
+    let _ = std::fs::copy(events, dir.join(format!("{stem}.events.jsonl")));
+    let _ = std::fs::copy(stderr, dir.join(format!("{stem}.stderr.txt")));
+}
 
 /// Send `sig` to `pid`.
 async fn signal(pid: u32, sig: i32) {
@@ -921,6 +877,218 @@ fn ended_before_the_command(events: &[serde_json::Value]) -> bool {
         .iter()
         .rfind(|v| matches!(v["event"].as_str(), Some("failed" | "cancelled")))
         .is_some_and(|v| v["command_ran"] == serde_json::Value::Bool(false))
+}
+
+/// Judge what `gc` removed (`gc_log`: job, why) once every launch has ended: a removal of a
+/// job whose launcher was killed is gc's work; one whose launcher removed it itself is a
+/// phantom (gc listed it while its launcher ran); any other is a leak that gc happened to
+/// clean. `prefix` is the soak's job name without the launch's index.
+fn judge_gc_log(
+    t: &mut Tally,
+    gc_log: &[(String, String)],
+    killed: &std::collections::BTreeSet<u64>,
+    removed_by_launcher: &std::collections::BTreeSet<u64>,
+    prefix: &str,
+) {
+    t.gc_removed = gc_log.len();
+    for (job, why) in gc_log {
+        let index = job.strip_prefix(prefix).and_then(|i| i.parse::<u64>().ok());
+        if index.is_some_and(|i| killed.contains(&i)) {
+            continue;
+        }
+        // gc listed the container while its launcher ran, and judged it once the launcher
+        // had removed it and exited: its removal found nothing (the engine's not-found
+        // counts as removed), so gc reports a removal that did not happen.
+        if index.is_some_and(|i| removed_by_launcher.contains(&i)) {
+            t.gc_phantoms += 1;
+            continue;
+        }
+        t.leaked += 1;
+        t.notes.push(format!(
+            "LEAKED job {job}: its launcher was not killed and did not remove its container, which gc removed ({why})"
+        ));
+    }
+}
+
+/// Run `launch(i)` for `args.launches` launches, `args.concurrency` at a time (none started
+/// after `args.max_secs`), and count their records; `name` is the engine's, for the lines on
+/// stderr (every launch with `--verbose`, each bad one, and every 50th).
+async fn launch_all<F, Fut>(args: &SoakArgs, name: &str, launch: F) -> Result<Tally>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Record>>,
+{
+    let next = AtomicUsize::new(0);
+    let tally = Mutex::new(Tally::default());
+    let started = Instant::now();
+    let workers = (0..args.concurrency.max(1)).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let out_of_time = args
+                .max_secs
+                .is_some_and(|m| started.elapsed() >= Duration::from_secs(m));
+            if i >= args.launches || out_of_time {
+                return Ok::<(), anyhow::Error>(());
+            }
+            let record = launch(i as u64).await?;
+            let bad = !record.leaked.is_empty()
+                || record.left_dir.is_some()
+                || record.lost.is_some()
+                || record.hang
+                || record.mismatch.is_some();
+            if args.verbose || bad {
+                eprintln!("soak {name} #{i}: {}", record.line());
+            }
+            let mut t = tally.lock().expect("tally");
+            record.count(&mut t);
+            if (i + 1).is_multiple_of(50) {
+                eprintln!(
+                    "soak {name}: {} launches, {:.0}s, leaked {}, lost {}, hangs {}, mismatches {}",
+                    i + 1,
+                    started.elapsed().as_secs_f64(),
+                    t.leaked,
+                    t.lost,
+                    t.hangs,
+                    t.mismatches.len()
+                );
+            }
+        }
+    });
+    for r in futures_util::future::join_all(workers).await {
+        r?;
+    }
+    Ok(tally.into_inner().expect("tally"))
+}
+
+/// Wait for a launcher at most `hang` while `outside` injects the launch's fault (what it
+/// could not do is the record's first mismatch); a launcher still running then is killed and
+/// counted as a hang. The launch's record so far, and the launcher's exit code or signal.
+async fn await_launcher(
+    child: &mut tokio::process::Child,
+    fault: Option<Fault>,
+    hang: Duration,
+    t0: Instant,
+    outside: impl std::future::Future<Output = Option<String>>,
+) -> Result<(Record, Option<i32>, Option<i32>)> {
+    let (waited, outside_error) = tokio::join!(tokio::time::timeout(hang, child.wait()), outside);
+    let mut record = Record {
+        fault,
+        outcome: String::new(),
+        leaked: Vec::new(),
+        lost: None,
+        hang: false,
+        fired: true,
+        broke: None,
+        left_dir: None,
+        left_for_gc: 0,
+        mismatch: outside_error,
+        elapsed: t0.elapsed(),
+    };
+    let status = match waited {
+        Ok(s) => Some(s?),
+        Err(_) => {
+            record.hang = true;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            None
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let (code, sig) = match status {
+        Some(s) => (s.code(), s.signal()),
+        None => (None, None),
+    };
+    record.outcome = match (record.hang, code, sig) {
+        (true, ..) => "hang".to_owned(),
+        (_, Some(c), _) => format!("exit {c}"),
+        (_, None, Some(s)) => format!("signal {s}"),
+        _ => "unknown".to_owned(),
+    };
+    Ok((record, code, sig))
+}
+
+/// Run `mount-plan gc` (`cmd`, its arguments given) within 120 s; what it removed.
+async fn run_gc(mut cmd: tokio::process::Command) -> Result<Vec<(String, String)>> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        cmd.stdin(Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .context("gc did not end within 120 s")??;
+    if !out.status.success() {
+        bail!(
+            "gc exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(gc_removals(&out.stdout))
+}
+
+/// Parse `mount-plan gc`'s output: `removed ID (job J): why`, one line per container removed.
+fn gc_removals(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("removed ")?;
+            let (job, why) = rest
+                .split_once(" (job ")
+                .and_then(|(_, r)| r.split_once("): "))
+                .unwrap_or(("?", rest));
+            Some((job.to_owned(), why.to_owned()))
+        })
+        .collect()
+}
+
+/// The checks of a launch's end: the output of a job that exited 0 (`out` must hold `data`),
+/// and whether the launcher's end is one its fault allows; a mismatch gets the launcher's
+/// stderr.
+fn judge_end(
+    record: &mut Record,
+    i: u64,
+    out: &Path,
+    data: &str,
+    exit: u8,
+    (code, sig): (Option<i32>, Option<i32>),
+    stderr_path: &Path,
+) {
+    let fault = record.fault;
+    let written = std::fs::read(out).ok();
+    if code == Some(0) && fault != Some(Fault::FsFull) {
+        match &written {
+            Some(bytes) if fault::checksum(bytes) == fault::checksum(data.as_bytes()) => {}
+            Some(bytes) => {
+                record.lost = Some(format!(
+                    "{} holds {} bytes, checksum {:016x}, want {:016x}",
+                    out.display(),
+                    bytes.len(),
+                    fault::checksum(bytes),
+                    fault::checksum(data.as_bytes())
+                ))
+            }
+            None => record.lost = Some(format!("{} is missing", out.display())),
+        }
+    }
+    if record.mismatch.is_none() {
+        record.mismatch = expected(Expect::of(fault, exit), code, sig, record.hang)
+            .err()
+            .or_else(|| {
+                (code == Some(125) && written.is_some()).then(|| {
+                    "exit 125 (certainly not run), but the command wrote its output".to_owned()
+                })
+            });
+    }
+    if let Some(m) = &mut record.mismatch {
+        let err = std::fs::read_to_string(stderr_path).unwrap_or_default();
+        *m = format!(
+            "#{i} {}: {m}; stderr: {}",
+            fault.map_or("none".to_owned(), Fault::id),
+            err.trim().replace('\n', " | ")
+        );
+    }
+    if record.hang {
+        record.mismatch.get_or_insert(format!("#{i}: hang"));
+    }
 }
 
 /// Whether the launcher's end is one the fault allows.
