@@ -108,6 +108,11 @@ def test_side_by_side_with_flares_launcher(docker_client, probe_image, network, 
         assert env["NVFLARE_JOB_AUTH_TOKEN"] == "token-1"
         flare_mounts = {m["Target"]: m for m in want["mounts"]}
         ours = {m["Target"]: m for m in host["Mounts"]}
+        # The contract adds one mount: the in-container gate, bound read-only from its
+        # checked host copy, outside the workspace view.
+        gate = ours.pop("/.mount-plan/gate")
+        assert gate["Type"] == "bind" and gate["ReadOnly"], gate
+        assert os.path.basename(gate["Source"]).startswith("gate-"), gate
         assert set(ours) == set(flare_mounts)
         for target, m in flare_mounts.items():
             o = ours[target]
