@@ -156,7 +156,8 @@ fn flags_of(options: &[String]) -> MountFlags {
 
 /// What the bundle's `config.json` asks runc to do, as the audit reads a container. The
 /// special filesystems (`/proc`, `/dev`, `/sys`...) are runc's, as on every engine, and are
-/// not reported; the gate's bind is the lifecycle's and not reported either.
+/// not reported. The gate's bind is reported: the audit requires it read-only and from the
+/// gate on the nodes ([`mount_plan_launch::Engine::gate_source`]).
 pub fn observe(
     id: &str,
     name: &str,
@@ -174,10 +175,7 @@ pub fn observe(
         let kind = m["type"].as_str().unwrap_or("").to_owned();
         let options = strings(&m["options"]);
         let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if target == mount_plan_launch::gate::GATE_PATH
-            || special.contains(&kind.as_str())
-            || target.starts_with("/dev")
-        {
+        if special.contains(&kind.as_str()) || target.starts_with("/dev") {
             continue;
         }
         if is_bind {
@@ -323,5 +321,51 @@ mod tests {
         assert_eq!(o.namespaces.network, "host");
         assert_eq!(o.cap_bounding, Some(vec!["CAP_MKNOD".to_owned()]));
         assert!(!o.no_new_privileges);
+    }
+
+    /// The gate's bind is reported as written, so that the audit sees a writable gate or one
+    /// bound from another file than the gate on the nodes.
+    #[test]
+    fn the_gate_bind_is_reported_for_the_audit() {
+        use mount_plan_launch::gate::GATE_PATH;
+        let config = |source: &str, ro: &str| {
+            serde_json::json!({
+                "process": {"cwd": "/w/j"},
+                "mounts": [
+                    {"destination": GATE_PATH, "type": "bind", "source": source, "options": ["bind", ro, "private"]},
+                ],
+            })
+        };
+        let on_nodes = mount_plan_launch::gate::GATE_ON_NODES;
+        let o = observe(
+            "1",
+            "n",
+            "i",
+            BTreeMap::new(),
+            None,
+            &config(on_nodes, "ro"),
+        );
+        assert_eq!(o.binds.len(), 1, "{o:?}");
+        assert!(o.binds[0].read_only && o.binds[0].target == GATE_PATH);
+        assert!(mount_plan_spec::audit_gate_bind(&o, on_nodes).is_empty());
+        let o = observe(
+            "1",
+            "n",
+            "i",
+            BTreeMap::new(),
+            None,
+            &config("/tmp/evil", "ro"),
+        );
+        let d = mount_plan_spec::audit_gate_bind(&o, on_nodes);
+        assert!(format!("{d:?}").contains("/tmp/evil"), "{d:?}");
+        let o = observe(
+            "1",
+            "n",
+            "i",
+            BTreeMap::new(),
+            None,
+            &config(on_nodes, "rw"),
+        );
+        assert!(!o.binds[0].read_only);
     }
 }

@@ -211,6 +211,12 @@ impl Engine for SwarmEngine {
         }
     }
 
+    /// The gate on the nodes (`with_gate_on_nodes`): the audit requires the service's bind at
+    /// the gate's path to come from exactly there.
+    fn gate_source(&self) -> Option<String> {
+        Some(self.gate_on_nodes.clone())
+    }
+
     /// Create the service with no replica: nothing runs until `start`.
     async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
         let plan = request.plan.plan();
