@@ -1,7 +1,8 @@
 //! What only the Slurm cluster of `.ci/slurm-setup` can show: a job pinned to each compute
 //! node runs there with its exit status back, a launch cancelled by its launcher and a job
-//! cancelled from outside (`scancel`) both stop on the node, and `gc` collects the jobs whose
-//! launcher is gone (a SIGKILLed launcher leaves exactly that). After each: nothing of the
+//! cancelled from outside (`scancel`) both stop on the node, `gc` collects the jobs whose
+//! launcher is gone (a SIGKILLed launcher leaves exactly that), and `doctor` checks every node
+//! from the node. After each: nothing of the
 //! test in the queue, no bundle on the shared filesystem, no container in the nodes' runc.
 //!
 //! Needs the cluster (`bash .ci/slurm-setup`), root and Docker (the probe image is unpacked
@@ -176,6 +177,73 @@ async fn slurm_gc_removes_only_jobs_whose_launcher_is_gone() {
     slurm::assert_nothing_left(&cluster, &engine, &run).await;
 }
 
+/// `doctor`'s site checks on the real cluster, each looked at from the node: every node runs
+/// a step, its oci.conf execs runc, runc's version is read, it reads back the launcher's
+/// token from the shared directory and sees the workspace there as the same directory. A
+/// workspace of this host that the nodes do not have fails `node-workspace` on each of them,
+/// and the rest still passes. No doctor job stays in the queue.
+async fn slurm_doctor_checks_every_node_from_the_node() {
+    use mount_plan_launch::CheckOutcome;
+    use mount_plan_slurm::doctor;
+    let Some(cluster) = slurm::cluster() else {
+        return;
+    };
+    let engine = slurm::engine(&cluster).await;
+    let ws = SharedWorkspace::new(&cluster.config.shared.join("work"), &["doctor"]);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    for (workspace, seen) in [(ws.w(), true), (elsewhere.path(), false)] {
+        let checks = engine
+            .site_checks(Some(workspace))
+            .await
+            .expect("site checks");
+        for node in &cluster.nodes {
+            for rule in [
+                doctor::RULE_STEP,
+                doctor::RULE_OCI_CONF,
+                doctor::RULE_OCI_EXEC,
+                doctor::RULE_RUNTIME,
+                doctor::RULE_SHARED,
+                doctor::RULE_WORKSPACE,
+            ] {
+                let found: Vec<_> = checks
+                    .iter()
+                    .filter(|c| c.place == *node && c.rule == rule)
+                    .collect();
+                assert_eq!(found.len(), 1, "{rule} on {node}: {checks:#?}");
+                let want = if rule == doctor::RULE_WORKSPACE && !seen {
+                    CheckOutcome::Failed
+                } else {
+                    CheckOutcome::Passed
+                };
+                assert_eq!(found[0].outcome, want, "{:?}", found[0]);
+            }
+            let runtime = checks
+                .iter()
+                .find(|c| c.place == *node && c.rule == doctor::RULE_RUNTIME)
+                .unwrap();
+            assert!(
+                runtime.detail.starts_with("runc version")
+                    && runtime.detail.contains("CVE-2024-21626"),
+                "{runtime:?}"
+            );
+        }
+        assert_eq!(checks.len(), 6 * cluster.nodes.len(), "{checks:#?}");
+    }
+    let queued = support::run(&mut cluster.command(&["squeue", "--noheader", "--format=%i %j"]))
+        .unwrap_or_default();
+    assert!(!queued.contains("doctor.mount-plan"), "{queued}");
+    let tokens: Vec<_> = fs::read_dir(&cluster.config.shared)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".mount-plan-doctor-")
+        })
+        .collect();
+    assert!(tokens.is_empty(), "{tokens:?}");
+}
+
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const SLURM: &[Need] = &[Need::Slurm, Need::Root, Need::Busybox, Need::Docker];
@@ -203,6 +271,12 @@ fn main() {
             "slurm_gc_removes_only_jobs_whose_launcher_is_gone",
             SLURM,
             slurm_gc_removes_only_jobs_whose_launcher_is_gone,
+        ),
+        harness::tokio(
+            Runtime::Workers(2),
+            "slurm_doctor_checks_every_node_from_the_node",
+            SLURM,
+            slurm_doctor_checks_every_node_from_the_node,
         ),
     ]);
 }

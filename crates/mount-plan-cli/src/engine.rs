@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use mount_plan_launch::{
-    audit, duration_whole_secs, Availability, CancelToken, Class, Engine, Event, GcOptions, Keep,
-    LaunchError, LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
+    audit, duration_whole_secs, Availability, CancelToken, CheckOutcome, Class, Engine, Event,
+    GcOptions, Keep, LaunchError, LaunchOptions, LogChunk, Observer, OutputStream, Verdict,
 };
 use mount_plan_run::{Endpoint, LaunchRequest};
 
@@ -665,6 +665,40 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
         }
         for w in &report.warnings {
             writeln!(out, "warning: {w}")?;
+        }
+        // Where jobs run on other machines (Slurm's nodes): what each of them runs and sees.
+        let site = match engine.site_checks(cmd.workspace.as_deref()).await {
+            Ok(checks) => checks,
+            Err(e) => {
+                writeln!(out, "site:     could not be checked: {e}")?;
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if !site.is_empty() {
+            writeln!(out, "site:")?;
+        }
+        for c in &site {
+            writeln!(
+                out,
+                "  {:<16} {:<15} {:<11} {}",
+                c.place,
+                c.rule,
+                c.outcome.to_string(),
+                c.detail
+            )?;
+        }
+        let site_failed: Vec<String> = site
+            .iter()
+            .filter(|c| c.outcome == CheckOutcome::Failed)
+            .map(|c| format!("{} on {}", c.rule, c.place))
+            .collect();
+        if !site_failed.is_empty() {
+            writeln!(
+                out,
+                "the default plan cannot be honoured on the site: {} failed",
+                site_failed.join(", ")
+            )?;
+            return Ok(ExitCode::from(1));
         }
         let unmet = report.unmet(&plan, &accepted, &required);
         if unmet.is_empty() {

@@ -171,4 +171,50 @@ pub trait Engine: Send + Sync + fmt::Debug {
     fn gate_source(&self) -> Option<String> {
         None
     }
+
+    /// What `mount-plan doctor` checks beyond [`Engine::report`] where the job runs on other
+    /// machines than the launcher's (Slurm's compute nodes): each check on each machine, looked
+    /// at from there. `workspace`: also whether those machines see this workspace at the same
+    /// path. Default: nothing to check (the engine's own answers are the report).
+    async fn site_checks(
+        &self,
+        workspace: Option<&std::path::Path>,
+    ) -> Result<Vec<SiteCheck>, LaunchError> {
+        let _ = workspace;
+        Ok(Vec::new())
+    }
+}
+
+/// One check `mount-plan doctor` made on one machine of the site ([`Engine::site_checks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteCheck {
+    /// Where it was made (a node's name).
+    pub place: String,
+    /// The rule checked (an id unique within its backend, `node-shared`).
+    pub rule: &'static str,
+    /// What was found.
+    pub outcome: CheckOutcome,
+    /// What was seen, and for a failure what it breaks.
+    pub detail: String,
+}
+
+/// The outcome of one [`SiteCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// It holds.
+    Passed,
+    /// It does not: a launch there would be refused or would break a promise.
+    Failed,
+    /// It could not be looked at (a node down, busy, or a check that needs another first).
+    NotChecked,
+}
+
+impl fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckOutcome::Passed => "ok",
+            CheckOutcome::Failed => "FAILED",
+            CheckOutcome::NotChecked => "not checked",
+        })
+    }
 }

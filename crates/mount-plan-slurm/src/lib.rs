@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod doctor;
 pub mod image;
 pub mod observe;
 
@@ -49,8 +50,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan_launch::identity::LABEL_LAUNCH;
 use mount_plan_launch::{
-    Availability, CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError,
-    LaunchId, Listed, LogChunk, LogStream, ObservedContainer, OutputStream, Protection, Removal,
+    Availability, CheckOutcome, CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus,
+    LaunchError, LaunchId, Listed, LogChunk, LogStream, ObservedContainer, OutputStream,
+    Protection, Removal, SiteCheck,
 };
 use serde_json::Value;
 
@@ -190,6 +192,17 @@ impl SlurmEngine {
     /// lost answer (the caller cannot know whether it took effect); a command that ran and
     /// failed is an answer (`ok: false`).
     async fn run(&self, op: &'static str, words: &[&str]) -> Result<Answer, LaunchError> {
+        self.run_with_input(op, words, None).await
+    }
+
+    /// [`SlurmEngine::run`], with `input` on the command's standard input (`srun` gives it to
+    /// its task).
+    async fn run_with_input(
+        &self,
+        op: &'static str,
+        words: &[&str],
+        input: Option<&str>,
+    ) -> Result<Answer, LaunchError> {
         let mut all: Vec<&str> = self
             .config
             .command_prefix
@@ -197,17 +210,28 @@ impl SlurmEngine {
             .map(String::as_str)
             .collect();
         all.extend_from_slice(words);
-        let output = tokio::process::Command::new(all[0])
+        let lost = |e: std::io::Error| LaunchError::AnswerLost {
+            op,
+            container: String::new(),
+            source: format!("slurm rule `command`: cannot run {}: {e}", all.join(" ")).into(),
+        };
+        let mut child = tokio::process::Command::new(all[0])
             .args(&all[1..])
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| LaunchError::AnswerLost {
-                op,
-                container: String::new(),
-                source: format!("slurm rule `command`: cannot run {}: {e}", all.join(" ")).into(),
-            })?;
+            .spawn()
+            .map_err(lost)?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(text.as_bytes()).await.map_err(lost)?;
+        }
+        let output = child.wait_with_output().await.map_err(lost)?;
         Ok(Answer {
             ok: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -353,6 +377,112 @@ impl Engine for SlurmEngine {
                 "the job's environment includes Slurm's SLURM_* variables".into(),
             ],
         }
+    }
+
+    /// The gate on the nodes ([`SlurmConfig::gate_on_nodes`]): the audit requires the bundle's
+    /// bind at the gate's path to come from exactly there.
+    fn gate_source(&self) -> Option<String> {
+        Some(self.config.gate_on_nodes.clone())
+    }
+
+    /// Each usable node runs a one-task step (`srun --nodelist=NODE sh -s`, the script of
+    /// [`doctor`] on its standard input) that prints what its `oci.conf` runs, that runtime's
+    /// version, whether it reads back a token written here into the shared directory, and
+    /// the workspace's inode and modification time; [`doctor::judge`] decides. A node that
+    /// is down or drained is not checked; a step that did not run within 30 s fails
+    /// `node-step`.
+    async fn site_checks(&self, workspace: Option<&Path>) -> Result<Vec<SiteCheck>, LaunchError> {
+        let sinfo = self
+            .run("doctor", &["sinfo", "-h", "-N", "-o", "%N|%P|%t"])
+            .await?;
+        if !sinfo.ok {
+            return Err(LaunchError::Engine {
+                op: "doctor",
+                container: String::new(),
+                source: format!("sinfo: {}", sinfo.stderr.trim()).into(),
+            });
+        }
+        let nodes = doctor::parse_nodes(&sinfo.stdout, self.config.partition.as_deref());
+        let shared = self.config.shared.display().to_string();
+        let token_file = tempfile::Builder::new()
+            .prefix(".mount-plan-doctor-")
+            .tempfile_in(&self.config.shared)
+            .map_err(io_err("doctor", &self.config.shared))?;
+        let token = format!("{} {}", token_file.path().display(), std::process::id());
+        std::fs::write(token_file.path(), &token).map_err(io_err("doctor", token_file.path()))?;
+        let here = match workspace {
+            Some(w) => {
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::symlink_metadata(w).map_err(io_err("doctor", w))?;
+                Some((
+                    w.display().to_string(),
+                    format!("{} {}", m.ino(), m.mtime()),
+                ))
+            }
+            None => None,
+        };
+        let expected = doctor::Expected {
+            shared: &shared,
+            token: &token,
+            workspace: here.as_ref().map(|(w, h)| (w.as_str(), h.as_str())),
+        };
+        let script = doctor::node_script(
+            &token_file.path().display().to_string(),
+            here.as_ref().map(|(w, _)| w.as_str()),
+        );
+        let steps = nodes.iter().map(|node| async {
+            if !node.usable() {
+                return vec![SiteCheck {
+                    place: node.name.clone(),
+                    rule: doctor::RULE_STEP,
+                    outcome: CheckOutcome::NotChecked,
+                    detail: format!("state {}: no step runs there", node.state),
+                }];
+            }
+            let nodelist = format!("--nodelist={}", node.name);
+            let partition = format!("--partition={}", node.partition);
+            let words = [
+                "srun",
+                nodelist.as_str(),
+                partition.as_str(),
+                "--nodes=1",
+                "--ntasks=1",
+                "--time=1",
+                "--immediate=30",
+                "--job-name=doctor.mount-plan",
+                "--quiet",
+                "sh",
+                "-s",
+            ];
+            match self.run_with_input("doctor", &words, Some(&script)).await {
+                Ok(a) if a.ok => {
+                    let mut checks = vec![SiteCheck {
+                        place: node.name.clone(),
+                        rule: doctor::RULE_STEP,
+                        outcome: CheckOutcome::Passed,
+                        detail: format!("a step ran in partition {}", node.partition),
+                    }];
+                    checks.extend(doctor::judge(
+                        &node.name,
+                        &doctor::NodeView::parse(&a.stdout),
+                        &expected,
+                    ));
+                    checks
+                }
+                failed => vec![SiteCheck {
+                    place: node.name.clone(),
+                    rule: doctor::RULE_STEP,
+                    outcome: CheckOutcome::Failed,
+                    detail: match failed {
+                        Ok(a) => format!("srun failed: {}", a.stderr.trim()),
+                        Err(e) => e.to_string(),
+                    },
+                }],
+            }
+        });
+        let checks = futures_util::future::join_all(steps).await;
+        drop(token_file);
+        Ok(checks.into_iter().flatten().collect())
     }
 
     /// Write the bundle and submit the job held: nothing runs until `start`.
