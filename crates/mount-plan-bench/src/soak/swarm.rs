@@ -50,30 +50,19 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn find() -> Result<Cluster> {
-        let setting = mount_plan_testkit::harness::swarm_setting;
-        let get = |k: &str| {
-            setting(k).with_context(|| {
-                format!(
-                    "{k} is not set: run `bash .ci/swarm-setup` (it writes /tmp/mount-plan-swarm/env)"
-                )
-            })
-        };
-        let hostnames = get("MOUNT_PLAN_SWARM_WORKERS")?;
-        let sockets = get("MOUNT_PLAN_SWARM_WORKER_SOCKETS")?;
-        let workers: Vec<Worker> = hostnames
-            .split_whitespace()
-            .zip(sockets.split_whitespace())
-            .map(|(h, s)| Worker {
-                hostname: h.to_owned(),
-                socket: s.to_owned(),
-            })
+        let workdir = mount_plan_testkit::harness::swarm_setting("MOUNT_PLAN_SWARM_WORKDIR")
+            .context("MOUNT_PLAN_SWARM_WORKDIR is not set: run `bash .ci/swarm-setup` (it writes /tmp/mount-plan-swarm/env)")?;
+        let workers: Vec<Worker> = mount_plan_testkit::harness::swarm_workers()
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .map(|(hostname, socket)| Worker { hostname, socket })
             .collect();
         if workers.is_empty() {
             bail!("MOUNT_PLAN_SWARM_WORKERS names no worker");
         }
         Ok(Cluster {
             workers,
-            workdir: PathBuf::from(get("MOUNT_PLAN_SWARM_WORKDIR")?),
+            workdir: PathBuf::from(workdir),
         })
     }
 
