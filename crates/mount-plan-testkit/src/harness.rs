@@ -239,6 +239,22 @@ pub fn swarm_setting(key: &str) -> Option<String> {
     setup_setting("MOUNT_PLAN_SWARM_DIR", "/tmp/mount-plan-swarm", key)
 }
 
+/// The workers of `.ci/swarm-setup`, each as (its node hostname, which is also its
+/// container's name on this machine; its own engine's socket), from
+/// `MOUNT_PLAN_SWARM_WORKERS` and `MOUNT_PLAN_SWARM_WORKER_SOCKETS` (same order); or why they
+/// are unknown.
+pub fn swarm_workers() -> Result<Vec<(String, String)>, String> {
+    let hint = "run `bash .ci/swarm-setup` (it writes /tmp/mount-plan-swarm/env)";
+    let get = |k: &str| swarm_setting(k).ok_or_else(|| format!("{k} is not set: {hint}"));
+    let hostnames = get("MOUNT_PLAN_SWARM_WORKERS")?;
+    let sockets = get("MOUNT_PLAN_SWARM_WORKER_SOCKETS")?;
+    Ok(hostnames
+        .split_whitespace()
+        .zip(sockets.split_whitespace())
+        .map(|(h, s)| (h.to_owned(), s.to_owned()))
+        .collect())
+}
+
 /// A setting of `.ci/slurm-setup`, as [`podman_setting`] (`$MOUNT_PLAN_SLURM_DIR/env`,
 /// default `/tmp/mp-slurm/env`).
 pub fn slurm_setting(key: &str) -> Option<String> {

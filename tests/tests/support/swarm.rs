@@ -100,15 +100,9 @@ pub fn setting(key: &str) -> Option<String> {
 fn lookup() -> Result<Cluster, String> {
     let hint = "run `bash .ci/swarm-setup` (it writes /tmp/mount-plan-swarm/env)";
     let get = |k: &str| setting(k).ok_or_else(|| format!("{k} is not set: {hint}"));
-    let hostnames = get("MOUNT_PLAN_SWARM_WORKERS")?;
-    let sockets = get("MOUNT_PLAN_SWARM_WORKER_SOCKETS")?;
-    let workers: Vec<Worker> = hostnames
-        .split_whitespace()
-        .zip(sockets.split_whitespace())
-        .map(|(h, s)| Worker {
-            hostname: h.to_owned(),
-            socket: s.to_owned(),
-        })
+    let workers: Vec<Worker> = mount_plan_testkit::harness::swarm_workers()?
+        .into_iter()
+        .map(|(hostname, socket)| Worker { hostname, socket })
         .collect();
     if workers.len() < 2 {
         return Err(format!("two workers are needed, the env names {workers:?}"));

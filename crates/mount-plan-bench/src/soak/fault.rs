@@ -8,7 +8,8 @@ use crate::TestEngine;
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
 pub enum Fault {
-    /// The job's container is killed with SIGKILL while it runs (through the engine API).
+    /// The job's container is killed with SIGKILL while it runs (through the engine API; on
+    /// Swarm through the engine of the worker that runs it).
     JobKill,
     /// The job outgrows its memory limit and the kernel's OOM killer ends it.
     Oom,
@@ -53,10 +54,13 @@ pub enum Fault {
     /// Slurm only: the job is cancelled from outside (`scancel JOBID`, as a site's operator or
     /// the user would) while it runs.
     Scancel,
+    /// Swarm only: the engine of the worker running the job (the dockerd inside the worker's
+    /// container, never this machine's) is restarted while the job runs.
+    WorkerRestart,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 19] = [
+    pub const ALL: [Fault; 20] = [
         Fault::JobKill,
         Fault::Oom,
         Fault::Exit,
@@ -76,6 +80,7 @@ impl Fault {
         Fault::SigkillAfterStart,
         Fault::SigtermAfterStart,
         Fault::Scancel,
+        Fault::WorkerRestart,
     ];
 
     /// The id used on the command line and in the report.
@@ -92,21 +97,26 @@ impl Fault {
             engine,
             TestEngine::PodmanRootful | TestEngine::PodmanRootless
         );
+        let swarm = engine == TestEngine::Swarm;
         match self {
             Fault::Scancel => Some("scancel is Slurm's; an engine's own kill is job-kill"),
             // A socket engine's launch takes well under a second, so launcher-sigterm already
             // lands while the container runs; kept out of the CI gate's draw (which would
-            // change with it).
-            Fault::SigtermAfterStart => {
+            // change with it). A Swarm launch takes over a second to start its task.
+            Fault::SigtermAfterStart if !swarm => {
                 Some("launcher-sigterm already lands once the container runs on this engine")
             }
+            Fault::WorkerRestart if !swarm => Some("only a Swarm worker's engine is restarted"),
             Fault::PodmanRestart if !podman_here => {
                 Some("only this machine's Podman services are restarted")
             }
             // The rootless service's namespace keeps the host mounts of when its pause
             // process started (README, limits): a tmpfs mounted now is not seen there.
             Fault::FsFull
-                if engine != TestEngine::Docker && engine != TestEngine::PodmanRootful =>
+                if !matches!(
+                    engine,
+                    TestEngine::Docker | TestEngine::PodmanRootful | TestEngine::Swarm
+                ) =>
             {
                 Some("the engine does not see a tmpfs mounted after it started")
             }
@@ -132,11 +142,18 @@ impl Fault {
                 "it breaks a request on an engine socket, and the Slurm backend runs commands (the lost sbatch answer is not injected)",
             ),
             Fault::PodmanRestart => Some("only this machine's Podman services are restarted"),
+            Fault::WorkerRestart => Some("only a Swarm worker's engine is restarted"),
             Fault::JobKill => Some(
                 "a job is killed from outside by scancel (fault scancel): scancel --signal=KILL kills runc run alone",
             ),
             _ => None,
         }
+    }
+
+    /// Whether the launch takes its engine alone: it restarts an engine that the launches
+    /// running beside it would lose too.
+    pub fn runs_alone(self) -> bool {
+        matches!(self, Fault::PodmanRestart | Fault::WorkerRestart)
     }
 
     /// Whether the launcher runs as a child process that the soak signals.
@@ -248,6 +265,10 @@ pub enum Expect {
     Cancelled(i32),
     /// The launcher is killed: no status; `gc` must leave nothing.
     Killed,
+    /// The job's node lost it (its engine restarted while it ran): 122 (the command ran, no
+    /// status known), or the status the node reported for the job it killed on its way down
+    /// (137, 143, 255), or 0 with the output if the job had ended first.
+    NodeLost,
 }
 
 impl Expect {
@@ -270,6 +291,7 @@ impl Expect {
             // The command ran and its end is not its own: no status to report (122).
             Some(Fault::Scancel) => Expect::Status(122),
             Some(Fault::LauncherSigkill | Fault::SigkillAfterStart) => Expect::Killed,
+            Some(Fault::WorkerRestart) => Expect::NodeLost,
         }
     }
 }

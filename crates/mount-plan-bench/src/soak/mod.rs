@@ -13,6 +13,7 @@ mod memory;
 pub(crate) mod proxy;
 mod service;
 mod slurm;
+mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,9 @@ const LABEL_RUN: &str = "soak.run";
 const LABEL_LAUNCH: &str = "soak.launch";
 /// How long after a signalled launcher ends `gc` runs (as a site's periodic gc would, later).
 const GC_SETTLE: Duration = Duration::from_secs(2);
-/// The request line of a create, on Docker and on Podman.
+/// The request line of a create, on Docker and on Podman; on a Swarm manager.
 const CREATE: &str = "/containers/create";
+const CREATE_SERVICE: &str = "/services/create";
 /// The request line of a removal.
 const REMOVE: &str = "DELETE /";
 /// How long `cut-create` keeps the create request from the engine after cutting the
@@ -47,21 +49,22 @@ const HOLD_CREATE: Duration = Duration::from_secs(3);
 /// Launches with faults injected, checked for leaks, lost outputs and hangs.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// Engines to soak, one after the other: the test engines, and `slurm` (the cluster of
-    /// `.ci/slurm-setup`; the CLI built with `--features slurm`)
+    /// Engines to soak, one after the other: the test engines (`swarm`: the three-node Swarm
+    /// of `.ci/swarm-setup`), and `slurm` (the cluster of `.ci/slurm-setup`; the CLI built
+    /// with `--features slurm`)
     #[arg(long, value_parser = parse_soak_engine, value_delimiter = ',', default_values = ["docker"])]
     engines: Vec<SoakEngine>,
     /// Launches per engine
     #[arg(long, default_value_t = 100)]
     launches: usize,
-    /// Launches in flight at once (a Podman restart runs alone)
+    /// Launches in flight at once (a Podman or Swarm worker restart runs alone)
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Faults to inject: all, none, or a comma-separated list of job-kill, oom, exit,
     /// launcher-sigkill, launcher-sigterm, launcher-sigint, proxy-drop, proxy-delay,
     /// proxy-truncate, podman-restart, fs-full, missing-image, bad-command, the faults
     /// aimed at one clean-up step each: cut-create, drop-remove, sigterm-in-create,
-    /// sigkill-after-start, sigterm-after-start, and Slurm's scancel
+    /// sigkill-after-start, sigterm-after-start, Slurm's scancel and Swarm's worker-restart
     #[arg(long, default_value = "all")]
     faults: String,
     /// Seed of every random choice (which launch gets which fault, when, where)
@@ -102,11 +105,11 @@ pub struct SoakArgs {
     keep_id: bool,
 }
 
-/// An engine the soak drives: a test engine behind its API socket, or the Slurm cluster of
-/// `.ci/slurm-setup`, reached by its commands.
+/// An engine the soak drives: a test engine behind its API socket (a Swarm behind its
+/// manager's), or the Slurm cluster of `.ci/slurm-setup`, reached by its commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SoakEngine {
-    /// A test engine (Swarm aside).
+    /// A test engine.
     Socket(TestEngine),
     /// The Slurm cluster.
     Slurm,
@@ -121,14 +124,15 @@ impl SoakEngine {
     }
 }
 
-/// Parse `--engines` of the soak: a test engine's name, or `slurm`.
+/// Parse `--engines` of the soak: a test engine's name, `swarm` or `slurm`.
 fn parse_soak_engine(value: &str) -> Result<SoakEngine, String> {
-    if value == "slurm" {
-        return Ok(SoakEngine::Slurm);
+    match value {
+        "slurm" => Ok(SoakEngine::Slurm),
+        "swarm" => Ok(SoakEngine::Socket(TestEngine::Swarm)),
+        _ => crate::parse_engine(value)
+            .map(SoakEngine::Socket)
+            .map_err(|e| format!("{e}, swarm, slurm")),
     }
-    crate::parse_engine(value)
-        .map(SoakEngine::Socket)
-        .map_err(|e| format!("{e}, slurm"))
 }
 
 /// VmRSS of this process, in KiB.
@@ -205,7 +209,9 @@ pub fn run(args: &SoakArgs) -> Result<std::process::ExitCode> {
             }
         };
         let ctx = rt.block_on(Ctx::new(engine, index as u64, args, &faults, &cli, &run_id))?;
-        if let Some(n) = args.isolation {
+        if let (Some(_), Some(_)) = (args.isolation, &ctx.swarm) {
+            eprintln!("soak swarm: no isolation check (the container engines only)");
+        } else if let Some(n) = args.isolation {
             let report = rt.block_on(isolation::run(&ctx, n))?;
             eprintln!("{report}");
             println!("{report}");
@@ -337,7 +343,7 @@ struct Ctx {
     dir: PathBuf,
     /// A W on a 1 MiB tmpfs (fs-full).
     full: Option<PathBuf>,
-    /// Normal launches share the engine; a Podman restart takes it alone.
+    /// Normal launches share the engine; a Podman or Swarm worker restart takes it alone.
     lock: tokio::sync::RwLock<()>,
     /// In front of the engine for `gc`, narrowing its listing to this run.
     gc_proxy: Proxy,
@@ -352,6 +358,8 @@ struct Ctx {
     /// The launches whose events say their launcher removed the container itself.
     removed_by_launcher: Mutex<std::collections::BTreeSet<u64>>,
     service: Option<Mutex<service::Service>>,
+    /// The Swarm's workers and shared directory (`--engines swarm`).
+    swarm: Option<swarm::Cluster>,
 }
 
 impl Ctx {
@@ -363,9 +371,15 @@ impl Ctx {
         cli: &Path,
         run: &str,
     ) -> Result<Ctx> {
-        let target = crate::setup(engine, 0)
-            .await
-            .with_context(|| format!("setting up {engine:?}"))?;
+        let swarm = match engine {
+            TestEngine::Swarm => Some(swarm::Cluster::find()?),
+            _ => None,
+        };
+        let target = match &swarm {
+            Some(cluster) => cluster.target(run, index).await,
+            None => crate::setup(engine, 0).await,
+        }
+        .with_context(|| format!("setting up {engine:?}"))?;
         let dir = std::env::temp_dir().join(format!("mp-soak-{run}-{index}"));
         std::fs::create_dir_all(&dir)?;
         let mut kept = Vec::new();
@@ -375,8 +389,13 @@ impl Ctx {
                 None => kept.push(f),
             }
         }
+        // On Swarm in the shared directory, which every worker binds `rslave`: the tmpfs
+        // shows in them.
         let full = if kept.contains(&Fault::FsFull) {
-            Some(full_workspace(dir.join("full"))?)
+            Some(full_workspace(match &swarm {
+                Some(c) => c.workdir.join(format!("mp-soak-{run}-{index}-full")),
+                None => dir.join("full"),
+            })?)
         } else {
             None
         };
@@ -408,6 +427,7 @@ impl Ctx {
             killed: Mutex::new(Default::default()),
             removed_by_launcher: Mutex::new(Default::default()),
             service,
+            swarm,
         })
     }
 
@@ -417,6 +437,7 @@ impl Ctx {
                 .arg("-l")
                 .arg(full)
                 .status();
+            let _ = std::fs::remove_dir_all(full);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.target.workspace);
@@ -444,6 +465,9 @@ impl Ctx {
             &self.removed_by_launcher.lock().expect("removed"),
             &format!("soak-{}-{}-", self.seed, self.index),
         );
+        if let Some(cluster) = &self.swarm {
+            cluster.after_all(&self.run, &mut t).await?;
+        }
         Ok(t)
     }
 
@@ -475,19 +499,23 @@ impl Ctx {
 
         let _shared;
         let _alone;
-        if fault == Some(Fault::PodmanRestart) {
+        if fault.is_some_and(Fault::runs_alone) {
             _alone = self.lock.write().await;
         } else {
             _shared = self.lock.read().await;
         }
+        let create = match self.swarm {
+            Some(_) => CREATE_SERVICE,
+            None => CREATE,
+        };
         let aim = match fault {
             Some(Fault::ProxyDrop) => Some((Trigger::Nth(at), Break::Drop)),
             Some(Fault::ProxyDelay) => Some((Trigger::Nth(at), Break::Delay(pause_for))),
             Some(Fault::ProxyTruncate) => Some((Trigger::Nth(at), Break::Truncate)),
-            Some(Fault::CutCreate) => Some((Trigger::First(CREATE), Break::Cut(CUT_PAUSE))),
+            Some(Fault::CutCreate) => Some((Trigger::First(create), Break::Cut(CUT_PAUSE))),
             Some(Fault::DropRemove) => Some((Trigger::First(REMOVE), Break::Drop)),
             Some(Fault::SigtermInCreate) => {
-                Some((Trigger::First(CREATE), Break::Delay(HOLD_CREATE)))
+                Some((Trigger::First(create), Break::Delay(HOLD_CREATE)))
             }
             _ => None,
         };
@@ -594,6 +622,13 @@ impl Ctx {
                         return Some("job-kill: the container never started".to_owned());
                     };
                     tokio::time::sleep(delay).await;
+                    if let Some(cluster) = &self.swarm {
+                        return cluster
+                            .kill_job(&id)
+                            .await
+                            .err()
+                            .map(|e| format!("job-kill: {e:#}"));
+                    }
                     let socket = self.target.socket.clone();
                     let api = if self.engine.is_docker() {
                         "/v1.41"
@@ -617,6 +652,18 @@ impl Ctx {
                     let result =
                         tokio::task::block_in_place(|| service.lock().expect("service").restart());
                     result.err().map(|e| format!("podman-restart: {e:#}"))
+                }
+                Some(Fault::WorkerRestart) => {
+                    let Some(id) = started_container(&events, Duration::from_secs(60)).await else {
+                        return Some("worker-restart: the job never started".to_owned());
+                    };
+                    tokio::time::sleep(delay).await;
+                    let cluster = self.swarm.as_ref().expect("worker-restart on Swarm only");
+                    cluster
+                        .restart_worker_engine(&id)
+                        .await
+                        .err()
+                        .map(|e| format!("worker-restart: {e:#}"))
                 }
                 _ => None,
             }
@@ -776,7 +823,8 @@ impl Draw {
                 | Fault::JobKill
                 | Fault::SigkillAfterStart
                 | Fault::SigtermAfterStart
-                | Fault::Scancel,
+                | Fault::Scancel
+                | Fault::WorkerRestart,
             ) => 3000 + rng.below(2000),
             _ => rng.below(200),
         };
@@ -1100,6 +1148,7 @@ fn expected(expect: Expect, code: Option<i32>, sig: Option<i32>, hang: bool) -> 
         (Expect::Status(want), Some(c), _) => c == want,
         (Expect::OwnFailure, Some(c), _) => (1..=121).contains(&c),
         (Expect::Recovered, Some(c), _) => matches!(c, 0 | 122 | 125),
+        (Expect::NodeLost, Some(c), _) => matches!(c, 0 | 122 | 137 | 143 | 255),
         // 128 + the signal; 0 when the job had ended first; killed by the signal itself when
         // it came before the launcher installed its handlers.
         (Expect::Cancelled(s), Some(c), _) => c == 128 + s || c == 0,

@@ -1,8 +1,9 @@
 //! A unix-socket proxy in front of an engine socket that counts the HTTP requests passing
 //! through it and breaks exactly one of them: it closes the connection instead of forwarding
 //! it (drop), holds it back (delay), or forwards it and then only part of its answer
-//! (truncate). It can also narrow a container listing to one label, so that `mount-plan gc`
-//! run through it only sees (and removes) this soak's containers, never another user's.
+//! (truncate). It can also narrow a container listing (a service listing on a Swarm manager)
+//! to one label, so that `mount-plan gc` run through it only sees (and removes) this soak's
+//! containers, never another user's.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ struct State {
     upstream: PathBuf,
     /// The request to break, with what to do.
     fault: Option<(Trigger, Break)>,
-    /// Add `label=KEY=VALUE` to every container listing's filters.
+    /// Add `label=KEY=VALUE` to every container (and service) listing's filters.
     narrow: Option<String>,
     seen: AtomicUsize,
     fired: AtomicBool,
@@ -299,7 +300,8 @@ enum Narrowed {
     Refused,
 }
 
-/// Add `label` to the `filters` of a container listing (`GET .../containers/json?...`).
+/// Add `label` to the `filters` of a container listing (`GET .../containers/json?...`) or a
+/// service listing (`GET .../services?...`).
 fn narrow(chunk: &[u8], label: &str) -> Narrowed {
     let Some(end) = chunk.windows(2).position(|w| w == b"\r\n") else {
         return Narrowed::Unchanged;
@@ -313,7 +315,7 @@ fn narrow(chunk: &[u8], label: &str) -> Narrowed {
         return Narrowed::Unchanged;
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if method != "GET" || !path.ends_with("/containers/json") {
+    if method != "GET" || !(path.ends_with("/containers/json") || path.ends_with("/services")) {
         return Narrowed::Unchanged;
     }
     let mut pairs: Vec<(String, String)> = query
@@ -537,5 +539,15 @@ mod tests {
         assert!(matches!(narrow(other, "x=y"), Narrowed::Unchanged));
         let unfiltered = b"GET /v1.41/containers/json?all=true HTTP/1.1\r\n\r\n";
         assert!(matches!(narrow(unfiltered, "x=y"), Narrowed::Refused));
+        // A Swarm manager's service listing, as gc --runtime swarm asks for it.
+        let req = format!("GET /v1.41/services?filters={filters} HTTP/1.1\r\nHost: d\r\n\r\n");
+        let Narrowed::Rewritten(out) = narrow(req.as_bytes(), "soak.run=7") else {
+            panic!("service listing not narrowed");
+        };
+        assert!(String::from_utf8(out).unwrap().contains(&want));
+        let unfiltered = b"GET /v1.41/services HTTP/1.1\r\n\r\n";
+        assert!(matches!(narrow(unfiltered, "x=y"), Narrowed::Refused));
+        let one = b"GET /v1.41/services/abc HTTP/1.1\r\n\r\n";
+        assert!(matches!(narrow(one, "x=y"), Narrowed::Unchanged));
     }
 }
