@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use mount_plan_launch::{CancelToken, Event, LogChunk, Observer};
 use mount_plan_run::Outcome;
-use pyo3::exceptions::PyTimeoutError;
+use pyo3::exceptions::{PyBaseException, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::convert::to_py;
-use crate::launch::{outcome_result, stream_name, warn, write_std, LaunchArgs};
+use crate::errors::launch_error;
+use crate::launch::{stream_name, warn, write_std, LaunchArgs};
 use crate::verify::VerifiedPlan;
 
 /// How long a waiting thread sleeps between looks for a KeyboardInterrupt.
@@ -30,8 +31,25 @@ struct State {
     events: Vec<Event>,
     outcome: Option<Outcome>,
     /// The first exception a callback raised: it cancelled the launch, and is what `wait` and
-    /// `poll` raise once the lifecycle has cleaned up.
-    pending: Option<PyErr>,
+    /// `poll` raise once the lifecycle has cleaned up. Kept as the exception object (made while
+    /// no lock is held), so that reading it under the lock is a reference count, never Python.
+    pending: Option<Py<PyBaseException>>,
+}
+
+/// The launch's answer read under the lock as plain data: no Python object is made while the
+/// lock is held. Making one can release the GIL (pyo3 detaches while it initialises the
+/// `LaunchError` type the first time), and another thread holding the GIL may be waiting for
+/// the lock: two threads in `wait` at the end of a launch deadlocked so in a CI run.
+enum Answer {
+    Status(i64),
+    Failed {
+        rule: &'static str,
+        value: Option<String>,
+        message: String,
+        container: Option<String>,
+        command_ran: bool,
+    },
+    Raised(Py<PyBaseException>),
 }
 
 #[derive(Default)]
@@ -84,7 +102,7 @@ impl HandleObserver {
         if self.shared.lock().pending.is_some() {
             return;
         }
-        if let Err(e) = Python::attach(call) {
+        if let Err(e) = Python::attach(|py| call(py).map_err(|e| e.into_value(py))) {
             self.shared.lock().pending.get_or_insert(e);
             self.cancel.cancel();
         }
@@ -139,12 +157,37 @@ impl LaunchHandle {
     /// The launch's answer once it is there: its exit status or its error (a callback's
     /// exception first).
     fn result(&self, py: Python<'_>) -> Option<PyResult<i64>> {
-        let state = self.shared.lock();
-        let outcome = state.outcome.as_ref()?;
-        if let Some(e) = &state.pending {
-            return Some(Err(e.clone_ref(py)));
-        }
-        Some(outcome_result(outcome))
+        let answer = {
+            let state = self.shared.lock();
+            match (&state.pending, state.outcome.as_ref()?) {
+                (Some(e), _) => Answer::Raised(e.clone_ref(py)),
+                (None, Outcome::Exited(finished)) => Answer::Status(finished.status.code),
+                (None, Outcome::Failed(failure)) => Answer::Failed {
+                    rule: failure.error.rule(),
+                    value: failure.error.value(),
+                    message: failure.error.to_string(),
+                    container: failure.container.clone(),
+                    command_ran: failure.command_ran,
+                },
+            }
+        };
+        Some(match answer {
+            Answer::Status(code) => Ok(code),
+            Answer::Failed {
+                rule,
+                value,
+                message,
+                container,
+                command_ran,
+            } => Err(launch_error(
+                rule,
+                value.as_deref(),
+                message,
+                container.as_deref(),
+                command_ran,
+            )),
+            Answer::Raised(e) => Err(PyErr::from_value(e.into_bound(py).into_any())),
+        })
     }
 
     /// Wait (GIL released) until the lifecycle has finished, however long cleanup takes.

@@ -237,3 +237,51 @@ def test_keyboard_interrupt_in_wait_rootless_podman(rootless_podman):
         assert container and podman_left(url, label) == []
     finally:
         shutil.rmtree(w, ignore_errors=True)
+
+
+def test_many_threads_at_the_end_of_a_failed_launch_never_deadlock():
+    """Waiters and pollers all reading a failed launch's answer at once: the LaunchError is made
+    after the handle's lock is released. Made under it, its normalisation released the GIL and
+    a thread holding the GIL then waited for the lock (a CI run hung in
+    test_terminate_from_other_threads_docker; this script deadlocked 3 runs of 3 before the fix).
+    In a child process, so that a deadlock fails the test instead of hanging the suite."""
+    script = textwrap.dedent("""
+        import sys, threading
+        import mount_plan
+        verified = mount_plan.verify(mount_plan.plan(sys.argv[1], "job"))
+        for _ in range(50):
+            # No engine answers there: the launch fails at connect, its command never ran.
+            handle = mount_plan.start(verified, "busybox", ["true"],
+                                      socket=sys.argv[1] + "/no-engine.sock",
+                                      accept_missing=["noexec"])
+            rules = []
+            def waiter():
+                try:
+                    handle.wait()
+                except mount_plan.LaunchError as e:
+                    rules.append(e.rule)
+            def poller():
+                while True:
+                    try:
+                        if handle.poll() is not None:
+                            return
+                    except mount_plan.LaunchError as e:
+                        rules.append(e.rule)
+                        return
+            threads = [threading.Thread(target=waiter) for _ in range(6)]
+            threads += [threading.Thread(target=poller) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert rules == ["connect"] * 8, rules
+            assert handle.command_ran is False
+        print("ok")
+    """)
+    w = make_workspace(job="job")
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(w)], capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        shutil.rmtree(w)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
