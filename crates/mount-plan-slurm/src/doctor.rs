@@ -49,7 +49,7 @@ if [ -n "$workspace" ]; then echo "workspace: $(stat -c '%i %Y' "$workspace" 2>&
 "#;
 
 /// The script for one node: the token file to read back (in the shared directory) and the
-/// workspace to look at (empty: none), shell-quoted, then [`NODE_SCRIPT`].
+/// workspace to look at (empty: none), shell-quoted, then the script itself.
 pub fn node_script(token_file: &str, workspace: Option<&str>) -> String {
     format!(
         "token_file={}\nworkspace={}\n{NODE_SCRIPT}",
