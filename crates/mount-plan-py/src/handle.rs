@@ -18,8 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::convert::to_py;
-use crate::errors::launch_error;
-use crate::launch::{stream_name, warn, write_std, LaunchArgs};
+use crate::launch::{outcome_result, stream_name, warn, write_std, LaunchArgs};
 use crate::verify::VerifiedPlan;
 
 /// How long a waiting thread sleeps between looks for a KeyboardInterrupt.
@@ -29,27 +28,15 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 #[derive(Default)]
 struct State {
     events: Vec<Event>,
-    outcome: Option<Outcome>,
+    /// Shared, so that `poll` and `wait` take it out of the lock and make its Python answer
+    /// after releasing the lock: making an exception can release the GIL (pyo3 normalises a
+    /// new one detached), and another thread holding the GIL may be waiting for this lock (two
+    /// threads in `wait` at the end of a launch deadlocked so in a CI run).
+    outcome: Option<Arc<Outcome>>,
     /// The first exception a callback raised: it cancelled the launch, and is what `wait` and
     /// `poll` raise once the lifecycle has cleaned up. Kept as the exception object (made while
     /// no lock is held), so that reading it under the lock is a reference count, never Python.
     pending: Option<Py<PyBaseException>>,
-}
-
-/// The launch's answer read under the lock as plain data: no Python object is made while the
-/// lock is held. Making one can release the GIL (pyo3 detaches while it initialises the
-/// `LaunchError` type the first time), and another thread holding the GIL may be waiting for
-/// the lock: two threads in `wait` at the end of a launch deadlocked so in a CI run.
-enum Answer {
-    Status(i64),
-    Failed {
-        rule: &'static str,
-        value: Option<String>,
-        message: String,
-        container: Option<String>,
-        command_ran: bool,
-    },
-    Raised(Py<PyBaseException>),
 }
 
 #[derive(Default)]
@@ -157,36 +144,14 @@ impl LaunchHandle {
     /// The launch's answer once it is there: its exit status or its error (a callback's
     /// exception first).
     fn result(&self, py: Python<'_>) -> Option<PyResult<i64>> {
-        let answer = {
+        let (outcome, pending) = {
             let state = self.shared.lock();
-            match (&state.pending, state.outcome.as_ref()?) {
-                (Some(e), _) => Answer::Raised(e.clone_ref(py)),
-                (None, Outcome::Exited(finished)) => Answer::Status(finished.status.code),
-                (None, Outcome::Failed(failure)) => Answer::Failed {
-                    rule: failure.error.rule(),
-                    value: failure.error.value(),
-                    message: failure.error.to_string(),
-                    container: failure.container.clone(),
-                    command_ran: failure.command_ran,
-                },
-            }
+            let outcome = Arc::clone(state.outcome.as_ref()?);
+            (outcome, state.pending.as_ref().map(|e| e.clone_ref(py)))
         };
-        Some(match answer {
-            Answer::Status(code) => Ok(code),
-            Answer::Failed {
-                rule,
-                value,
-                message,
-                container,
-                command_ran,
-            } => Err(launch_error(
-                rule,
-                value.as_deref(),
-                message,
-                container.as_deref(),
-                command_ran,
-            )),
-            Answer::Raised(e) => Err(PyErr::from_value(e.into_bound(py).into_any())),
+        Some(match pending {
+            Some(e) => Err(PyErr::from_value(e.into_bound(py).into_any())),
+            None => outcome_result(&outcome),
         })
     }
 
@@ -289,7 +254,7 @@ impl LaunchHandle {
     #[getter]
     fn command_ran(&self) -> bool {
         let state = self.shared.lock();
-        match &state.outcome {
+        match state.outcome.as_deref() {
             Some(Outcome::Exited(_)) => true,
             Some(Outcome::Failed(failure)) => failure.command_ran,
             None => state
@@ -312,7 +277,7 @@ impl LaunchHandle {
 
     fn __repr__(&self) -> String {
         let state = self.shared.lock();
-        let status = match &state.outcome {
+        let status = match state.outcome.as_deref() {
             None => "running".to_owned(),
             Some(Outcome::Exited(f)) => format!("exited {}", f.status.code),
             Some(Outcome::Failed(f)) => format!("failed ({})", f.error.rule()),
@@ -392,7 +357,7 @@ pub fn start<'py>(
     let answer = Arc::clone(&shared);
     // Detached: the handle never joins the thread; the outcome under the lock is its end.
     let _worker = prepared.spawn(observer, move |outcome| {
-        answer.lock().outcome = Some(outcome);
+        answer.lock().outcome = Some(Arc::new(outcome));
         answer.done.notify_all();
     })?;
     Ok(LaunchHandle {
