@@ -681,10 +681,7 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
             writeln!(
                 out,
                 "  {:<16} {:<15} {:<11} {}",
-                c.place,
-                c.rule,
-                c.outcome.to_string(),
-                c.detail
+                c.place, c.rule, c.outcome, c.detail
             )?;
         }
         let site_failed: Vec<String> = site

@@ -211,10 +211,24 @@ pub enum CheckOutcome {
 
 impl fmt::Display for CheckOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`: a width in the format string (`doctor`'s table) applies.
+        f.pad(match self {
             CheckOutcome::Passed => "ok",
             CheckOutcome::Failed => "FAILED",
             CheckOutcome::NotChecked => "not checked",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CheckOutcome;
+
+    /// `doctor` lines its site table up by the format string's width.
+    #[test]
+    fn a_check_outcome_takes_the_width_it_is_given() {
+        assert_eq!(format!("{:<11}|", CheckOutcome::Passed), "ok         |");
+        assert_eq!(format!("{:<11}|", CheckOutcome::NotChecked), "not checked|");
+        assert_eq!(CheckOutcome::Failed.to_string(), "FAILED");
     }
 }

@@ -478,21 +478,24 @@ workspace: 1234 1700000000
         let nodes = parse_nodes(sinfo, Some("gpu"));
         assert_eq!(nodes[2].partition, "gpu");
         assert_eq!(nodes[0].partition, "debug");
-        for state in ["drain", "down", "idle*", "maint", "drng"] {
+        for (state, usable) in [
+            ("drain", false),
+            ("down", false),
+            ("idle*", false),
+            ("maint", false),
+            ("drng", false),
+            ("idle", true),
+            ("mix", true),
+            ("alloc", true),
+            ("comp", true),
+            ("idle~", true),
+        ] {
             let n = Node {
                 name: "n".into(),
                 partition: "p".into(),
                 state: state.into(),
             };
-            assert!(!n.usable(), "{state}");
-        }
-        for state in ["idle", "mix", "alloc", "comp", "idle~"] {
-            let n = Node {
-                name: "n".into(),
-                partition: "p".into(),
-                state: state.into(),
-            };
-            assert!(n.usable(), "{state}");
+            assert_eq!(n.usable(), usable, "{state}");
         }
     }
 

@@ -328,44 +328,24 @@ mod tests {
     #[test]
     fn the_gate_bind_is_reported_for_the_audit() {
         use mount_plan_launch::gate::GATE_PATH;
-        let config = |source: &str, ro: &str| {
-            serde_json::json!({
+        let observed = |source: &str, ro: &str| {
+            let config = serde_json::json!({
                 "process": {"cwd": "/w/j"},
                 "mounts": [
                     {"destination": GATE_PATH, "type": "bind", "source": source, "options": ["bind", ro, "private"]},
                 ],
-            })
+            });
+            observe("1", "n", "i", BTreeMap::new(), None, &config)
         };
         let on_nodes = mount_plan_launch::gate::GATE_ON_NODES;
-        let o = observe(
-            "1",
-            "n",
-            "i",
-            BTreeMap::new(),
-            None,
-            &config(on_nodes, "ro"),
-        );
+        let o = observed(on_nodes, "ro");
         assert_eq!(o.binds.len(), 1, "{o:?}");
         assert!(o.binds[0].read_only && o.binds[0].target == GATE_PATH);
         assert!(mount_plan_spec::audit_gate_bind(&o, on_nodes).is_empty());
-        let o = observe(
-            "1",
-            "n",
-            "i",
-            BTreeMap::new(),
-            None,
-            &config("/tmp/evil", "ro"),
-        );
+        let o = observed("/tmp/evil", "ro");
         let d = mount_plan_spec::audit_gate_bind(&o, on_nodes);
         assert!(format!("{d:?}").contains("/tmp/evil"), "{d:?}");
-        let o = observe(
-            "1",
-            "n",
-            "i",
-            BTreeMap::new(),
-            None,
-            &config(on_nodes, "rw"),
-        );
+        let o = observed(on_nodes, "rw");
         assert!(!o.binds[0].read_only);
     }
 }
