@@ -1254,3 +1254,45 @@ impl Record {
         }
     }
 }
+
+/// Run `words[0]` with the rest as its arguments: its stdout, or an error naming the command
+/// with its stderr (the Slurm commands, `docker` on a Swarm worker, runc on a Slurm node).
+async fn command_stdout(words: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(words[0])
+        .args(&words[1..])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", words.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            words.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `docker save IMAGE | INTO` (INTO's description `what`, for the errors): INTO's stdout,
+/// trimmed, or an error with its stderr.
+fn docker_save_into(image: &str, mut into: std::process::Command, what: &str) -> Result<String> {
+    let mut save = std::process::Command::new("docker")
+        .args(["save", image])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("docker save")?;
+    let out = into
+        .stdin(save.stdout.take().context("piped")?)
+        .output()
+        .with_context(|| what.to_owned())?;
+    let saved = save.wait()?;
+    if !out.status.success() || !saved.success() {
+        bail!(
+            "docker save {image} | {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

@@ -17,13 +17,13 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::fault::{self, Fault};
 use super::{
-    await_launcher, full_workspace, judge_end, judge_gc_log, keep_evidence, launch_all,
-    read_events, run_gc, signal, started_container, Draw, Record, SoakArgs, Tally, GC_SETTLE,
-    LABEL_LAUNCH, LABEL_RUN,
+    await_launcher, command_stdout, docker_save_into, full_workspace, judge_end, judge_gc_log,
+    keep_evidence, launch_all, read_events, run_gc, signal, started_container, Draw, Record,
+    SoakArgs, Tally, GC_SETTLE, LABEL_LAUNCH, LABEL_RUN,
 };
 
 /// An image id no `mount-plan image unpack` made: the missing image.
@@ -81,21 +81,7 @@ impl Cluster {
     async fn run(&self, words: &[&str]) -> Result<String> {
         let mut all: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
         all.extend_from_slice(words);
-        let out = tokio::process::Command::new(all[0])
-            .args(&all[1..])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .with_context(|| format!("running {}", all.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                all.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        command_stdout(&all).await
     }
 
     /// mount-plan's jobs in the queue (pending, running, completing): `(id, comment, state)`.
@@ -140,22 +126,9 @@ impl Cluster {
 
     /// The containers a node's runc holds.
     async fn node_containers(&self, node: &str) -> Result<Vec<String>> {
-        let out = tokio::process::Command::new("docker")
-            .args(["exec", node, "runc", NODE_RUNC_ROOT, "list", "-q"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("docker exec runc list")?;
-        if !out.status.success() {
-            bail!(
-                "runc list on {node}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect())
+        let out =
+            command_stdout(&["docker", "exec", node, "runc", NODE_RUNC_ROOT, "list", "-q"]).await?;
+        Ok(out.split_whitespace().map(str::to_owned).collect())
     }
 }
 
@@ -254,25 +227,13 @@ fn unpack_image(cli: &Path, shared: &Path) -> Result<String> {
     );
     std::fs::remove_dir_all(&dir)?;
     imported.map_err(|e| anyhow::anyhow!("image import failed: {e}"))?;
-    let mut save = std::process::Command::new("docker")
-        .args(["save", tag])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("docker save")?;
-    let out = std::process::Command::new(cli)
-        .args(["image", "unpack", "--shared"])
-        .arg(shared)
-        .stdin(save.stdout.take().context("piped")?)
-        .output()
-        .context("mount-plan image unpack (is the CLI built with --features slurm?)")?;
-    let saved = save.wait()?;
-    if !out.status.success() || !saved.success() {
-        bail!(
-            "docker save {tag} | mount-plan image unpack failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let mut unpack = std::process::Command::new(cli);
+    unpack.args(["image", "unpack", "--shared"]).arg(shared);
+    docker_save_into(
+        tag,
+        unpack,
+        "mount-plan image unpack (is the CLI built with --features slurm?)",
+    )
 }
 
 impl Soak<'_> {

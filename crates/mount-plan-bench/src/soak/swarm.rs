@@ -11,12 +11,11 @@
 //! container later, after the service's stop grace period, so only at the end).
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Tally, LABEL_RUN};
+use super::{command_stdout, docker_save_into, Tally, LABEL_RUN};
 use crate::{Target, TestEngine};
 
 /// How long the end-of-soak check waits for the manager and the workers to let go of the
@@ -90,25 +89,13 @@ impl Cluster {
             if w.docker(&["image", "inspect", &id]).await.is_ok() {
                 continue;
             }
-            let mut save = std::process::Command::new("docker")
-                .args(["save", &target.image])
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("docker save")?;
-            let out = std::process::Command::new("docker")
-                .args(["-H", &w.socket, "load"])
-                .stdin(save.stdout.take().context("piped")?)
-                .output()
-                .context("docker load")?;
-            let saved = save.wait()?;
-            if !out.status.success() || !saved.success() {
-                bail!(
-                    "docker save {} | docker load on {}: {}",
-                    target.image,
-                    w.hostname,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            let mut load = std::process::Command::new("docker");
+            load.args(["-H", &w.socket, "load"]);
+            docker_save_into(
+                &target.image,
+                load,
+                &format!("docker load on {}", w.hostname),
+            )?;
         }
         target.image = id;
         Ok(target)
@@ -273,23 +260,8 @@ impl Worker {
     }
 }
 
-/// `docker LEAD ARGS` on this machine: stdout, or an error with stderr.
+/// `docker LEAD ARGS` on this machine: stdout (trimmed), or an error with stderr.
 async fn docker(lead: &[&str], args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new("docker")
-        .args(lead)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running docker {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "docker {} {} failed: {}",
-            lead.join(" "),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let words: Vec<&str> = ["docker"].iter().chain(lead).chain(args).copied().collect();
+    Ok(command_stdout(&words).await?.trim().to_owned())
 }
