@@ -214,18 +214,26 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
+        // Three octal digits after a backslash, of a value that fits a byte (the kernel writes
+        // no other); anything else is kept as written.
+        let escaped = (b[i] == b'\\'
             && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)))
+        .then(|| {
+            u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0')
+        })
+        .and_then(|v| u8::try_from(v).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -268,10 +276,11 @@ fn rw(read_only: bool) -> &'static str {
     }
 }
 
-/// `major:minor` of a Linux `dev_t`.
+/// `major:minor` of a Linux `dev_t` (glibc's `major` and `minor`: the minor's high bits end
+/// where the major's begin, at bit 32).
 fn dev_name(dev: u64) -> String {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
     format!("{major}:{minor}")
 }
 
@@ -793,6 +802,23 @@ mod tests {
             change(&mut s);
             assert_eq!(compare(&gate(), &s).unwrap_err().rule, rule);
         }
+        // The flags' messages say which way each differs.
+        let mut s = seen();
+        s.mounts[1].read_only = false;
+        let r = compare(&gate(), &s).unwrap_err();
+        assert!(
+            r.message.ends_with("is read-write, planned read-only"),
+            "{}",
+            r.message
+        );
+        let mut s = seen();
+        s.mounts[3].read_only = true;
+        let r = compare(&gate(), &s).unwrap_err();
+        assert!(
+            r.message.ends_with("is read-only, planned read-write"),
+            "{}",
+            r.message
+        );
         // A later mount over the root hides the planned one.
         let mut s = seen();
         s.mounts.push(entry("/ws", false, "tmpfs"));
@@ -870,6 +896,9 @@ mod tests {
         );
         assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
         assert_eq!(unescape("tail\\04"), "tail\\04");
+        // Above a byte: not an escape the kernel writes, kept as written.
+        assert_eq!(unescape("\\777\\400x"), "\\777\\400x");
+        assert_eq!(unescape("\\377"), "\u{fffd}");
     }
 
     #[test]
@@ -979,6 +1008,49 @@ mod tests {
     }
 
     #[test]
+    fn look_reads_each_planned_path_without_following_it() {
+        let dir = std::env::temp_dir().join(format!("mount-plan-gate-look-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("job")).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1750)).unwrap();
+        std::os::unix::fs::symlink("job", dir.join("link")).unwrap();
+        let p = |name: &str| format!("{}/{name}", dir.display());
+        let mut g = gate();
+        g.root.path = dir.display().to_string();
+        g.binds[0].target = p("job");
+        g.binds[1].target = p("link");
+        g.binds.push(Bind {
+            target: p("missing"),
+            ..g.binds[0].clone()
+        });
+        let seen = look(&g).unwrap();
+        assert!(
+            seen.mounts.iter().any(|m| m.mount_point == "/"),
+            "{:?}",
+            seen.mounts
+        );
+        assert_eq!(seen.cwd, std::env::current_dir().map_err(|e| e.to_string()));
+        let job = fs::symlink_metadata(dir.join("job")).unwrap();
+        let stat = |path: &str| stat_of(&seen, path);
+        let (_, _, mode, is_dir) = stat(&g.root.path).unwrap();
+        assert_eq!((mode, is_dir), (0o1750, true));
+        assert_eq!(
+            stat(&p("job")),
+            Ok((
+                job.dev(),
+                job.ino(),
+                job.permissions().mode() & 0o7777,
+                true
+            ))
+        );
+        // The link itself, not the directory it names.
+        let (_, ino, mode, is_dir) = stat(&p("link")).unwrap();
+        assert_eq!((ino == job.ino(), mode, is_dir), (false, 0o777, false));
+        assert!(stat(&p("missing")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn device_numbers_are_named_major_minor() {
         assert_eq!(dev_name(2049), "8:1");
         assert_eq!(dev_name((259 << 8) | 3), "259:3");
@@ -986,6 +1058,11 @@ mod tests {
         assert_eq!(
             dev_name((0x12345 & 0xff) | ((0x12345 & !0xff) << 12)),
             "0:74565"
+        );
+        // A large major, whose high bits the kernel keeps above bit 32.
+        assert_eq!(
+            dev_name(((0x12345 & 0xfff) << 8) | ((0x12345 & !0xfff) << 32)),
+            "74565:0"
         );
     }
 }
