@@ -20,11 +20,11 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{fstat, openat, Mode, OFlags};
+use rustix::fs::{fstat, openat, Mode};
 use rustix::io::Errno;
 
 use crate::error::{HostError, Overlap, Subject};
-use crate::open::{io_err, mount_id};
+use crate::open::{io_err, mount_id, DIR_HANDLE};
 use crate::Pin;
 
 /// More `..` steps than any real path has: a walk that does not reach `/` stops here.
@@ -40,13 +40,8 @@ pub(crate) fn ancestors(fd: BorrowedFd<'_>, at: &Subject) -> Result<Vec<Pin>, Ho
     let mut dir: Option<OwnedFd> = None;
     for _ in 0..MAX_WALK {
         let from = dir.as_ref().map_or(fd, |d| d.as_fd());
-        let up = openat(
-            from,
-            "..",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err(at, "open the parent directories of", e))?;
+        let up = openat(from, "..", DIR_HANDLE, Mode::empty())
+            .map_err(|e| io_err(at, "open the parent directories of", e))?;
         let st = fstat(&up).map_err(|e| io_err(at, "stat the parent directories of", e))?;
         let here = (Pin::of(&st), mount_id(up.as_fd()));
         // `..` of `/` (of this process's root) is itself.
@@ -183,13 +178,7 @@ mod tests {
     }
 
     fn open(path: &Path) -> OwnedFd {
-        openat(
-            rustix::fs::CWD,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .unwrap()
+        openat(rustix::fs::CWD, path, DIR_HANDLE, Mode::empty()).unwrap()
     }
 
     fn walks(source: &Path, ws: &Path) -> Option<Overlap> {
@@ -218,6 +207,21 @@ mod tests {
             assert_eq!(compare(tmp.path(), &ws), Some(Overlap::Contains));
             assert_eq!(compare(&tmp.path().join("ws2"), &ws), None);
         }
+    }
+
+    /// Places compare only within one filesystem, and only for a handle this process can
+    /// still name.
+    #[test]
+    fn places_on_two_filesystems_or_of_a_removed_directory_decide_nothing() {
+        // procfs's root and the root filesystem's are both "/" in their filesystems.
+        assert_eq!(place(Path::new("/proc"), Path::new("/")), None);
+        let tmp = tempfile::tempdir().unwrap();
+        let gone = tmp.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let fd = open(&gone);
+        std::fs::remove_dir(&gone).unwrap();
+        // Its handle reads "…/gone (deleted)", which is not a place below W.
+        assert_eq!(by_place(fd.as_fd(), open(tmp.path()).as_fd()), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::sync::Mutex;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{fstat, openat, statat, unlinkat, AtFlags, Mode, OFlags};
+use rustix::fs::{fstat, openat, statat, unlinkat, AtFlags, Mode};
 use rustix::io::Errno;
 
 use crate::claim_lock::ClaimLock;
@@ -122,12 +122,7 @@ pub(crate) fn remove_unclaimed(
     expected: Option<Pin>,
     at: &Subject,
 ) -> Result<JobDirRelease, HostError> {
-    let dir = match openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let dir = match openat(parent, name, open::DIR_NOFOLLOW, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(JobDirRelease::Replaced),
         Err(e) => return Err(open::io_err(at, "open", e)),
@@ -163,5 +158,56 @@ fn remove_claimed(
         Ok(()) => Ok(JobDirRelease::Removed),
         Err(Errno::NOTEMPTY | Errno::EXIST) => Ok(JobDirRelease::NotEmpty),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn at() -> Subject {
+        Subject::new("job directory", String::new(), PathBuf::new())
+    }
+
+    fn dir_fd(path: &std::path::Path) -> OwnedFd {
+        openat(rustix::fs::CWD, path, open::DIR_NOFOLLOW, Mode::empty()).unwrap()
+    }
+
+    /// An expected identity keeps another directory under the name; the right one goes.
+    #[test]
+    fn an_unclaimed_directory_is_removed_only_when_it_is_the_one_expected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = dir_fd(tmp.path());
+        let job = tmp.path().join("job");
+        std::fs::create_dir(&job).unwrap();
+        let pin = Pin::of(&fstat(dir_fd(&job)).unwrap());
+        let other = Pin {
+            ino: pin.ino + 1,
+            ..pin
+        };
+        let remove =
+            |expected| remove_unclaimed(parent.as_fd(), OsStr::new("job"), expected, &at());
+        assert_eq!(remove(Some(other)).unwrap(), JobDirRelease::Replaced);
+        assert!(job.exists());
+        assert_eq!(remove(Some(pin)).unwrap(), JobDirRelease::Removed);
+        assert!(!job.exists());
+        assert_eq!(remove(None).unwrap(), JobDirRelease::Replaced);
+    }
+
+    /// The directory held is not the one the name leads to any more: the other is kept.
+    #[test]
+    fn a_name_that_leads_elsewhere_is_not_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = dir_fd(tmp.path());
+        let job = tmp.path().join("job");
+        std::fs::create_dir(&job).unwrap();
+        let held = dir_fd(&job);
+        let pin = Pin::of(&fstat(&held).unwrap());
+        std::fs::rename(&job, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(&job).unwrap();
+        let outcome = remove_claimed(parent.as_fd(), OsStr::new("job"), pin, held.as_fd());
+        assert_eq!(outcome, Ok(JobDirRelease::Replaced));
+        assert!(job.exists() && tmp.path().join("moved").exists());
     }
 }

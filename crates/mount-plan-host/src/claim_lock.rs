@@ -36,11 +36,18 @@ const PAUSE: Duration = Duration::from_millis(5);
 
 /// The directory of this launcher's claims.
 pub(crate) fn claims_dir() -> PathBuf {
-    let uid = rustix::process::geteuid().as_raw();
+    claims_dir_of(
+        rustix::process::geteuid().as_raw(),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    )
+}
+
+/// [`claims_dir`] of a launcher of uid `uid` whose `XDG_RUNTIME_DIR` is `runtime_dir`.
+fn claims_dir_of(uid: u32, runtime_dir: Option<OsString>) -> PathBuf {
     if uid == 0 {
         return PathBuf::from("/run/mount-plan-claims");
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    match runtime_dir.map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("mount-plan-claims"),
         _ => PathBuf::from(format!("/tmp/mount-plan-claims-{uid}")),
     }
@@ -63,12 +70,7 @@ fn open_claims_dir() -> Result<OwnedFd, HostError> {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io_err(&at, "create", e)),
     }
-    let dir = open(
-        &path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
+    let dir = open(&path, crate::open::DIR_NOFOLLOW, Mode::empty()).map_err(|e| match e {
         Errno::LOOP | Errno::NOTDIR => HostError::ClaimDirUnsafe {
             at: at.clone(),
             owner: None,
@@ -77,7 +79,7 @@ fn open_claims_dir() -> Result<OwnedFd, HostError> {
         e => io_err(&at, "open", e),
     })?;
     let st = fstat(&dir).map_err(|e| io_err(&at, "stat", e))?;
-    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+    if !private_to(st.st_uid, st.st_mode, rustix::process::geteuid().as_raw()) {
         return Err(HostError::ClaimDirUnsafe {
             at,
             owner: Some(st.st_uid),
@@ -85,6 +87,11 @@ fn open_claims_dir() -> Result<OwnedFd, HostError> {
         });
     }
     Ok(dir)
+}
+
+/// Whether a claim directory of owner `uid` and mode `mode` is the user `me`'s alone.
+fn private_to(uid: u32, mode: u32, me: u32) -> bool {
+    uid == me && mode & 0o077 == 0
 }
 
 /// A lock on the claim file of one job directory.
@@ -199,9 +206,44 @@ impl Drop for ClaimLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn at() -> Subject {
         Subject::new("job directory", "/w/j".into(), "/w/j".into())
+    }
+
+    #[test]
+    fn root_s_claims_are_in_run_a_user_s_in_its_runtime_directory_else_in_tmp() {
+        let run = || Some(OsString::from("/run/user/1000"));
+        assert_eq!(claims_dir_of(0, run()), Path::new("/run/mount-plan-claims"));
+        assert_eq!(claims_dir_of(0, None), Path::new("/run/mount-plan-claims"));
+        assert_eq!(
+            claims_dir_of(1000, run()),
+            Path::new("/run/user/1000/mount-plan-claims")
+        );
+        for runtime_dir in [None, Some(OsString::from("run/user/1000"))] {
+            assert_eq!(
+                claims_dir_of(1000, runtime_dir),
+                Path::new("/tmp/mount-plan-claims-1000")
+            );
+        }
+        // This process's own, by its effective uid.
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(claims_dir(), Path::new("/run/mount-plan-claims"));
+        } else {
+            assert!(
+                claims_dir().ends_with("mount-plan-claims") || claims_dir().starts_with("/tmp")
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_directory_must_be_the_launcher_s_and_closed_to_others() {
+        assert!(private_to(1000, 0o40700, 1000));
+        assert!(private_to(0, 0o700, 0));
+        for (uid, mode) in [(0, 0o700), (1000, 0o710), (1000, 0o701), (1000, 0o777)] {
+            assert!(!private_to(uid, mode, 1000), "{uid} {mode:o}");
+        }
     }
 
     #[test]

@@ -601,13 +601,8 @@ pub fn verify(plan: MountPlan, options: &VerifyOptions) -> Result<VerifiedPlan, 
     let method = {
         // Probe openat2 (for `Resolver::Auto`) on a handle of `/`: W's own open needs the
         // method already in strict mode.
-        let root = rustix::fs::openat(
-            rustix::fs::CWD,
-            "/",
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| open::io_err(&ws_at, "open \"/\" before", e))?;
+        let root = rustix::fs::openat(rustix::fs::CWD, "/", open::DIR_HANDLE, Mode::empty())
+            .map_err(|e| open::io_err(&ws_at, "open \"/\" before", e))?;
         open::choose(options.resolver, root.as_fd(), &ws_at)?
     };
     let (ws, ws_st) =
@@ -889,5 +884,43 @@ impl Drop for CreatedDir<'_> {
             let at = Subject::new("job directory", String::new(), PathBuf::new());
             let _ = claim::remove_unclaimed(self.parent, self.name, self.pin, &at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_source_maps_to_its_last_launcher_path_and_others_stay_where_they_are() {
+        let a = HostPath::parse("/data/a").unwrap();
+        let b = HostPath::parse("/data/b").unwrap();
+        let c = HostPath::parse("/data/c").unwrap();
+        let view = HostView::at("/mnt/w")
+            .map_extra(a.clone(), "/mnt/a")
+            .map_extra(b.clone(), "/mnt/b")
+            .map_extra(a.clone(), "/mnt/a2/");
+        assert_eq!(view.extra_path(&a), Path::new("/mnt/a2"));
+        assert_eq!(view.extra_path(&b), Path::new("/mnt/b"));
+        assert_eq!(view.extra_path(&c), Path::new("/data/c"));
+        assert_eq!(view.workspace_path(&a), Path::new("/mnt/w"));
+        assert_eq!(
+            HostView::same_path().workspace_path(&a),
+            Path::new("/data/a")
+        );
+    }
+
+    #[test]
+    fn the_effective_uid_is_the_kernel_s() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        // real, effective, saved, filesystem
+        assert_eq!(effective_uid(), uids[1]);
     }
 }

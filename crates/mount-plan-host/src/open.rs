@@ -45,6 +45,14 @@ pub(crate) fn beneath_flags() -> ResolveFlags {
 }
 
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+/// A directory opened for reading, its last component not followed.
+pub(crate) const DIR_NOFOLLOW: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+/// A handle of a directory, for walking and probing only (`O_PATH`: no read permission
+/// needed).
+pub(crate) const DIR_HANDLE: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
 
 /// `openat2` may report `EAGAIN` when a rename or mount raced with the lookup: try again a few
 /// times, then give up with the error.

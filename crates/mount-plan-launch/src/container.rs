@@ -447,6 +447,72 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_protection_says_how_to_go_on_by_its_class() {
+        let refusal = |protection| {
+            LaunchError::ProtectionUnavailable {
+                engine: "docker".into(),
+                engine_version: "20.10.24".into(),
+                api_version: "1.41".into(),
+                protection,
+                why: "no such mount option".into(),
+            }
+            .to_string()
+        };
+        let required = refusal(Protection::NonRecursiveBinds);
+        assert!(
+            required.ends_with(
+                "docker 20.10.24 (API 1.41) cannot honour \"non-recursive\" (no such mount option); \
+                 accept it as missing (--accept-missing non-recursive) to run without it"
+            ),
+            "{required}"
+        );
+        let hardening = refusal(Protection::NoSuidOnBinds);
+        assert!(
+            hardening.ends_with(
+                "cannot honour \"nosuid\" (no such mount option); it is hardening the site \
+                 requires (--require nosuid, or require in the layout file): use an engine that \
+                 applies it, or drop the requirement"
+            ),
+            "{hardening}"
+        );
+    }
+
+    #[test]
+    fn an_audit_failure_names_every_difference() {
+        let differences = vec![
+            Difference::MissingMount {
+                target: "/ws/startup".into(),
+                kind: "bind",
+            },
+            Difference::UnplannedMount {
+                target: "/ws/job-2".into(),
+                kind: "bind".into(),
+                source: None,
+            },
+        ];
+        let message = LaunchError::Audit {
+            container: "c1".into(),
+            differences: differences.clone(),
+        }
+        .to_string();
+        assert!(
+            message.ends_with(&format!(
+                "container \"c1\" differs from the plan (it was removed): {}; {}",
+                differences[0], differences[1]
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn only_exit_status_zero_is_success() {
+        assert!(ExitStatus { code: 0 }.success());
+        for code in [1, 125, 137, -1] {
+            assert!(!ExitStatus { code }.success(), "{code}");
+        }
+    }
+
+    #[test]
     fn a_refused_spec_value_keeps_its_value() {
         for bad in ["root", "1000:", "-1"] {
             let err = bad.parse::<crate::User>().unwrap_err();

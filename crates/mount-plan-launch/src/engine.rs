@@ -222,7 +222,24 @@ impl fmt::Display for CheckOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::CheckOutcome;
+    use super::{CheckOutcome, EngineKind};
+
+    /// One id per kind, the same for `Display`, `FromStr` and serialisation; nothing else parses.
+    #[test]
+    fn an_engine_kind_is_named_by_its_id_everywhere() {
+        let ids: Vec<&str> = EngineKind::ALL.iter().map(|k| k.id()).collect();
+        assert_eq!(ids, ["docker", "podman", "swarm", "kubernetes", "slurm"]);
+        for kind in EngineKind::ALL {
+            assert_eq!(kind.to_string(), kind.id());
+            assert_eq!(kind.id().parse::<EngineKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.id()));
+        }
+        for bad in ["", "Docker", "docker ", "podman5", "k8s"] {
+            let err = bad.parse::<EngineKind>().unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
 
     /// `doctor` lines its site table up by the format string's width.
     #[test]

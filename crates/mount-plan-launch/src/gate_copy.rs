@@ -37,17 +37,25 @@ pub const GATE_DIR_ROOT: &str = "/var/lib/mount-plan/gate";
 /// else `$XDG_CACHE_HOME/mount-plan/gate` (`~/.cache/mount-plan/gate`) when that cache is
 /// this launcher's own, else `/tmp/mount-plan-gate-UID` ([`user_gate_dir`]).
 pub fn gate_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(GATE_DIR_ENV).filter(|d| !d.is_empty()) {
+    gate_dir_of(
+        |name| std::env::var_os(name),
+        mount_plan_host::effective_uid(),
+    )
+}
+
+/// [`gate_dir`] for the launcher `me` whose environment variables `var` reads (an empty
+/// value is unset).
+fn gate_dir_of(var: impl Fn(&str) -> Option<std::ffi::OsString>, me: u32) -> PathBuf {
+    let var = |name| var(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var(GATE_DIR_ENV) {
         return PathBuf::from(dir);
     }
-    let me = mount_plan_host::effective_uid();
     if me == 0 {
         return PathBuf::from(GATE_DIR_ROOT);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
+    let cache = var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")));
     user_gate_dir(cache.as_deref(), me)
 }
 
@@ -317,6 +325,8 @@ mod tests {
         assert_eq!(m.mode() & 0o7777, 0o555);
         assert_eq!(fs::read(a.path()).unwrap(), GATE_BINARY);
         // Again: the same file, not rewritten.
+        assert_eq!(a.pin(), (m.dev(), m.ino()));
+        assert_eq!(a.source(), a.path().to_str().unwrap());
         let b = GateCopy::ensure_in(&gates).unwrap();
         assert_eq!(a.pin(), b.pin());
         assert_eq!(
@@ -377,6 +387,96 @@ mod tests {
             user_gate_dir(Some(Path::new("rel/.cache")), owner),
             PathBuf::from(format!("/tmp/mount-plan-gate-{owner}"))
         );
+    }
+
+    #[test]
+    fn the_gate_directory_is_the_variable_else_root_s_else_the_launcher_s_cache() {
+        // A home of the launcher `me` (root makes it another user's, to be a user launcher).
+        let home = dir();
+        let mut me = fs::metadata(home.path()).unwrap().uid();
+        if me == 0 {
+            me = 4242;
+            std::os::unix::fs::chown(home.path(), Some(me), None).unwrap();
+        }
+        let h = home.path().to_str().unwrap();
+        let of = |vars: &[(&str, String)], me: u32| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            gate_dir_of(
+                move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()),
+                me,
+            )
+        };
+        let set = |v: &str| v.to_owned();
+        // The variable wins, for root and anyone.
+        for uid in [0, me] {
+            assert_eq!(
+                of(&[(GATE_DIR_ENV, set("/srv/g"))], uid),
+                Path::new("/srv/g")
+            );
+        }
+        // Unset or empty: root's directory for root.
+        assert_eq!(of(&[], 0), Path::new(GATE_DIR_ROOT));
+        assert_eq!(of(&[(GATE_DIR_ENV, set(""))], 0), Path::new(GATE_DIR_ROOT));
+        // A user: XDG_CACHE_HOME, else HOME/.cache (an empty one is unset)...
+        let xdg = [
+            (GATE_DIR_ENV, set("")),
+            ("XDG_CACHE_HOME", format!("{h}/xdg")),
+            ("HOME", set("/nowhere")),
+        ];
+        assert_eq!(of(&xdg, me), Path::new(h).join("xdg/mount-plan/gate"));
+        let home_only = [("XDG_CACHE_HOME", set("")), ("HOME", set(h))];
+        assert_eq!(
+            of(&home_only, me),
+            Path::new(h).join(".cache/mount-plan/gate")
+        );
+        // ...when it is the launcher's; else, and with neither, /tmp per uid.
+        let tmp = |uid: u32| PathBuf::from(format!("/tmp/mount-plan-gate-{uid}"));
+        assert_eq!(of(&home_only, me + 1), tmp(me + 1));
+        assert_eq!(of(&[], me), tmp(me));
+    }
+
+    /// Owned by root or by this launcher, whoever the launcher is; anyone else's is refused.
+    #[test]
+    fn a_directory_of_another_owner_is_refused() {
+        let d = dir();
+        let owner = fs::metadata(d.path()).unwrap().uid();
+        check_directories(d.path(), owner).unwrap();
+        if owner != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "under CI this test runs as root"
+            );
+            eprintln!("skipped: another owner's directory needs root");
+            return;
+        }
+        // Root's directories are fine for a launcher of any uid.
+        check_directories(d.path(), 4242).unwrap();
+        let theirs = d.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4243), None).unwrap();
+        let (at, why) = check_directories(&theirs, 0).unwrap_err();
+        assert_eq!(at, theirs);
+        assert!(
+            why.starts_with("owned by uid 4243, neither root nor this launcher (uid 0)"),
+            "{why}"
+        );
+        check_directories(&theirs, 4243).unwrap();
+        assert!(check_directories(&theirs, 4242).is_err());
+        // The copy itself, by the same rule.
+        let copy = GateCopy::ensure_in(&d.path().join("gate")).unwrap();
+        let meta = |p: &Path| fs::symlink_metadata(p).unwrap();
+        check_file(&meta(copy.path()), 4242).unwrap();
+        std::os::unix::fs::chown(copy.path(), Some(4243), None).unwrap();
+        let why = check_file(&meta(copy.path()), 0).unwrap_err();
+        assert_eq!(
+            why,
+            "owned by uid 4243, neither root nor this launcher (uid 0)"
+        );
+        check_file(&meta(copy.path()), 4243).unwrap();
+        assert!(check_file(&meta(copy.path()), 4242).is_err());
     }
 
     #[test]

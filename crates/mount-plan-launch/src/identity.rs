@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn files_are_read_trimmed_and_a_missing_one_is_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("id");
+        std::fs::write(&file, " 0a1b\n").unwrap();
+        assert_eq!(read_trimmed(file.to_str().unwrap()), "0a1b");
+        assert_eq!(read_trimmed(tmp.path().join("none").to_str().unwrap()), "");
+    }
+
+    /// The machine id is the first of the two files that names one.
+    #[test]
+    fn the_machine_id_is_the_system_s() {
+        let named = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+            .into_iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_owned())
+            .find(|s| !s.is_empty())
+            .unwrap_or_default();
+        assert_eq!(machine_id(), named);
+        assert_eq!(Launcher::current().machine, named);
+    }
+
+    #[test]
     fn launch_ids_are_distinct_hex() {
         let a = LaunchId::new();
         let b = LaunchId::new();
