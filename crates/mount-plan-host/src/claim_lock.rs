@@ -102,9 +102,11 @@ pub(crate) struct ClaimLock {
     file: OwnedFd,
 }
 
-fn same_file(a: &rustix::fs::Stat, b: &rustix::fs::Stat) -> bool {
-    a.st_dev == b.st_dev && a.st_ino == b.st_ino
-}
+/// A claim file: opened read-write, created when missing, never through a link.
+const CLAIM_FILE: OFlags = OFlags::RDWR
+    .union(OFlags::CREATE)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 impl ClaimLock {
     /// Open the claim file of `pin` and lock it with `op` (non-blocking), retrying while it
@@ -120,13 +122,8 @@ impl ClaimLock {
         let name = OsString::from(format!("{}-{}", pin.dev, pin.ino));
         let claim_at = subject(&claims_dir().join(&name));
         loop {
-            let file = openat(
-                &dir,
-                &name,
-                OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(|e| io_err(&claim_at, "open", e))?;
+            let file = openat(&dir, &name, CLAIM_FILE, Mode::from_raw_mode(0o600))
+                .map_err(|e| io_err(&claim_at, "open", e))?;
             loop {
                 match flock(&file, op) {
                     Ok(()) => break,
@@ -146,7 +143,7 @@ impl ClaimLock {
             }
             let held = fstat(&file).map_err(|e| io_err(&claim_at, "stat", e))?;
             match statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(named) if same_file(&named, &held) => {
+                Ok(named) if Pin::of(&named) == Pin::of(&held) => {
                     return Ok(Some(ClaimLock { dir, name, file }))
                 }
                 // Unlinked by a release while we waited: take the new one.
@@ -195,7 +192,7 @@ impl Drop for ClaimLock {
                 fstat(&self.file),
                 statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW),
             ) {
-                if same_file(&held, &named) {
+                if Pin::of(&held) == Pin::of(&named) {
                     let _ = unlinkat(self.dir.as_fd(), &self.name, AtFlags::empty());
                 }
             }
@@ -244,6 +241,45 @@ mod tests {
         for (uid, mode) in [(0, 0o700), (1000, 0o710), (1000, 0o701), (1000, 0o777)] {
             assert!(!private_to(uid, mode, 1000), "{uid} {mode:o}");
         }
+    }
+
+    /// A claim file unlinked by a release while a launch waited for it, and a new one made at
+    /// its name: the launch claims the file the name leads to, not the unlinked one.
+    #[test]
+    fn a_claim_file_unlinked_while_waiting_is_taken_anew() {
+        let pin = Pin {
+            dev: u64::MAX - 8,
+            ino: std::process::id().into(),
+        };
+        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        let releasing = ClaimLock::exclusive_if_free(pin, &at()).unwrap().unwrap();
+        let waiter = std::thread::spawn(move || ClaimLock::shared(pin, &at()).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        // The release unlinks it, and another launch makes the next one.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::File::create(&path).unwrap();
+        drop(releasing);
+        let claim = waiter.join().unwrap();
+        let held = Pin::of(&fstat(&claim.file).unwrap());
+        let named = Pin::of(&rustix::fs::stat(&path).unwrap());
+        assert_eq!(held, named, "the claim is on the file named {path:?}");
+        drop(claim);
+        assert!(!path.exists());
+    }
+
+    /// A link planted at a claim's name is not followed.
+    #[test]
+    fn a_link_at_a_claim_s_name_is_refused() {
+        let pin = Pin {
+            dev: u64::MAX - 9,
+            ino: std::process::id().into(),
+        };
+        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        let target = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(target.path(), &path).unwrap();
+        let err = ClaimLock::shared(pin, &at()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.to_string().contains("open"), "{err}");
     }
 
     #[test]

@@ -477,6 +477,52 @@ async fn the_protection_check_refuses_before_any_engine_call() {
     assert!(!site.job_dir().exists());
 }
 
+/// A launch whose token was cancelled before it began (a signal while the plan was
+/// verified): cancelled before the engine is asked to create anything, the job directory it
+/// created released.
+#[tokio::test(start_paused = true)]
+async fn a_launch_cancelled_before_it_began_creates_nothing() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::default();
+    let cancel = CancelToken::new();
+    assert!(!cancel.is_cancelled());
+    cancel.clone().cancel();
+    assert!(cancel.is_cancelled(), "a clone cancels the same launches");
+    let mut rec = Recorder::default();
+    let failed = launch(&engine, &verified, &spec(), &options(&cancel), &mut rec)
+        .await
+        .unwrap_err();
+    assert!(failed.is_cancelled(), "{}", failed.error);
+    assert_eq!(failed.to_string(), failed.error.to_string());
+    assert!(!failed.command_ran);
+    assert!(!engine.calls().contains(&Op::Create), "{:?}", engine.calls());
+    assert!(engine.containers().is_empty());
+    assert!(!site.job_dir().exists());
+}
+
+/// A closure is an observer of the output (and ignores events).
+#[tokio::test(start_paused = true)]
+async fn a_closure_observes_the_output() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        output: vec![LogChunk {
+            stream: OutputStream::Stdout,
+            bytes: b"from the job\n".to_vec(),
+        }],
+        ..Script::default()
+    });
+    let cancel = CancelToken::new();
+    let mut out = Vec::new();
+    let mut observer = |chunk: &LogChunk| out.extend_from_slice(&chunk.bytes);
+    let done = launch(&engine, &verified, &spec(), &options(&cancel), &mut observer)
+        .await
+        .unwrap();
+    assert!(done.status.success());
+    assert_eq!(out, b"from the job\n");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_launch_never_removes_a_job_directory_another_launch_holds() {
     let site = Site::new();
