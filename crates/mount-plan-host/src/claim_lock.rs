@@ -267,6 +267,29 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// A claim held exclusive: a shared claim waits for it until its deadline, then fails
+    /// with `job-dir-busy`; released within the deadline, it is taken.
+    #[test]
+    fn a_shared_claim_waits_until_its_deadline() {
+        let pin = Pin {
+            dev: u64::MAX - 10,
+            ino: std::process::id().into(),
+        };
+        let shared = FlockOperation::NonBlockingLockShared;
+        let soon = || Some(Instant::now() + Duration::from_millis(100));
+        let held = ClaimLock::exclusive_if_free(pin, &at()).unwrap().unwrap();
+        let err = ClaimLock::lock(pin, shared, soon(), &at()).unwrap_err();
+        assert_eq!(err.rule(), "job-dir-busy", "{err}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        let later = Some(Instant::now() + Duration::from_secs(30));
+        let claim = ClaimLock::lock(pin, shared, later, &at()).unwrap();
+        assert!(claim.is_some(), "taken once released");
+        release.join().unwrap();
+    }
+
     /// A link planted at a claim's name is not followed.
     #[test]
     fn a_link_at_a_claim_s_name_is_refused() {

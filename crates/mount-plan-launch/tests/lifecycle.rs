@@ -357,6 +357,51 @@ async fn an_incomplete_sweep_fails_the_launch_after_the_command_ran() {
     assert!(engine.containers().is_empty());
 }
 
+/// The set-id files the sweep cleared are a warning naming the first five and how many more.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_s_warning_names_five_cleared_files_and_counts_the_rest() {
+    for (files, more) in [(7, Some(2)), (1, None)] {
+        let site = Site::new();
+        std::fs::create_dir(site.job_dir()).unwrap();
+        std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        for i in 0..files {
+            let f = site.job_dir().join(format!("suid-{i}"));
+            std::fs::write(&f, b"x").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        }
+        let plan = site.verified(JobDir::MustExist);
+        let engine = FakeEngine::new(Script::default());
+        let cancel = CancelToken::new();
+        let done = launch(
+            &engine,
+            &plan,
+            &spec(),
+            &options(&cancel),
+            &mut Recorder::default(),
+        )
+        .await
+        .unwrap();
+        let warning = done
+            .warnings
+            .iter()
+            .find(|w| w.contains("set-user-ID/set-group-ID"))
+            .unwrap_or_else(|| panic!("{:?}", done.warnings));
+        assert!(
+            warning.contains(&format!("of {files} file(s)")),
+            "{warning}"
+        );
+        assert_eq!(
+            warning.matches("(was 4755)").count(),
+            files.min(5),
+            "{warning}"
+        );
+        match more {
+            Some(n) => assert!(warning.ends_with(&format!(", and {n} more")), "{warning}"),
+            None => assert!(!warning.contains(" more"), "{warning}"),
+        }
+    }
+}
+
 /// An inspect that fails because the container's process is ending (Podman's 500 `read
 /// /proc/N/cgroup: no such process` for a job that just exited) is asked again: a quick job's
 /// launch still ends with its own status. An engine that keeps answering so fails the launch
@@ -496,7 +541,11 @@ async fn a_launch_cancelled_before_it_began_creates_nothing() {
     assert!(failed.is_cancelled(), "{}", failed.error);
     assert_eq!(failed.to_string(), failed.error.to_string());
     assert!(!failed.command_ran);
-    assert!(!engine.calls().contains(&Op::Create), "{:?}", engine.calls());
+    assert!(
+        !engine.calls().contains(&Op::Create),
+        "{:?}",
+        engine.calls()
+    );
     assert!(engine.containers().is_empty());
     assert!(!site.job_dir().exists());
 }
@@ -516,9 +565,15 @@ async fn a_closure_observes_the_output() {
     let cancel = CancelToken::new();
     let mut out = Vec::new();
     let mut observer = |chunk: &LogChunk| out.extend_from_slice(&chunk.bytes);
-    let done = launch(&engine, &verified, &spec(), &options(&cancel), &mut observer)
-        .await
-        .unwrap();
+    let done = launch(
+        &engine,
+        &verified,
+        &spec(),
+        &options(&cancel),
+        &mut observer,
+    )
+    .await
+    .unwrap();
     assert!(done.status.success());
     assert_eq!(out, b"from the job\n");
 }
