@@ -399,7 +399,54 @@ async fn the_sweep_s_warning_names_five_cleared_files_and_counts_the_rest() {
             Some(n) => assert!(warning.ends_with(&format!(", and {n} more")), "{warning}"),
             None => assert!(!warning.contains(" more"), "{warning}"),
         }
+        assert!(
+            !done.warnings.iter().any(|w| w.contains("device nodes")),
+            "no device, no warning: {:?}",
+            done.warnings
+        );
     }
+}
+
+/// A device node the job left is a warning (it is left in place).
+#[tokio::test(start_paused = true)]
+async fn a_device_node_the_job_left_is_a_warning() {
+    if mount_plan_host::effective_uid() != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI this test runs as root"
+        );
+        eprintln!("skipped: making a device node needs root");
+        return;
+    }
+    let site = Site::new();
+    std::fs::create_dir(site.job_dir()).unwrap();
+    std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let node = site.job_dir().join("null");
+    let made = std::process::Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let plan = site.verified(JobDir::MustExist);
+    let engine = FakeEngine::new(Script::default());
+    let cancel = CancelToken::new();
+    let done = launch(
+        &engine,
+        &plan,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+    .unwrap();
+    let warning = done
+        .warnings
+        .iter()
+        .find(|w| w.contains("device nodes"))
+        .unwrap_or_else(|| panic!("{:?}", done.warnings));
+    assert!(warning.contains("null"), "{warning}");
+    assert!(node.exists(), "left in place");
 }
 
 /// An inspect that fails because the container's process is ending (Podman's 500 `read
