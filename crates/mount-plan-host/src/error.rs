@@ -406,6 +406,33 @@ mod tests {
         Subject::new(what, "/srv/w/startup".into(), "/srv/w/startup".into())
     }
 
+    /// Another filesystem names both devices; a bind mount of the same filesystem also both
+    /// mount ids; an unreadable device is "unknown".
+    #[test]
+    fn another_filesystem_names_the_devices_and_the_mount_ids_when_known() {
+        let e = |dev, mount_ids| {
+            HostError::OtherFilesystem {
+                at: at("shared directory"),
+                dev,
+                workspace_dev: 2049,
+                mount_ids,
+            }
+            .to_string()
+        };
+        assert!(
+            e(Some(2049), Some((31, 29))).contains(
+                "(device 2049, the workspace's device 2049; mount id 31, the workspace's mount id 29)"
+            ),
+            "{}",
+            e(Some(2049), Some((31, 29)))
+        );
+        assert!(
+            e(None, None).contains("(device unknown, the workspace's device 2049)"),
+            "{}",
+            e(None, None)
+        );
+    }
+
     #[test]
     fn an_io_cause_is_the_source_not_part_of_the_message() {
         let e = HostError::Io {

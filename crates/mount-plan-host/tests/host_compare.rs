@@ -87,3 +87,30 @@ fn a_symlink_is_a_mismatch_even_to_the_pinned_directory() {
         "the cause is printed once"
     );
 }
+
+/// `audit --verify` looks through a running container's root (`/proc/PID/root`): a root whose
+/// R leads to W holds the pinned directories; a root whose R is another tree holds other
+/// directories at the shared binds and nothing at the job's.
+#[test]
+fn what_a_container_root_holds_is_compared_with_the_pins() {
+    let site = Site::new();
+    let v = verify(site.plan("job1"), &opts(RESOLVERS[0])).unwrap();
+    let held = site.path("root-held");
+    fs::create_dir(&held).unwrap();
+    symlink(&site.ws, held.join("workspace")).unwrap();
+    assert!(v.compare_held(&held).is_empty());
+
+    let other = site.path("root-other");
+    for dir in ["workspace/startup", "workspace/local"] {
+        fs::create_dir_all(other.join(dir)).unwrap();
+    }
+    let found = v.compare_held(&other);
+    let mut rules: Vec<(String, &str)> = found.iter().map(|m| (m.to_string(), m.rule())).collect();
+    rules.sort_by_key(|(_, rule)| *rule);
+    assert_eq!(
+        rules.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+        ["pin-held", "pin-held", "pin-held-unreadable"],
+        "{found:?}"
+    );
+    assert!(rules[2].0.contains("/workspace/job1"), "{}", rules[2].0);
+}

@@ -494,6 +494,33 @@ async fn an_inspect_that_meets_an_ending_process_is_asked_again_a_bounded_number
 /// `gate-refused`, the command never ran (a directory created for it is released), the
 /// container is removed. A job that exits 125 by itself, or prints a look-alike line without
 /// this launch's nonce, is just a job that exited 125.
+/// A refusal naming many mounts is read whole (the first 16 KiB of stderr are kept for it).
+#[tokio::test(start_paused = true)]
+async fn a_long_gate_refusal_is_read_whole() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_if_missing());
+    let long = "a mount the plan does not have; ".repeat(300);
+    let engine = FakeEngine::new(Script {
+        gate_refuses: Some(("gate-unplanned-mount".into(), long.clone())),
+        ..Script::default()
+    });
+    let cancel = CancelToken::new();
+    let failed = launch(
+        &engine,
+        &verified,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+    .expect_err("the gate refused");
+    assert!(
+        matches!(&failed.error, LaunchError::GateRefused { message, .. } if *message == long),
+        "{:?}",
+        failed.error
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_gate_refusal_fails_the_launch_and_the_command_never_ran() {
     let site = Site::new();
