@@ -434,6 +434,26 @@ mod tests {
     }
 
     #[test]
+    fn a_writable_directory_names_who_can_write() {
+        for (mode, who) in [
+            (0o777, "group and others"),
+            (0o775, "its group"),
+            (0o757, "others"),
+            (0o2772, "group and others"),
+        ] {
+            let e = HostError::Permissions {
+                at: at("workspace"),
+                mode,
+            };
+            assert!(
+                e.to_string()
+                    .contains(&format!("is writable by {who} (mode {mode:04o})")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn an_io_cause_is_the_source_not_part_of_the_message() {
         let e = HostError::Io {
             at: at("shared directory"),
