@@ -481,5 +481,25 @@ mod tests {
             at: at("job directory"),
         };
         assert!(e.hint().contains("--create-job-dir=fresh"), "{}", e.hint());
+        let e = HostError::Symlink {
+            at: at("extra mount source"),
+        };
+        assert!(
+            e.hint().contains("real path of the extra mount source"),
+            "{}",
+            e.hint()
+        );
+    }
+
+    #[test]
+    fn a_missing_job_directory_hints_at_creating_it_and_another_missing_directory_does_not() {
+        let job = HostError::Missing {
+            at: at("job directory"),
+        };
+        assert!(job.hint().contains("--create-job-dir"), "{}", job.hint());
+        let shared = HostError::Missing {
+            at: at("shared directory"),
+        };
+        assert_eq!(shared.hint(), "create the directory, or fix the path");
     }
 }

@@ -36,13 +36,13 @@ impl Method {
     }
 }
 
-/// The flags of every open below the workspace handle.
-pub(crate) fn beneath_flags() -> ResolveFlags {
-    ResolveFlags::BENEATH
-        | ResolveFlags::NO_SYMLINKS
-        | ResolveFlags::NO_MAGICLINKS
-        | ResolveFlags::NO_XDEV
-}
+/// The resolution flags of every `openat2` below the workspace handle. Defence in depth: the
+/// names opened are single plain components ([`open_child`]) with `O_NOFOLLOW`, and a
+/// mount point is refused by its device and mount id after the open.
+pub(crate) const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
 
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 /// A directory opened for reading, its last component not followed.
@@ -75,7 +75,7 @@ pub(crate) fn choose(
     let probe = match resolver {
         Resolver::Walk => Ok(()),
         Resolver::Openat2 | Resolver::Auto => {
-            retry_again(|| openat2(dir, ".", PATH_FLAGS, Mode::empty(), beneath_flags())).map(drop)
+            retry_again(|| openat2(dir, ".", PATH_FLAGS, Mode::empty(), BENEATH)).map(drop)
         }
     };
     decide(resolver, probe).map_err(|e| io_err(at, "probe openat2 on", e))
@@ -116,7 +116,7 @@ pub(crate) fn open_child(
     }
     match method {
         Method::Openat2 => {
-            retry_again(|| openat2(parent, name, PATH_FLAGS, Mode::empty(), beneath_flags()))
+            retry_again(|| openat2(parent, name, PATH_FLAGS, Mode::empty(), BENEATH))
         }
         // One component, opened with O_NOFOLLOW: nothing can be followed. Mount crossing is
         // caught afterwards by `inspect` (device and mount id).
@@ -324,6 +324,34 @@ mod tests {
             Err(Errno::NOSYS)
         );
         assert_eq!(decide(Resolver::Walk, Err(Errno::NOSYS)), Ok(Method::Walk));
+    }
+
+    /// A lookup raced by a rename or mount (`EAGAIN`) or a signal (`EINTR`) is tried again,
+    /// 16 times at most; other errors and successes end it.
+    #[test]
+    fn a_raced_lookup_is_tried_again_a_bounded_number_of_times() {
+        let mut calls = 0;
+        let r = retry_again(|| {
+            calls += 1;
+            match calls {
+                1 => Err(Errno::AGAIN),
+                2 => Err(Errno::INTR),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(r, Ok(3));
+        let mut calls = 0;
+        let r: rustix::io::Result<()> = retry_again(|| {
+            calls += 1;
+            Err(Errno::AGAIN)
+        });
+        assert_eq!((r, calls), (Err(Errno::AGAIN), 17));
+        let mut calls = 0;
+        let r: rustix::io::Result<()> = retry_again(|| {
+            calls += 1;
+            Err(Errno::NOENT)
+        });
+        assert_eq!((r, calls), (Err(Errno::NOENT), 1));
     }
 
     #[test]
