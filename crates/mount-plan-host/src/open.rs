@@ -45,6 +45,12 @@ pub(crate) const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_XDEV);
 
 const PATH_FLAGS: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+/// The resolution of a strict absolute path (`--strict-paths`): no link in any component.
+const NO_LINKS: ResolveFlags = ResolveFlags::NO_SYMLINKS.union(ResolveFlags::NO_MAGICLINKS);
+/// A directory opened for reading.
+const DIR_READ: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
 /// A directory opened for reading, its last component not followed.
 pub(crate) const DIR_NOFOLLOW: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -241,16 +247,10 @@ pub(crate) fn open_absolute(
         openat(CWD, path, PATH_FLAGS, Mode::empty()).map_err(map)?
     } else {
         match method {
-            Method::Openat2 => retry_again(|| {
-                openat2(
-                    CWD,
-                    path,
-                    PATH_FLAGS,
-                    Mode::empty(),
-                    ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )
-            })
-            .map_err(map)?,
+            Method::Openat2 => {
+                retry_again(|| openat2(CWD, path, PATH_FLAGS, Mode::empty(), NO_LINKS))
+                    .map_err(map)?
+            }
             Method::Walk => walk_absolute(path, at)?,
         }
     };
@@ -265,8 +265,7 @@ fn walk_absolute(path: &Path, at: &Subject) -> Result<OwnedFd, HostError> {
     if components.next() != Some(Component::RootDir) {
         return Err(io_err(at, "walk", Errno::INVAL));
     }
-    let mut dir = openat(CWD, "/", PATH_FLAGS | OFlags::DIRECTORY, Mode::empty())
-        .map_err(|e| io_err(at, "open", e))?;
+    let mut dir = openat(CWD, "/", DIR_HANDLE, Mode::empty()).map_err(|e| io_err(at, "open", e))?;
     while let Some(component) = components.next() {
         let name = match component {
             Component::Normal(name) => name,
@@ -298,12 +297,7 @@ fn walk_absolute(path: &Path, at: &Subject) -> Result<OwnedFd, HostError> {
 /// Reopen a directory handle for reading (`O_PATH` handles cannot list or `fchmod`). Opening
 /// `.` relative to the handle reaches the very same directory.
 pub(crate) fn reopen_dir(fd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
-    openat(
-        fd,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    openat(fd, ".", DIR_READ, Mode::empty())
 }
 
 #[cfg(test)]
