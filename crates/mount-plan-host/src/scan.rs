@@ -217,3 +217,36 @@ impl Scan<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_say_what_they_are_and_where() {
+        let finding = |kind, detail: Option<&str>| {
+            Finding {
+                kind,
+                path: "/srv/w/job-1/x".into(),
+                detail: detail.map(str::to_owned),
+            }
+            .to_string()
+        };
+        for (kind, name) in [
+            (FindingKind::Socket, "socket"),
+            (FindingKind::Fifo, "fifo"),
+            (FindingKind::CharDevice, "character device"),
+            (FindingKind::BlockDevice, "block device"),
+        ] {
+            assert_eq!(
+                finding(kind, None),
+                format!("{name} \"/srv/w/job-1/x\": a bind carries it into the container")
+            );
+        }
+        assert_eq!(
+            finding(FindingKind::Incomplete, Some("permission denied")),
+            "the scan did not look into \"/srv/w/job-1/x\": permission denied"
+        );
+        assert_eq!(FindingKind::Incomplete.to_string(), "incomplete scan");
+    }
+}

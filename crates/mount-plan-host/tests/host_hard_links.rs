@@ -72,6 +72,14 @@ fn the_scan_stops_at_its_depth_limit() {
     fs::create_dir_all(&dir).unwrap();
     let err = verify(site.plan("job1"), &refusing(RESOLVERS[0])).unwrap_err();
     assert_eq!(err.rule(), "too-deep", "{err}");
+    // One level less is the deepest tree scanned whole.
+    let site = Site::new();
+    let mut dir = site.ws.join("job1");
+    for _ in 0..MAX_SCAN_DEPTH {
+        dir.push("d");
+    }
+    fs::create_dir_all(&dir).unwrap();
+    verify(site.plan("job1"), &refusing(RESOLVERS[0])).unwrap();
 }
 
 /// A socket and a fifo made outside W, hard-linked into W/J: a job could reach a host service
