@@ -96,6 +96,8 @@ pub struct FakeContainer {
     plan: MountPlan,
     cap_add: Vec<String>,
     gate: crate::gate::Gate,
+    /// When it was created (seconds since the epoch), as engines list it.
+    created_unix: i64,
 }
 
 #[derive(Debug, Default)]
@@ -360,6 +362,9 @@ impl Engine for FakeEngine {
             plan: request.plan.plan().clone(),
             cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
             gate: request.gate.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
         };
         let insert = {
             let state = self.state.clone();
@@ -524,7 +529,7 @@ impl Engine for FakeEngine {
                 id: id.clone(),
                 labels: c.labels.clone(),
                 state: None,
-                created_unix: None,
+                created_unix: Some(c.created_unix),
             })
             .collect();
         if lose {

@@ -1088,3 +1088,32 @@ pub async fn gc(engine: &dyn Engine, options: &GcOptions) -> Result<Vec<Collecte
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_told_with_each_cause_once() {
+        let inner = std::io::Error::other("connection reset");
+        let plain = LaunchError::Create {
+            job: "j".into(),
+            source: Box::new(std::io::Error::other(inner)),
+        };
+        let text = with_causes(&plain);
+        assert!(text.ends_with(": connection reset"), "{text}");
+        assert_eq!(text.matches("connection reset").count(), 1, "{text}");
+        let io = std::io::Error::other("no such image");
+        assert_eq!(with_causes(&io), "no such image");
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_s_range_is_a_century_away() {
+        let now = tokio::time::Instant::now();
+        let far = deadline(Duration::MAX);
+        assert!(far.duration_since(now) >= Duration::from_secs(99 * 365 * 24 * 3600));
+        let near = deadline(Duration::from_secs(5));
+        assert!(near.duration_since(now) >= Duration::from_secs(5));
+        assert!(near.duration_since(now) < Duration::from_secs(3600));
+    }
+}

@@ -741,6 +741,32 @@ async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
     assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
 }
 
+/// `gc --older-than`: an orphan younger than that is kept, an older one removed.
+#[tokio::test(start_paused = true)]
+async fn gc_keeps_an_orphan_younger_than_asked() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    });
+    let me = mount_plan_launch::Launcher::current();
+    let orphan = create_of_launcher(&engine, &verified, "999999999", &me.host).await;
+    let older_than = |secs| GcOptions {
+        older_than: Some(Duration::from_secs(secs)),
+        ..GcOptions::default()
+    };
+    let kept = gc(&engine, &older_than(3600)).await.unwrap();
+    assert!(kept.iter().all(|c| !c.removed), "{kept:?}");
+    assert!(engine.containers().contains_key(&orphan));
+    let done = gc(&engine, &older_than(0)).await.unwrap();
+    assert!(
+        done.iter().any(|c| c.removed && c.container == orphan),
+        "{done:?}"
+    );
+    assert!(engine.containers().is_empty());
+}
+
 /// A cancellation (SIGTERM, SIGINT) while `create` is in flight: the engine finishes the
 /// create anyway. The launch waits for that answer (bounded), then removes the container it
 /// made, instead of looking up the launch id before the container exists and leaving it for
