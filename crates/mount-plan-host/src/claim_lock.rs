@@ -288,6 +288,15 @@ mod tests {
         let claim = ClaimLock::lock(pin, shared, later, &at()).unwrap();
         assert!(claim.is_some(), "taken once released");
         release.join().unwrap();
+        drop(claim);
+        // A launch's shared claim waits the same way (for WAIT).
+        let held = ClaimLock::exclusive_if_free(pin, &at()).unwrap().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        ClaimLock::shared(pin, &at()).unwrap();
+        release.join().unwrap();
     }
 
     /// A link planted at a claim's name is not followed.

@@ -249,4 +249,19 @@ mod tests {
         );
         assert_eq!(FindingKind::Incomplete.to_string(), "incomplete scan");
     }
+
+    #[test]
+    fn sockets_fifos_and_devices_are_findings_and_nothing_else_is() {
+        for (ft, kind) in [
+            (FileType::Socket, Some(FindingKind::Socket)),
+            (FileType::Fifo, Some(FindingKind::Fifo)),
+            (FileType::CharacterDevice, Some(FindingKind::CharDevice)),
+            (FileType::BlockDevice, Some(FindingKind::BlockDevice)),
+            (FileType::RegularFile, None),
+            (FileType::Directory, None),
+            (FileType::Symlink, None),
+        ] {
+            assert_eq!(FindingKind::of(ft), kind, "{ft:?}");
+        }
+    }
 }
