@@ -691,6 +691,9 @@ async fn create_of_launcher(
     );
     labels.insert(mount_plan_launch::identity::LABEL_PID.into(), pid.into());
     labels.insert(mount_plan_launch::identity::LABEL_HOST.into(), host.into());
+    for (k, v) in mount_plan_launch::outputs::job_dir_labels(verified) {
+        labels.insert(k.into(), v);
+    }
     let gate = mount_plan_launch::gate::Gate::new(verified);
     let req = mount_plan_launch::CreateRequest {
         plan: verified,
@@ -739,6 +742,47 @@ async fn gc_removes_containers_whose_launcher_is_gone_and_keeps_the_rest() {
     assert_eq!(removed, vec![ids[1].as_str()]);
     let left: Vec<String> = engine.containers().into_keys().collect();
     assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
+}
+
+/// gc sweeps the job directory of an orphan it removes (its launcher died before its own
+/// sweep) and says what the sweep did.
+#[tokio::test(start_paused = true)]
+async fn gc_sweeps_an_orphan_s_job_directory_and_says_what_it_did() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    });
+    let me = mount_plan_launch::Launcher::current();
+    let orphan = create_of_launcher(&engine, &verified, "999999999", &me.host).await;
+    // What the job left: two set-user-ID files and a looser mode on W/J.
+    for name in ["a", "b"] {
+        let f = site.job_dir().join(name);
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
+    let verified_mode = verified.job_dir_state().mode;
+    std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let done = gc(&engine, &GcOptions::default()).await.unwrap();
+    let collected = done.iter().find(|c| c.container == orphan).unwrap();
+    assert!(collected.removed);
+    let swept = collected.swept.clone().expect("swept").expect("complete");
+    assert!(swept.starts_with("2 set-id file(s) cleared, "), "{swept}");
+    assert!(
+        swept.contains("owner and mode put back (the job left "),
+        "{swept}"
+    );
+    assert!(
+        !swept.contains("removed") && !swept.contains("not handled"),
+        "{swept}"
+    );
+    let mode = std::fs::metadata(site.job_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, verified_mode);
 }
 
 /// `gc --older-than`: an orphan younger than that is kept, an older one removed.
