@@ -785,6 +785,34 @@ async fn gc_sweeps_an_orphan_s_job_directory_and_says_what_it_did() {
     assert_eq!(mode, verified_mode);
 }
 
+/// A removal that fails is retried with a doubling pause (0.2 s, 0.4 s, ... on the paused
+/// test clock): five failures cost 6.2 s before the sixth try removes the container.
+#[tokio::test(start_paused = true)]
+async fn a_failing_removal_is_retried_with_a_doubling_pause() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script::default()).fault(Op::Remove, Fault::Fail, 5);
+    let cancel = CancelToken::new();
+    let start = tokio::time::Instant::now();
+    let done = launch(
+        &engine,
+        &verified,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+    .unwrap();
+    let took = start.elapsed();
+    assert!(done.removed, "{:?}", done.warnings);
+    assert!(engine.containers().is_empty());
+    let backoff = Duration::from_millis(200 + 400 + 800 + 1600 + 3200);
+    assert!(
+        took >= backoff && took < backoff + Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
 /// `gc --older-than`: an orphan younger than that is kept, an older one removed.
 #[tokio::test(start_paused = true)]
 async fn gc_keeps_an_orphan_younger_than_asked() {
