@@ -813,6 +813,39 @@ async fn a_failing_removal_is_retried_with_a_doubling_pause() {
     );
 }
 
+/// After a lost create answer the launch lists its containers to remove them; a list that
+/// fails is retried with the same doubling pause (three failures: 0.2+0.4+0.8 s).
+#[tokio::test(start_paused = true)]
+async fn a_failing_look_up_after_a_lost_create_is_retried_with_a_doubling_pause() {
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script::default())
+        .fault(Op::Create, Fault::LoseAnswer, 1)
+        .fault(Op::List, Fault::Fail, 3);
+    let cancel = CancelToken::new();
+    let start = tokio::time::Instant::now();
+    let failed = launch(
+        &engine,
+        &verified,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+    .unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(failed.error.rule(), "answer-lost", "{}", failed.error);
+    assert!(
+        engine.containers().is_empty(),
+        "the container it made was found and removed"
+    );
+    let backoff = Duration::from_millis(200 + 400 + 800);
+    assert!(
+        took >= backoff && took < backoff + Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
 /// `gc --older-than`: an orphan younger than that is kept, an older one removed.
 #[tokio::test(start_paused = true)]
 async fn gc_keeps_an_orphan_younger_than_asked() {
