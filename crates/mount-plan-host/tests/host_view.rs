@@ -129,3 +129,38 @@ fn the_serialised_form_carries_the_pins() {
     assert_eq!(json["job_dir_created"], false);
     assert!(json["warnings"].as_array().unwrap().is_empty());
 }
+
+/// The sources an engine reports are host paths; they are compared with the pins through the
+/// launcher's view of W, component-wise: W itself is W seen through the view, and a path that
+/// only starts with W's text is not in W.
+#[test]
+fn reported_sources_are_compared_through_the_launcher_s_view() {
+    let site = Site::new();
+    fs::create_dir(site.ws.join("2")).unwrap();
+    let options = VerifyOptions {
+        view: Some(HostView::at(&site.ws)),
+        ..opts(RESOLVERS[0])
+    };
+    let v = verify(plan_at(Path::new(HOST_WS), "job1"), &options).unwrap();
+    let pairs: Vec<(String, String)> = v
+        .plan()
+        .binds()
+        .map(|b| (b.target().as_str().into(), b.source().as_str().into()))
+        .collect();
+    assert!(v
+        .compare_sources(pairs.iter().map(|(t, s)| (t.as_str(), s.as_str())))
+        .is_empty());
+    let target = pairs[0].0.as_str();
+    let found = v.compare_sources([(target, HOST_WS)]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0].rule(),
+        "pin-identity",
+        "W through the view: {}",
+        found[0]
+    );
+    let beside = format!("{HOST_WS}2");
+    let found = v.compare_sources([(target, beside.as_str())]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].rule(), "pin-unreadable", "not in W: {}", found[0]);
+}
