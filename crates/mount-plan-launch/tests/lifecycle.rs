@@ -40,6 +40,14 @@ impl Site {
         self.path().join("job-1")
     }
 
+    /// W/J made before the launch (mode 0750), as a launch with `JobDir::MustExist` finds it.
+    fn make_job_dir(&self) -> PathBuf {
+        let dir = self.job_dir();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        dir
+    }
+
     fn verified(&self, job_dir: JobDir) -> VerifiedPlan {
         let layout = Layout::default();
         let ws = HostPath::parse(self.path().to_str().unwrap()).unwrap();
@@ -75,6 +83,27 @@ fn options(cancel: &CancelToken) -> LaunchOptions {
         cancel: cancel.clone(),
         ..LaunchOptions::default()
     }
+}
+
+/// Launch `plan` on `engine` with the test options, its output and events dropped.
+async fn run(engine: &FakeEngine, plan: &VerifiedPlan) -> Result<Finished, Failed> {
+    let cancel = CancelToken::new();
+    launch(
+        engine,
+        plan,
+        &spec(),
+        &options(&cancel),
+        &mut Recorder::default(),
+    )
+    .await
+}
+
+/// The one warning of `done` that mentions `about`.
+fn warning<'a>(done: &'a Finished, about: &str) -> &'a str {
+    done.warnings
+        .iter()
+        .find(|w| w.contains(about))
+        .unwrap_or_else(|| panic!("no warning about {about:?}: {:?}", done.warnings))
 }
 
 fn spec() -> LaunchSpec {
@@ -303,8 +332,7 @@ async fn the_exit_status_and_output_come_from_the_engine() {
 #[tokio::test(start_paused = true)]
 async fn an_incomplete_sweep_fails_the_launch_after_the_command_ran() {
     let site = Site::new();
-    std::fs::create_dir(site.job_dir()).unwrap();
-    std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    site.make_job_dir();
     // What the sweep can neither clear nor remove: as root an immutable set-user-ID file, as
     // another user a directory it may not read.
     let root = mount_plan_host::effective_uid() == 0;
@@ -362,8 +390,7 @@ async fn an_incomplete_sweep_fails_the_launch_after_the_command_ran() {
 async fn the_sweep_s_warning_names_five_cleared_files_and_counts_the_rest() {
     for (files, more) in [(7, Some(2)), (1, None)] {
         let site = Site::new();
-        std::fs::create_dir(site.job_dir()).unwrap();
-        std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        site.make_job_dir();
         for i in 0..files {
             let f = site.job_dir().join(format!("suid-{i}"));
             std::fs::write(&f, b"x").unwrap();
@@ -371,21 +398,8 @@ async fn the_sweep_s_warning_names_five_cleared_files_and_counts_the_rest() {
         }
         let plan = site.verified(JobDir::MustExist);
         let engine = FakeEngine::new(Script::default());
-        let cancel = CancelToken::new();
-        let done = launch(
-            &engine,
-            &plan,
-            &spec(),
-            &options(&cancel),
-            &mut Recorder::default(),
-        )
-        .await
-        .unwrap();
-        let warning = done
-            .warnings
-            .iter()
-            .find(|w| w.contains("set-user-ID/set-group-ID"))
-            .unwrap_or_else(|| panic!("{:?}", done.warnings));
+        let done = run(&engine, &plan).await.unwrap();
+        let warning = warning(&done, "set-user-ID/set-group-ID");
         assert!(
             warning.contains(&format!("of {files} file(s)")),
             "{warning}"
@@ -419,8 +433,7 @@ async fn a_device_node_the_job_left_is_a_warning() {
         return;
     }
     let site = Site::new();
-    std::fs::create_dir(site.job_dir()).unwrap();
-    std::fs::set_permissions(site.job_dir(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    site.make_job_dir();
     let node = site.job_dir().join("null");
     let made = std::process::Command::new("mknod")
         .arg(&node)
@@ -430,21 +443,8 @@ async fn a_device_node_the_job_left_is_a_warning() {
     assert!(made.success());
     let plan = site.verified(JobDir::MustExist);
     let engine = FakeEngine::new(Script::default());
-    let cancel = CancelToken::new();
-    let done = launch(
-        &engine,
-        &plan,
-        &spec(),
-        &options(&cancel),
-        &mut Recorder::default(),
-    )
-    .await
-    .unwrap();
-    let warning = done
-        .warnings
-        .iter()
-        .find(|w| w.contains("device nodes"))
-        .unwrap_or_else(|| panic!("{:?}", done.warnings));
+    let done = run(&engine, &plan).await.unwrap();
+    let warning = warning(&done, "device nodes");
     assert!(warning.contains("null"), "{warning}");
     assert!(node.exists(), "left in place");
 }
@@ -504,16 +504,7 @@ async fn a_long_gate_refusal_is_read_whole() {
         gate_refuses: Some(("gate-unplanned-mount".into(), long.clone())),
         ..Script::default()
     });
-    let cancel = CancelToken::new();
-    let failed = launch(
-        &engine,
-        &verified,
-        &spec(),
-        &options(&cancel),
-        &mut Recorder::default(),
-    )
-    .await
-    .expect_err("the gate refused");
+    let failed = run(&engine, &verified).await.expect_err("the gate refused");
     assert!(
         matches!(&failed.error, LaunchError::GateRefused { message, .. } if *message == long),
         "{:?}",
@@ -792,17 +783,8 @@ async fn a_failing_removal_is_retried_with_a_doubling_pause() {
     let site = Site::new();
     let verified = site.verified(JobDir::create_fresh());
     let engine = FakeEngine::new(Script::default()).fault(Op::Remove, Fault::Fail, 5);
-    let cancel = CancelToken::new();
     let start = tokio::time::Instant::now();
-    let done = launch(
-        &engine,
-        &verified,
-        &spec(),
-        &options(&cancel),
-        &mut Recorder::default(),
-    )
-    .await
-    .unwrap();
+    let done = run(&engine, &verified).await.unwrap();
     let took = start.elapsed();
     assert!(done.removed, "{:?}", done.warnings);
     assert!(engine.containers().is_empty());
@@ -820,17 +802,8 @@ async fn a_failing_look_up_after_a_lost_create_is_retried_with_a_doubling_pause(
     let engine = FakeEngine::new(Script::default())
         .fault(Op::Create, Fault::LoseAnswer, 1)
         .fault(Op::List, Fault::Fail, 3);
-    let cancel = CancelToken::new();
     let start = tokio::time::Instant::now();
-    let failed = launch(
-        &engine,
-        &verified,
-        &spec(),
-        &options(&cancel),
-        &mut Recorder::default(),
-    )
-    .await
-    .unwrap_err();
+    let failed = run(&engine, &verified).await.unwrap_err();
     let took = start.elapsed();
     assert_eq!(failed.error.rule(), "answer-lost", "{}", failed.error);
     assert!(
