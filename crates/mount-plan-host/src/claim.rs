@@ -174,13 +174,19 @@ mod tests {
         openat(rustix::fs::CWD, path, open::DIR_NOFOLLOW, Mode::empty()).unwrap()
     }
 
-    /// An expected identity keeps another directory under the name; the right one goes.
-    #[test]
-    fn an_unclaimed_directory_is_removed_only_when_it_is_the_one_expected() {
+    /// A parent directory (kept while it lives), its handle, and `job` made in it.
+    fn parent_with_job() -> (tempfile::TempDir, OwnedFd, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let parent = dir_fd(tmp.path());
         let job = tmp.path().join("job");
         std::fs::create_dir(&job).unwrap();
+        (tmp, parent, job)
+    }
+
+    /// An expected identity keeps another directory under the name; the right one goes.
+    #[test]
+    fn an_unclaimed_directory_is_removed_only_when_it_is_the_one_expected() {
+        let (_tmp, parent, job) = parent_with_job();
         let pin = Pin::of(&fstat(dir_fd(&job)).unwrap());
         let other = Pin {
             ino: pin.ino + 1,
@@ -198,10 +204,7 @@ mod tests {
     /// The directory held is not the one the name leads to any more: the other is kept.
     #[test]
     fn a_name_that_leads_elsewhere_is_not_removed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let parent = dir_fd(tmp.path());
-        let job = tmp.path().join("job");
-        std::fs::create_dir(&job).unwrap();
+        let (tmp, parent, job) = parent_with_job();
         let held = dir_fd(&job);
         let pin = Pin::of(&fstat(&held).unwrap());
         std::fs::rename(&job, tmp.path().join("moved")).unwrap();

@@ -94,6 +94,11 @@ fn private_to(uid: u32, mode: u32, me: u32) -> bool {
     uid == me && mode & 0o077 == 0
 }
 
+/// The claim file's name for the job directory `pin`, in [`claims_dir`].
+fn claim_name(pin: Pin) -> OsString {
+    OsString::from(format!("{}-{}", pin.dev, pin.ino))
+}
+
 /// A lock on the claim file of one job directory.
 #[derive(Debug)]
 pub(crate) struct ClaimLock {
@@ -119,7 +124,7 @@ impl ClaimLock {
         at: &Subject,
     ) -> Result<Option<ClaimLock>, HostError> {
         let dir = open_claims_dir()?;
-        let name = OsString::from(format!("{}-{}", pin.dev, pin.ino));
+        let name = claim_name(pin);
         let claim_at = subject(&claims_dir().join(&name));
         loop {
             let file = openat(&dir, &name, CLAIM_FILE, Mode::from_raw_mode(0o600))
@@ -209,6 +214,14 @@ mod tests {
         Subject::new("job directory", "/w/j".into(), "/w/j".into())
     }
 
+    /// A job directory identity no real one has (device `u64::MAX - n`), one per test.
+    fn test_pin(n: u64) -> Pin {
+        Pin {
+            dev: u64::MAX - n,
+            ino: std::process::id().into(),
+        }
+    }
+
     #[test]
     fn root_s_claims_are_in_run_a_user_s_in_its_runtime_directory_else_in_tmp() {
         let run = || Some(OsString::from("/run/user/1000"));
@@ -247,11 +260,8 @@ mod tests {
     /// its name: the launch claims the file the name leads to, not the unlinked one.
     #[test]
     fn a_claim_file_unlinked_while_waiting_is_taken_anew() {
-        let pin = Pin {
-            dev: u64::MAX - 8,
-            ino: std::process::id().into(),
-        };
-        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        let pin = test_pin(8);
+        let path = claims_dir().join(claim_name(pin));
         let releasing = ClaimLock::exclusive_if_free(pin, &at()).unwrap().unwrap();
         let waiter = std::thread::spawn(move || ClaimLock::shared(pin, &at()).unwrap());
         std::thread::sleep(Duration::from_millis(200));
@@ -271,10 +281,7 @@ mod tests {
     /// with `job-dir-busy`; released within the deadline, it is taken.
     #[test]
     fn a_shared_claim_waits_until_its_deadline() {
-        let pin = Pin {
-            dev: u64::MAX - 10,
-            ino: std::process::id().into(),
-        };
+        let pin = test_pin(10);
         let shared = FlockOperation::NonBlockingLockShared;
         let soon = || Some(Instant::now() + Duration::from_millis(100));
         let held = ClaimLock::exclusive_if_free(pin, &at()).unwrap().unwrap();
@@ -302,11 +309,8 @@ mod tests {
     /// A link planted at a claim's name is not followed.
     #[test]
     fn a_link_at_a_claim_s_name_is_refused() {
-        let pin = Pin {
-            dev: u64::MAX - 9,
-            ino: std::process::id().into(),
-        };
-        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        let pin = test_pin(9);
+        let path = claims_dir().join(claim_name(pin));
         let target = tempfile::NamedTempFile::new().unwrap();
         std::os::unix::fs::symlink(target.path(), &path).unwrap();
         let err = ClaimLock::shared(pin, &at()).unwrap_err();
@@ -316,17 +320,14 @@ mod tests {
 
     #[test]
     fn shared_claims_coexist_and_exclude_an_exclusive_one() {
-        let pin = Pin {
-            dev: u64::MAX - 7,
-            ino: std::process::id().into(),
-        };
+        let pin = test_pin(7);
         let a = ClaimLock::shared(pin, &at()).unwrap();
         let b = ClaimLock::shared(pin, &at()).unwrap();
         assert!(ClaimLock::exclusive_if_free(pin, &at()).unwrap().is_none());
         assert!(!a.try_exclusive().unwrap());
         drop(a);
         drop(b);
-        let path = claims_dir().join(format!("{}-{}", pin.dev, pin.ino));
+        let path = claims_dir().join(claim_name(pin));
         assert!(!path.exists(), "the last holder removes {path:?}");
         let x = ClaimLock::exclusive_if_free(pin, &at())
             .unwrap()
