@@ -57,11 +57,13 @@ mod version;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use mount_plan_launch::image_command::ImageCommand;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
     LogStream, ObservedContainer, OutputStream, Removal,
 };
 use podman_api::conn::TtyChunk;
+use podman_api::models::LibpodPingInfo;
 use podman_api::opts::{
     ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts,
     ContainerWaitOpts,
@@ -90,6 +92,47 @@ pub struct PodmanEngine {
     info: EngineInfo,
     facts: ServiceFacts,
     options: PodmanOptions,
+    stopped: std::sync::Arc<Stopped>,
+}
+
+/// The containers this engine's [`Engine::wait`] (or [`Engine::stop`]) saw stopped, for the
+/// log forwarders of the same containers: the lifecycle waits and reads the log at once, and
+/// each libpod wait is a poller in the service (every `wait_interval`), so the forwarder takes
+/// the wait's answer instead of polling a second time, and falls back to a slow poll of its
+/// own ([`LOG_POLL`]) only for a stream read without a wait.
+#[derive(Debug, Default)]
+struct Stopped(
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
+);
+
+impl Stopped {
+    fn with<T>(&self, id: &str, f: impl FnOnce(&tokio::sync::watch::Sender<bool>) -> T) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = map
+            .entry(id.to_owned())
+            .or_insert_with(|| tokio::sync::watch::channel(false).0);
+        f(sender)
+    }
+
+    /// Resolves once container `id` was seen stopped.
+    fn seen(&self, id: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.with(id, |tx| tx.subscribe());
+        async move {
+            // A closed channel (the entry forgotten) never resolves: the caller's own poll
+            // decides then.
+            if rx.wait_for(|stopped| *stopped).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn mark(&self, id: &str) {
+        self.with(id, |tx| tx.send_replace(true));
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
 }
 
 fn status_of(e: &podman_api::Error) -> Option<u16> {
@@ -157,8 +200,16 @@ impl PodmanEngine {
             )))
         };
         let (version, info) = tokio::time::timeout(options.connect_timeout, async {
+            // The ping answers at once and names the service's version; version and info run
+            // package and runtime queries (0.3 to 0.6 s each on Debian's Podman 4.3), so a
+            // service this process already asked, answering the same ping, is not asked again.
+            let ping = podman.ping().await?;
+            if let Some(known) = known_services().get(&endpoint, &ping) {
+                return Ok(known);
+            }
             let version = podman.version().await?;
             let info = podman.info().await?;
+            known_services().put(&endpoint, ping, (version.clone(), info.clone()));
             Ok::<_, podman_api::Error>((version, info))
         })
         .await
@@ -193,6 +244,7 @@ impl PodmanEngine {
             info,
             facts,
             options,
+            stopped: Default::default(),
         })
     }
 
@@ -244,6 +296,44 @@ impl PodmanEngine {
             Err(e) => Err(call_error("stop", id, e)),
         }
     }
+}
+
+/// What a service said of itself (its version and info), keyed by endpoint and kept with the
+/// ping answer it came with: a service that answers the same ping (the same Podman and Buildah
+/// versions) at the same endpoint is taken to be the one asked before. A service restarted at
+/// the same version with another configuration (another OCI runtime in `containers.conf`) is
+/// seen by the next process, not by this one.
+#[derive(Debug, Default)]
+struct KnownServices(
+    std::sync::Mutex<std::collections::HashMap<String, (LibpodPingInfo, ServiceSaid)>>,
+);
+
+type ServiceSaid = (
+    podman_api::models::VersionResponse,
+    podman_api::models::Info,
+);
+
+impl KnownServices {
+    fn get(&self, endpoint: &str, ping: &LibpodPingInfo) -> Option<ServiceSaid> {
+        let table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match table.get(endpoint) {
+            Some((asked, said)) if asked == ping => Some(said.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, endpoint: &str, ping: LibpodPingInfo, said: ServiceSaid) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(endpoint.to_owned(), (ping, said));
+    }
+}
+
+/// This process's [`KnownServices`].
+fn known_services() -> &'static KnownServices {
+    static KNOWN: std::sync::OnceLock<KnownServices> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(Default::default)
 }
 
 /// How long one libpod wait call may take before the state is read by inspect instead.
@@ -365,7 +455,7 @@ impl LogResume {
 async fn forward_logs(
     podman: Podman,
     id: String,
-    interval: Duration,
+    seen_stopped: impl std::future::Future<Output = ()>,
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
 ) {
     let container = podman.containers().get(&id);
@@ -385,7 +475,18 @@ async fn forward_logs(
             })
             .boxed()
     };
-    forward(wait_stopped(&podman, &id, interval), read, tx).await;
+    // Stopped: as this engine's wait saw it, else as a slow poll of its own sees it, begun
+    // only after a first pause (a short job's stream costs the service no second wait).
+    let stopped = async {
+        tokio::select! {
+            _ = seen_stopped => {}
+            _ = async {
+                tokio::time::sleep(LOG_POLL).await;
+                wait_stopped(&podman, &id, LOG_POLL).await
+            } => {}
+        }
+    };
+    forward(stopped, read, tx).await;
 }
 
 /// What one whole read of the log came to.
@@ -497,17 +598,27 @@ impl Engine for PodmanEngine {
         };
         // The gate runs first, then the image's entrypoint with the launch's command (or the
         // image's): the image's own configuration says what that is.
-        let image = self
-            .podman
-            .images()
-            .get(request.spec.image.as_str())
-            .inspect()
-            .await
-            .map_err(not_created)?;
-        let (image_entrypoint, image_cmd) = image
-            .config
-            .map(|c| (c.entrypoint, c.cmd))
-            .unwrap_or_default();
+        let image = mount_plan_launch::image_command::image_command(
+            &self.info.endpoint,
+            &request.spec.image,
+            || async {
+                let config = self
+                    .podman
+                    .images()
+                    .get(request.spec.image.as_str())
+                    .inspect()
+                    .await
+                    .map_err(not_created)?
+                    .config;
+                Ok(config
+                    .map(|c| ImageCommand {
+                        entrypoint: c.entrypoint.unwrap_or_default(),
+                        cmd: c.cmd.unwrap_or_default(),
+                    })
+                    .unwrap_or_default())
+            },
+        )
+        .await?;
         // The gate from its checked host copy, bound read-only; an archive call only for R's
         // entry where its mode matters and the runtime may not give it (Gate::for_runtime:
         // Podman does not report what its runtime does to a tmpfs's mode).
@@ -515,11 +626,7 @@ impl Engine for PodmanEngine {
         let (gate, root_archive) = request
             .gate
             .for_runtime(mount_plan_launch::gate::RuntimeRootMode::Unknown);
-        let line = gate.command_line(
-            request.spec,
-            &image_entrypoint.unwrap_or_default(),
-            &image_cmd.unwrap_or_default(),
-        )?;
+        let line = gate.command_line(request.spec, &image.entrypoint, &image.cmd)?;
         let opts = translate(
             plan,
             request.spec,
@@ -602,7 +709,9 @@ impl Engine for PodmanEngine {
     }
 
     async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError> {
-        wait_stopped(&self.podman, id, self.options.wait_interval).await
+        let status = wait_stopped(&self.podman, id, self.options.wait_interval).await?;
+        self.stopped.mark(id);
+        Ok(status)
     }
 
     fn logs(&self, id: &str) -> LogStream {
@@ -610,11 +719,11 @@ impl Engine for PodmanEngine {
         // the handle and hand the chunks over a channel. The task starts on the first poll
         // (inside the caller's runtime) and ends when the stream is dropped.
         let podman = self.podman.clone();
+        let seen_stopped = self.stopped.seen(id);
         let id = id.to_owned();
-        let interval = self.options.wait_interval;
         futures_util::stream::once(async move {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogChunk, LaunchError>>(64);
-            tokio::spawn(forward_logs(podman, id, interval, tx));
+            tokio::spawn(forward_logs(podman, id, seen_stopped, tx));
             futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             })
@@ -627,12 +736,14 @@ impl Engine for PodmanEngine {
         self.signal(id, "SIGTERM").await?;
         let interval = self.options.wait_interval;
         match tokio::time::timeout(grace, wait_stopped(&self.podman, id, interval)).await {
-            Ok(result) => result.map(drop),
+            Ok(result) => result?,
             Err(_) => {
                 self.signal(id, "SIGKILL").await?;
-                wait_stopped(&self.podman, id, interval).await.map(drop)
+                wait_stopped(&self.podman, id, interval).await?
             }
-        }
+        };
+        self.stopped.mark(id);
+        Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<Removal, LaunchError> {
@@ -649,6 +760,9 @@ impl Engine for PodmanEngine {
                     .build(),
             )
             .await;
+        if removed.is_ok() || removed.as_ref().is_err_and(is_not_found) {
+            self.stopped.forget(id);
+        }
         match removed {
             Ok(_) => Ok(Removal::Removed),
             Err(e) if is_not_found(&e) => Ok(Removal::AlreadyGone),
@@ -752,6 +866,87 @@ mod tests {
     /// the container runs, each read cut into chunks its own way, one read failing half-way:
     /// every byte of both streams arrives once, in order, and the last read (after the
     /// container stopped) completes it.
+    #[test]
+    fn a_service_is_known_again_only_at_its_endpoint_by_the_same_ping() {
+        let ping = |podman: &str| LibpodPingInfo {
+            api_version: "1.41".into(),
+            libpod_api_version: podman.into(),
+            libpod_buildah_version: "1.28.2".into(),
+            buildkit_version: None,
+            cache_control: "no-cache".into(),
+            docker_experimental: true,
+            pragma: "no-cache".into(),
+        };
+        let said = |version: &str| -> ServiceSaid {
+            (
+                serde_json::from_value(serde_json::json!({ "Version": version })).unwrap(),
+                serde_json::from_str("{}").unwrap(),
+            )
+        };
+        let known = KnownServices::default();
+        assert_eq!(known.get("unix:///a.sock", &ping("4.3.1")), None);
+        known.put("unix:///a.sock", ping("4.3.1"), said("4.3.1"));
+        assert_eq!(
+            known.get("unix:///a.sock", &ping("4.3.1")),
+            Some(said("4.3.1")),
+            "the same service, asked again"
+        );
+        assert_eq!(
+            known.get("unix:///a.sock", &ping("5.4.2")),
+            None,
+            "upgraded since: asked again"
+        );
+        assert_eq!(
+            known.get("unix:///b.sock", &ping("4.3.1")),
+            None,
+            "another service"
+        );
+        known.put("unix:///a.sock", ping("5.4.2"), said("5.4.2"));
+        assert_eq!(
+            known.get("unix:///a.sock", &ping("5.4.2")),
+            Some(said("5.4.2"))
+        );
+        assert!(
+            std::ptr::eq(known_services(), known_services()),
+            "one table per process"
+        );
+    }
+
+    /// Whether `fut` has resolved once the runtime has run everything that is ready.
+    async fn resolved(fut: &mut (impl std::future::Future<Output = ()> + Unpin)) -> bool {
+        tokio::select! {
+            biased;
+            _ = fut => true,
+            _ = tokio::task::yield_now() => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_forwarder_learns_of_the_stop_that_a_wait_saw_before_or_after_it_asked() {
+        let stopped = Stopped::default();
+        let mut early = Box::pin(stopped.seen("c1"));
+        let mut other = Box::pin(stopped.seen("c2"));
+        assert!(!resolved(&mut early).await, "nothing was seen stopped yet");
+        stopped.mark("c1");
+        assert!(resolved(&mut early).await, "asked before the wait saw it");
+        let mut late = Box::pin(stopped.seen("c1"));
+        assert!(resolved(&mut late).await, "asked after the wait saw it");
+        assert!(
+            !resolved(&mut other).await,
+            "another container's stop is not this one's"
+        );
+        stopped.forget("c2");
+        assert!(
+            !resolved(&mut other).await,
+            "a forgotten container is left to the forwarder's own poll"
+        );
+        stopped.forget("c1");
+        assert!(
+            stopped.0.lock().unwrap().is_empty(),
+            "remove forgets every entry"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn every_byte_arrives_once_from_whole_reads_of_a_growing_log() {
         use std::sync::atomic::{AtomicUsize, Ordering};
