@@ -43,6 +43,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use mount_plan_launch::image_command::ImageCommand;
 use mount_plan_launch::{
     CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
     LogStream, ObservedContainer, OutputStream, Removal,
@@ -97,6 +98,17 @@ pub struct DockerEngine {
 /// An engine client's error, boxed for [`LaunchError`].
 pub fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
+}
+
+/// The entrypoint and command of an image as Docker's image inspect describes it.
+pub fn image_command_of(image: bollard::models::ImageInspect) -> ImageCommand {
+    image
+        .config
+        .map(|c| ImageCommand {
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+        })
+        .unwrap_or_default()
 }
 
 /// The HTTP status of an engine's answer; `None` when there was no answer (a reset
@@ -322,12 +334,18 @@ impl Engine for DockerEngine {
         };
         // The gate runs first, then the image's entrypoint with the launch's command (or the
         // image's): the image's own configuration says what that is.
-        let image = self
-            .docker
-            .inspect_image(&request.spec.image.to_string())
-            .await
-            .map_err(not_created)?;
-        let config = image.config.unwrap_or_default();
+        let image = mount_plan_launch::image_command::image_command(
+            &self.info.endpoint,
+            &request.spec.image,
+            || async {
+                self.docker
+                    .inspect_image(request.spec.image.as_str())
+                    .await
+                    .map(image_command_of)
+                    .map_err(not_created)
+            },
+        )
+        .await?;
         // The gate from its checked host copy, bound read-only outside R; an archive call only
         // for R's entry where its mode matters and the runtime may not give it.
         let copy = mount_plan_launch::gate_copy::GateCopy::ensure()?;
@@ -342,11 +360,7 @@ impl Engine for DockerEngine {
                     == version::ReadOnlyBinds::ForceRecursive,
             ));
         let (gate, root_archive) = request.gate.for_runtime(self.runtime_root_mode());
-        let (entrypoint, cmd) = gate.command_line(
-            request.spec,
-            &config.entrypoint.unwrap_or_default(),
-            &config.cmd.unwrap_or_default(),
-        )?;
+        let (entrypoint, cmd) = gate.command_line(request.spec, &image.entrypoint, &image.cmd)?;
         call.body.entrypoint = Some(entrypoint);
         call.body.cmd = Some(cmd);
         let created = self

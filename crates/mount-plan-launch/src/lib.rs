@@ -43,6 +43,7 @@ pub mod fake;
 pub mod gate;
 pub mod gate_copy;
 pub mod identity;
+pub mod image_command;
 pub mod lifecycle;
 pub mod outputs;
 

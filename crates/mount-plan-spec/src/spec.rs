@@ -298,6 +298,24 @@ impl FromStr for ImageRef {
     }
 }
 
+impl ImageRef {
+    /// The SHA-256 digest this reference names its image by, when it names it by content: a
+    /// full image id (`sha256:HEX` or the bare 64 hex digits) or a digest-pinned name
+    /// (`NAME@sha256:HEX`). Such a reference means the same image, and so the same
+    /// configuration, wherever and whenever it resolves; a tag (`NAME:TAG`) or a short id does
+    /// not (a tag moves, a short id can come to match another image).
+    pub fn content_digest(&self) -> Option<&str> {
+        let hex =
+            |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let digest = match self.0.rsplit_once('@') {
+            Some((name, digest)) if !name.is_empty() => digest.strip_prefix("sha256:")?,
+            Some(_) => return None,
+            None => self.0.strip_prefix("sha256:").unwrap_or(&self.0),
+        };
+        hex(digest).then_some(digest)
+    }
+}
+
 string_newtype!(
     /// A container name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes.
     ContainerName
@@ -1014,6 +1032,44 @@ mod tests {
                 "container-name",
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn only_a_reference_by_content_has_a_content_digest() {
+        let hex = "0123456789abcdef".repeat(4);
+        let digest = |r: &str| {
+            r.parse::<ImageRef>()
+                .unwrap()
+                .content_digest()
+                .map(str::to_owned)
+        };
+        for by_content in [
+            format!("sha256:{hex}"),
+            hex.clone(),
+            format!("registry.example/team/img@sha256:{hex}"),
+            format!("img:1.0@sha256:{hex}"),
+        ] {
+            assert_eq!(
+                digest(&by_content).as_deref(),
+                Some(hex.as_str()),
+                "{by_content}"
+            );
+        }
+        for by_name in [
+            "img:latest".to_owned(),
+            "sha256:0123abc".to_owned(),
+            hex[..12].to_owned(),
+            format!("{}0", &hex),
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{}g", &hex[1..]),
+            format!("img@sha512:{hex}"),
+            format!("img@{hex}"),
+            format!("@sha256:{hex}"),
+            format!("img:{hex}"),
+        ] {
+            assert_eq!(digest(&by_name), None, "{by_name}");
         }
     }
 

@@ -222,25 +222,31 @@ impl Engine for SwarmEngine {
         let plan = request.plan.plan();
         // The gate reads the image's entrypoint and command from the manager's copy of the
         // image (images are named by ID and present on every node).
-        let image = self
-            .docker
-            .inspect_image(&request.spec.image.to_string())
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(404) => LaunchError::ImageNotFound {
-                    image: request.spec.image.to_string(),
-                    source: format!(
-                        "the manager holds no such image, and reads the image's entrypoint from it: {e}"
-                    )
-                    .into(),
-                },
-                Some(_) => LaunchError::Create {
-                    job: plan.job().to_string(),
-                    source: boxed(e),
-                },
-                None => call_err("create", "", e),
-            })?;
-        let config = image.config.unwrap_or_default();
+        let image = mount_plan_launch::image_command::image_command(
+            &self.info.endpoint,
+            &request.spec.image,
+            || async {
+                self.docker
+                    .inspect_image(request.spec.image.as_str())
+                    .await
+                    .map_err(|e| match status_of(&e) {
+                        Some(404) => LaunchError::ImageNotFound {
+                            image: request.spec.image.to_string(),
+                            source: format!(
+                                "the manager holds no such image, and reads the image's entrypoint from it: {e}"
+                            )
+                            .into(),
+                        },
+                        Some(_) => LaunchError::Create {
+                            job: plan.job().to_string(),
+                            source: boxed(e),
+                        },
+                        None => call_err("create", "", e),
+                    })
+                    .map(mount_plan_docker::image_command_of)
+            },
+        )
+        .await?;
         // A worker whose runc predates 1.1.8 gives R the mode of the directory it covers,
         // and nothing can correct it before the task starts (see `availability`).
         // The task runs on another machine, which numbers devices its own way.
@@ -249,11 +255,8 @@ impl Engine for SwarmEngine {
             .clone()
             .accepting_root_mode(mount_plan_docker::WORKDIR_PARENT_MODE)
             .node_local_devices();
-        let (entrypoint, command) = gate.command_line(
-            request.spec,
-            &config.entrypoint.unwrap_or_default(),
-            &config.cmd.unwrap_or_default(),
-        )?;
+        let (entrypoint, command) =
+            gate.command_line(request.spec, &image.entrypoint, &image.cmd)?;
         let call = translate::GateCall {
             on_nodes: self.gate_on_nodes.clone(),
             entrypoint,
