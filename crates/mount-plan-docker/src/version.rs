@@ -247,6 +247,8 @@ pub fn availability(facts: &EngineFacts) -> Vec<(Protection, Availability)> {
                 Protection::NoExecOnBinds => Availability::Missing(
                     "the Engine API has no noexec option for bind mounts, at any version".into(),
                 ),
+                // The gate's host copy, bound read-only (`gate_copy`), on every version.
+                Protection::Gate => Availability::Native,
                 _ => Availability::Native,
             };
             (p, a)

@@ -16,6 +16,9 @@ use mount_plan_spec::{Availability, Protection};
 
 use crate::error::PodError;
 
+/// Why a Pod runs without the in-container gate: the gate reaches a Pod only from a gate
+/// image, through an init container, and none was given.
+pub const GATE_WITHOUT_IMAGE: &str = "no gate image (--k8s-gate-image): the Pod would run without the in-container gate, so the pins of the host check would not be compared with what the Pod got";
 /// The oldest Kubernetes minor version the renderer writes for.
 pub const MIN_MINOR: u32 = 30;
 /// The newest Kubernetes minor version the renderer writes for.
@@ -181,7 +184,8 @@ impl Target {
         self.gates.contains(&FeatureGate::EmptyDirVolumeMode)
     }
 
-    /// How a Pod written for this target honours each protection of [`Protection::ALL`].
+    /// How a Pod written for this target honours each protection of [`Protection::ALL`]; the
+    /// gate as without a gate image ([`GATE_WITHOUT_IMAGE`]).
     pub fn availability(&self) -> Vec<(Protection, Availability)> {
         let v = self.version;
         Protection::ALL
@@ -243,6 +247,8 @@ impl Target {
                             ))
                         }
                     }
+                    // The backend says Native when it has a gate image to run it from.
+                    Protection::Gate => Availability::Missing(GATE_WITHOUT_IMAGE.into()),
                     _ => Availability::Missing("not known to the Kubernetes renderer".into()),
                 };
                 (p, a)

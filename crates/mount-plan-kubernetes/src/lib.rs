@@ -42,8 +42,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use mount_plan_launch::{
-    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream, Removal,
+    Availability, CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
+    LogChunk, LogStream, ObservedContainer, OutputStream, Protection, Removal,
 };
 
 pub use observe::{observe, progress, quantity_bytes, state, Progress};
@@ -225,10 +225,14 @@ impl Engine for KubernetesEngine {
     fn report(&self) -> EngineReport {
         let target = &self.options.pod.target;
         let mut warnings = target.warnings();
-        if self.options.pod.gate_image.is_none() {
-            warnings.push(
-                "no gate image (--k8s-gate-image): the Pods run without the in-container gate, so the pins of the host check are not compared with what the Pod got".into(),
-            );
+        let mut protections = target.availability();
+        if self.options.pod.gate_image.is_some() {
+            // From the gate image, through an init container (see `render_pod`).
+            for (p, a) in &mut protections {
+                if *p == Protection::Gate {
+                    *a = Availability::Native;
+                }
+            }
         }
         let server = self.info.version.trim_start_matches('v');
         if !server.starts_with(&format!("{}.", target.version())) {
@@ -240,7 +244,7 @@ impl Engine for KubernetesEngine {
         }
         EngineReport {
             engine: self.info.clone(),
-            protections: target.availability(),
+            protections,
             warnings,
         }
     }

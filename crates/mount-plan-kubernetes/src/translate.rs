@@ -27,8 +27,8 @@ pub struct PodSettings {
     pub volumes: Volumes,
     /// The init container's image (default: the job's).
     pub init_image: Option<String>,
-    /// An image holding the static gate at [`mount_plan_k8s::GATE_IN_IMAGE`]; `None`: the Pod
-    /// runs without the in-container gate (said at every launch, see the engine's report).
+    /// An image holding the static gate at [`mount_plan_k8s::GATE_IN_IMAGE`]; `None`: the
+    /// protection `gate` is missing, and a launch is refused unless it accepts that.
     pub gate_image: Option<String>,
 }
 

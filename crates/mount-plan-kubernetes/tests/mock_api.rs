@@ -20,8 +20,8 @@ use mount_plan_k8s::{Target, Volumes};
 use mount_plan_kubernetes::{translate, KubeOptions, KubernetesEngine, PodSettings, AUDIT_GATE};
 use mount_plan_launch::identity::{LaunchId, Launcher};
 use mount_plan_launch::{
-    gc, launch, CreateRequest, Failed, Finished, GcOptions, LaunchError, LaunchOptions, LaunchSpec,
-    LogChunk, Network, Protection,
+    gc, launch, Availability, CreateRequest, Engine, Failed, Finished, GcOptions, LaunchError,
+    LaunchOptions, LaunchSpec, LogChunk, Network, Protection,
 };
 use serde_json::{json, Value};
 use tower_test::mock;
@@ -240,6 +240,10 @@ fn settings() -> PodSettings {
 }
 
 fn harness(api: ApiServer) -> Harness {
+    harness_with(api, settings())
+}
+
+fn harness_with(api: ApiServer, settings: PodSettings) -> Harness {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let api = Arc::new(Mutex::new(api));
     let served = api.clone();
@@ -276,7 +280,7 @@ fn harness(api: ApiServer) -> Harness {
             }
         }
     });
-    let mut options = KubeOptions::new(settings());
+    let mut options = KubeOptions::new(settings);
     options.pending_timeout = Duration::from_secs(120);
     let engine = KubernetesEngine::with_client(
         Client::new(service, NS),
@@ -317,16 +321,20 @@ fn spec() -> LaunchSpec {
 
 /// Run one launch through the driver, bounded: a hang fails the test.
 async fn run(h: &Harness, options: LaunchOptions) -> (Result<Finished, Failed>, Vec<u8>) {
+    run_spec(h, options, &spec()).await
+}
+
+async fn run_spec(
+    h: &Harness,
+    options: LaunchOptions,
+    spec: &LaunchSpec,
+) -> (Result<Finished, Failed>, Vec<u8>) {
     let mut out = Vec::new();
     let result = tokio::time::timeout(
         Duration::from_secs(3600),
-        launch(
-            &h.engine,
-            &h.plan,
-            &spec(),
-            &options,
-            &mut |c: &LogChunk| out.extend_from_slice(&c.bytes),
-        ),
+        launch(&h.engine, &h.plan, spec, &options, &mut |c: &LogChunk| {
+            out.extend_from_slice(&c.bytes)
+        }),
     )
     .await
     .expect("the launch ended within the bound");
@@ -865,4 +873,75 @@ async fn what_a_pod_cannot_express_is_refused_before_any_request() {
         Some(&json!({"cpu": "1500m", "memory": "1073741824"}))
     );
     assert!(seen(&h).is_empty());
+}
+
+/// Without a gate image the Pod cannot run the gate: the launch is refused before any
+/// request, naming the gate and what to set, unless the launcher accepts it missing; then the
+/// Pod runs the job's command itself, with no gate container.
+#[tokio::test(start_paused = true)]
+async fn without_a_gate_image_the_launch_is_refused_unless_the_gate_is_accepted_missing() {
+    let no_gate = PodSettings {
+        gate_image: None,
+        ..settings()
+    };
+    let h = harness_with(ApiServer::default(), no_gate.clone());
+    let gate = h.engine.report().availability(Protection::Gate);
+    assert!(
+        matches!(&gate, Availability::Missing(why) if why.contains("--k8s-gate-image")),
+        "{gate}"
+    );
+    let (result, _) = run(&h, LaunchOptions::default()).await;
+    let failed = result.expect_err("refused");
+    assert_eq!(
+        failed.error.rule(),
+        "protection-unavailable",
+        "{}",
+        failed.error
+    );
+    assert!(
+        failed.error.to_string().contains("gate") && !failed.command_ran,
+        "{}",
+        failed.error
+    );
+    assert!(seen(&h).is_empty(), "nothing was asked of the API server");
+
+    let h = harness_with(
+        ApiServer {
+            steps: steps(vec![running(), terminated("Succeeded", 0)]),
+            ..ApiServer::default()
+        },
+        no_gate,
+    );
+    let mut accepted = spec();
+    accepted.accept_missing.insert(Protection::Gate);
+    let (result, _) = run_spec(&h, LaunchOptions::default(), &accepted).await;
+    assert_eq!(result.expect("accepted missing: it runs").status.code, 0);
+    let pod = &seen(&h)[0].body;
+    let init: Vec<&Value> = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|c| c.get("name")).collect())
+        .unwrap_or_default();
+    assert!(
+        !init.contains(&&json!("gate")),
+        "no gate container: {init:?}"
+    );
+    assert_eq!(
+        (
+            pod.pointer("/spec/containers/0/command"),
+            pod.pointer("/spec/containers/0/args")
+        ),
+        (None, Some(&json!(["python", "train.py"]))),
+        "the image's entrypoint with the job's command, not the gate"
+    );
+    assert_no_pod_left(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_gate_image_the_gate_is_available() {
+    let h = harness(ApiServer::default());
+    assert_eq!(
+        h.engine.report().availability(Protection::Gate),
+        Availability::Native
+    );
 }

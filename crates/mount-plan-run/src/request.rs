@@ -15,8 +15,8 @@ use crate::error::{RequestError, RunError};
 pub struct Accept {
     /// Run although the engine cannot honour this contract protection of the plan (repeat;
     /// ids: read-only-root, root-mode-size, read-only-binds, non-recursive,
-    /// private-propagation). Hardening (nosuid, nodev, noexec) never needs it: an engine that
-    /// cannot apply it runs the job with one warning.
+    /// private-propagation, gate). Hardening (nosuid, nodev, noexec) never needs it: an engine
+    /// that cannot apply it runs the job with one warning.
     #[cfg_attr(
         feature = "clap",
         arg(long = "accept-missing", value_name = "PROTECTION")

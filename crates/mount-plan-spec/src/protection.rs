@@ -28,6 +28,11 @@ pub enum Protection {
     NoDevOnBinds,
     /// Nothing on a read-only bind can be executed.
     NoExecOnBinds,
+    /// The in-container gate runs first: it compares what the container got (every mount,
+    /// R's mode, the working directory) with the plan and the host check's pins before the
+    /// command, and refuses with exit 125 on a difference. Without it, only the engine's
+    /// description of the container (the audit) is checked.
+    Gate,
 }
 
 /// Whether a protection is part of the contract or hardening on top of it.
@@ -45,7 +50,7 @@ pub enum Class {
 
 impl Protection {
     /// Every protection, in a fixed order.
-    pub const ALL: [Protection; 8] = [
+    pub const ALL: [Protection; 9] = [
         Protection::ReadOnlyRoot,
         Protection::RootModeAndSize,
         Protection::ReadOnlyBinds,
@@ -54,6 +59,7 @@ impl Protection {
         Protection::NoSuidOnBinds,
         Protection::NoDevOnBinds,
         Protection::NoExecOnBinds,
+        Protection::Gate,
     ];
 
     /// The stable id (used by `--accept-missing` and in reports).
@@ -67,6 +73,7 @@ impl Protection {
             Protection::NoSuidOnBinds => mount_plan::Hardening::NoSuid.id(),
             Protection::NoDevOnBinds => mount_plan::Hardening::NoDev.id(),
             Protection::NoExecOnBinds => mount_plan::Hardening::NoExec.id(),
+            Protection::Gate => "gate",
         }
     }
 
@@ -82,7 +89,7 @@ impl Protection {
 
     /// The protections `plan` asks for.
     pub fn required_by(plan: &MountPlan) -> BTreeSet<Protection> {
-        let mut out = BTreeSet::from([Protection::RootModeAndSize]);
+        let mut out = BTreeSet::from([Protection::RootModeAndSize, Protection::Gate]);
         if plan.root_tmpfs().read_only() {
             out.insert(Protection::ReadOnlyRoot);
         }
@@ -321,6 +328,13 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_is_part_of_the_contract() {
+        assert_eq!("gate".parse::<Protection>().unwrap(), Protection::Gate);
+        assert_eq!(Protection::Gate.class(), Class::Required);
+        assert_eq!(Protection::NoDevOnBinds.class(), Class::Hardening);
+    }
+
+    #[test]
     fn required_follows_the_plan() {
         let layout = Layout::default();
         let ws = HostPath::parse("/srv/w").unwrap();
@@ -340,6 +354,10 @@ mod tests {
         .unwrap();
         let plan = scratch.plan(&ws, &scratch.job("j").unwrap()).unwrap();
         let req = Protection::required_by(&plan);
+        assert!(
+            req.contains(&Protection::Gate),
+            "every plan asks for the gate"
+        );
         assert!(!req.contains(&Protection::ReadOnlyRoot));
         assert!(!req.contains(&Protection::ReadOnlyBinds));
         assert!(!req.contains(&Protection::NoExecOnBinds));

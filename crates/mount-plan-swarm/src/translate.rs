@@ -85,6 +85,8 @@ pub fn availability(api: ApiVersion) -> Vec<(Protection, Availability)> {
                 Protection::NoExecOnBinds => Availability::Missing(
                     "a service's mounts take no noexec option, at any API version".into(),
                 ),
+                // From the path `mount-plan gate install` put it at on every node.
+                Protection::Gate => Availability::Native,
                 _ => Availability::Native,
             };
             (p, a)
