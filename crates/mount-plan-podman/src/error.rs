@@ -60,6 +60,14 @@ pub enum PodmanError {
         /// The container id.
         container: String,
     },
+    /// The wait gave no exit code while the container still runs.
+    #[error("{rule}waiting for container {container:?}: {why}", rule = self.prefix())]
+    Wait {
+        /// The container id.
+        container: String,
+        /// The service's answer, or why there was none.
+        why: String,
+    },
 }
 
 mount_plan::rules!(PodmanError, "podman", {
@@ -69,6 +77,7 @@ mount_plan::rules!(PodmanError, "podman", {
     UserNamespace => "user-namespace",
     Service => "service",
     NoExitCode => "exit-code",
+    Wait => "wait-answer",
     CreateLock => "create-lock",
     NoRunRoot => "create-lock-missing",
 });

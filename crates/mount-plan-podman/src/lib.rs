@@ -53,6 +53,7 @@ mod error;
 mod observe;
 mod translate;
 mod version;
+mod wait;
 
 use std::time::Duration;
 
@@ -66,7 +67,6 @@ use podman_api::conn::TtyChunk;
 use podman_api::models::LibpodPingInfo;
 use podman_api::opts::{
     ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts,
-    ContainerWaitOpts,
 };
 use podman_api::Podman;
 
@@ -93,6 +93,8 @@ pub struct PodmanEngine {
     facts: ServiceFacts,
     options: PodmanOptions,
     stopped: std::sync::Arc<Stopped>,
+    /// The service's socket path, for the requests podman-api cannot make ([`wait`]).
+    socket: String,
 }
 
 /// The containers this engine's [`Engine::wait`] (or [`Engine::stop`]) saw stopped, for the
@@ -245,6 +247,7 @@ impl PodmanEngine {
             facts,
             options,
             stopped: Default::default(),
+            socket: path.to_owned(),
         })
     }
 
@@ -357,27 +360,28 @@ fn is_stopped(state: Option<&str>) -> bool {
 
 /// Wait until container `id` stops, and return its exit status.
 ///
-/// libpod's wait endpoint (polling every `interval`) is called in slices of [`WAIT_SLICE`];
-/// after each slice, or when it fails, inspect decides. Podman 4.3 sometimes marks a
-/// container exited without storing its exit code in its database: its wait endpoint then
-/// answers "no such exit code" (or polls on), while inspect reports the code.
+/// libpod's wait endpoint (polling every `interval`), asked directly over `socket` for its
+/// answer, the exit code ([`wait::wait_code`]), in slices of [`WAIT_SLICE`]; after each slice,
+/// or when it gives no code, inspect decides. Podman 4.3 sometimes marks a container exited
+/// without storing its exit code in its database: its wait endpoint then answers "no such exit
+/// code" (or polls on), while inspect reports the code.
 async fn wait_stopped(
     podman: &Podman,
+    socket: &str,
     id: &str,
     interval: Duration,
 ) -> Result<ExitStatus, LaunchError> {
     let container = podman.containers().get(id);
-    let opts = ContainerWaitOpts::builder()
-        .interval(format!("{}us", interval.as_micros().max(1)))
-        .build();
     loop {
-        let waited = tokio::time::timeout(WAIT_SLICE, container.wait(&opts)).await;
-        if let Ok(Err(e)) = &waited {
-            if is_not_found(e) {
+        let waited = tokio::time::timeout(WAIT_SLICE, wait::wait_code(socket, id, interval)).await;
+        match waited {
+            Ok(Ok(code)) => return Ok(ExitStatus { code }),
+            Ok(Err(wait::WaitFailed::Status(404, _))) => {
                 return Err(LaunchError::NotFound {
                     container: id.to_owned(),
-                });
+                })
             }
+            _ => {}
         }
         let data = container
             .inspect()
@@ -393,9 +397,21 @@ async fn wait_stopped(
                 }),
             });
         }
-        if let Ok(Err(e)) = waited {
+        if let Ok(Err(failed)) = waited {
             // It failed although the container runs: a real error.
-            return Err(call_error("wait", id, e));
+            let status = match &failed {
+                wait::WaitFailed::Status(code, _) => Some(*code),
+                wait::WaitFailed::Other(_) => None,
+            };
+            return Err(LaunchError::from_call(
+                "wait",
+                id,
+                status,
+                Box::new(PodmanError::Wait {
+                    container: id.to_owned(),
+                    why: failed.to_string(),
+                }),
+            ));
         }
     }
 }
@@ -454,6 +470,7 @@ impl LogResume {
 /// Send container `id`'s output to `tx` (see [`forward`]).
 async fn forward_logs(
     podman: Podman,
+    socket: String,
     id: String,
     seen_stopped: impl std::future::Future<Output = ()>,
     tx: tokio::sync::mpsc::Sender<Result<LogChunk, LaunchError>>,
@@ -482,7 +499,7 @@ async fn forward_logs(
             _ = seen_stopped => {}
             _ = async {
                 tokio::time::sleep(LOG_POLL).await;
-                wait_stopped(&podman, &id, LOG_POLL).await
+                wait_stopped(&podman, &socket, &id, LOG_POLL).await
             } => {}
         }
     };
@@ -709,7 +726,8 @@ impl Engine for PodmanEngine {
     }
 
     async fn wait(&self, id: &str) -> Result<ExitStatus, LaunchError> {
-        let status = wait_stopped(&self.podman, id, self.options.wait_interval).await?;
+        let status =
+            wait_stopped(&self.podman, &self.socket, id, self.options.wait_interval).await?;
         self.stopped.mark(id);
         Ok(status)
     }
@@ -719,11 +737,12 @@ impl Engine for PodmanEngine {
         // the handle and hand the chunks over a channel. The task starts on the first poll
         // (inside the caller's runtime) and ends when the stream is dropped.
         let podman = self.podman.clone();
+        let socket = self.socket.clone();
         let seen_stopped = self.stopped.seen(id);
         let id = id.to_owned();
         futures_util::stream::once(async move {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogChunk, LaunchError>>(64);
-            tokio::spawn(forward_logs(podman, id, seen_stopped, tx));
+            tokio::spawn(forward_logs(podman, socket, id, seen_stopped, tx));
             futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             })
@@ -735,11 +754,16 @@ impl Engine for PodmanEngine {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), LaunchError> {
         self.signal(id, "SIGTERM").await?;
         let interval = self.options.wait_interval;
-        match tokio::time::timeout(grace, wait_stopped(&self.podman, id, interval)).await {
+        match tokio::time::timeout(
+            grace,
+            wait_stopped(&self.podman, &self.socket, id, interval),
+        )
+        .await
+        {
             Ok(result) => result?,
             Err(_) => {
                 self.signal(id, "SIGKILL").await?;
-                wait_stopped(&self.podman, id, interval).await?
+                wait_stopped(&self.podman, &self.socket, id, interval).await?
             }
         };
         self.stopped.mark(id);
