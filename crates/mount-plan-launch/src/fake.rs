@@ -183,8 +183,14 @@ impl FakeEngine {
 
     /// Make the next `times` calls of `op` misbehave as `fault` (`u32::MAX`: every call).
     pub fn fault(self, op: Op, fault: Fault, times: u32) -> Self {
-        self.state.lock().unwrap().faults.push((op, fault, times));
+        self.inject(op, fault, times);
         self
+    }
+
+    /// [`FakeEngine::fault`] on an engine in use, through a clone (which shares its state):
+    /// from an observer, at a given event.
+    pub fn inject(&self, op: Op, fault: Fault, times: u32) {
+        self.state.lock().unwrap().faults.push((op, fault, times));
     }
 
     /// Cancel `token` when `op` is first called (before the call takes effect).

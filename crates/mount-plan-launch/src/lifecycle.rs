@@ -370,6 +370,19 @@ impl From<LaunchError> for Stop {
     }
 }
 
+impl<'a> Driver<'a> {
+    /// The audit of this launch's container, apart from the driver.
+    fn auditor(&self) -> Auditor<'a> {
+        Auditor {
+            engine: self.engine,
+            options: self.options,
+            plan: self.plan,
+            tolerated: self.tolerated.clone(),
+            granted: self.granted.clone(),
+        }
+    }
+}
+
 impl Driver<'_> {
     fn warn(&mut self, message: String) {
         self.observer.event(&Event::Warning {
@@ -384,14 +397,13 @@ impl Driver<'_> {
         op: &'static str,
         fut: impl Future<Output = Result<T, LaunchError>>,
     ) -> Result<T, Stop> {
-        tokio::select! {
-            biased;
-            _ = self.options.cancel.cancelled() => Err(Stop::Cancelled),
-            r = tokio::time::timeout(self.options.call_timeout, fut) => match r {
-                Ok(r) => r.map_err(Stop::Error),
-                Err(_) => Err(Stop::Error(self.lost(op))),
-            },
-        }
+        call(
+            op,
+            self.container.as_deref().unwrap_or_default(),
+            self.options,
+            fut,
+        )
+        .await
     }
 
     /// A clean-up call: bounded by the timeout, not by cancellation (it runs because of it).
@@ -477,7 +489,7 @@ impl Driver<'_> {
         });
 
         // Audit what the engine made of the request before anything runs...
-        self.audited(&id).await?;
+        self.auditor().audited(&id).await?;
         if let Err(stop) = self.call("start", engine.start(&id)).await {
             // The engine said no: the command did not run.
             let uncertain = matches!(
@@ -501,9 +513,11 @@ impl Driver<'_> {
         self.observer.event(&Event::Started {
             container: id.clone(),
         });
-        // ...and again once it runs.
-        self.audited(&id).await?;
-        self.follow(&id).await
+        // ...and again once it runs, while its output is followed: the command runs already,
+        // so waiting for this answer first would only delay the output and the exit status.
+        // A difference still fails the launch, whenever it is found.
+        let auditor = self.auditor();
+        self.follow(&id, auditor.audited(&id)).await
     }
 
     /// The layers that keep this launch's outputs from being a privilege on the host
@@ -621,42 +635,18 @@ impl Driver<'_> {
 
     /// Inspect, asked again while the engine answers that the container's process is ending
     /// (a quick job that just exited), [`ENDING_ATTEMPTS`] times at most.
-    async fn inspect(&self, id: &str) -> Result<ObservedContainer, Stop> {
-        let mut attempt = 1;
-        loop {
-            match self.call("inspect", self.engine.inspect(id)).await {
-                Err(Stop::Error(LaunchError::ProcessEnding { .. }))
-                    if attempt < ENDING_ATTEMPTS =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn audited(&self, id: &str) -> Result<(), Stop> {
-        let observed = self.inspect(id).await?;
-        let mut differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
-        if let Some(source) = self.engine.gate_source() {
-            differences.extend(mount_plan_spec::audit_gate_bind(&observed, &source));
-        }
-        if differences.is_empty() {
-            Ok(())
-        } else {
-            Err(Stop::Error(LaunchError::Audit {
-                container: id.to_owned(),
-                differences,
-            }))
-        }
-    }
-
-    /// Forward the output while waiting for the status.
-    async fn follow(&mut self, id: &str) -> Result<ExitStatus, Stop> {
+    /// Forward the output while waiting for the status and for `audit` (the audit after
+    /// start), whose failure ends the launch.
+    async fn follow(
+        &mut self,
+        id: &str,
+        audit: impl Future<Output = Result<(), Stop>>,
+    ) -> Result<ExitStatus, Stop> {
         let engine = self.engine;
         let mut logs = engine.logs(id);
         let mut logs_done = false;
+        tokio::pin!(audit);
+        let mut audited = false;
         let mut status: Option<Result<ExitStatus, LaunchError>> = None;
         let wait = wait_status(engine, self.options, id);
         tokio::pin!(wait);
@@ -665,10 +655,14 @@ impl Driver<'_> {
         let cancel = self.options.cancel.clone();
         let log_drain = self.options.log_drain;
         let mut late = None;
-        while status.is_none() || !logs_done {
+        while status.is_none() || !logs_done || !audited {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                r = &mut audit, if !audited => {
+                    r?;
+                    audited = true;
+                }
                 chunk = logs.next(), if !logs_done => match chunk {
                     Some(Ok(chunk)) => {
                         self.keep_for_gate(&chunk);
@@ -952,6 +946,63 @@ fn lost(op: &'static str, container: &str, options: &LaunchOptions) -> LaunchErr
 }
 
 /// A call bounded by the call timeout (not by cancellation).
+/// What the audit of a launch's container needs: the driver's parts it reads, copied, so
+/// that the audit after start runs while the driver follows the output.
+struct Auditor<'a> {
+    engine: &'a dyn Engine,
+    options: &'a LaunchOptions,
+    plan: &'a VerifiedPlan,
+    tolerated: BTreeSet<Protection>,
+    granted: BTreeSet<Capability>,
+}
+
+impl Auditor<'_> {
+    async fn inspect(&self, id: &str) -> Result<ObservedContainer, Stop> {
+        let mut attempt = 1;
+        loop {
+            match call("inspect", id, self.options, self.engine.inspect(id)).await {
+                Err(Stop::Error(LaunchError::ProcessEnding { .. }))
+                    if attempt < ENDING_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn audited(&self, id: &str) -> Result<(), Stop> {
+        let observed = self.inspect(id).await?;
+        let mut differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
+        if let Some(source) = self.engine.gate_source() {
+            differences.extend(mount_plan_spec::audit_gate_bind(&observed, &source));
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::Error(LaunchError::Audit {
+                container: id.to_owned(),
+                differences,
+            }))
+        }
+    }
+}
+
+/// An engine call of a launch, bounded by the call timeout and cut short by cancellation.
+async fn call<T>(
+    op: &'static str,
+    container: &str,
+    options: &LaunchOptions,
+    fut: impl Future<Output = Result<T, LaunchError>>,
+) -> Result<T, Stop> {
+    tokio::select! {
+        biased;
+        _ = options.cancel.cancelled() => Err(Stop::Cancelled),
+        r = bounded(op, container, options, fut) => r.map_err(Stop::Error),
+    }
+}
+
 async fn bounded<T>(
     op: &'static str,
     container: &str,

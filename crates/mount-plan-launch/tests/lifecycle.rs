@@ -615,6 +615,64 @@ async fn a_launch_cancelled_before_it_began_creates_nothing() {
     assert!(!site.job_dir().exists());
 }
 
+/// The audit after start runs while the output is followed (it does not hold the output
+/// back); when it fails, the launch of a job that would run on still ends, says the command
+/// ran, and removes the container.
+#[tokio::test(start_paused = true)]
+async fn a_failed_audit_after_start_ends_a_running_job() {
+    /// Makes every inspect fail from the start on: the audit after create passed, the one
+    /// after start cannot.
+    struct FailAfterStart(FakeEngine, Vec<u8>);
+    impl Observer for FailAfterStart {
+        fn output(&mut self, chunk: &LogChunk) {
+            self.1.extend_from_slice(&chunk.bytes);
+        }
+        fn event(&mut self, event: &Event) {
+            if matches!(event, Event::Started { .. }) {
+                self.0.inject(Op::Inspect, Fault::Fail, u32::MAX);
+            }
+        }
+    }
+    let site = Site::new();
+    let verified = site.verified(JobDir::create_fresh());
+    let engine = FakeEngine::new(Script {
+        until_stopped: true,
+        ..Script::default()
+    });
+    let cancel = CancelToken::new();
+    let mut observer = FailAfterStart(engine.clone(), Vec::new());
+    let failed = tokio::time::timeout(
+        Duration::from_secs(3600),
+        launch(
+            &engine,
+            &verified,
+            &spec(),
+            &options(&cancel),
+            &mut observer,
+        ),
+    )
+    .await
+    .expect("the launch ends although the job runs on")
+    .expect_err("the audit after start failed");
+    assert_eq!(failed.error.rule(), "call", "{}", failed.error);
+    assert!(
+        failed.error.to_string().contains("inspect of container"),
+        "{}",
+        failed.error
+    );
+    assert!(failed.command_ran);
+    assert!(engine.containers().is_empty(), "{:?}", engine.containers());
+    let inspects = engine
+        .calls()
+        .iter()
+        .filter(|&&op| op == Op::Inspect)
+        .count();
+    assert!(
+        inspects >= 2,
+        "{inspects} inspects: after create and after start"
+    );
+}
+
 /// A closure is an observer of the output (and ignores events).
 #[tokio::test(start_paused = true)]
 async fn a_closure_observes_the_output() {
