@@ -615,11 +615,9 @@ pub fn doctor(cmd: &DoctorCmd) -> Result<ExitCode> {
             e.runtime.as_deref().unwrap_or("not reported")
         )?;
         if let Some(v) = e.runtime.as_deref().and_then(|r| r.strip_prefix("runc ")) {
-            writeln!(
-                out,
-                "runc:     CVE-2024-21626 {}",
-                mount_plan_launch::runc_fix(v)
-            )?;
+            for advisory in mount_plan_launch::RUNC_ADVISORIES {
+                writeln!(out, "runc:     {} {}", advisory.ids, advisory.judge(v))?;
+            }
         }
         writeln!(out, "rootless: {}", e.rootless)?;
         // Which layers keep outputs from being a privilege (for a job running as root, the

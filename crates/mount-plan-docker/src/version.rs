@@ -266,7 +266,7 @@ pub fn warnings(engine: &EngineInfo) -> Vec<String> {
     {
         // The connect reads the package revision when Docker reports one
         // (`1.1.5+ds1-1+deb12u1`), so a distribution's backport is judged as such.
-        Some(v) => out.extend(mount_plan_launch::runc_fix(v).warning(v)),
+        Some(v) => out.extend(mount_plan_launch::runc_warnings(v)),
         None => out.push("the engine does not report its runc version".into()),
     }
     if engine.rootless {
@@ -463,7 +463,13 @@ mod tests {
         );
         let w = warnings(&engine("20.10.24", Some("runc 1.1.5")));
         assert!(w.iter().any(|w| w.contains("is exposed")), "{w:?}");
-        assert!(warnings(&engine("26.1.5", Some("runc 1.1.15"))).is_empty());
+        // runc 1.1.15: past the 2024 fix, before any of the November 2025 ones.
+        let w = warnings(&engine("26.1.5", Some("runc 1.1.15")));
+        assert!(
+            w.len() == 1 && w[0].contains("1.1.15 is exposed to CVE-2025-31133"),
+            "{w:?}"
+        );
+        assert!(warnings(&engine("28.5.2", Some("runc 1.3.3"))).is_empty());
         let w = warnings(&engine("26.1.5", None));
         assert!(w[0].contains("does not report"), "{w:?}");
     }

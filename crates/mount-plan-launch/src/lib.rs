@@ -66,7 +66,10 @@ pub use mount_plan_spec::{
 pub use mount_plan_spec::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
 };
-pub use mount_plan_spec::{runc_fix, runc_version_of_package, RuncFix, Version, RUNC_FIXED};
+pub use mount_plan_spec::{
+    runc_fix, runc_version_of_package, runc_warnings, RuncAdvisory, RuncFix, Version, MASKED_PATHS,
+    RUNC_ADVISORIES, RUNC_FIXED, WORKDIR_ESCAPE,
+};
 pub use mount_plan_spec::{
     Difference, ObservedBind, ObservedContainer, ObservedNamespaces, ObservedOtherMount,
     ObservedTmpfs,

@@ -80,7 +80,7 @@ pub fn warnings(facts: &ServiceFacts) -> Vec<String> {
             .map(str::to_owned)
             .or_else(|| facts.runtime_version.map(|v| v.to_string()));
         if let Some(v) = version {
-            out.extend(mount_plan_launch::runc_fix(&v).warning(&v));
+            out.extend(mount_plan_launch::runc_warnings(&v));
         }
     }
     if facts.rootless {
@@ -224,7 +224,18 @@ pub(crate) mod tests {
         assert!(w.iter().any(|w| w.contains("cgroup v1")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("mount namespace")), "{w:?}");
         let mut f = facts("4.3.1", false);
+        f.runtime_package = None;
         f.runtime_version = Some(Version::new(1, 1, 12));
+        // 1.1.12 fixed the working-directory escape; the 1.1 line never got the November 2025
+        // fixes.
+        let w = warnings(&f);
+        assert!(!w.iter().any(|w| w.contains("CVE-2024-21626")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("1.1.12 is exposed to CVE-2025-31133")),
+            "{w:?}"
+        );
+        f.runtime_version = Some(Version::new(1, 2, 8));
         assert!(!warnings(&f).iter().any(|w| w.contains("CVE")));
         assert!(!warnings(&f).iter().any(|w| w.contains("mount namespace")));
     }

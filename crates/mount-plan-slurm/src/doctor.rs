@@ -9,7 +9,7 @@
 //! workspace at the same paths as the launcher. This module is pure: the script, the parsing
 //! of what it printed, and the judgement; [`crate::SlurmEngine`] runs it.
 
-use mount_plan_launch::{runc_fix, CheckOutcome, SiteCheck};
+use mount_plan_launch::{CheckOutcome, SiteCheck, RUNC_ADVISORIES};
 
 /// The rule: `oci.conf` is readable beside the node's `slurm.conf` and names `RunTimeRun`.
 pub const RULE_OCI_CONF: &str = "node-oci-conf";
@@ -316,10 +316,12 @@ fn runtime_check(node: &str, view: &NodeView) -> SiteCheck {
                 .map(str::to_owned)
         });
         if let Some(v) = judged {
-            let fix = runc_fix(&v);
-            detail.push_str(&format!("; CVE-2024-21626 {fix}"));
-            if let Some(w) = fix.warning(&v) {
-                detail.push_str(&format!(": {w}"));
+            for advisory in RUNC_ADVISORIES {
+                let fix = advisory.judge(&v);
+                detail.push_str(&format!("; {} {fix}", advisory.ids));
+                if let Some(w) = advisory.warning(fix, &v) {
+                    detail.push_str(&format!(": {w}"));
+                }
             }
         }
     }

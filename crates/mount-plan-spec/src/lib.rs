@@ -51,7 +51,10 @@ pub use audit::{
 pub use protection::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,
 };
-pub use runc::{runc_fix, runc_version_of_package, RuncFix, RUNC_FIXED};
+pub use runc::{
+    runc_fix, runc_version_of_package, runc_warnings, RuncAdvisory, RuncFix, MASKED_PATHS,
+    RUNC_ADVISORIES, RUNC_FIXED, WORKDIR_ESCAPE,
+};
 pub use spec::{
     duration_secs, duration_whole_secs, Capability, ContainerName, EnvVar, GpuRequest, ImageRef,
     Labels, LaunchSpec, Network, NetworkName, PlacementConstraint, Resources, SpecError, User,
