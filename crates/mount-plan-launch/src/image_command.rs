@@ -130,12 +130,16 @@ mod tests {
             "the kept answer, not a second inspect"
         );
         assert_eq!(inspects.load(Ordering::SeqCst), 1);
+        let other = format!("sha256:{}", "d4".repeat(32));
+        read(&table, "e1", &other, "x", &inspects).await;
+        read(&table, "e1", &id, "x", &inspects).await;
+        assert_eq!(inspects.load(Ordering::SeqCst), 2, "both kept side by side");
         assert_eq!(
             read(&table, "e2", &id, "other", &inspects).await,
             command("other"),
             "another engine (another platform, perhaps) is asked itself"
         );
-        assert_eq!(inspects.load(Ordering::SeqCst), 2);
+        assert_eq!(inspects.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -166,6 +166,11 @@ mod tests {
             code("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n1\r\n2;x=y\r\n37\r\n0\r\n\r\n"),
             Ok(137)
         );
+        assert_eq!(
+            code("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n137\r\n0\r\n\r\n"),
+            Ok(137),
+            "a chunk of three"
+        );
         assert_eq!(code("HTTP/1.1 200 OK\r\n\r\n-1"), Ok(-1), "to the end");
         assert_eq!(
             code("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n0trailing"),
@@ -212,6 +217,80 @@ mod tests {
             "{line}"
         );
         assert!(request("c1", Duration::ZERO).contains("interval=1us"));
+    }
+
+    #[test]
+    fn a_failure_says_what_the_service_answered() {
+        assert_eq!(
+            WaitFailed::Status(500, "no such exit code".into()).to_string(),
+            "the service answered 500: no such exit code"
+        );
+        assert_eq!(WaitFailed::Other("reset".into()).to_string(), "reset");
+    }
+
+    /// A socket file, removed when dropped.
+    struct Socket(std::path::PathBuf);
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A service on a socket in the temporary directory that reads the request and answers
+    /// `answer`; returns the socket's path and what it was asked.
+    async fn service(answer: Vec<u8>) -> (Socket, String, tokio::task::JoinHandle<String>) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("mp-wait-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let dir = Socket(path.clone());
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let asked = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ends with an empty line");
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(&answer).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (dir, path.to_str().unwrap().to_owned(), asked)
+    }
+
+    #[tokio::test]
+    async fn the_exit_code_comes_from_the_services_answer_read_whole() {
+        // Headers longer than a small buffer (a service may send many): read up to the bound.
+        let padding = "X-Padding: ".to_owned() + &"p".repeat(8 * 1024) + "\r\n";
+        let answer = format!("HTTP/1.1 200 OK\r\n{padding}Content-Length: 2\r\n\r\n3\n");
+        let (_dir, socket, asked) = service(answer.into_bytes()).await;
+        let got = wait_code(&socket, "c1", Duration::from_millis(5)).await;
+        assert!(matches!(got, Ok(3)), "{got:?}");
+        assert_eq!(
+            asked.await.unwrap(),
+            request("c1", Duration::from_millis(5))
+        );
+
+        let (_dir, socket, _) =
+            service(b"HTTP/1.1 404 Not Found\r\n\r\nno such container".to_vec()).await;
+        let got = wait_code(&socket, "c1", Duration::from_millis(5)).await;
+        assert!(
+            matches!(&got, Err(WaitFailed::Status(404, body)) if body == "no such container"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_beyond_the_bound_is_not_read_whole() {
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nX-Padding: {}\r\nContent-Length: 1\r\n\r\n0",
+            "p".repeat(MAX_ANSWER as usize)
+        );
+        let (_dir, socket, _) = service(huge.into_bytes()).await;
+        let got = wait_code(&socket, "c1", Duration::from_millis(5)).await;
+        assert!(matches!(got, Err(WaitFailed::Other(_))), "{got:?}");
     }
 
     #[tokio::test]

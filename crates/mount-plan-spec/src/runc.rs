@@ -323,6 +323,10 @@ mod tests {
             assert_eq!(judge(v), RuncFix::Unknown, "{v}");
         }
         assert_eq!(judge("1.2.8+ds1-1"), RuncFix::Fixed);
+        // Only `-rc` and digits is an upstream pre-release; anything else is a suffix.
+        for v in ["1.1.5-rc", "1.1.5-rcfoo", "1.1.5-rc.x"] {
+            assert_eq!(judge(v), RuncFix::Unknown, "{v}");
+        }
     }
 
     #[test]
