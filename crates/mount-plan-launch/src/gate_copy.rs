@@ -291,11 +291,15 @@ fn write_copy(dir: &Path, path: &Path) -> std::io::Result<()> {
         f.write_all(GATE_BINARY)?;
         f.sync_all()?;
         f.set_permissions(fs::Permissions::from_mode(0o555))?;
-        fs::rename(&tmp, path)
+        // Published without replacing: a launch that found the copy missing at the same time
+        // (another thread or process) may have published it first, and a copy another launch
+        // is checking must not change under it (a rename would). Theirs is checked like any.
+        match fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let _ = fs::remove_file(&tmp);
     result
 }
 
@@ -307,6 +311,43 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
         d
+    }
+
+    /// Launches that find the copy missing at the same time all get the one copy, checked:
+    /// none replaces it under another's check (which then refused: "replaced while it was
+    /// being checked", seen in CI with parallel tests on a fresh gate directory).
+    #[test]
+    fn launches_that_find_the_copy_missing_at_once_share_one_copy() {
+        for _ in 0..20 {
+            let d = dir();
+            let gates = d.path().join("gate");
+            let barrier = std::sync::Barrier::new(8);
+            let copies: Vec<Result<GateCopy, LaunchError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            GateCopy::ensure_in(&gates)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let pins: Vec<(u64, u64)> = copies
+                .into_iter()
+                .map(|c| c.unwrap_or_else(|e| panic!("{e}")).pin())
+                .collect();
+            assert!(pins.windows(2).all(|w| w[0] == w[1]), "{pins:?}");
+            let names: Vec<_> = fs::read_dir(&gates)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                names,
+                vec![std::ffi::OsString::from(copy_name())],
+                "no temporary left"
+            );
+        }
     }
 
     #[test]
