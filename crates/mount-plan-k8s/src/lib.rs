@@ -79,7 +79,7 @@ pub use pod::{
     render_pod, JobContainer, PodGate, PodOptions, Volumes, GATE_CONTAINER, GATE_DIR,
     GATE_IN_IMAGE, GATE_VOLUME, INIT_CONTAINER, JOB_CONTAINER, ROOT_VOLUME, WORKSPACE_VOLUME,
 };
-pub use version::{FeatureGate, K8sVersion, Target, MAX_MINOR, MIN_MINOR};
+pub use version::{FeatureGate, K8sVersion, Target, GATE_WITHOUT_IMAGE, MAX_MINOR, MIN_MINOR};
 
 use k8s_openapi::api::core::v1::Pod;
 #[doc(no_inline)]
