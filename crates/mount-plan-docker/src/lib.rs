@@ -100,8 +100,28 @@ pub fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }
 
+/// The entrypoint and command of `image` on the engine `docker` at `endpoint` (the gate puts
+/// them after itself), through this process's table (`mount_plan_launch::image_command`): an
+/// image inspect unless the image is named by its content and was read before. A failed
+/// inspect is `on_error`'s error.
+pub async fn read_image_command(
+    docker: &Docker,
+    endpoint: &str,
+    image: &mount_plan_launch::ImageRef,
+    on_error: impl FnOnce(DockerError) -> LaunchError,
+) -> Result<ImageCommand, LaunchError> {
+    mount_plan_launch::image_command::image_command(endpoint, image, || async {
+        docker
+            .inspect_image(image.as_str())
+            .await
+            .map(image_command_of)
+            .map_err(on_error)
+    })
+    .await
+}
+
 /// The entrypoint and command of an image as Docker's image inspect describes it.
-pub fn image_command_of(image: bollard::models::ImageInspect) -> ImageCommand {
+fn image_command_of(image: bollard::models::ImageInspect) -> ImageCommand {
     image
         .config
         .map(|c| ImageCommand {
@@ -334,16 +354,11 @@ impl Engine for DockerEngine {
         };
         // The gate runs first, then the image's entrypoint with the launch's command (or the
         // image's): the image's own configuration says what that is.
-        let image = mount_plan_launch::image_command::image_command(
+        let image = read_image_command(
+            &self.docker,
             &self.info.endpoint,
             &request.spec.image,
-            || async {
-                self.docker
-                    .inspect_image(request.spec.image.as_str())
-                    .await
-                    .map(image_command_of)
-                    .map_err(not_created)
-            },
+            not_created,
         )
         .await?;
         // The gate from its checked host copy, bound read-only outside R; an archive call only

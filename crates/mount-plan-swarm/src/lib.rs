@@ -222,28 +222,23 @@ impl Engine for SwarmEngine {
         let plan = request.plan.plan();
         // The gate reads the image's entrypoint and command from the manager's copy of the
         // image (images are named by ID and present on every node).
-        let image = mount_plan_launch::image_command::image_command(
+        let image = mount_plan_docker::read_image_command(
+            &self.docker,
             &self.info.endpoint,
             &request.spec.image,
-            || async {
-                self.docker
-                    .inspect_image(request.spec.image.as_str())
-                    .await
-                    .map_err(|e| match status_of(&e) {
-                        Some(404) => LaunchError::ImageNotFound {
-                            image: request.spec.image.to_string(),
-                            source: format!(
-                                "the manager holds no such image, and reads the image's entrypoint from it: {e}"
-                            )
-                            .into(),
-                        },
-                        Some(_) => LaunchError::Create {
-                            job: plan.job().to_string(),
-                            source: boxed(e),
-                        },
-                        None => call_err("create", "", e),
-                    })
-                    .map(mount_plan_docker::image_command_of)
+            |e| match status_of(&e) {
+                Some(404) => LaunchError::ImageNotFound {
+                    image: request.spec.image.to_string(),
+                    source: format!(
+                        "the manager holds no such image, and reads the image's entrypoint from it: {e}"
+                    )
+                    .into(),
+                },
+                Some(_) => LaunchError::Create {
+                    job: plan.job().to_string(),
+                    source: boxed(e),
+                },
+                None => call_err("create", "", e),
             },
         )
         .await?;
