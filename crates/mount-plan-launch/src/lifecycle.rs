@@ -11,9 +11,10 @@
 //!    looked up and removed: a create that took effect unseen leaves nothing behind.
 //! 3. The created container is inspected and audited against the plan; then `start`. A lost
 //!    `start` answer is resolved by inspecting the container's state.
-//! 4. Audited again once it runs; then its output is forwarded while `wait` runs. A failed
-//!    `wait` is resolved by inspecting the state and waiting again; the status is read from
-//!    the engine, never guessed.
+//! 4. Audited again once it runs, while its output is forwarded and `wait` runs (a difference
+//!    still fails the launch and removes the container). A failed `wait` is resolved by
+//!    inspecting the state and waiting again; the status is read from the engine, never
+//!    guessed.
 //! 5. Removed (unless kept), with retries; a container that cannot be removed is reported by
 //!    id and left to `gc`.
 //!

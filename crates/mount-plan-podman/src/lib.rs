@@ -92,7 +92,7 @@ pub struct PodmanEngine {
     info: EngineInfo,
     facts: ServiceFacts,
     options: PodmanOptions,
-    stopped: std::sync::Arc<Stopped>,
+    stopped: Stopped,
     /// The service's socket path, for the requests podman-api cannot make ([`wait`]).
     socket: String,
 }
@@ -886,10 +886,6 @@ mod tests {
             .collect()
     }
 
-    /// Large interleaved output that grows between reads, read whole again and again while
-    /// the container runs, each read cut into chunks its own way, one read failing half-way:
-    /// every byte of both streams arrives once, in order, and the last read (after the
-    /// container stopped) completes it.
     #[test]
     fn a_service_is_known_again_only_at_its_endpoint_by_the_same_ping() {
         let ping = |podman: &str| LibpodPingInfo {
@@ -971,6 +967,10 @@ mod tests {
         );
     }
 
+    /// Large interleaved output that grows between reads, read whole again and again while
+    /// the container runs, each read cut into chunks its own way, one read failing half-way:
+    /// every byte of both streams arrives once, in order, and the last read (after the
+    /// container stopped) completes it.
     #[tokio::test(start_paused = true)]
     async fn every_byte_arrives_once_from_whole_reads_of_a_growing_log() {
         use std::sync::atomic::{AtomicUsize, Ordering};
