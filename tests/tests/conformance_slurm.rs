@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::trials::EngineSetup;
+use support::trials::{Common, EngineSetup};
 
 use mount_plan_launch::{Engine, Protection};
 use support::conformance::{self, Scenario};
@@ -46,7 +46,14 @@ fn common_setup(_: Scenario) -> EngineSetup {
 fn main() {
     use mount_plan_testkit::harness::{self, Need, Runtime};
     const SLURM: &[Need] = &[Need::Slurm, Need::Root, Need::Busybox, Need::Docker];
-    let mut trials = support::trials::common("slurm", "slurm", SLURM, common_setup, &[]);
+    let mut trials = support::trials::common(
+        "slurm",
+        "slurm",
+        SLURM,
+        common_setup,
+        // Slurm runs images unpacked and named by id: no tag to move.
+        &[Common::AMovedTagRunsTheImageItNamesNow],
+    );
     trials.extend(vec![harness::tokio(
         Runtime::Workers(2),
         "slurm_doctor_reports_versions_and_protections",

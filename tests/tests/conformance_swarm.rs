@@ -63,7 +63,11 @@ fn main() {
         "swarm",
         SWARM,
         common_setup,
-        &[Common::ScratchRootHasThePlannedMode],
+        // R's mode: see `availability`. A moved tag: Swarm runs images named by id.
+        &[
+            Common::ScratchRootHasThePlannedMode,
+            Common::AMovedTagRunsTheImageItNamesNow,
+        ],
     );
     trials.extend(vec![harness::tokio(
         Runtime::Workers(2),

@@ -154,8 +154,9 @@ async fn slurm_gc_removes_only_jobs_whose_launcher_is_gone() {
         gate: &gate,
         spec: &spec,
         labels: &labels,
+        reread_image: false,
     };
-    let orphan = engine.create(&request).await.expect("create");
+    let orphan = engine.create(&request).await.expect("create").id;
     engine.start(&orphan).await.expect("start");
     let alive = support::started(&engine, &ws.verified("alive"), &spec)
         .await

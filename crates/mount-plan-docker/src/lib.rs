@@ -43,10 +43,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mount_plan_launch::image_command::ImageCommand;
+use mount_plan_launch::image_command::{ImageCommand, Reuse};
 use mount_plan_launch::{
-    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream, Removal,
+    CreateRequest, Created, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
+    LogChunk, LogStream, ObservedContainer, OutputStream, Removal,
 };
 
 pub use observe::{observe, propagation_name};
@@ -102,15 +102,16 @@ pub fn boxed(e: DockerError) -> Box<dyn std::error::Error + Send + Sync> {
 
 /// The entrypoint and command of `image` on the engine `docker` at `endpoint` (the gate puts
 /// them after itself), through this process's table (`mount_plan_launch::image_command`): an
-/// image inspect unless the image is named by its content and was read before. A failed
-/// inspect is `on_error`'s error.
+/// image inspect unless `reuse` lets what was read before stand. A failed inspect is
+/// `on_error`'s error.
 pub async fn read_image_command(
     docker: &Docker,
     endpoint: &str,
     image: &mount_plan_launch::ImageRef,
+    reuse: Reuse,
     on_error: impl FnOnce(DockerError) -> LaunchError,
 ) -> Result<ImageCommand, LaunchError> {
-    mount_plan_launch::image_command::image_command(endpoint, image, || async {
+    mount_plan_launch::image_command::image_command(endpoint, image, reuse, || async {
         docker
             .inspect_image(image.as_str())
             .await
@@ -120,15 +121,14 @@ pub async fn read_image_command(
     .await
 }
 
-/// The entrypoint and command of an image as Docker's image inspect describes it.
+/// The entrypoint, command and id of an image as Docker's image inspect describes them.
 fn image_command_of(image: bollard::models::ImageInspect) -> ImageCommand {
-    image
-        .config
-        .map(|c| ImageCommand {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-        })
-        .unwrap_or_default()
+    let config = image.config.unwrap_or_default();
+    ImageCommand {
+        entrypoint: config.entrypoint.unwrap_or_default(),
+        cmd: config.cmd.unwrap_or_default(),
+        id: image.id,
+    }
 }
 
 /// The HTTP status of an engine's answer; `None` when there was no answer (a reset
@@ -332,7 +332,7 @@ impl Engine for DockerEngine {
         self.report_of()
     }
 
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
         let plan = request.plan.plan();
         let mut call = translate(plan, request.spec, request.labels, &self.info)?;
         let not_created = |e: DockerError| {
@@ -353,11 +353,18 @@ impl Engine for DockerEngine {
             }
         };
         // The gate runs first, then the image's entrypoint with the launch's command (or the
-        // image's): the image's own configuration says what that is.
+        // image's): the image's own configuration says what that is. What was read before may
+        // stand for any name: the audit before start checks the container runs that image.
+        let reuse = if request.reread_image {
+            Reuse::Fresh
+        } else {
+            Reuse::Checked
+        };
         let image = read_image_command(
             &self.docker,
             &self.info.endpoint,
             &request.spec.image,
+            reuse,
             not_created,
         )
         .await?;
@@ -388,7 +395,10 @@ impl Engine for DockerEngine {
         if let Some(archive) = root_archive {
             self.put_archive(&created.id, archive).await?;
         }
-        Ok(created.id)
+        Ok(Created {
+            id: created.id,
+            built_for: image.id,
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), LaunchError> {

@@ -187,6 +187,7 @@ pub fn observe(c: &ContainerInspectResponse) -> ObservedContainer {
             .trim_start_matches('/')
             .to_owned(),
         image: cfg.image.clone().unwrap_or_default(),
+        image_id: c.image.clone(),
         labels: cfg.labels.clone().unwrap_or_default().into_iter().collect(),
         state: c
             .state

@@ -42,8 +42,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use mount_plan_launch::{
-    Availability, CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
-    LogChunk, LogStream, ObservedContainer, OutputStream, Protection, Removal,
+    Availability, CreateRequest, Created, Engine, EngineInfo, EngineReport, ExitStatus,
+    LaunchError, Listed, LogChunk, LogStream, ObservedContainer, OutputStream, Protection, Removal,
 };
 
 pub use observe::{observe, progress, quantity_bytes, state, Progress};
@@ -249,7 +249,7 @@ impl Engine for KubernetesEngine {
         }
     }
 
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
         let pod = translate(request, &self.options.pod)?;
         let job = request.plan.plan().job().to_string();
         let created = self
@@ -267,7 +267,9 @@ impl Engine for KubernetesEngine {
                     source: boxed(e),
                 },
             })?;
-        Ok(created.metadata.name.unwrap_or_default())
+        Ok(Created::unchecked(
+            created.metadata.name.unwrap_or_default(),
+        ))
     }
 
     async fn start(&self, id: &str) -> Result<(), LaunchError> {

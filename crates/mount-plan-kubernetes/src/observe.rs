@@ -250,6 +250,8 @@ pub fn observe(pod: &Pod, volumes: &Volumes) -> ObservedContainer {
         id: meta.name.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
         image: job.image.clone().unwrap_or_default(),
+        // The kubelet reports a repository digest (`imageID`), not an image id: not compared.
+        image_id: None,
         labels,
         state: Some(state(pod).to_owned()),
         exit_code: exit_code(pod),

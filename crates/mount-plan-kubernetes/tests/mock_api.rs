@@ -349,6 +349,7 @@ fn pod_for(h: &Harness, labels: &BTreeMap<String, String>) -> Pod {
         gate: &gate,
         spec: &spec(),
         labels,
+        reread_image: false,
     };
     translate(&request, &settings()).unwrap()
 }
@@ -830,6 +831,7 @@ async fn what_a_pod_cannot_express_is_refused_before_any_request() {
             gate: &gate,
             spec: &spec,
             labels: &labels,
+            reread_image: false,
         };
         translate(&request, &settings()).unwrap_err().to_string()
     };
@@ -862,6 +864,7 @@ async fn what_a_pod_cannot_express_is_refused_before_any_request() {
         gate: &gate,
         spec: &limited,
         labels: &labels,
+        reread_image: false,
     };
     let pod = serde_json::to_value(translate(&request, &settings()).unwrap()).unwrap();
     assert_eq!(

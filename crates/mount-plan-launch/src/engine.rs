@@ -93,9 +93,35 @@ pub struct CreateRequest<'a> {
     pub spec: &'a LaunchSpec,
     /// Every label to set, ours included.
     pub labels: &'a BTreeMap<String, String>,
-    /// The in-container gate: the container's entrypoint starts with it, and its archive is
-    /// copied into the container before `create` returns ([`crate::gate`]).
+    /// The in-container gate: the container's command line starts with it ([`crate::gate`]).
     pub gate: &'a Gate,
+    /// Read the image's entrypoint and command from the engine, not from what this process
+    /// kept ([`crate::image_command::Reuse::Fresh`]): the lifecycle's second create, after the
+    /// first container ran another image than the one its command line was built from.
+    pub reread_image: bool,
+}
+
+/// What [`Engine::create`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The container's id.
+    pub id: String,
+    /// The id of the image whose entrypoint and command the container's command line was
+    /// built from, where the engine reports which image a container runs
+    /// ([`ObservedContainer::image_id`]). The audit before start requires the container to
+    /// run exactly this image ([`mount_plan_spec::audit_image`]). `None`: the engine cannot
+    /// say, and reuses only what cannot move ([`crate::image_command::Reuse::ByContent`]).
+    pub built_for: Option<String>,
+}
+
+impl Created {
+    /// A container whose image is not checked (see [`Created::built_for`]).
+    pub fn unchecked(id: impl Into<String>) -> Self {
+        Created {
+            id: id.into(),
+            built_for: None,
+        }
+    }
 }
 
 /// A container (or service, or Pod) as an engine's list call reports it.
@@ -138,8 +164,8 @@ pub trait Engine: Send + Sync + fmt::Debug {
     /// anything worth a warning.
     fn report(&self) -> EngineReport;
 
-    /// Translate the request and create the container (not started). Returns its id.
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError>;
+    /// Translate the request and create the container (not started).
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError>;
 
     /// Start a created container.
     async fn start(&self, id: &str) -> Result<(), LaunchError>;

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use mount_plan::MountPlan;
 
 use crate::container::{ExitStatus, LaunchError, LogChunk, LogStream, OutputStream};
-use crate::engine::{CreateRequest, Engine, Listed, Removal};
+use crate::engine::{CreateRequest, Created, Engine, Listed, Removal};
 use crate::lifecycle::CancelToken;
 use mount_plan_spec::{Availability, EngineInfo, EngineReport, Protection};
 use mount_plan_spec::{ObservedBind, ObservedContainer, ObservedTmpfs};
@@ -70,7 +70,14 @@ pub enum Fault {
     /// (inspect only) The container's process is ending as the engine looks: it answers
     /// [`LaunchError::ProcessEnding`] (Podman's 500 `read /proc/N/cgroup: no such process`).
     Ending,
+    /// (create only) The image's name was moved to another image between the engine's read
+    /// of the image and the create: the container runs another image than the one its
+    /// command line was built from ([`FAKE_IMAGE`]).
+    ImageMoved,
 }
+
+/// The id of the image every command line of the fake is built from ([`Created::built_for`]).
+pub const FAKE_IMAGE: &str = "sha256:fake-image";
 
 /// How long a [`Fault::Slow`] create takes.
 pub const SLOW: Duration = Duration::from_secs(1);
@@ -96,6 +103,8 @@ pub struct FakeContainer {
     plan: MountPlan,
     cap_add: Vec<String>,
     gate: crate::gate::Gate,
+    /// The image it runs.
+    image_id: String,
     /// When it was created (seconds since the epoch), as engines list it.
     created_unix: i64,
 }
@@ -109,6 +118,8 @@ struct State {
     calls: Vec<Op>,
     /// How many starts took effect (a command ran).
     starts: u32,
+    /// How many creates asked for the image to be read again ([`CreateRequest::reread_image`]).
+    image_rereads: u32,
 }
 
 /// What a started container does.
@@ -209,6 +220,21 @@ impl FakeEngine {
         self.state.lock().unwrap().starts
     }
 
+    /// How many creates asked for the image to be read again, not taken from what was kept.
+    pub fn image_rereads(&self) -> u32 {
+        self.state.lock().unwrap().image_rereads
+    }
+
+    /// Whether the next call of `op` will meet `fault` (without counting it).
+    fn next_fault_is(&self, op: Op, fault: Fault) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .faults
+            .iter()
+            .find(|(o, _, n)| *o == op && *n > 0)
+            .is_some_and(|(_, f, _)| *f == fault)
+    }
+
     /// Every call made so far, in order.
     pub fn calls(&self) -> Vec<Op> {
         self.state.lock().unwrap().calls.clone()
@@ -255,8 +281,8 @@ impl FakeEngine {
             Some(Fault::Fail) => Err(Self::refused(name, id)),
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::LoseAnswer) => Ok(true),
-            // Handled by the operations that model it (create).
-            Some(Fault::Slow) => Ok(false),
+            // Handled by the operations that model them (create).
+            Some(Fault::Slow | Fault::ImageMoved) => Ok(false),
             Some(Fault::Gone) => {
                 self.state.lock().unwrap().containers.remove(id);
                 Ok(false)
@@ -304,6 +330,7 @@ fn observed(id: &str, c: &FakeContainer) -> ObservedContainer {
     };
     ObservedContainer {
         id: id.to_owned(),
+        image_id: Some(c.image_id.clone()),
         labels: c.labels.clone(),
         state: Some(state.into()),
         exit_code,
@@ -353,21 +380,20 @@ impl Engine for FakeEngine {
         }
     }
 
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
-        let slow = self
-            .state
-            .lock()
-            .unwrap()
-            .faults
-            .iter()
-            .any(|(o, f, n)| *o == Op::Create && *f == Fault::Slow && *n > 0);
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
+        let slow = self.next_fault_is(Op::Create, Fault::Slow);
+        let moved = self.next_fault_is(Op::Create, Fault::ImageMoved);
         let lose = self.before(Op::Create, "create", "").await?;
+        if request.reread_image {
+            self.state.lock().unwrap().image_rereads += 1;
+        }
         let container = FakeContainer {
             labels: request.labels.clone(),
             state: FakeState::Created,
             plan: request.plan.plan().clone(),
             cap_add: request.spec.cap_add.iter().map(|c| c.to_string()).collect(),
             gate: request.gate.clone(),
+            image_id: if moved { "sha256:moved" } else { FAKE_IMAGE }.to_owned(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
@@ -398,7 +424,10 @@ impl Engine for FakeEngine {
         if lose {
             return Err(Self::lost("create", ""));
         }
-        Ok(id)
+        Ok(Created {
+            id,
+            built_for: Some(FAKE_IMAGE.to_owned()),
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), LaunchError> {

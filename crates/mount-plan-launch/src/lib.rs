@@ -51,7 +51,9 @@ pub use container::{
     container_labels, plan_digest, EngineError, ExitStatus, Keep, LaunchError, LogChunk, LogStream,
     OutputStream,
 };
-pub use engine::{CheckOutcome, CreateRequest, Engine, EngineKind, Listed, Removal, SiteCheck};
+pub use engine::{
+    CheckOutcome, CreateRequest, Created, Engine, EngineKind, Listed, Removal, SiteCheck,
+};
 pub use identity::{LaunchId, Launcher, Verdict};
 pub use lifecycle::{
     check_protections, gc, is_stopped, launch, CancelToken, Collected, Event, Failed, Finished,

@@ -10,7 +10,10 @@
 //!    is an error, lost, late or cancelled, the containers carrying this launch's id are
 //!    looked up and removed: a create that took effect unseen leaves nothing behind.
 //! 3. The created container is inspected and audited against the plan; then `start`. A lost
-//!    `start` answer is resolved by inspecting the container's state.
+//!    `start` answer is resolved by inspecting the container's state. Where the engine says
+//!    which image the command line was built from, the container must run that image; a
+//!    container that runs another (the image's name moved meanwhile) is removed unstarted and
+//!    created once more from a fresh read of the image ([`crate::image_command`]).
 //! 4. Audited again once it runs, while its output is forwarded and `wait` runs (a difference
 //!    still fails the launch and removes the container). A failed `wait` is resolved by
 //!    inspecting the state and waiting again; the status is read from the engine, never
@@ -35,10 +38,10 @@ use mount_plan::MountPlan;
 use mount_plan_host::VerifiedPlan;
 
 use crate::container::{container_labels, ExitStatus, Keep, LaunchError, LogChunk, OutputStream};
-use crate::engine::{CreateRequest, Engine, Removal};
+use crate::engine::{CreateRequest, Created, Engine, Removal};
 use crate::gate::{Gate, GATE_REFUSED};
 use crate::identity::{judge, process_start, LaunchId, Launcher, Verdict, LABEL_LAUNCH};
-use mount_plan_spec::{audit, ObservedContainer};
+use mount_plan_spec::{audit, Difference, ObservedContainer};
 use mount_plan_spec::{Availability, EngineReport, Protection};
 use mount_plan_spec::{Capability, LaunchSpec, LABEL_MANAGED};
 
@@ -316,6 +319,7 @@ pub async fn launch(
         launch,
         plan,
         container: None,
+        built_for: None,
         tolerated: BTreeSet::new(),
         granted: BTreeSet::new(),
         gate: None,
@@ -343,6 +347,9 @@ struct Driver<'a> {
     plan: &'a VerifiedPlan,
     /// The container, once created.
     container: Option<String>,
+    /// The image its command line was built from, where the engine says it
+    /// ([`crate::engine::Created::built_for`]).
+    built_for: Option<String>,
     /// Protections the audit does not ask for: those accepted missing, and hardening the
     /// engine cannot apply that the site does not require.
     tolerated: BTreeSet<Protection>,
@@ -378,6 +385,7 @@ impl<'a> Driver<'a> {
             engine: self.engine,
             options: self.options,
             plan: self.plan,
+            built_for: self.built_for.clone(),
             tolerated: self.tolerated.clone(),
             granted: self.granted.clone(),
         }
@@ -474,23 +482,46 @@ impl Driver<'_> {
             labels.insert(k.to_owned(), v);
         }
         let gate = Gate::new(self.plan);
-        let request = CreateRequest {
+        let mut request = CreateRequest {
             plan: self.plan,
             spec,
             labels: &labels,
             gate: &gate,
+            reread_image: false,
         };
         self.gate = Some(gate.clone());
         // From here, a failure looks for containers of this launch (see `fail`).
         self.create_attempted = true;
-        let id = self.create(&request).await?;
-        self.container = Some(id.clone());
-        self.observer.event(&Event::Created {
-            container: id.clone(),
-        });
-
-        // Audit what the engine made of the request before anything runs...
-        self.auditor().audited(&id).await?;
+        let id = loop {
+            let created = self.create(&request).await?;
+            let id = created.id;
+            self.container = Some(id.clone());
+            self.built_for = created.built_for;
+            self.observer.event(&Event::Created {
+                container: id.clone(),
+            });
+            // Audit what the engine made of the request before anything runs...
+            match self.auditor().audited(&id).await {
+                // ...and where the only difference is that the image's name moved between the
+                // engine's read of the image and the create (its command line names another
+                // image's entrypoint), remove this container, never started, and create once
+                // more from a fresh read. A name that moves again fails the launch.
+                Err(Stop::Error(LaunchError::Audit { differences, .. }))
+                    if !request.reread_image
+                        && differences
+                            .iter()
+                            .all(|d| matches!(d, Difference::Image { .. })) =>
+                {
+                    self.remove(&id).await?;
+                    self.container = None;
+                    request.reread_image = true;
+                }
+                audited => {
+                    audited?;
+                    break id;
+                }
+            }
+        };
         if let Err(stop) = self.call("start", engine.start(&id)).await {
             // The engine said no: the command did not run.
             let uncertain = matches!(
@@ -714,7 +745,7 @@ impl Driver<'_> {
     /// `create`, bounded by the call timeout. A cancellation while it is in flight does not
     /// abandon it: its answer is awaited a little longer ([`CANCELLED_CREATE_SETTLE`]), so that
     /// the container it made is known and removed, then the launch stops as cancelled.
-    async fn create(&mut self, request: &CreateRequest<'_>) -> Result<String, Stop> {
+    async fn create(&mut self, request: &CreateRequest<'_>) -> Result<Created, Stop> {
         let create = self.engine.create(request);
         tokio::pin!(create);
         let timeout = self.options.call_timeout;
@@ -728,8 +759,8 @@ impl Driver<'_> {
             Some(Err(_)) => Err(Stop::Error(self.lost("create"))),
             None => {
                 let settle = CANCELLED_CREATE_SETTLE.min(timeout);
-                if let Ok(Ok(id)) = tokio::time::timeout(settle, &mut create).await {
-                    self.container = Some(id);
+                if let Ok(Ok(created)) = tokio::time::timeout(settle, &mut create).await {
+                    self.container = Some(created.id);
                 }
                 Err(Stop::Cancelled)
             }
@@ -953,6 +984,7 @@ struct Auditor<'a> {
     engine: &'a dyn Engine,
     options: &'a LaunchOptions,
     plan: &'a VerifiedPlan,
+    built_for: Option<String>,
     tolerated: BTreeSet<Protection>,
     granted: BTreeSet<Capability>,
 }
@@ -978,6 +1010,9 @@ impl Auditor<'_> {
         let mut differences = audit(self.plan.plan(), &observed, &self.tolerated, &self.granted);
         if let Some(source) = self.engine.gate_source() {
             differences.extend(mount_plan_spec::audit_gate_bind(&observed, &source));
+        }
+        if let Some(built_for) = &self.built_for {
+            differences.extend(mount_plan_spec::audit_image(&observed, built_for));
         }
         if differences.is_empty() {
             Ok(())

@@ -670,6 +670,83 @@ async fn a_failed_audit_after_start_ends_a_running_job() {
     );
 }
 
+/// The events that tell what happened to containers, in order.
+fn container_events(rec: &Recorder) -> Vec<&'static str> {
+    rec.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Created { .. } => Some("created"),
+            Event::Started { .. } => Some("started"),
+            Event::Removed { .. } => Some("removed"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A container that runs another image than the one its command line was built from (the
+/// image's name moved between the engine's read of the image and the create) never starts:
+/// it is removed and created once more from a fresh read; a name that moves again fails the
+/// launch with the audit's rule `image-moved`, and nothing ran.
+#[tokio::test(start_paused = true)]
+async fn a_container_of_a_moved_image_is_created_again_from_a_fresh_read() {
+    let moved = |times| [(Op::Create, Fault::ImageMoved, times)];
+    let (outcome, engine, rec) = case("moved once", Script::default(), &moved(1), None).await;
+    let done = outcome.expect("the second container runs the image read afresh");
+    assert_eq!(done.status.code, 0);
+    assert_eq!(engine.starts(), 1);
+    assert_eq!(
+        engine.image_rereads(),
+        1,
+        "the second create reads the image"
+    );
+    assert_eq!(
+        container_events(&rec),
+        ["created", "removed", "created", "started", "removed"]
+    );
+
+    let (outcome, engine, rec) = case("moved twice", Script::default(), &moved(2), None).await;
+    let failed = outcome.expect_err("a name that moves again is not chased");
+    assert_eq!(failed.error.rule(), "audit", "{}", failed.error);
+    let told = failed.error.to_string();
+    assert!(told.contains("audit rule `image-moved`"), "{told}");
+    assert!(told.contains(mount_plan_launch::fake::FAKE_IMAGE), "{told}");
+    assert!(!failed.command_ran);
+    assert_eq!(engine.starts(), 0);
+    assert_eq!(engine.image_rereads(), 1, "read afresh once, not in a loop");
+    assert_eq!(
+        container_events(&rec),
+        ["created", "removed", "created", "removed"]
+    );
+}
+
+/// The second create of a moved image, crossed with every fault at every step and with
+/// cancellation at every step: every invariant of [`case`] holds (nothing left unnamed, a
+/// command never said to run or not run wrongly, the job directory kept exactly when it ran).
+#[tokio::test(start_paused = true)]
+async fn a_moved_image_crossed_with_faults_and_cancellation_leaves_nothing() {
+    let mut cases = 0;
+    for op in Op::ALL {
+        for fault in FAULTS {
+            // A wait that never answers is a job that runs forever (see the test above).
+            if op == Op::Wait && fault == Fault::Hang {
+                continue;
+            }
+            let cancels = std::iter::once(None).chain(Op::ALL.into_iter().map(Some));
+            for cancel_at in cancels {
+                let label = format!("moved, then {op:?} {fault:?} once, cancel at {cancel_at:?}");
+                let faults = [(Op::Create, Fault::ImageMoved, 1), (op, fault, 1)];
+                let (outcome, engine, _) =
+                    case(&label, Script::default(), &faults, cancel_at).await;
+                if outcome.is_ok() {
+                    assert_eq!(engine.starts(), 1, "{label}");
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 150, "{cases}");
+}
+
 /// A closure is an observer of the output (and ignores events).
 #[tokio::test(start_paused = true)]
 async fn a_closure_observes_the_output() {
@@ -746,9 +823,10 @@ async fn create_of_launcher(
         gate: &gate,
         spec: &spec(),
         labels: &labels,
+        reread_image: false,
     };
     use mount_plan_launch::Engine;
-    engine.create(&req).await.unwrap()
+    engine.create(&req).await.unwrap().id
 }
 
 #[tokio::test(start_paused = true)]
@@ -1089,7 +1167,8 @@ async fn create_with_labels(
         gate: &gate,
         spec: &spec(),
         labels: &all,
+        reread_image: false,
     };
     use mount_plan_launch::Engine;
-    engine.create(&req).await.unwrap()
+    engine.create(&req).await.unwrap().id
 }

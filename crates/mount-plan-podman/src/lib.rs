@@ -58,10 +58,10 @@ mod wait;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mount_plan_launch::image_command::ImageCommand;
+use mount_plan_launch::image_command::{ImageCommand, Reuse};
 use mount_plan_launch::{
-    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogChunk,
-    LogStream, ObservedContainer, OutputStream, Removal,
+    CreateRequest, Created, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
+    LogChunk, LogStream, ObservedContainer, OutputStream, Removal,
 };
 use podman_api::conn::TtyChunk;
 use podman_api::models::LibpodPingInfo;
@@ -593,7 +593,7 @@ impl Engine for PodmanEngine {
         self.report_of()
     }
 
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
         let plan = request.plan.plan();
         let not_created = |e: podman_api::Error| {
             if e.to_string().contains("image not known") || is_not_found(&e) {
@@ -614,25 +614,34 @@ impl Engine for PodmanEngine {
             }
         };
         // The gate runs first, then the image's entrypoint with the launch's command (or the
-        // image's): the image's own configuration says what that is.
+        // image's): the image's own configuration says what that is. What was read before may
+        // stand for any name: the audit before start checks the container runs that image.
+        let reuse = if request.reread_image {
+            Reuse::Fresh
+        } else {
+            Reuse::Checked
+        };
         let image = mount_plan_launch::image_command::image_command(
             &self.info.endpoint,
             &request.spec.image,
+            reuse,
             || async {
-                let config = self
+                let image = self
                     .podman
                     .images()
                     .get(request.spec.image.as_str())
                     .inspect()
                     .await
-                    .map_err(not_created)?
-                    .config;
-                Ok(config
-                    .map(|c| ImageCommand {
-                        entrypoint: c.entrypoint.unwrap_or_default(),
-                        cmd: c.cmd.unwrap_or_default(),
-                    })
-                    .unwrap_or_default())
+                    .map_err(not_created)?;
+                let (entrypoint, cmd) = image
+                    .config
+                    .map(|c| (c.entrypoint, c.cmd))
+                    .unwrap_or_default();
+                Ok(ImageCommand {
+                    entrypoint: entrypoint.unwrap_or_default(),
+                    cmd: cmd.unwrap_or_default(),
+                    id: image.id,
+                })
             },
         )
         .await?;
@@ -693,7 +702,10 @@ impl Engine for PodmanEngine {
                 .await
                 .map_err(|e| call_error("upload", &created.id, e))?;
         }
-        Ok(created.id)
+        Ok(Created {
+            id: created.id,
+            built_for: image.id,
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), LaunchError> {

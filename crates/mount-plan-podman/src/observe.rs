@@ -123,6 +123,7 @@ pub fn observe(data: &InspectContainerData) -> ObservedContainer {
             .and_then(|c| c.image.clone())
             .or_else(|| data.image_name.clone())
             .unwrap_or_default(),
+        image_id: data.image.clone(),
         labels: config
             .and_then(|c| c.labels.as_ref())
             .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())

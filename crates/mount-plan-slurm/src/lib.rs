@@ -50,9 +50,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mount_plan_launch::identity::LABEL_LAUNCH;
 use mount_plan_launch::{
-    Availability, CheckOutcome, CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus,
-    LaunchError, LaunchId, Listed, LogChunk, LogStream, ObservedContainer, OutputStream,
-    Protection, Removal, SiteCheck,
+    Availability, CheckOutcome, CreateRequest, Created, Engine, EngineInfo, EngineReport,
+    ExitStatus, LaunchError, LaunchId, Listed, LogChunk, LogStream, ObservedContainer,
+    OutputStream, Protection, Removal, SiteCheck,
 };
 use serde_json::Value;
 
@@ -486,7 +486,7 @@ impl Engine for SlurmEngine {
     }
 
     /// Write the bundle and submit the job held: nothing runs until `start`.
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
         let plan = request.plan.plan();
         let spec = request.spec;
         let image_ref = spec.image.to_string();
@@ -581,7 +581,7 @@ impl Engine for SlurmEngine {
             });
         }
         std::fs::write(dir.join(bundle::JOB_ID_FILE), &id).map_err(io_err("create", &dir))?;
-        Ok(id)
+        Ok(Created::unchecked(id))
     }
 
     /// Release the held job, and return once its batch script runs (or has already ended).

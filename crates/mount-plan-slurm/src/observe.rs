@@ -251,6 +251,8 @@ pub fn observe(
         id: id.to_owned(),
         name: name.to_owned(),
         image: image.to_owned(),
+        // A Slurm job runs an image named by its id, unpacked: nothing to resolve.
+        image_id: None,
         labels,
         state: job.map(|j| j.state().to_ascii_lowercase()),
         exit_code: job.and_then(|j| match j.outcome() {

@@ -81,6 +81,10 @@ pub struct ObservedContainer {
     pub name: String,
     /// Image as configured.
     pub image: String,
+    /// The id of the image the engine resolved `image` to, when reported (Docker:
+    /// `sha256:HEX`; Podman: `HEX`). [`audit_image`] compares it with the image the command
+    /// line was built from.
+    pub image_id: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Run state (`created`, `running`, `exited`...), when reported.
@@ -241,6 +245,15 @@ pub enum Difference {
     VolumesFrom(Vec<String>),
     /// A security option disables confinement.
     SecurityOpt(String),
+    /// The container runs another image than the one whose entrypoint and command its
+    /// command line was built from (the gate's command line names them): the image's name
+    /// was moved to another image between the image's inspect and the create.
+    Image {
+        /// The id of the image the command line was built from.
+        built_for: String,
+        /// The id of the image the container runs (`None`: not reported).
+        observed: Option<String>,
+    },
 }
 
 mount_plan::rules!(Difference, "audit", {
@@ -263,6 +276,7 @@ mount_plan::rules!(Difference, "audit", {
     HostNamespace => "host-namespace",
     VolumesFrom => "volumes-from",
     SecurityOpt => "security-opt",
+    Image => "image-moved",
 });
 
 fn rw(read_only: bool) -> &'static str {
@@ -364,6 +378,11 @@ impl fmt::Display for Difference {
             }
             Difference::VolumesFrom(v) => write!(f, "volumes taken from containers {v:?}"),
             Difference::SecurityOpt(o) => write!(f, "security option {o:?} disables confinement"),
+            Difference::Image { built_for, observed } => write!(
+                f,
+                "the command line was built from image {built_for:?}, but the container runs {} (its name was moved to another image meanwhile)",
+                observed.as_deref().map_or_else(|| "an image the engine does not report".to_owned(), |o| format!("{o:?}"))
+            ),
         }
     }
 }
@@ -667,6 +686,25 @@ pub fn audit_gate_bind(observed: &ObservedContainer, source: &str) -> Vec<Differ
     }
 }
 
+/// The image check, for an engine that says which image a container's command line was built
+/// from (`built_for`, an image id as its image inspect reports it): the container must run
+/// exactly that image. Ids compare without Docker's `sha256:` prefix (Podman reports bare
+/// hex). Pure.
+pub fn audit_image(observed: &ObservedContainer, built_for: &str) -> Option<Difference> {
+    let bare = |id: &str| {
+        id.strip_prefix("sha256:")
+            .unwrap_or(id)
+            .to_ascii_lowercase()
+    };
+    match observed.image_id.as_deref() {
+        Some(id) if bare(id) == bare(built_for) && !bare(id).is_empty() => None,
+        observed => Some(Difference::Image {
+            built_for: built_for.to_owned(),
+            observed: observed.map(str::to_owned),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -941,5 +979,29 @@ mod tests {
         let d = audit_gate_bind(&o, "/var/lib/mount-plan/gate/gate-ab");
         assert_eq!(d.len(), 1);
         assert!(d[0].to_string().contains("/home/u/gate"), "{}", d[0]);
+    }
+
+    #[test]
+    fn the_container_runs_the_image_its_command_line_was_built_from() {
+        let id = "a".repeat(64);
+        let with = |image_id: Option<&str>| ObservedContainer {
+            image_id: image_id.map(str::to_owned),
+            ..ObservedContainer::default()
+        };
+        // Docker reports `sha256:HEX`, Podman bare hex, either case: the same image.
+        for same in [format!("sha256:{id}"), id.clone(), id.to_uppercase()] {
+            assert_eq!(audit_image(&with(Some(&same)), &id), None, "{same}");
+            assert_eq!(audit_image(&with(Some(&id)), &same), None, "{same}");
+        }
+        let other = format!("sha256:{}", "b".repeat(64));
+        let d = audit_image(&with(Some(&other)), &id).expect("another image");
+        assert_eq!(d.rule(), "image-moved");
+        let told = d.to_string();
+        assert!(told.contains(&id) && told.contains(&other), "{told}");
+        // Not reported, or reported empty: not the image the command line was built from.
+        let unknown = audit_image(&with(None), &id).expect("not reported");
+        assert!(unknown.to_string().contains("does not report"), "{unknown}");
+        assert!(audit_image(&with(Some("sha256:")), "sha256:").is_some());
+        assert!(audit_image(&with(Some(&id)), "").is_some());
     }
 }

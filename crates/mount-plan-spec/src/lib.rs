@@ -45,8 +45,8 @@ mod spec;
 mod version;
 
 pub use audit::{
-    audit, audit_gate_bind, Difference, ObservedBind, ObservedContainer, ObservedNamespaces,
-    ObservedOtherMount, ObservedTmpfs,
+    audit, audit_gate_bind, audit_image, Difference, ObservedBind, ObservedContainer,
+    ObservedNamespaces, ObservedOtherMount, ObservedTmpfs,
 };
 pub use protection::{
     required_hardening, Availability, Class, EngineInfo, EngineReport, Protection,

@@ -62,8 +62,8 @@ use mount_plan_docker::{
     boxed, call_err, log_chunk, status_of, ApiVersion, ConnectOptions, DockerEngine,
 };
 use mount_plan_launch::{
-    CreateRequest, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed, LogStream,
-    ObservedContainer, Removal,
+    CreateRequest, Created, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
+    LogStream, ObservedContainer, Removal,
 };
 
 pub use observe::{current_task, observe, outcome, TaskOutcome};
@@ -218,14 +218,16 @@ impl Engine for SwarmEngine {
     }
 
     /// Create the service with no replica: nothing runs until `start`.
-    async fn create(&self, request: &CreateRequest<'_>) -> Result<String, LaunchError> {
+    async fn create(&self, request: &CreateRequest<'_>) -> Result<Created, LaunchError> {
         let plan = request.plan.plan();
         // The gate reads the image's entrypoint and command from the manager's copy of the
-        // image (images are named by ID and present on every node).
+        // image (images are named by ID and present on every node). A task's container is not
+        // inspected before it runs, so only a name that cannot move is read once.
         let image = mount_plan_docker::read_image_command(
             &self.docker,
             &self.info.endpoint,
             &request.spec.image,
+            mount_plan_launch::image_command::Reuse::ByContent,
             |e| match status_of(&e) {
                 Some(404) => LaunchError::ImageNotFound {
                     image: request.spec.image.to_string(),
@@ -269,11 +271,15 @@ impl Engine for SwarmEngine {
                     },
                     None => call_err("create", "", e),
                 })?;
-        created.id.ok_or_else(|| LaunchError::AnswerLost {
-            op: "create",
-            container: String::new(),
-            source: "swarm rule `no-service-id`: the manager answered without a service id".into(),
-        })
+        created
+            .id
+            .map(Created::unchecked)
+            .ok_or_else(|| LaunchError::AnswerLost {
+                op: "create",
+                container: String::new(),
+                source: "swarm rule `no-service-id`: the manager answered without a service id"
+                    .into(),
+            })
     }
 
     /// Ask for one replica, then follow the task until its command runs (or has already

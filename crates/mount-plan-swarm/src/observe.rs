@@ -260,6 +260,8 @@ pub fn observe(service: &Service, task: Option<&Task>) -> ObservedContainer {
         id: service.id.clone().unwrap_or_default(),
         name: spec.name.clone().unwrap_or_default(),
         image: c.image.clone().unwrap_or_default(),
+        // A task's container is resolved on its node; the service does not say which image.
+        image_id: None,
         labels: spec
             .labels
             .clone()

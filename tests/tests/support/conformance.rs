@@ -61,6 +61,10 @@ pub struct EngineFixture {
     /// before runc mounts anything, and runc then chmods a tmpfs to the mode of the directory
     /// it is mounted on.
     pub root_inode_mode: Option<u32>,
+    /// The command line that reaches this engine's image store (`docker --host H`,
+    /// `podman --url U`); empty where the suite does not name images by tag (Swarm and Slurm
+    /// run images named by id).
+    pub cli: Vec<String>,
 }
 
 impl EngineFixture {
@@ -325,6 +329,95 @@ pub fn spec_for(fx: &EngineFixture, plan: &MountPlan, s: Scenario, run_label: &s
         spec.user = Some(fx.nonroot);
     }
     spec
+}
+
+/// A tag moved to another image between two launches of one process: the second launch runs
+/// the image the tag names now, with that image's entrypoint. The first launch's read of the
+/// tag is kept; the container created from it runs the new image, so the audit before start
+/// finds the difference, the lifecycle removes that container unstarted and creates once more
+/// from a fresh read (two creates in the second launch). Docker and Podman.
+pub async fn a_moved_tag_runs_the_image_it_names_now(rt: &dyn Engine, fx: &EngineFixture) {
+    let (program, args) = fx.cli.split_first().expect("the engine's command line");
+    let cli = || {
+        let mut c = std::process::Command::new(program);
+        c.args(args);
+        c
+    };
+    let suffix = super::unique("moving");
+    let tag = |what: &str| format!("mount-plan-probe:{what}-{suffix}");
+    let (a, b, moving) = (tag("a"), tag("b"), tag("tag"));
+    let work = super::image::repo_root().join("target/probe/image");
+    let tar = super::image::locked(
+        &super::image::repo_root().join("target/probe/.image.lock"),
+        || super::image::image_tar(&work).map(|(tar, _)| tar),
+    )
+    .expect("the image tar");
+    for (image, word) in [(&a, "image-a"), (&b, "image-b")] {
+        let entrypoint = format!(r#"ENTRYPOINT ["/bin/busybox", "echo", "{word}"]"#);
+        mount_plan_testkit::image::import(&mut cli(), &tar, image, &[entrypoint]).expect("import");
+    }
+    /// Counts the containers a launch created, and keeps its output.
+    #[derive(Default)]
+    struct Seen {
+        created: usize,
+        out: Vec<u8>,
+    }
+    impl mount_plan_launch::Observer for Seen {
+        fn output(&mut self, chunk: &LogChunk) {
+            self.out.extend_from_slice(&chunk.bytes);
+        }
+        fn event(&mut self, event: &mount_plan_launch::Event) {
+            self.created += usize::from(matches!(event, mount_plan_launch::Event::Created { .. }));
+        }
+    }
+    let run_label = super::unique("run");
+    let (run_label, moving, cli) = (run_label.as_str(), moving.as_str(), &cli);
+    let launch_tag = |to: &str| {
+        super::run(cli().args(["tag", to, moving])).expect("tag");
+        async move {
+            let ws = fx.workspace_for(Scenario::AsRoot);
+            let verified = ws.verified();
+            let mut spec = spec_for(fx, verified.plan(), Scenario::AsRoot, run_label);
+            spec.image = moving.parse().expect("image ref");
+            spec.command.clear();
+            let mut seen = Seen::default();
+            let outcome = launch(rt, &verified, &spec, &LaunchOptions::default(), &mut seen).await;
+            (outcome.map(|done| done.status.code), seen)
+        }
+    };
+    let (first, seen) = launch_tag(&a).await;
+    assert_eq!(first.map_err(|f| f.error.to_string()), Ok(0), "{}", fx.name);
+    assert_eq!(
+        String::from_utf8_lossy(&seen.out).trim(),
+        "image-a",
+        "{}",
+        fx.name
+    );
+    assert_eq!(seen.created, 1, "{}", fx.name);
+    let (second, seen) = launch_tag(&b).await;
+    assert_eq!(
+        second.map_err(|f| f.error.to_string()),
+        Ok(0),
+        "{}",
+        fx.name
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen.out).trim(),
+        "image-b",
+        "{}: the tag names image b now; its entrypoint runs",
+        fx.name
+    );
+    assert_eq!(
+        seen.created, 2,
+        "{}: the kept read of the tag made a container of the moved image, which the audit caught",
+        fx.name
+    );
+    assert!(
+        super::leftovers(rt, run_label).await.is_empty(),
+        "{}",
+        fx.name
+    );
+    super::run(cli().args(["rmi", moving, &a, &b])).expect("remove the images");
 }
 
 /// One failed check.
@@ -1066,7 +1159,7 @@ impl Engine for RacedGc<'_> {
     async fn create(
         &self,
         request: &mount_plan_launch::CreateRequest<'_>,
-    ) -> Result<String, mount_plan_launch::LaunchError> {
+    ) -> Result<mount_plan_launch::Created, mount_plan_launch::LaunchError> {
         self.inner.create(request).await
     }
     async fn start(&self, id: &str) -> Result<(), mount_plan_launch::LaunchError> {
@@ -1145,8 +1238,9 @@ pub async fn gc_reports_only_what_it_removed(rt: &dyn Engine, fx: &EngineFixture
             gate: &gate,
             spec: &spec,
             labels: &labels,
+            reread_image: false,
         };
-        ids.push(rt.create(&request).await.expect("create"));
+        ids.push(rt.create(&request).await.expect("create").id);
     }
     let engine = RacedGc {
         inner: rt,

@@ -78,6 +78,10 @@ async fn fixture_at(
         bind_flags_in_mountinfo: false,
         shared_tmpfs,
         root_inode_mode,
+        cli: std::iter::once("docker")
+            .chain(host.map(|h| ["--host", h]).into_iter().flatten())
+            .map(str::to_owned)
+            .collect(),
     };
     Some((rt, fx))
 }

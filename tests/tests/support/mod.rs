@@ -59,8 +59,9 @@ pub async fn started(
         gate: &gate,
         spec,
         labels: &labels,
+        reread_image: false,
     };
-    let id = engine.create(&request).await?;
+    let id = engine.create(&request).await?.id;
     if let Err(e) = engine.start(&id).await {
         let _ = engine.remove(&id).await;
         return Err(e);

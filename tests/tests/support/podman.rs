@@ -260,6 +260,9 @@ pub fn fixture(
         // Podman mounts the tmpfs with the planned mode and R's inode keeps it (0555 read
         // by the probe), unlike Docker.
         root_inode_mode: None,
+        cli: ["podman", "--url", &service.url]
+            .map(str::to_owned)
+            .to_vec(),
     })
 }
 

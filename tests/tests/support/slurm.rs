@@ -153,6 +153,8 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         bind_flags_in_mountinfo: true,
         shared_tmpfs: true,
         root_inode_mode: None,
+        // Images are named by id here: no tag to move.
+        cli: Vec::new(),
     }
 }
 

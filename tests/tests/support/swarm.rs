@@ -209,6 +209,8 @@ pub fn fixture(cluster: &Cluster, image: String) -> EngineFixture {
         bind_flags_in_mountinfo: false,
         shared_tmpfs: true,
         root_inode_mode: Some(0o755),
+        // Images are named by id here: no tag to move.
+        cli: Vec::new(),
     }
 }
 

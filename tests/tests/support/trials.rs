@@ -48,11 +48,14 @@ pub enum Common {
     GcReportsOnlyWhatItRemoved,
     /// The command runs with no-new-privileges (the gate sets it).
     TheCommandRunsWithNoNewPrivileges,
+    /// A tag moved between two launches runs the image it names now (Docker and Podman).
+    AMovedTagRunsTheImageItNamesNow,
 }
 
 impl Common {
     /// Every common trial.
-    pub const ALL: [Common; 8] = [
+    pub const ALL: [Common; 9] = [
+        Common::AMovedTagRunsTheImageItNamesNow,
         Common::TheCommandRunsWithNoNewPrivileges,
         Common::GcReportsOnlyWhatItRemoved,
         Common::AsRootConforms,
@@ -75,6 +78,7 @@ impl Common {
             Common::ScratchRootHasThePlannedMode => "scratch_root_has_the_planned_mode",
             Common::GcReportsOnlyWhatItRemoved => "gc_reports_only_what_it_removed",
             Common::TheCommandRunsWithNoNewPrivileges => "the_command_runs_with_no_new_privileges",
+            Common::AMovedTagRunsTheImageItNamesNow => "a_moved_tag_runs_the_image_it_names_now",
         }
     }
 
@@ -123,6 +127,13 @@ impl Common {
                 bounded(
                     "no-new-privileges",
                     conformance::the_command_runs_with_no_new_privileges(rt, fx),
+                )
+                .await
+            }
+            Common::AMovedTagRunsTheImageItNamesNow => {
+                bounded(
+                    "the moved tag",
+                    conformance::a_moved_tag_runs_the_image_it_names_now(rt, fx),
                 )
                 .await
             }
