@@ -184,6 +184,10 @@ fn main() -> Result<std::process::ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&rows);
+        println!(
+            "lifecycles that failed and were not timed: {}",
+            FAILED.load(std::sync::atomic::Ordering::SeqCst)
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -363,14 +367,24 @@ fn measure_interleaved(
         .collect())
 }
 
-/// `concurrency` lifecycles of `method` at once, each in its own job directory.
+/// How many timed lifecycles failed (an engine's error, of either method): each is told on
+/// stderr as it happens and left out of the figures; more than [`FAILURES_TOLERATED`] end
+/// the run. The table's footer gives the count.
+static FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many failed lifecycles a run goes on past (an engine's rare transient error, such as
+/// runc's `read init-p: connection reset by peer` under load, seen on Podman 4.3 and 5).
+const FAILURES_TOLERATED: usize = 5;
+
+/// `concurrency` lifecycles of `method` at once, each in its own job directory; the
+/// latencies of those that succeeded.
 fn batch(
     rt: &tokio::runtime::Runtime,
     t: &Target,
     method: Method,
     concurrency: usize,
 ) -> Result<Vec<Duration>> {
-    std::thread::scope(|s| {
+    let outcomes: Vec<Result<Duration>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..concurrency)
             .map(|i| {
                 s.spawn(move || -> Result<Duration> {
@@ -384,7 +398,24 @@ fn batch(
             .into_iter()
             .map(|w| w.join().expect("worker panicked"))
             .collect()
-    })
+    });
+    let mut latencies = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        match outcome {
+            Ok(latency) => latencies.push(latency),
+            Err(e) => {
+                let failed = FAILED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                eprintln!(
+                    "a {method:?} lifecycle on {:?} failed (not timed): {e:#}",
+                    t.engine
+                );
+                if failed > FAILURES_TOLERATED {
+                    return Err(e.context(format!("{failed} lifecycles failed")));
+                }
+            }
+        }
+    }
+    Ok(latencies)
 }
 
 fn row(

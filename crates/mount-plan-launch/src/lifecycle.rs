@@ -143,7 +143,9 @@ pub enum Event {
         /// The job name.
         job: String,
     },
-    /// The container was created (not started).
+    /// The container was created (not started). A launch creates a second container only
+    /// after removing the first unstarted, when it ran another image than the one its command
+    /// line was built from (the image's name moved meanwhile): `Created`, `Removed`, `Created`.
     Created {
         /// Container id.
         container: String,

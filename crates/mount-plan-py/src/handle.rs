@@ -241,10 +241,11 @@ impl LaunchHandle {
         Ok(list)
     }
 
-    /// The container's id once it was created.
+    /// The container's id once it was created (the last one: a launch creates once more after
+    /// removing, unstarted, a container of an image whose name moved meanwhile).
     #[getter]
     fn container(&self) -> Option<String> {
-        self.shared.lock().events.iter().find_map(|e| match e {
+        self.shared.lock().events.iter().rev().find_map(|e| match e {
             Event::Created { container } => Some(container.clone()),
             _ => None,
         })
