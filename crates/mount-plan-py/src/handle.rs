@@ -245,10 +245,15 @@ impl LaunchHandle {
     /// removing, unstarted, a container of an image whose name moved meanwhile).
     #[getter]
     fn container(&self) -> Option<String> {
-        self.shared.lock().events.iter().rev().find_map(|e| match e {
-            Event::Created { container } => Some(container.clone()),
-            _ => None,
-        })
+        self.shared
+            .lock()
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Created { container } => Some(container.clone()),
+                _ => None,
+            })
     }
 
     /// Whether the command may have run: false means it certainly did not.
