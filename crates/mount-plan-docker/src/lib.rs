@@ -355,16 +355,11 @@ impl Engine for DockerEngine {
         // The gate runs first, then the image's entrypoint with the launch's command (or the
         // image's): the image's own configuration says what that is. What was read before may
         // stand for any name: the audit before start checks the container runs that image.
-        let reuse = if request.reread_image {
-            Reuse::Fresh
-        } else {
-            Reuse::Checked
-        };
         let image = read_image_command(
             &self.docker,
             &self.info.endpoint,
             &request.spec.image,
-            reuse,
+            request.checked_reuse(),
             not_created,
         )
         .await?;

@@ -101,6 +101,20 @@ pub struct CreateRequest<'a> {
     pub reread_image: bool,
 }
 
+impl CreateRequest<'_> {
+    /// How an engine whose audit checks the image a container runs (it says which in
+    /// [`Created::built_for`]) reuses what this process read of the image: whatever was read
+    /// before, except on the lifecycle's second create, which reads afresh
+    /// ([`CreateRequest::reread_image`]).
+    pub fn checked_reuse(&self) -> crate::image_command::Reuse {
+        if self.reread_image {
+            crate::image_command::Reuse::Fresh
+        } else {
+            crate::image_command::Reuse::Checked
+        }
+    }
+}
+
 /// What [`Engine::create`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {

@@ -58,7 +58,7 @@ mod wait;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mount_plan_launch::image_command::{ImageCommand, Reuse};
+use mount_plan_launch::image_command::ImageCommand;
 use mount_plan_launch::{
     CreateRequest, Created, Engine, EngineInfo, EngineReport, ExitStatus, LaunchError, Listed,
     LogChunk, LogStream, ObservedContainer, OutputStream, Removal,
@@ -616,15 +616,10 @@ impl Engine for PodmanEngine {
         // The gate runs first, then the image's entrypoint with the launch's command (or the
         // image's): the image's own configuration says what that is. What was read before may
         // stand for any name: the audit before start checks the container runs that image.
-        let reuse = if request.reread_image {
-            Reuse::Fresh
-        } else {
-            Reuse::Checked
-        };
         let image = mount_plan_launch::image_command::image_command(
             &self.info.endpoint,
             &request.spec.image,
-            reuse,
+            request.checked_reuse(),
             || async {
                 let image = self
                     .podman
